@@ -1,0 +1,119 @@
+//! Reading and applying file metadata: mode, owner, nanosecond times and extended attributes
+//! (POSIX ACLs are the `system.posix_acl_*` xattrs). Symlinks are never followed.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::bytes::Bytes;
+use crate::manifest::{Entry, Kind, SourceStamp, Xattr};
+
+pub fn is_root_user() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn stamp(md: &std::fs::Metadata) -> SourceStamp {
+    SourceStamp { dev: md.dev(), ino: md.ino(), ctime: md.ctime(), ctime_ns: md.ctime_nsec() as u32 }
+}
+
+/// Extended attributes of `path`, sorted by name. Unsupported filesystems give an empty list.
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        match xattr::get(path, &name) {
+            Ok(Some(v)) => out.push(Xattr { name: Bytes(name.as_bytes().to_vec()), value: Bytes(v) }),
+            Ok(None) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOSYS))
+}
+
+/// Sets xattrs to exactly `want` (removing others). Returns names that could not be set
+/// (e.g. a target filesystem without ACL support) so the caller can warn.
+pub fn apply_xattrs(path: &Path, want: &[Xattr]) -> io::Result<Vec<String>> {
+    let mut failed = Vec::new();
+    let have = read_xattrs(path)?;
+    for old in &have {
+        if !want.iter().any(|w| w.name == old.name) {
+            let _ = xattr::remove(path, OsStr::from_bytes(&old.name.0));
+        }
+    }
+    for x in want {
+        if have.iter().any(|h| h == x) {
+            continue;
+        }
+        if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name.0), &x.value.0) {
+            failed.push(format!("{}: {e}", String::from_utf8_lossy(&x.name.0)));
+        }
+    }
+    Ok(failed)
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// Applies owner (when root), mode (not for symlinks), xattrs, then mtime (last, as the other
+/// changes may touch it). Returns xattr names that could not be applied.
+pub fn apply(path: &Path, e: &Entry) -> io::Result<Vec<String>> {
+    let c = cpath(path)?;
+    if is_root_user() {
+        // SAFETY: c is a valid NUL-terminated path.
+        if unsafe { libc::lchown(c.as_ptr(), e.uid, e.gid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if e.kind != Kind::Symlink {
+        // SAFETY: as above; chmod after chown, which clears setuid bits.
+        if unsafe { libc::chmod(c.as_ptr(), e.mode & 0o7777) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let failed = if e.kind != Kind::Symlink || !e.xattrs.is_empty() { apply_xattrs(path, &e.xattrs)? } else { Vec::new() };
+    set_mtime(&c, e.mtime, e.mtime_ns)?;
+    Ok(failed)
+}
+
+pub fn set_mtime_path(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
+    set_mtime(&cpath(path)?, sec, nsec)
+}
+
+fn set_mtime(c: &CString, sec: i64, nsec: u32) -> io::Result<()> {
+    let times = [
+        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec.min(999_999_999) as libc::c_long },
+    ];
+    // SAFETY: valid path and a two-element timespec array, as utimensat requires.
+    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens a file for reading without following a final symlink, and without updating atime where allowed.
+pub fn open_read_nofollow(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME);
+    match o.open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
+        }
+        r => r,
+    }
+}

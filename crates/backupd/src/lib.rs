@@ -1,0 +1,23 @@
+//! rackvault's backup engine: selective, incremental backups into ZFS or a directory store,
+//! with a manifest per snapshot, verification, restore, retention and a catalog.
+
+pub mod bytes;
+pub mod catalog;
+pub mod config;
+pub mod content;
+pub mod diff;
+pub mod engine;
+pub mod fsmeta;
+pub mod manifest;
+pub mod progress;
+pub mod prune;
+pub mod relpath;
+pub mod restore;
+pub mod retention;
+pub mod run;
+pub mod scan;
+pub mod select;
+pub mod snapname;
+pub mod store;
+pub mod verify;
+pub mod zfs;

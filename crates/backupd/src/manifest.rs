@@ -1,0 +1,459 @@
+//! The per-snapshot manifest: what a snapshot holds, with content hashes, stored inside the
+//! snapshot at `.rackvault/manifest.zst` so that every snapshot describes itself.
+//!
+//! Encoding (documented in docs/manifest-format.md): a zstd frame (with checksum) holding JSON
+//! Lines; the first line is a [`Header`], each further line one [`Entry`], sorted by path bytes.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bytes::Bytes;
+use crate::relpath::RelPath;
+
+pub const FORMAT: &str = "rackvault-manifest";
+pub const VERSION: u32 = 1;
+/// Directory inside every snapshot that holds rackvault's own files.
+pub const META_DIR: &str = ".rackvault";
+pub const MANIFEST_FILE: &str = ".rackvault/manifest.zst";
+/// Block size for block hashes; matches ZFS's default recordsize so that an in-place update of a
+/// changed block rewrites exactly one record.
+pub const BLOCK_SIZE: u64 = 128 * 1024;
+/// Files with more blocks than this get proportionally larger blocks, bounding a manifest line.
+pub const MAX_BLOCKS_PER_FILE: u64 = 131_072;
+/// Longest manifest line we accept when reading (a hostile manifest cannot exhaust memory).
+const MAX_LINE: usize = 64 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    pub job: String,
+    pub snapshot: String,
+    /// RFC 3339 UTC time the run started.
+    pub created: String,
+    /// Absolute source path as configured.
+    pub source: String,
+    pub hash: String,
+    pub block_size: u64,
+    pub entries: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Identity of the source file when it was read: the fast path that decides "unchanged"
+/// without reading content.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct SourceStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime: i64,
+    pub ctime_ns: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Xattr {
+    pub name: Bytes,
+    pub value: Bytes,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    pub path: RelPath,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky (`mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_ns: u32,
+    #[serde(default)]
+    pub size: u64,
+    /// Symlink target, as stored (never followed by rackvault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Bytes>,
+    /// BLAKE3 of the whole content (regular files).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hash_hex_opt")]
+    pub hash: Option<[u8; 32]>,
+    /// Size of each block in `blocks`; present when `blocks` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u64>,
+    /// BLAKE3 of each block, for files larger than one block.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "hash_hex_vec")]
+    pub blocks: Vec<[u8; 32]>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+    /// Hard link: this entry is the same file as the entry at this path (listed earlier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<RelPath>,
+    #[serde(default)]
+    pub src: SourceStamp,
+}
+
+impl Entry {
+    /// Same metadata as stored on the inode (what a hard link to an older copy would carry).
+    pub fn same_inode_metadata(&self, other: &Entry) -> bool {
+        self.kind == other.kind
+            && self.mode == other.mode
+            && self.uid == other.uid
+            && self.gid == other.gid
+            && self.mtime == other.mtime
+            && self.mtime_ns == other.mtime_ns
+            && self.xattrs == other.xattrs
+    }
+
+    /// Same content: equal size and hash (files), equal target (symlinks).
+    pub fn same_content(&self, other: &Entry) -> bool {
+        self.kind == other.kind
+            && match self.kind {
+                Kind::File => self.size == other.size && self.hash.is_some() && self.hash == other.hash,
+                Kind::Symlink => self.target == other.target,
+                Kind::Dir => true,
+            }
+    }
+
+    /// The fast-path test: same size, mtime and source identity, so the content is taken as unchanged.
+    pub fn same_source_stamp(&self, other: &Entry) -> bool {
+        self.kind == other.kind
+            && self.size == other.size
+            && self.mtime == other.mtime
+            && self.mtime_ns == other.mtime_ns
+            && self.src == other.src
+            && self.src != SourceStamp::default()
+    }
+
+    /// Block hashes as a list covering the whole file, whatever the size (one block for small files).
+    pub fn block_hashes(&self) -> Option<(u64, Vec<[u8; 32]>)> {
+        if !self.blocks.is_empty() {
+            return Some((self.block_size.unwrap_or(BLOCK_SIZE), self.blocks.clone()));
+        }
+        let h = self.hash?;
+        let bs = block_size_for(self.size);
+        if self.size <= bs { Some((bs, if self.size == 0 { vec![] } else { vec![h] })) } else { None }
+    }
+}
+
+/// Block size used for a file of `size` bytes.
+pub fn block_size_for(size: u64) -> u64 {
+    let mut bs = BLOCK_SIZE;
+    while size.div_ceil(bs) > MAX_BLOCKS_PER_FILE {
+        bs *= 2;
+    }
+    bs
+}
+
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub header: Header,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("manifest {path} is damaged at line {line}: {msg}")]
+    Corrupt { path: String, line: usize, msg: String },
+}
+
+impl Manifest {
+    pub fn new(header: Header, mut entries: Vec<Entry>) -> Self {
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut header = header;
+        header.entries = entries.len() as u64;
+        Manifest { header, entries }
+    }
+
+    pub fn index(&self) -> HashMap<&RelPath, &Entry> {
+        self.entries.iter().map(|e| (&e.path, e)).collect()
+    }
+
+    pub fn get(&self, path: &RelPath) -> Option<&Entry> {
+        self.entries.binary_search_by(|e| e.path.cmp(path)).ok().map(|i| &self.entries[i])
+    }
+
+    pub fn write_to(&self, w: impl Write) -> std::io::Result<()> {
+        let mut enc = zstd::Encoder::new(w, 3)?;
+        enc.include_checksum(true)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, enc);
+        serde_json::to_writer(&mut out, &self.header)?;
+        out.write_all(b"\n")?;
+        for e in &self.entries {
+            serde_json::to_writer(&mut out, e)?;
+            out.write_all(b"\n")?;
+        }
+        let enc = out.into_inner().map_err(|e| e.into_error())?;
+        enc.finish()?.flush()
+    }
+
+    /// Writes atomically: a temporary file in the same directory, fsynced, then renamed.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path.parent().expect("manifest path has a parent");
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".manifest.tmp.{}", std::process::id()));
+        let f = std::fs::File::create(&tmp)?;
+        self.write_to(&f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let shown = path.display().to_string();
+        let f = std::fs::File::open(path).map_err(|e| ManifestError::Io { path: shown.clone(), source: e })?;
+        Self::read_from(f, &shown)
+    }
+
+    /// Parses untrusted bytes: every length is checked, every path validated, nothing panics.
+    pub fn read_from(r: impl Read, name: &str) -> Result<Self, ManifestError> {
+        let corrupt = |line: usize, msg: String| ManifestError::Corrupt { path: name.to_string(), line, msg };
+        let dec = zstd::Decoder::new(r).map_err(|e| corrupt(0, format!("not a zstd stream: {e}")))?;
+        let mut reader = BufReader::with_capacity(1 << 16, dec);
+        let mut line = Vec::new();
+        let mut lineno = 0usize;
+        let mut header: Option<Header> = None;
+        let mut entries = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| corrupt(lineno + 1, format!("read failed: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            lineno += 1;
+            if line.len() > MAX_LINE {
+                return Err(corrupt(lineno, format!("line longer than {MAX_LINE} bytes")));
+            }
+            if line.last() != Some(&b'\n') {
+                return Err(corrupt(lineno, "truncated (no line end)".into()));
+            }
+            match &header {
+                None => {
+                    let h: Header = serde_json::from_slice(&line).map_err(|e| corrupt(lineno, format!("bad header: {e}")))?;
+                    if h.format != FORMAT {
+                        return Err(corrupt(lineno, format!("format is {:?}, expected {FORMAT:?}", h.format)));
+                    }
+                    if h.version != VERSION {
+                        return Err(corrupt(lineno, format!("version {} is not supported (this build reads {VERSION})", h.version)));
+                    }
+                    if h.hash != "blake3" {
+                        return Err(corrupt(lineno, format!("hash {:?} is not supported", h.hash)));
+                    }
+                    header = Some(h);
+                }
+                Some(_) => {
+                    let e: Entry = serde_json::from_slice(&line).map_err(|e| corrupt(lineno, format!("bad entry: {e}")))?;
+                    validate_entry(&e).map_err(|m| corrupt(lineno, m))?;
+                    entries.push(e);
+                }
+            }
+        }
+        let header = header.ok_or_else(|| corrupt(0, "empty manifest".into()))?;
+        if header.entries != entries.len() as u64 {
+            return Err(corrupt(lineno, format!("header announces {} entries, found {}", header.entries, entries.len())));
+        }
+        if !entries.windows(2).all(|w| w[0].path < w[1].path) {
+            return Err(corrupt(0, "entries are not sorted by path or contain duplicates".into()));
+        }
+        let m = Manifest { header, entries };
+        for e in &m.entries {
+            if let Some(l) = &e.link {
+                match m.get(l) {
+                    Some(t) if t.kind == Kind::File && l < &e.path && t.link.is_none() => {}
+                    _ => return Err(corrupt(0, format!("entry {} links to {}, which is not an earlier regular file", e.path, l))),
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
+fn validate_entry(e: &Entry) -> Result<(), String> {
+    if e.path.is_root() && e.kind != Kind::Dir {
+        return Err("the root entry must be a directory".into());
+    }
+    match e.kind {
+        Kind::File => {
+            if e.hash.is_none() {
+                return Err(format!("file {} has no hash", e.path));
+            }
+            if !e.blocks.is_empty() {
+                let bs = e.block_size.ok_or_else(|| format!("file {} has blocks but no block_size", e.path))?;
+                if bs == 0 || e.size.div_ceil(bs) != e.blocks.len() as u64 {
+                    return Err(format!("file {}: {} block hashes do not cover {} bytes", e.path, e.blocks.len(), e.size));
+                }
+            }
+        }
+        Kind::Symlink => {
+            if e.target.as_ref().is_none_or(|t| t.0.is_empty()) {
+                return Err(format!("symlink {} has no target", e.path));
+            }
+        }
+        Kind::Dir => {}
+    }
+    if e.link.is_some() && e.kind != Kind::File {
+        return Err(format!("{} is a hard link but not a regular file", e.path));
+    }
+    Ok(())
+}
+
+mod hash_hex_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(h) => s.serialize_str(&hex::encode(h)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| super::parse_hash(&s).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+mod hash_hex_vec {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for h in v {
+            seq.serialize_element(&hex::encode(h))?;
+        }
+        seq.end()
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        let v: Vec<String> = Vec::deserialize(d)?;
+        v.iter().map(|s| super::parse_hash(s).map_err(serde::de::Error::custom)).collect()
+    }
+}
+
+fn parse_hash(s: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).map_err(|e| format!("bad hash {s:?}: {e}"))?;
+    Ok(out)
+}
+
+impl Serialize for RelPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Bytes(self.as_bytes().to_vec()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RelPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let b = Bytes::deserialize(d)?;
+        RelPath::parse(&b.0).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn file(path: &str, content: &[u8]) -> Entry {
+        Entry {
+            path: RelPath::parse(path.as_bytes()).unwrap(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            mtime: 1_700_000_000,
+            mtime_ns: 123_456_789,
+            size: content.len() as u64,
+            target: None,
+            hash: Some(*blake3::hash(content).as_bytes()),
+            block_size: None,
+            blocks: vec![],
+            xattrs: vec![Xattr { name: Bytes(b"user.k".to_vec()), value: Bytes(vec![0, 255, 1]) }],
+            link: None,
+            src: SourceStamp { dev: 1, ino: 2, ctime: 3, ctime_ns: 4 },
+        }
+    }
+
+    fn header() -> Header {
+        Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            job: "j".into(),
+            snapshot: "s".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            source: "/src".into(),
+            hash: "blake3".into(),
+            block_size: BLOCK_SIZE,
+            entries: 0,
+        }
+    }
+
+    fn root() -> Entry {
+        Entry { kind: Kind::Dir, hash: None, xattrs: vec![], size: 0, ..file("", b"") }
+    }
+
+    #[test]
+    fn round_trip_including_non_utf8_names() {
+        let mut odd = file("x", b"abc");
+        odd.path = RelPath::parse(b"bad\xffname").unwrap();
+        let mut link = file("z", b"hello");
+        link.link = Some(RelPath::parse(b"y").unwrap());
+        let m = Manifest::new(header(), vec![root(), file("y", b"hello"), odd, link]);
+        let mut buf = Vec::new();
+        m.write_to(&mut buf).unwrap();
+        let back = Manifest::read_from(&buf[..], "test").unwrap();
+        assert_eq!(back.entries, m.entries);
+        assert_eq!(back.header.entries, 4);
+    }
+
+    #[test]
+    fn rejects_escaping_paths_and_truncation() {
+        let raw = format!(
+            "{}\n{}\n",
+            serde_json::to_string(&Header { entries: 1, ..header() }).unwrap(),
+            r#"{"path":"../etc/passwd","type":"file","mode":420,"uid":0,"gid":0,"mtime":0,"mtime_ns":0,"size":0,"hash":"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}"#
+        );
+        let z = zstd::encode_all(raw.as_bytes(), 1).unwrap();
+        let err = Manifest::read_from(&z[..], "m").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains(".."), "{err}");
+
+        let m = Manifest::new(header(), vec![root(), file("a", b"1")]);
+        let mut buf = Vec::new();
+        m.write_to(&mut buf).unwrap();
+        assert!(Manifest::read_from(&buf[..buf.len() - 9], "m").is_err());
+    }
+
+    #[test]
+    fn rejects_dangling_hard_link() {
+        let mut l = file("b", b"x");
+        l.link = Some(RelPath::parse(b"zz").unwrap());
+        let m = Manifest::new(header(), vec![root(), l]);
+        let mut buf = Vec::new();
+        m.write_to(&mut buf).unwrap();
+        assert!(Manifest::read_from(&buf[..], "m").unwrap_err().to_string().contains("links to zz"));
+    }
+
+    #[test]
+    fn block_size_grows_for_huge_files() {
+        assert_eq!(block_size_for(1 << 30), BLOCK_SIZE);
+        let bs = block_size_for(1 << 40);
+        assert!((1u64 << 40).div_ceil(bs) <= MAX_BLOCKS_PER_FILE);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Manifest::read_from(&data[..], "fuzz");
+            if let Ok(z) = zstd::encode_all(&data[..], 1) {
+                let _ = Manifest::read_from(&z[..], "fuzz");
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The directory store (the embedded default): `<path>/<job>/snapshots/<name>/` is a plain tree
+//! per snapshot; files unchanged since the previous snapshot are hard links to it.
+//!
+//! A run builds `<path>/<job>/.incomplete/<name>/` and publishes it with one `rename`, so a
+//! snapshot directory is always complete. Deletion renames into `.trash/` first.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::{Base, SnapshotInfo, SnapshotView, Staging, Store, WriteMode, remove_tree, sync_filesystem};
+use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::snapname;
+
+pub struct DirStore {
+    path: PathBuf,
+    sync: bool,
+}
+
+impl DirStore {
+    pub fn new(path: PathBuf, sync: bool) -> Self {
+        DirStore { path, sync }
+    }
+
+    fn job_dir(&self, job: &str) -> PathBuf {
+        self.path.join(job)
+    }
+
+    fn snap_dir(&self, job: &str, name: &str) -> PathBuf {
+        self.job_dir(job).join("snapshots").join(name)
+    }
+
+    fn clear(dir: &Path) -> Result<()> {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                tracing::info!(path = %e.path().display(), "removing leftovers of an interrupted run");
+                remove_tree(&e.path()).with_context(|| format!("cannot remove leftover {}", e.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for DirStore {
+    fn describe(&self) -> String {
+        format!("directory store {}", self.path.display())
+    }
+
+    fn root_path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    fn snapshots(&self, job: &str) -> Result<Vec<SnapshotInfo>> {
+        let dir = self.job_dir(job).join("snapshots");
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        let mut out: Vec<SnapshotInfo> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| snapname::parse(&n).map(|t| SnapshotInfo { name: n, time: Some(t), used_bytes: None, referenced_bytes: None }))
+            .collect();
+        out.sort_by_key(|s| snapname::sort_key(&s.name));
+        Ok(out)
+    }
+
+    fn begin(&self, job: &str, name: &str) -> Result<Staging> {
+        let jd = self.job_dir(job);
+        for sub in ["snapshots", ".incomplete", ".trash"] {
+            std::fs::create_dir_all(jd.join(sub)).with_context(|| format!("cannot create {}", jd.join(sub).display()))?;
+        }
+        Self::clear(&jd.join(".incomplete"))?;
+        Self::clear(&jd.join(".trash"))?;
+        let root = jd.join(".incomplete").join(name);
+        std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+        let mut warnings = Vec::new();
+        let mut base = None;
+        for prev in self.snapshots(job)?.iter().rev() {
+            let proot = self.snap_dir(job, &prev.name);
+            match Manifest::load(&proot.join(MANIFEST_FILE)) {
+                Ok(m) => {
+                    base = Some(Base { root: proot, manifest: m });
+                    break;
+                }
+                Err(e) => warnings.push(format!("snapshot {} cannot serve as a base: {e}", prev.name)),
+            }
+        }
+        Ok(Staging { name: name.to_string(), root, mode: WriteMode::Fresh, base, warnings })
+    }
+
+    fn publish(&self, job: &str, staging: &Staging, manifest: &Manifest) -> Result<()> {
+        manifest.save(&staging.root.join(MANIFEST_FILE)).context("cannot write the manifest")?;
+        if self.sync {
+            sync_filesystem(&staging.root).context("cannot sync the store's filesystem")?;
+        }
+        let dest = self.snap_dir(job, &staging.name);
+        if dest.exists() {
+            anyhow::bail!("snapshot {} already exists", dest.display());
+        }
+        std::fs::rename(&staging.root, &dest).with_context(|| format!("cannot publish {}", dest.display()))?;
+        if self.sync {
+            std::fs::File::open(dest.parent().expect("has parent"))?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn abort(&self, _job: &str, staging: &Staging) -> Result<()> {
+        remove_tree(&staging.root).with_context(|| format!("cannot remove {}", staging.root.display()))
+    }
+
+    fn open(&self, job: &str, name: &str) -> Result<SnapshotView> {
+        let root = self.snap_dir(job, name);
+        if !root.is_dir() {
+            anyhow::bail!("snapshot {name} of job {job} not found in {}", self.describe());
+        }
+        Ok(SnapshotView::new(root, None))
+    }
+
+    fn delete(&self, job: &str, name: &str) -> Result<()> {
+        let src = self.snap_dir(job, name);
+        let trash = self.job_dir(job).join(".trash");
+        std::fs::create_dir_all(&trash)?;
+        let tmp = trash.join(format!("{name}.{}", std::process::id()));
+        std::fs::rename(&src, &tmp).with_context(|| format!("cannot delete {}", src.display()))?;
+        remove_tree(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))
+    }
+}
