@@ -288,12 +288,12 @@ retention = { keep_last = 3, keep_daily = 7 }
         let cases = [
             (GOOD.replace("15 3 * * *", "61 3 * * *"), 12, "schedule"),
             (GOOD.replace("15 3 * * *", "every day"), 12, "5 fields"),
-            (GOOD.replace("\"img/**\"", "\"img/[**\""), 9, "include"),
-            (GOOD.replace("name = \"docs\"", "name = \"../x\""), 7, "invalid job name"),
+            (GOOD.replace("\"img/**\"", "\"img/[**\""), 10, "include"),
+            (GOOD.replace("name = \"docs\"", "name = \"../x\""), 8, "invalid job name"),
             (GOOD.replace("keep_daily", "keep_dayly"), 13, "keep_dayly"),
-            (GOOD.replace("kind = \"dir\"", "kind = \"tape\""), 3, "tape"),
+            (GOOD.replace("kind = \"dir\"", "kind = \"tape\""), 4, "tape"),
             (GOOD.replace("schedule", "schedul"), 12, "schedul"),
-            (format!("{GOOD}\n[[job]]\nname = \"docs\"\nsource = \"/x\"\n"), 17, "twice"),
+            (format!("{GOOD}\n[[job]]\nname = \"docs\"\nsource = \"/x\"\n"), 16, "twice"),
             ("[store\nkind=1".to_string(), 1, ""),
         ];
         for (text, line, needle) in cases {

@@ -257,6 +257,22 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
             }
         }
     }
+    // Same size and mtime but a new ctime or inode (chmod, a copy with kept times): metadata is
+    // not conclusive, so hash first and share the old copy if the content is equal.
+    if let Some(o) = o.filter(|o| o.size == e.size && o.mtime == e.mtime && o.mtime_ns == e.mtime_ns && o.hash.is_some()) {
+        let mut probe = e.clone();
+        if read_source(source, &mut probe, Dest::None, c)?.is_none() {
+            e.hash = None;
+            return Ok(FileOutcome::Skipped);
+        }
+        if probe.hash == o.hash {
+            *e = probe;
+            if e.same_inode_metadata(o) && link_prev(e) {
+                c.unchanged_files.fetch_add(1, Relaxed);
+                return Ok(FileOutcome::Done);
+            }
+        }
+    }
     let f = create_new(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
     if read_source(source, e, Dest::Fresh(&f), c)?.is_none() {
         drop(f);
