@@ -53,6 +53,16 @@ struct Counters {
 }
 
 impl Counters {
+    /// Counts a file that was written: new, changed, or same content with new metadata.
+    fn count_written(&self, old: Option<&Entry>, new: &Entry) {
+        let counter = match old {
+            None => &self.new_files,
+            Some(o) if o.same_content(new) => &self.metadata_only,
+            Some(_) => &self.changed_files,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
     fn warn(&self, msg: String) {
         tracing::warn!("{msg}");
         self.warnings.lock().expect("not poisoned").push(msg);
@@ -294,12 +304,7 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
         }
     }
     apply_meta(&dst, e, c)?;
-    let counter = match o {
-        None => &c.new_files,
-        Some(o) if o.same_content(e) => &c.metadata_only,
-        Some(_) => &c.changed_files,
-    };
-    counter.fetch_add(1, Relaxed);
+    c.count_written(o, e);
     Ok(FileOutcome::Done)
 }
 
@@ -449,12 +454,7 @@ fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, h
         return Ok(());
     }
     apply_meta(&dst, e, c)?;
-    let counter = match o {
-        None => &c.new_files,
-        Some(o) if o.same_content(e) => &c.metadata_only,
-        Some(_) => &c.changed_files,
-    };
-    counter.fetch_add(1, Relaxed);
+    c.count_written(o, e);
     Ok(())
 }
 

@@ -69,14 +69,19 @@ impl Zfs {
         rows.into_iter().next().map(|p| p.value).ok_or_else(|| ZfsError::Parse { args: format!("get {prop} {name}"), line: String::new() })
     }
 
-    pub fn create(&self, name: &str, props: &[(&str, &str)]) -> Result<(), ZfsError> {
+    /// Runs `zfs VERB -o k=v ... OPERANDS...`.
+    fn run_with_props(&self, verb: &str, props: &[(&str, &str)], operands: &[&str]) -> Result<(), ZfsError> {
         let opts: Vec<String> = props.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut args = vec!["create"];
+        let mut args = vec![verb];
         for o in &opts {
             args.extend(["-o", o.as_str()]);
         }
-        args.push(name);
+        args.extend_from_slice(operands);
         self.run(&args).map(|_| ())
+    }
+
+    pub fn create(&self, name: &str, props: &[(&str, &str)]) -> Result<(), ZfsError> {
+        self.run_with_props("create", props, &[name])
     }
 
     pub fn set(&self, name: &str, prop: &str, value: &str) -> Result<(), ZfsError> {
@@ -85,13 +90,7 @@ impl Zfs {
 
     /// Takes one snapshot with user properties (`zfs snapshot -o`).
     pub fn snapshot(&self, full_name: &str, props: &[(&str, &str)]) -> Result<(), ZfsError> {
-        let opts: Vec<String> = props.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut args = vec!["snapshot"];
-        for o in &opts {
-            args.extend(["-o", o.as_str()]);
-        }
-        args.push(full_name);
-        self.run(&args).map(|_| ())
+        self.run_with_props("snapshot", props, &[full_name])
     }
 
     /// Snapshots of `dataset` (not of its children), oldest first.
@@ -105,13 +104,7 @@ impl Zfs {
     }
 
     pub fn clone_snapshot(&self, snapshot: &str, target: &str, props: &[(&str, &str)]) -> Result<(), ZfsError> {
-        let opts: Vec<String> = props.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut args = vec!["clone"];
-        for o in &opts {
-            args.extend(["-o", o.as_str()]);
-        }
-        args.extend([snapshot, target]);
-        self.run(&args).map(|_| ())
+        self.run_with_props("clone", props, &[snapshot, target])
     }
 
     pub fn rollback(&self, snapshot: &str) -> Result<(), ZfsError> {

@@ -297,3 +297,42 @@ fn kill_9_mid_run_leaves_earlier_snapshots_intact() {
     env.ok(&["restore", "j", "latest", "--to", out.to_str().unwrap()]);
     assert_same_tree(&env.source, &out);
 }
+
+/// A tmpfs mounted for one test and unmounted afterwards.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let o = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().unwrap();
+        assert!(o.status.success(), "this test needs root to mount a small tmpfs as a full disk: {}", String::from_utf8_lossy(&o.stderr));
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_target_fails_clearly_and_keeps_earlier_snapshots() {
+    let env = Env::dir_store("");
+    let _fs = Tmpfs::mount(&env.path("store"), "8m");
+    write(&env.source.join("small"), &noise(200_000, 1));
+    env.backup();
+    write(&env.source.join("huge"), &noise(12 << 20, 2));
+    let o = env.run(&["run", "j"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("store is full") && err.contains("earlier snapshots are intact"), "{err}");
+    assert_eq!(env.snapshots().len(), 1);
+    env.ok(&["verify", "j", "--all"]);
+    assert!(env.path("store/j/.incomplete").read_dir().unwrap().next().is_none(), "the failed run left its work behind");
+    std::fs::remove_file(env.source.join("huge")).unwrap();
+    write(&env.source.join("medium"), &noise(1 << 20, 3));
+    env.backup();
+    assert_eq!(env.snapshots().len(), 2);
+    env.ok(&["verify", "j", "--all"]);
+}
