@@ -54,6 +54,11 @@ fn is_zero(b: &[u8]) -> bool {
 }
 
 pub fn copy_hashed(src: &mut File, dest: Dest<'_>) -> io::Result<Hashed> {
+    copy_hashed_with_progress(src, dest, &mut |_| {})
+}
+
+/// Like [`copy_hashed`], calling `progress` with the byte count of each block read.
+pub fn copy_hashed_with_progress(src: &mut File, dest: Dest<'_>, progress: &mut dyn FnMut(u64)) -> io::Result<Hashed> {
     let before = src.metadata()?;
     let bs = block_size_for(before.len());
     let mut buf = vec![0u8; bs as usize];
@@ -87,6 +92,7 @@ pub fn copy_hashed(src: &mut File, dest: Dest<'_>) -> io::Result<Hashed> {
             written += n as u64;
         }
         off += n as u64;
+        progress(n as u64);
         if n < buf.len() {
             break;
         }

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::content::{Dest, copy_hashed};
+use crate::content::{Dest, copy_hashed_with_progress};
 use crate::fsmeta;
 use crate::manifest::{Entry, Kind, META_DIR};
 use crate::progress::Progress;
@@ -148,7 +148,7 @@ fn apply_meta(dst: &Path, e: &Entry, c: &Counters) -> Result<()> {
 }
 
 /// Reads the source file once and writes it to `dest`, filling in the entry's hashes.
-fn read_source(source: &Path, e: &mut Entry, dest: Dest<'_>, c: &Counters) -> Result<Option<u64>> {
+fn read_source(source: &Path, e: &mut Entry, dest: Dest<'_>, c: &Counters, pg: &Progress) -> Result<Option<u64>> {
     let sp = e.path.under(source);
     let mut src = match fsmeta::open_read_nofollow(&sp) {
         Ok(f) => f,
@@ -162,7 +162,7 @@ fn read_source(source: &Path, e: &mut Entry, dest: Dest<'_>, c: &Counters) -> Re
         c.warn(format!("{}: not backed up, it is no longer a regular file", e.path));
         return Ok(None);
     }
-    let h = copy_hashed(&mut src, dest).with_context(|| format!("cannot copy {}", e.path))?;
+    let h = copy_hashed_with_progress(&mut src, dest, &mut |n| pg.bytes(n)).with_context(|| format!("cannot copy {}", e.path))?;
     if h.changed_while_reading {
         c.warn(format!("{}: changed while being read; the copy may mix old and new content (it will be read again next run)", e.path));
         // Forget the source identity so the next run reads it again.
@@ -210,11 +210,11 @@ fn fresh(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>, e
     let skipped: Mutex<Vec<RelPath>> = Mutex::new(Vec::new());
     entries.par_iter_mut().filter(|e| e.kind == Kind::File && e.link.is_none()).try_for_each(|e| -> Result<()> {
         let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
-        match fresh_file(source, root, base_root, e, o, c)? {
+        match fresh_file(source, root, base_root, e, o, c, pg)? {
             FileOutcome::Done => {}
             FileOutcome::Skipped => skipped.lock().expect("not poisoned").push(e.path.clone()),
         }
-        pg.file_done(e.size);
+        pg.file_done();
         Ok(())
     })?;
     let skipped = skipped.into_inner().expect("not poisoned");
@@ -231,7 +231,7 @@ fn fresh(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>, e
         if skipped.contains(&leader) {
             e.link = None;
             let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
-            if let FileOutcome::Skipped = fresh_file(source, root, base_root, e, o, c)? {
+            if let FileOutcome::Skipped = fresh_file(source, root, base_root, e, o, c, pg)? {
                 continue;
             }
         } else {
@@ -240,8 +240,9 @@ fn fresh(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>, e
             e.hash = h;
             e.blocks = b;
             e.block_size = bs;
+            pg.bytes(e.size);
         }
-        pg.file_done(e.size);
+        pg.file_done();
     }
     finish_dirs(root, entries, c)?;
     Ok(())
@@ -252,7 +253,7 @@ fn retain_backed_up(entries: &mut Vec<Entry>) {
     entries.retain(|e| !(e.kind == Kind::File && e.hash.is_none()));
 }
 
-fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entry, o: Option<&Entry>, c: &Counters) -> Result<FileOutcome> {
+fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entry, o: Option<&Entry>, c: &Counters, pg: &Progress) -> Result<FileOutcome> {
     let dst = e.path.under(root);
     let link_prev = |e: &Entry| -> bool {
         let Some(br) = base_root else { return false };
@@ -263,6 +264,7 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
             reuse_hashes(e, o);
             if e.same_inode_metadata(o) && link_prev(e) {
                 c.unchanged_files.fetch_add(1, Relaxed);
+                pg.bytes(e.size);
                 return Ok(FileOutcome::Done);
             }
         }
@@ -271,7 +273,7 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
     // not conclusive, so hash first and share the old copy if the content is equal.
     if let Some(o) = o.filter(|o| o.size == e.size && o.mtime == e.mtime && o.mtime_ns == e.mtime_ns && o.hash.is_some()) {
         let mut probe = e.clone();
-        if read_source(source, &mut probe, Dest::None, c)?.is_none() {
+        if read_source(source, &mut probe, Dest::None, c, pg)?.is_none() {
             e.hash = None;
             return Ok(FileOutcome::Skipped);
         }
@@ -284,7 +286,7 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
         }
     }
     let f = create_new(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
-    if read_source(source, e, Dest::Fresh(&f), c)?.is_none() {
+    if read_source(source, e, Dest::Fresh(&f), c, pg)?.is_none() {
         drop(f);
         let _ = std::fs::remove_file(&dst);
         e.hash = None;
@@ -300,7 +302,7 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
                 return Ok(FileOutcome::Done);
             }
             let f = create_new(&dst)?;
-            read_source(source, e, Dest::Fresh(&f), c)?;
+            read_source(source, e, Dest::Fresh(&f), c, pg)?;
         }
     }
     apply_meta(&dst, e, c)?;
@@ -379,8 +381,8 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
     // 3. Files, in parallel; followers afterwards.
     entries.par_iter_mut().filter(|e| e.kind == Kind::File && e.link.is_none()).try_for_each(|e| -> Result<()> {
         let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
-        in_place_file(source, root, e, o, old.is_some(), c)?;
-        pg.file_done(e.size);
+        in_place_file(source, root, e, o, old.is_some(), c, pg)?;
+        pg.file_done();
         Ok(())
     })?;
     let hashes: HashMap<RelPath, (Option<[u8; 32]>, Vec<[u8; 32]>, Option<u64>)> = entries
@@ -395,7 +397,7 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
             // The leader was not backed up: this path stands alone.
             e.link = None;
             let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
-            in_place_file(source, root, e, o, old.is_some(), c)?;
+            in_place_file(source, root, e, o, old.is_some(), c, pg)?;
             continue;
         }
         let dst = e.path.under(root);
@@ -411,18 +413,20 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
         e.hash = h;
         e.blocks = b;
         e.block_size = bs;
-        pg.file_done(e.size);
+        pg.bytes(e.size);
+        pg.file_done();
     }
     finish_dirs(root, entries, c)?;
     Ok(deleted)
 }
 
-fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, have_manifest: bool, c: &Counters) -> Result<()> {
+fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, have_manifest: bool, c: &Counters, pg: &Progress) -> Result<()> {
     let dst = e.path.under(root);
     let existing = std::fs::symlink_metadata(&dst).ok().filter(|m| m.is_file());
     if let (Some(o), Some(_)) = (o, &existing) {
         if e.same_source_stamp(o) && o.hash.is_some() {
             reuse_hashes(e, o);
+            pg.bytes(e.size);
             if e.same_inode_metadata(o) {
                 c.unchanged_files.fetch_add(1, Relaxed);
             } else {
@@ -441,11 +445,11 @@ fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, h
                 Some((bs, b)) => Dest::Update(&f, *bs, b),
                 None => Dest::Reconcile(&f),
             };
-            read_source(source, e, dest, c)?
+            read_source(source, e, dest, c, pg)?
         }
         None => {
             let f = create_new(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
-            read_source(source, e, Dest::Fresh(&f), c)?
+            read_source(source, e, Dest::Fresh(&f), c, pg)?
         }
     };
     if done.is_none() {

@@ -48,9 +48,16 @@ impl Progress {
         }
     }
 
-    pub fn file_done(&self, bytes: u64) {
+    /// Bytes of source content dealt with: read, or found unchanged without reading.
+    pub fn bytes(&self, n: u64) {
         if let Some(b) = &self.bar {
-            b.inc(bytes);
+            b.inc(n);
+        }
+    }
+
+    /// A file is finished (its bytes are reported through `bytes`, read or not).
+    pub fn file_done(&self) {
+        if let Some(b) = &self.bar {
             let done = self.files_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if done % 64 == 0 {
                 b.set_message(format!("{done}/{} files", self.files_total.get().copied().unwrap_or(0)));
