@@ -8,7 +8,7 @@
 # Environment:
 #   BENCH_FILES (20000)  BENCH_BIG_MB (64)  BENCH_PERCENT (2)   corpus.py make/mutate parameters
 #   BENCH_REPS (3)       repetitions of the directory-store section (tool order alternates)
-#   BENCH_ZFS_REPS (1)   repetitions of the ZFS section; BENCH_ZFS=0 skips it (it is skipped without root)
+#   BENCH_ZFS_REPS (=BENCH_REPS)  repetitions of the ZFS section (order alternates too); BENCH_ZFS=0 skips it (it is skipped without root)
 #   BENCH_WORK (/tmp/rackvault-bench)   scratch dir, wiped at start and at exit (BENCH_KEEP=1 keeps it)
 #   BENCH_OUT (/tmp/bench-results.md)   markdown report; a JSON twin is written next to it (.json)
 #   BENCH_POOL_GB (6)    size of the sparse file backing the throwaway zpool
@@ -29,7 +29,12 @@
 #   increment of each snapshot = `zfs send [-i prev] snap | wc -c` (zfs-fuse has no `written` property),
 #   compared with the bytes that actually changed in the corpus (computed by diffing pristine and mutated
 #   trees, see changed_bytes() below).
-# Nothing outside BENCH_WORK and BENCH_OUT is written; the zpool (and zfs-fuse, if this script started it)
+#  rsync runs are plain `rsync -a` as in the issue and the peer figures (no --delete: files deleted or renamed by
+#  the mutate stay behind in rsync's copy). An untimed fidelity check compares the final backups with the source
+#  (`rsync -anci --delete`; the rsync --link-dest tree is the control).
+# Output: a table on stdout, BENCH_OUT (markdown), its .json twin, and ${BENCH_OUT%.md}-logs/ (every command's
+# stdout/stderr, raw results.tsv, check listings).
+# Nothing outside BENCH_WORK and those outputs is written; the zpool (and zfs-fuse, if this script started it)
 # is destroyed/stopped at exit.
 set -euo pipefail
 
@@ -39,7 +44,7 @@ FILES=${BENCH_FILES:-20000}
 BIG_MB=${BENCH_BIG_MB:-64}
 PERCENT=${BENCH_PERCENT:-2}
 REPS=${BENCH_REPS:-3}
-ZFS_REPS=${BENCH_ZFS_REPS:-1}
+ZFS_REPS=${BENCH_ZFS_REPS:-$REPS}
 DO_ZFS=${BENCH_ZFS:-1}
 WORK=${BENCH_WORK:-/tmp/rackvault-bench}
 OUT=${BENCH_OUT:-/tmp/bench-results.md}
@@ -92,7 +97,7 @@ fi
 rm -rf "$WORK"
 mkdir -p "$WORK" "$(dirname "$OUT")"
 RES="$WORK/results.tsv"       # section rep tool phase secs bytes_written du_app du_alloc send_bytes
-: >"$RES"
+: >"$RES"; : >"$WORK/checks.tsv"
 LOGS="$WORK/logs"; mkdir -p "$LOGS"
 
 drop_caches() {
@@ -104,6 +109,16 @@ now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }
 du_app() { du -sbc "$@" 2>/dev/null | tail -1 | cut -f1; }        # apparent bytes, each inode once
 du_alloc() { du -sc -B1 "$@" 2>/dev/null | tail -1 | cut -f1; }   # allocated bytes, each inode once
+# check_tree NAME SRC COPY [RSYNC-FLAGS]: untimed fidelity check (rsync dry run with checksums, also comparing
+# hard links and xattrs unless flags are given; .rackvault/ ignored)
+check_tree() {
+    local n
+    if [ ! -d "$3" ]; then printf '%s\t%s\n' "$1" "missing:$3" >>"$WORK/checks.tsv"; return; fi
+    rsync ${4:--anciHX} --delete --exclude=/.rackvault/ "$2/" "$3/" >"$LOGS/check-$1.txt" 2>&1 || true
+    n=$(wc -l <"$LOGS/check-$1.txt")
+    printf '%s\t%s\n' "$1" "$n" >>"$WORK/checks.tsv"
+    log "check $1: $n differences between source and backup$([ "$n" = 0 ] || echo ": $(head -5 "$LOGS/check-$1.txt" | tr '\n' ' ')")"
+}
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RES"; }
 
 # timed NAME CMD...: runs CMD with output to a log; sets T (seconds) and RC.
@@ -151,6 +166,8 @@ EOF
 #  changed_bytes_min   block-level and rename-aware: for a same-path file, the 4 KiB blocks of the new content
 #                      that differ from the old at the same offset (appends count only the tail, truncation 0);
 #                      a new path whose content exists anywhere in the old tree (a move) -> 0.
+#  changed_bytes_rec   like _min, at ZFS record granularity (128 KiB; a changed file below that counts its
+#                      size): roughly the least an in-place writer can cost in a snapshot with recordsize=128K.
 changed_bytes() {
     python3 - "$1" "$2" <<'EOF'
 import hashlib, json, os, sys
@@ -167,36 +184,32 @@ def files(root):
             seen.add((st.st_dev, st.st_ino))
             out[os.path.relpath(p, root)] = st.st_size
     return out
-def blocks(p):
+def read(p):
     with open(p, "rb") as f:
-        while True:
-            b = f.read(B)
-            if not b: return
-            yield b
+        return f.read()
+def diff(old, new, bs):   # bytes of `new` in bs-sized blocks that differ from `old` at the same offset
+    return sum(len(new[o:o + bs]) for o in range(0, len(new), bs) if new[o:o + bs] != old[o:o + bs])
+REC = 128 << 10
 old, new = files(old_root), files(new_root)
 old_hashes = set()
 for rel in old:
     if rel not in new:
         with open(os.path.join(old_root, rel), "rb") as f:
             old_hashes.add(hashlib.sha256(f.read()).digest())
-a = m = 0
+a = m = rec = 0
 st = dict(changed=0, added=0, moved=0, deleted=sum(1 for r in old if r not in new))
 moved_bytes = 0
 for rel, size in new.items():
     np_ = os.path.join(new_root, rel)
     if rel in old:
-        op = os.path.join(old_root, rel)
-        diff_blocks, diff_bytes = 0, 0
-        ob = blocks(op)
-        for nb in blocks(np_):
-            o = next(ob, None)
-            if o != nb:
-                diff_blocks += 1; diff_bytes += len(nb)
-        if diff_blocks == 0 and size == old[rel]:
+        od, nd = read(os.path.join(old_root, rel)), read(np_)
+        if od == nd:
             continue
         st["changed"] += 1
-        a += diff_blocks * B if size == old[rel] else size
-        m += diff_bytes
+        d4 = diff(od, nd, B)
+        a += d4 if size == old[rel] else size   # (same size: the differing blocks are all full but the last)
+        m += d4
+        rec += size if size <= REC else diff(od, nd, REC)
     else:
         with open(np_, "rb") as f:
             h = hashlib.sha256(f.read()).digest()
@@ -204,8 +217,8 @@ for rel, size in new.items():
         if h in old_hashes:
             st["moved"] += 1; moved_bytes += size
         else:
-            st["added"] += 1; m += size
-print(json.dumps(dict(changed_bytes=a, changed_bytes_min=m, moved_bytes=moved_bytes, **st)))
+            st["added"] += 1; m += size; rec += size
+print(json.dumps(dict(changed_bytes=a, changed_bytes_min=m, changed_bytes_rec=rec, moved_bytes=moved_bytes, **st)))
 EOF
 }
 
@@ -306,10 +319,25 @@ for r in $(seq 1 "$REPS"); do
         esac
         log "  $tool after mutate: $T s"
     done
+    if [ "$r" = "$REPS" ]; then
+        for st in sync nosync; do
+            sn=$SN_S; [ $st = nosync ] && sn=$SN_N
+            check_tree "dir-bd-$st" "$SRC" "$sn/$(ls "$sn" | sort | tail -1)"
+        done
+        check_tree dir-rsync-ld "$SRC" "$D/rsl2" -anci   # control (made with rsync -a: no -H/-X)
+    fi
 done
 
 # ---------------------------------------------------------------- ZFS store
 send_size() { zfs send "$@" | wc -c; }
+# write_payload NAME SEND-ARGS...: DRR_WRITE payload bytes of a send stream (the data part; the rest is metadata)
+write_payload() {
+    local name=$1; shift
+    if command -v zstreamdump >/dev/null; then
+        zfs send "$@" | zstreamdump >"$LOGS/$name.zstreamdump" 2>&1 || true
+        grep -m1 -i 'total write size' "$LOGS/$name.zstreamdump" | grep -oE '= *[0-9]+' | grep -oE '[0-9]+' || echo -
+    else echo -; fi
+}
 if [ "$DO_ZFS" = 1 ]; then
     mkdir -p "$ZDIR/mnt"
     if ! zpool list >/dev/null 2>&1; then
@@ -331,7 +359,12 @@ if [ "$DO_ZFS" = 1 ]; then
 
     for r in $(seq 1 "$ZFS_REPS"); do
         for ds in bench rsync rsyncip; do
-            zfs destroy -r "$POOL/$ds" 2>/dev/null || true
+            for i in $(seq 1 40); do   # zfs-fuse reports "dataset is busy" for a moment after a run
+                zfs list "$POOL/$ds" >/dev/null 2>&1 || break
+                zfs destroy -r "$POOL/$ds" 2>"$LOGS/zfs-destroy.err" && break
+                [ "$i" = 40 ] && die "cannot destroy $POOL/$ds: $(cat "$LOGS/zfs-destroy.err")"
+                sleep 0.5
+            done
             zfs create -o compression=lzjb -o atime=off "$POOL/$ds"
         done
         SRC="$WORK/zsrc$r"
@@ -363,8 +396,10 @@ EOF
                     if [ "$BW" = FAIL ] || [ -z "$snap" ]; then sb=FAIL
                     elif [ -z "$prev_bd" ]; then sb=$(send_size "$snap")
                     else sb=$(send_size -i "$prev_bd" "$snap"); fi
+                    wp=-
+                    [ $phase = mutate ] && [ "$sb" != FAIL ] && wp=$(write_payload "zfs$r-bd-$phase" -i "$prev_bd" "$snap")
                     prev_bd=$snap
-                    record zfs "$r" backupd "$phase" "$T" "$BW" - - "$sb" ;;
+                    record zfs "$r" backupd "$phase" "$T" "$BW" "$wp" - "$sb" ;;
                 rsync|rsyncip)
                     dest="$ZDIR/mnt/$tool"
                     if [ $tool = rsync ]; then timed "zfs$r-$tool-$phase" rsync -a "$SRC/" "$dest/"
@@ -375,11 +410,16 @@ EOF
                     nochange) sb=$(send_size -i "$POOL/$tool@full" "$POOL/$tool@nochange") ;;
                     mutate) sb=$(send_size -i "$POOL/$tool@nochange" "$POOL/$tool@mutate") ;;
                     esac
-                    record zfs "$r" "$tool" "$phase" "$T" - - - "$sb" ;;
+                    wp=-
+                    [ $phase = mutate ] && wp=$(write_payload "zfs$r-$tool-$phase" -i "$POOL/$tool@nochange" "$POOL/$tool@mutate")
+                    record zfs "$r" "$tool" "$phase" "$T" - "$wp" - "$sb" ;;
                 esac
                 log "  $tool $phase: $T s, send ${sb} B"
             done
         done
+        if [ "$r" = "$ZFS_REPS" ]; then
+            check_tree zfs-bd "$SRC" "$(zfs get -H -o value mountpoint "$POOL/bench/bench" 2>/dev/null || echo none)"
+        fi
         zfs list -o name,used,referenced,compressratio -r "$POOL" >"$LOGS/zfs$r-list.txt" 2>&1 || true
         zfs list -t snapshot -o name,used,referenced -r "$POOL" >>"$LOGS/zfs$r-list.txt" 2>&1 || true
     done
@@ -387,9 +427,10 @@ fi
 
 # ---------------------------------------------------------------- report
 python3 - "$RES" "$WORK/make.json" "$WORK/mutate.json" "$WORK/changed.json" "$OUT" "$REPS" "$ZFS_REPS" \
-    "$FILES" "$BIG_MB" "$PERCENT" <<'EOF'
+    "$FILES" "$BIG_MB" "$PERCENT" "$WORK/checks.tsv" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import json, statistics, sys, datetime, os, platform
-res, mk, mu, ch, out, reps, zreps, files, bigmb, pct = sys.argv[1:]
+res, mk, mu, ch, out, reps, zreps, files, bigmb, pct, checks, load = sys.argv[1:]
+checks = [l.rstrip("\n").split("\t") for l in open(checks) if l.strip()]
 make, mutate, changed = (json.load(open(p)) for p in (mk, mu, ch))
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
 def num(x):
@@ -417,7 +458,12 @@ P(f"# backupd benchmark ({datetime.datetime.now().isoformat(timespec='seconds')}
 P("")
 P(f"Corpus: `corpus.py make --files {files} --big-mb {bigmb}` -> {make}; `mutate --percent {pct}` -> {mutate}")
 P(f"Bytes that actually changed: changed_bytes={changed['changed_bytes']:,} (path-based: renamed files count in full), "
-  f"changed_bytes_min={changed['changed_bytes_min']:,} (block-level, moves free); {changed}")
+  f"changed_bytes_min={changed['changed_bytes_min']:,} (4 KiB blocks, moves free), "
+  f"changed_bytes_rec={changed['changed_bytes_rec']:,} (128 KiB records, moves free); {changed}")
+P("")
+P(f"Load average at the end: {load}. Fidelity checks (`rsync -anciHX --delete` source vs final backup, .rackvault/ "
+  "excluded; control: rsync --link-dest tree with -anci; differences listed in the logs dir): " + (", ".join(f"{n}: {c}" for n, c in checks) or "none run"))
+summary["checks"] = dict(checks)
 P("")
 phases = [("full", "full"), ("nochange", "no change"), ("mutate", "after mutate")]
 dtools = [("bd-sync", "backupd (sync=true)"), ("bd-nosync", "backupd (sync=false)"), ("cp", "cp -a"),
@@ -485,15 +531,21 @@ if any(k[0] == "zfs" for k in data):
     def rr(t, den):
         s = med("zfs", t, "mutate", "send")
         return None if s is None or not den else s / den
-    for den, dn in [(cb, "changed_bytes"), (cm, "changed_bytes_min")]:
+    wp = [med("zfs", t, "mutate", "du_app") for t, _ in zt]   # (du_app column holds the DRR_WRITE payload for zfs rows)
+    P("| after-mutate send stream: DRR_WRITE payload (data; rest is metadata) | " + " | ".join(fb(x) for x in wp) + " | |")
+    summary["zfs_mutate_write_payload"] = dict(zip([t for t, _ in zt], wp))
+    for den, dn in [(cb, "changed_bytes"), (cm, "changed_bytes_min"), (changed["changed_bytes_rec"], "changed_bytes_rec")]:
         v = [rr(t, den) for t, _ in zt]
         P(f"| after-mutate send / {dn} ({den/1e6:.2f} MB) | " + " | ".join(fs(x, 2) for x in v) +
           f" | ≤ 1.3: {'—' if v[0] is None else ('PASS' if v[0] <= 1.3 else 'FAIL')} |")
         summary.setdefault("zfs_ratios", {})[dn] = dict(zip([t for t, _ in zt], v))
+    P("")
+    P("| ZFS time ratio | backupd / rsync -a | backupd / rsync --inplace --no-whole-file |")
+    P("|---|---|---|")
     for ph, pn in phases:
         r_, _ = ratio("zfs", "backupd", "rsync", ph)
         ri, _ = ratio("zfs", "backupd", "rsyncip", ph)
-        P(f"| {pn} time: backupd / rsync, / rsync --inplace | {fs(r_, 2)} | | {fs(ri, 2)} | |")
+        P(f"| {pn} | {fs(r_, 2)} | {fs(ri, 2)} |")
         summary.setdefault("zfs_time_ratios", {})[ph] = dict(rsync=r_, rsyncip=ri)
     P("")
 text = "\n".join(lines) + "\n"

@@ -323,6 +323,7 @@ fn finish_dirs(root: &Path, entries: &[Entry], c: &Counters) -> Result<()> {
 
 fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>, entries: &mut Vec<Entry>, c: &Counters, pg: &Progress) -> Result<u64> {
     let root = &st.root;
+    let touched = Touched::default();
     let new_leaders = leaders(entries);
     let new_index: HashMap<RelPath, (Kind, Option<RelPath>, bool)> =
         entries.iter().map(|e| (e.path.clone(), (e.kind, e.link.clone(), new_leaders.contains(&e.path)))).collect();
@@ -347,10 +348,14 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
                 if !new_index.contains_key(*p) {
                     deleted += 1;
                 }
+                touched.touch(p);
                 remove_any(&p.under(root))?;
             }
         }
-        None => deleted += reconcile_extras(root, &RelPath::root(), &new_index)?,
+        None => {
+            deleted += reconcile_extras(root, &RelPath::root(), &new_index)?;
+            touched.all.store(true, Relaxed);
+        }
     }
 
     // 2. Directories and symlinks.
@@ -358,7 +363,9 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
         let dst = e.path.under(root);
         match e.kind {
             Kind::Dir if !e.path.is_root() => {
-                if std::fs::symlink_metadata(&dst).is_err() {
+                let known = old.is_some_and(|m| m.get(&e.path).is_some_and(|o| o.kind == Kind::Dir));
+                if !known && std::fs::symlink_metadata(&dst).is_err() {
+                    touched.touch(&e.path);
                     mkdir_private(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
                 }
             }
@@ -370,6 +377,7 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
                         apply_meta(&dst, e, c)?;
                     }
                 } else {
+                    touched.touch(&e.path);
                     remove_any(&dst)?;
                     make_symlink(e, &dst, c)?;
                 }
@@ -381,7 +389,7 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
     // 3. Files, in parallel; followers afterwards.
     entries.par_iter_mut().filter(|e| e.kind == Kind::File && e.link.is_none()).try_for_each(|e| -> Result<()> {
         let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
-        in_place_file(source, root, e, o, old.is_some(), c, pg)?;
+        in_place_file(source, root, e, o, old.is_some(), c, pg, &touched)?;
         pg.file_done();
         Ok(())
     })?;
@@ -397,7 +405,7 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
             // The leader was not backed up: this path stands alone.
             e.link = None;
             let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
-            in_place_file(source, root, e, o, old.is_some(), c, pg)?;
+            in_place_file(source, root, e, o, old.is_some(), c, pg, &touched)?;
             continue;
         }
         let dst = e.path.under(root);
@@ -407,6 +415,7 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
             _ => false,
         };
         if !same {
+            touched.touch(&e.path);
             remove_any(&dst)?;
             std::fs::hard_link(&lp, &dst).with_context(|| format!("cannot link {}", dst.display()))?;
         }
@@ -416,14 +425,43 @@ fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>
         pg.bytes(e.size);
         pg.file_done();
     }
-    finish_dirs(root, entries, c)?;
+    // Directory metadata only where it changed or where entries were added or removed (which
+    // moved the directory's mtime): on FUSE-backed pools every syscall counts.
+    for e in entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
+        let unchanged = old.and_then(|m| m.get(&e.path)).is_some_and(|o| o.same_inode_metadata(e) && o.uid == e.uid && o.gid == e.gid);
+        if !unchanged || touched.contains(&e.path) {
+            apply_meta(&e.path.under(root), e, c)?;
+        }
+    }
     Ok(deleted)
 }
 
-fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, have_manifest: bool, c: &Counters, pg: &Progress) -> Result<()> {
+/// Directories whose entries were created or removed during an in-place update.
+#[derive(Default)]
+struct Touched {
+    dirs: Mutex<HashSet<RelPath>>,
+    /// Everything counts as touched (the tree was reconciled without a manifest).
+    all: std::sync::atomic::AtomicBool,
+}
+
+impl Touched {
+    /// Records that an entry at `path` was created or removed: its parent directory changed.
+    fn touch(&self, path: &RelPath) {
+        if let Some(p) = path.parent() {
+            self.dirs.lock().expect("not poisoned").insert(p);
+        }
+    }
+
+    fn contains(&self, dir: &RelPath) -> bool {
+        self.all.load(Relaxed) || self.dirs.lock().expect("not poisoned").contains(dir)
+    }
+}
+
+fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, have_manifest: bool, c: &Counters, pg: &Progress, touched: &Touched) -> Result<()> {
     let dst = e.path.under(root);
-    let existing = std::fs::symlink_metadata(&dst).ok().filter(|m| m.is_file());
-    if let (Some(o), Some(_)) = (o, &existing) {
+    // The tree holds exactly what the manifest says (an interrupted run is rolled back first),
+    // so the fast path does not look at the target at all: no syscall per unchanged file.
+    if let Some(o) = o.filter(|_| have_manifest) {
         if e.same_source_stamp(o) && o.hash.is_some() {
             reuse_hashes(e, o);
             pg.bytes(e.size);
@@ -436,6 +474,7 @@ fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, h
             return Ok(());
         }
     }
+    let existing = std::fs::symlink_metadata(&dst).ok().filter(|m| m.is_file());
     let done = match existing {
         Some(_) => {
             let f = File::options().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&dst)
@@ -448,6 +487,7 @@ fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, h
             read_source(source, e, dest, c, pg)?
         }
         None => {
+            touched.touch(&e.path);
             let f = create_new(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
             read_source(source, e, Dest::Fresh(&f), c, pg)?
         }
