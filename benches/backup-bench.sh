@@ -31,7 +31,7 @@
 #   trees, see changed_bytes() below).
 #  rsync runs are plain `rsync -a` as in the issue and the peer figures (no --delete: files deleted or renamed by
 #  the mutate stay behind in rsync's copy). An untimed fidelity check compares the final backups with the source
-#  (`rsync -anci --delete`; the rsync --link-dest tree is the control).
+#  (`rsync -anciHX --delete`; the rsync --link-dest tree, checked with -anci, is the control).
 # Output: a table on stdout, BENCH_OUT (markdown), its .json twin, and ${BENCH_OUT%.md}-logs/ (every command's
 # stdout/stderr, raw results.tsv, check listings).
 # Nothing outside BENCH_WORK and those outputs is written; the zpool (and zfs-fuse, if this script started it)
@@ -166,8 +166,10 @@ EOF
 #  changed_bytes_min   block-level and rename-aware: for a same-path file, the 4 KiB blocks of the new content
 #                      that differ from the old at the same offset (appends count only the tail, truncation 0);
 #                      a new path whose content exists anywhere in the old tree (a move) -> 0.
-#  changed_bytes_rec   like _min, at ZFS record granularity (128 KiB; a changed file below that counts its
-#                      size): roughly the least an in-place writer can cost in a snapshot with recordsize=128K.
+#  changed_bytes_rec   like _min, in ZFS logical blocks (recordsize 128 KiB): a changed or new file of up to
+#                      128 KiB counts its size rounded up to 512 B; a bigger one 128 KiB per differing record (the
+#                      tail record too); moves free: about the least data (DRR_WRITE payload) any writer can put in
+#                      a snapshot on a recordsize=128K dataset.
 changed_bytes() {
     python3 - "$1" "$2" <<'EOF'
 import hashlib, json, os, sys
@@ -190,6 +192,10 @@ def read(p):
 def diff(old, new, bs):   # bytes of `new` in bs-sized blocks that differ from `old` at the same offset
     return sum(len(new[o:o + bs]) for o in range(0, len(new), bs) if new[o:o + bs] != old[o:o + bs])
 REC = 128 << 10
+def zfs_logical(old, new):   # logical bytes of the ZFS blocks of `new` that differ from `old` (recordsize=REC)
+    if len(new) <= REC:
+        return -(-len(new) // 512) * 512
+    return sum(REC for o in range(0, len(new), REC) if new[o:o + REC] != old[o:o + REC])
 old, new = files(old_root), files(new_root)
 old_hashes = set()
 for rel in old:
@@ -209,7 +215,7 @@ for rel, size in new.items():
         d4 = diff(od, nd, B)
         a += d4 if size == old[rel] else size   # (same size: the differing blocks are all full but the last)
         m += d4
-        rec += size if size <= REC else diff(od, nd, REC)
+        rec += zfs_logical(od, nd)
     else:
         with open(np_, "rb") as f:
             h = hashlib.sha256(f.read()).digest()
@@ -217,12 +223,15 @@ for rel, size in new.items():
         if h in old_hashes:
             st["moved"] += 1; moved_bytes += size
         else:
-            st["added"] += 1; m += size; rec += size
+            st["added"] += 1; m += size
+            with open(np_, "rb") as f:
+                rec += zfs_logical(b"", f.read())
 print(json.dumps(dict(changed_bytes=a, changed_bytes_min=m, changed_bytes_rec=rec, moved_bytes=moved_bytes, **st)))
 EOF
 }
 
-log "backupd: $BACKUPD ($("$BACKUPD" --version 2>/dev/null || echo '?'))"
+PROVENANCE="$("$BACKUPD" --version 2>/dev/null || echo '?'), binary built $(date -r "$BACKUPD" '+%F %T'), sha256 $(sha256sum "$BACKUPD" | cut -c1-12); repo HEAD $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" status --porcelain -- crates 2>/dev/null | grep -q . && echo ' (crates/ modified)' || true)"
+log "backupd: $BACKUPD: $PROVENANCE"
 log "corpus: files=$FILES big_mb=$BIG_MB mutate percent=$PERCENT; reps=$REPS zfs=$DO_ZFS/$ZFS_REPS; work=$WORK"
 log "machine: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg); fs of $WORK: $(df -hT "$WORK" | awk 'NR==2{print $2", "$5" free"}')"
 
@@ -427,9 +436,9 @@ fi
 
 # ---------------------------------------------------------------- report
 python3 - "$RES" "$WORK/make.json" "$WORK/mutate.json" "$WORK/changed.json" "$OUT" "$REPS" "$ZFS_REPS" \
-    "$FILES" "$BIG_MB" "$PERCENT" "$WORK/checks.tsv" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+    "$FILES" "$BIG_MB" "$PERCENT" "$WORK/checks.tsv" "$(cut -d' ' -f1-3 /proc/loadavg)" "$PROVENANCE" <<'EOF'
 import json, statistics, sys, datetime, os, platform
-res, mk, mu, ch, out, reps, zreps, files, bigmb, pct, checks, load = sys.argv[1:]
+res, mk, mu, ch, out, reps, zreps, files, bigmb, pct, checks, load, prov = sys.argv[1:]
 checks = [l.rstrip("\n").split("\t") for l in open(checks) if l.strip()]
 make, mutate, changed = (json.load(open(p)) for p in (mk, mu, ch))
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
@@ -456,10 +465,13 @@ lines, summary = [], {"corpus": make, "mutate": mutate, "changed": changed, "rep
 P = lines.append
 P(f"# backupd benchmark ({datetime.datetime.now().isoformat(timespec='seconds')}, {platform.node()}, {os.cpu_count()} cpus)")
 P("")
+P(f"backupd: {prov}")
+summary["backupd"] = prov
+P("")
 P(f"Corpus: `corpus.py make --files {files} --big-mb {bigmb}` -> {make}; `mutate --percent {pct}` -> {mutate}")
 P(f"Bytes that actually changed: changed_bytes={changed['changed_bytes']:,} (path-based: renamed files count in full), "
   f"changed_bytes_min={changed['changed_bytes_min']:,} (4 KiB blocks, moves free), "
-  f"changed_bytes_rec={changed['changed_bytes_rec']:,} (128 KiB records, moves free); {changed}")
+  f"changed_bytes_rec={changed['changed_bytes_rec']:,} (ZFS 128 KiB logical records, moves free); {changed}")
 P("")
 P(f"Load average at the end: {load}. Fidelity checks (`rsync -anciHX --delete` source vs final backup, .rackvault/ "
   "excluded; control: rsync --link-dest tree with -anci; differences listed in the logs dir): " + (", ".join(f"{n}: {c}" for n, c in checks) or "none run"))
@@ -539,6 +551,10 @@ if any(k[0] == "zfs" for k in data):
         P(f"| after-mutate send / {dn} ({den/1e6:.2f} MB) | " + " | ".join(fs(x, 2) for x in v) +
           f" | ≤ 1.3: {'—' if v[0] is None else ('PASS' if v[0] <= 1.3 else 'FAIL')} |")
         summary.setdefault("zfs_ratios", {})[dn] = dict(zip([t for t, _ in zt], v))
+    crec = changed["changed_bytes_rec"]
+    v = [None if x is None or not crec else x / crec for x in wp]
+    P("| after-mutate DRR_WRITE payload / changed_bytes_rec | " + " | ".join(fs(x, 2) for x in v) + " | |")
+    summary["zfs_ratios"]["payload/changed_bytes_rec"] = dict(zip([t for t, _ in zt], v))
     P("")
     P("| ZFS time ratio | backupd / rsync -a | backupd / rsync --inplace --no-whole-file |")
     P("|---|---|---|")

@@ -92,6 +92,10 @@ impl Store for DirStore {
 
     fn publish(&self, job: &str, staging: &Staging, manifest: &Manifest) -> Result<()> {
         manifest.save(&staging.root.join(MANIFEST_FILE)).context("cannot write the manifest")?;
+        // Creating .rackvault/ moved the root's mtime: put the source's back.
+        if let Some(root) = manifest.get(&crate::relpath::RelPath::root()) {
+            crate::fsmeta::set_mtime_path(&staging.root, root.mtime, root.mtime_ns).context("cannot set the snapshot root's mtime")?;
+        }
         if self.sync {
             sync_filesystem(&staging.root).context("cannot sync the store's filesystem")?;
         }

@@ -213,6 +213,8 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, inodes: &mut 
 
 /// Asserts two trees are equal in content and metadata, with a readable first difference.
 pub fn assert_same_tree(a: &Path, b: &Path) {
+    let (ra, rb) = (std::fs::metadata(a).unwrap(), std::fs::metadata(b).unwrap());
+    assert_eq!((ra.mode(), ra.mtime(), ra.mtime_nsec()), (rb.mode(), rb.mtime(), rb.mtime_nsec()), "root directories differ: {} vs {}", a.display(), b.display());
     let (ta, tb) = (snapshot_tree(a), snapshot_tree(b));
     let ka: Vec<_> = ta.keys().collect();
     let kb: Vec<_> = tb.keys().collect();
