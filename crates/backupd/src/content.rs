@@ -60,6 +60,11 @@ pub fn copy_hashed(src: &mut File, dest: Dest<'_>) -> io::Result<Hashed> {
 /// Like [`copy_hashed`], calling `progress` with the byte count of each block read.
 pub fn copy_hashed_with_progress(src: &mut File, dest: Dest<'_>, progress: &mut dyn FnMut(u64)) -> io::Result<Hashed> {
     let before = src.metadata()?;
+    copy_hashed_from(src, &before, dest, progress)
+}
+
+/// Like [`copy_hashed_with_progress`], with the source's metadata already at hand (one fstat less).
+pub fn copy_hashed_from(src: &mut File, before: &std::fs::Metadata, dest: Dest<'_>, progress: &mut dyn FnMut(u64)) -> io::Result<Hashed> {
     let bs = block_size_for(before.len());
     let mut buf = vec![0u8; bs as usize];
     let mut cmp = Vec::new();
@@ -67,6 +72,7 @@ pub fn copy_hashed_with_progress(src: &mut File, dest: Dest<'_>, progress: &mut 
     let mut blocks = Vec::new();
     let mut off = 0u64;
     let mut written = 0u64;
+    let mut written_end = 0u64;
     loop {
         let n = read_full(src, &mut buf)?;
         if n == 0 {
@@ -90,6 +96,7 @@ pub fn copy_hashed_with_progress(src: &mut File, dest: Dest<'_>, progress: &mut 
         if let Some(f) = write_to {
             f.write_all_at(block, off)?;
             written += n as u64;
+            written_end = off + n as u64;
         }
         off += n as u64;
         progress(n as u64);
@@ -98,7 +105,13 @@ pub fn copy_hashed_with_progress(src: &mut File, dest: Dest<'_>, progress: &mut 
         }
     }
     match &dest {
-        Dest::Fresh(f) | Dest::Update(f, ..) | Dest::Reconcile(f) => {
+        // A fresh file is as long as its last write: extend it over trailing holes.
+        Dest::Fresh(f) => {
+            if written_end != off {
+                f.set_len(off)?;
+            }
+        }
+        Dest::Update(f, ..) | Dest::Reconcile(f) => {
             if f.metadata()?.len() != off {
                 f.set_len(off)?;
             }

@@ -18,8 +18,8 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::content::{Dest, copy_hashed_with_progress};
-use crate::fsmeta;
+use crate::content::{Dest, copy_hashed_from};
+use crate::fsmeta::{self, Target};
 use crate::manifest::{Entry, Kind, META_DIR};
 use crate::progress::Progress;
 use crate::relpath::RelPath;
@@ -81,6 +81,7 @@ pub struct Built {
 }
 
 pub fn build(source: &Path, opts: &ScanOptions, staging: &Staging, progress: &Progress) -> Result<Built> {
+    let _umask = UmaskGuard::clear();
     progress.phase("scanning");
     let scanned = scan(source, opts)?;
     let mut entries = scanned.entries;
@@ -128,8 +129,29 @@ fn mkdir_private(p: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new().mode(0o700).create(p)
 }
 
-fn create_new(p: &Path) -> io::Result<File> {
-    File::options().write(true).read(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(p)
+/// Creates a file for `e` with its final permission bits where possible (the process umask is
+/// cleared while a run builds a tree, see `UmaskGuard`), so no chmod is needed afterwards.
+fn create_new(p: &Path, e: &Entry) -> io::Result<(File, Target)> {
+    let mode = e.mode & 0o777;
+    let f = File::options().write(true).read(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(p)?;
+    Ok((f, Target::Created { mode }))
+}
+
+/// Clears the umask for the duration of a build, restoring it afterwards.
+struct UmaskGuard(libc::mode_t);
+
+impl UmaskGuard {
+    fn clear() -> Self {
+        // SAFETY: umask has no preconditions.
+        UmaskGuard(unsafe { libc::umask(0) })
+    }
+}
+
+impl Drop for UmaskGuard {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::umask(self.0) };
+    }
 }
 
 fn make_symlink(e: &Entry, dst: &Path, c: &Counters) -> Result<()> {
@@ -140,7 +162,11 @@ fn make_symlink(e: &Entry, dst: &Path, c: &Counters) -> Result<()> {
 }
 
 fn apply_meta(dst: &Path, e: &Entry, c: &Counters) -> Result<()> {
-    let failed = fsmeta::apply(dst, e).with_context(|| format!("cannot set metadata on {}", dst.display()))?;
+    apply_meta_to(dst, e, Target::Existing, c)
+}
+
+fn apply_meta_to(dst: &Path, e: &Entry, target: Target, c: &Counters) -> Result<()> {
+    let failed = fsmeta::apply(dst, e, target).with_context(|| format!("cannot set metadata on {}", dst.display()))?;
     for f in failed {
         c.warn(format!("{}: extended attribute not kept by the store: {f}", e.path));
     }
@@ -158,11 +184,12 @@ fn read_source(source: &Path, e: &mut Entry, dest: Dest<'_>, c: &Counters, pg: &
         }
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", sp.display())),
     };
-    if !src.metadata()?.is_file() {
+    let md = src.metadata()?;
+    if !md.is_file() {
         c.warn(format!("{}: not backed up, it is no longer a regular file", e.path));
         return Ok(None);
     }
-    let h = copy_hashed_with_progress(&mut src, dest, &mut |n| pg.bytes(n)).with_context(|| format!("cannot copy {}", e.path))?;
+    let h = copy_hashed_from(&mut src, &md, dest, &mut |n| pg.bytes(n)).with_context(|| format!("cannot copy {}", e.path))?;
     if h.changed_while_reading {
         c.warn(format!("{}: changed while being read; the copy may mix old and new content (it will be read again next run)", e.path));
         // Forget the source identity so the next run reads it again.
@@ -285,7 +312,7 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
             }
         }
     }
-    let f = create_new(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
+    let (f, mut target) = create_new(&dst, e).with_context(|| format!("cannot create {}", dst.display()))?;
     if read_source(source, e, Dest::Fresh(&f), c, pg)?.is_none() {
         drop(f);
         let _ = std::fs::remove_file(&dst);
@@ -301,11 +328,12 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
                 c.unchanged_files.fetch_add(1, Relaxed);
                 return Ok(FileOutcome::Done);
             }
-            let f = create_new(&dst)?;
+            let (f, t) = create_new(&dst, e)?;
+            target = t;
             read_source(source, e, Dest::Fresh(&f), c, pg)?;
         }
     }
-    apply_meta(&dst, e, c)?;
+    apply_meta_to(&dst, e, target, c)?;
     c.count_written(o, e);
     Ok(FileOutcome::Done)
 }
@@ -488,7 +516,8 @@ fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, h
         }
         None => {
             touched.touch(&e.path);
-            let f = create_new(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
+            // In place, directories already carry setgid bits and default ACLs: set everything.
+            let (f, _) = create_new(&dst, e).with_context(|| format!("cannot create {}", dst.display()))?;
             read_source(source, e, Dest::Fresh(&f), c, pg)?
         }
     };

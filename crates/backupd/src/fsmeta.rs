@@ -10,9 +10,24 @@ use std::path::Path;
 use crate::bytes::Bytes;
 use crate::manifest::{Entry, Kind, SourceStamp, Xattr};
 
+fn ids() -> (u32, u32) {
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    // SAFETY: geteuid/getegid have no preconditions.
+    *IDS.get_or_init(|| unsafe { (libc::geteuid(), libc::getegid()) })
+}
+
 pub fn is_root_user() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    ids().0 == 0
+}
+
+/// What is known about the file metadata is applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Any existing file: everything is set, stale xattrs removed.
+    Existing,
+    /// Created by this process with this mode, owned by our uid/gid, in a directory without
+    /// default ACLs or setgid: nothing that already matches is set again.
+    Created { mode: u32 },
 }
 
 pub fn stamp(md: &std::fs::Metadata) -> SourceStamp {
@@ -64,27 +79,42 @@ pub fn apply_xattrs(path: &Path, want: &[Xattr]) -> io::Result<Vec<String>> {
     Ok(failed)
 }
 
+/// Sets xattrs on a file known to have none.
+fn set_xattrs(path: &Path, want: &[Xattr]) -> Vec<String> {
+    want.iter()
+        .filter_map(|x| xattr::set(path, OsStr::from_bytes(&x.name.0), &x.value.0).err().map(|e| format!("{}: {e}", String::from_utf8_lossy(&x.name.0))))
+        .collect()
+}
+
 fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 /// Applies owner (when root), mode (not for symlinks), xattrs, then mtime (last, as the other
 /// changes may touch it). Returns xattr names that could not be applied.
-pub fn apply(path: &Path, e: &Entry) -> io::Result<Vec<String>> {
+pub fn apply(path: &Path, e: &Entry, target: Target) -> io::Result<Vec<String>> {
     let c = cpath(path)?;
-    if is_root_user() {
+    let (uid, gid) = ids();
+    let chown = is_root_user() && !(matches!(target, Target::Created { .. }) && e.uid == uid && e.gid == gid);
+    if chown {
         // SAFETY: c is a valid NUL-terminated path.
         if unsafe { libc::lchown(c.as_ptr(), e.uid, e.gid) } != 0 {
             return Err(io::Error::last_os_error());
         }
     }
-    if e.kind != Kind::Symlink {
-        // SAFETY: as above; chmod after chown, which clears setuid bits.
+    // chown clears setuid/setgid, so the mode is set again after it.
+    let mode_right = matches!(target, Target::Created { mode } if mode == e.mode & 0o7777) && !chown;
+    if e.kind != Kind::Symlink && !mode_right {
+        // SAFETY: as above.
         if unsafe { libc::chmod(c.as_ptr(), e.mode & 0o7777) } != 0 {
             return Err(io::Error::last_os_error());
         }
     }
-    let failed = if e.kind != Kind::Symlink || !e.xattrs.is_empty() { apply_xattrs(path, &e.xattrs)? } else { Vec::new() };
+    let failed = match target {
+        Target::Created { .. } => set_xattrs(path, &e.xattrs),
+        Target::Existing if e.kind != Kind::Symlink || !e.xattrs.is_empty() => apply_xattrs(path, &e.xattrs)?,
+        Target::Existing => Vec::new(),
+    };
     set_mtime(&c, e.mtime, e.mtime_ns)?;
     Ok(failed)
 }

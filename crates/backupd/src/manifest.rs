@@ -182,7 +182,7 @@ impl Manifest {
     }
 
     pub fn write_to(&self, w: impl Write) -> std::io::Result<()> {
-        let mut enc = zstd::Encoder::new(w, 3)?;
+        let mut enc = zstd::Encoder::new(w, 1)?;
         enc.include_checksum(true)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 16, enc);
         serde_json::to_writer(&mut out, &self.header)?;

@@ -142,7 +142,7 @@ fn remove_existing(dst: &Path, overwrite: bool) -> Result<()> {
 }
 
 fn apply_meta(dst: &Path, e: &Entry, report: &mut RestoreReport) -> Result<()> {
-    let failed = fsmeta::apply(dst, e).with_context(|| format!("cannot set metadata on {}", dst.display()))?;
+    let failed = fsmeta::apply(dst, e, fsmeta::Target::Existing).with_context(|| format!("cannot set metadata on {}", dst.display()))?;
     for f in failed {
         report.warnings.push(format!("{}: extended attribute not restored: {f}", e.path));
     }

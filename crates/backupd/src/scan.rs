@@ -6,6 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use rayon::prelude::*;
+
 use crate::bytes::Bytes;
 use crate::fsmeta;
 use crate::manifest::{Entry, Kind, META_DIR};
@@ -42,18 +44,19 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> anyhow::Result<Scan> {
     if !md.is_dir() {
         anyhow::bail!("source {} is not a directory", root.display());
     }
-    let mut s = Scan::default();
-    let mut links: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
-    let root_entry = entry_for(root, RelPath::root(), &md, &mut s.warnings)?;
+    let mut warnings = Vec::new();
+    let root_entry = entry_for(root, RelPath::root(), &md, &mut warnings)?;
+    let part = walk_dir(root, &RelPath::root(), md.dev(), 0, opts);
+    let links: std::collections::HashSet<(u64, u64)> = part.multi.into_iter().collect();
+    warnings.extend(part.warnings);
+    let mut s = Scan { entries: part.entries, warnings, files: part.files, dirs: part.dirs + 1, bytes: part.bytes };
     s.entries.push(root_entry);
-    s.dirs += 1;
-    walk_dir(root, &RelPath::root(), md.dev(), 0, opts, &mut s, &mut links);
 
     s.entries.sort_by(|a, b| a.path.cmp(&b.path));
     // Hard-link groups: the first path in manifest order leads, the others point at it.
     let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
     for (i, e) in s.entries.iter().enumerate() {
-        if e.kind == Kind::File && links.contains_key(&(e.src.dev, e.src.ino)) {
+        if e.kind == Kind::File && links.contains(&(e.src.dev, e.src.ino)) {
             groups.entry((e.src.dev, e.src.ino)).or_default().push(i);
         }
     }
@@ -102,40 +105,64 @@ fn entry_for(abs: &Path, rel: RelPath, md: &std::fs::Metadata, warnings: &mut Ve
     })
 }
 
-/// Walks one directory; returns whether anything below it was selected.
-fn walk_dir(
-    abs: &Path,
-    rel: &RelPath,
-    root_dev: u64,
-    depth: usize,
-    opts: &ScanOptions,
-    s: &mut Scan,
-    links: &mut HashMap<(u64, u64), Vec<usize>>,
-) -> bool {
+/// What one directory (and everything below it) contributed to the scan.
+#[derive(Default)]
+struct Part {
+    entries: Vec<Entry>,
+    warnings: Vec<String>,
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+    /// (dev, ino) of regular files with more than one link.
+    multi: Vec<(u64, u64)>,
+    /// Something at or below this directory was selected.
+    any: bool,
+}
+
+impl Part {
+    fn merge(&mut self, other: Part) {
+        self.entries.extend(other.entries);
+        self.warnings.extend(other.warnings);
+        self.files += other.files;
+        self.dirs += other.dirs;
+        self.bytes += other.bytes;
+        self.multi.extend(other.multi);
+        self.any |= other.any;
+    }
+}
+
+/// Levels near the root are walked in parallel; deeper ones sequentially, which bounds the
+/// stack a worker thread needs however deep (or hostile) the tree is.
+const PARALLEL_DEPTH: usize = 8;
+
+/// Walks one directory: its entries and, recursively, its subdirectories.
+fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanOptions) -> Part {
+    let mut part = Part::default();
     if depth >= MAX_DEPTH {
-        s.warnings.push(format!("{}: deeper than {MAX_DEPTH} levels, not descended", rel.display()));
-        return false;
+        part.warnings.push(format!("{}: deeper than {MAX_DEPTH} levels, not descended", rel.display()));
+        return part;
     }
     let rd = match std::fs::read_dir(abs) {
         Ok(rd) => rd,
         Err(e) => {
-            s.warnings.push(format!("{}: cannot list directory: {e}", rel.display()));
-            return false;
+            part.warnings.push(format!("{}: cannot list directory: {e}", rel.display()));
+            return part;
         }
     };
-    let mut names: Vec<_> = rd.filter_map(|r| match r {
-        Ok(d) => Some(d.file_name()),
-        Err(e) => {
-            s.warnings.push(format!("{}: error while listing: {e}", rel.display()));
-            None
-        }
-    })
-    .collect();
+    let mut names: Vec<_> = rd
+        .filter_map(|r| match r {
+            Ok(d) => Some(d.file_name()),
+            Err(e) => {
+                part.warnings.push(format!("{}: error while listing: {e}", rel.display()));
+                None
+            }
+        })
+        .collect();
     names.sort();
-    let mut any = false;
+    let mut subdirs = Vec::new();
     for name in names {
         if rel.is_root() && name.as_bytes() == META_DIR.as_bytes() {
-            s.warnings.push(format!("{META_DIR}: skipped, the name is reserved for rackvault's own metadata"));
+            part.warnings.push(format!("{META_DIR}: skipped, the name is reserved for rackvault's own metadata"));
             continue;
         }
         let child_rel = rel.join_name(&name);
@@ -146,68 +173,71 @@ fn walk_dir(
         let md = match std::fs::symlink_metadata(&child_abs) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                s.warnings.push(format!("{}: vanished during the scan", child_rel.display()));
+                part.warnings.push(format!("{}: vanished during the scan", child_rel.display()));
                 continue;
             }
             Err(e) => {
-                s.warnings.push(format!("{}: cannot stat: {e}", child_rel.display()));
+                part.warnings.push(format!("{}: cannot stat: {e}", child_rel.display()));
                 continue;
             }
         };
         let ft = md.file_type();
         if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device() {
-            s.warnings.push(format!("{}: skipped special file (socket, FIFO or device)", child_rel.display()));
-            continue;
-        }
-        if ft.is_dir() && opts.skip_dirs.contains(&(md.dev(), md.ino())) {
-            tracing::info!(path = %child_rel, "skipped: it holds rackvault's own store or state");
+            part.warnings.push(format!("{}: skipped special file (socket, FIFO or device)", child_rel.display()));
             continue;
         }
         if ft.is_dir() {
-            let idx = s.entries.len();
-            let entry = match entry_for(&child_abs, child_rel.clone(), &md, &mut s.warnings) {
-                Ok(e) => e,
-                Err(e) => {
-                    s.warnings.push(format!("{}: {e}", child_rel.display()));
-                    continue;
-                }
-            };
-            s.entries.push(entry);
-            let below = if !opts.cross_filesystems && md.dev() != root_dev {
-                s.warnings.push(format!("{}: another filesystem, not crossed (set cross_filesystems = true to include it)", child_rel.display()));
-                false
+            if opts.skip_dirs.contains(&(md.dev(), md.ino())) {
+                tracing::info!(path = %child_rel, "skipped: it holds rackvault's own store or state");
             } else {
-                walk_dir(&child_abs, &child_rel, root_dev, depth + 1, opts, s, links)
-            };
-            if below || opts.selector.is_included(&child_rel) {
-                s.dirs += 1;
-                any = true;
-            } else {
-                // Nothing selected at or below it: drop the directory (entries below were not added).
-                s.entries.remove(idx);
+                subdirs.push((child_abs, child_rel, md));
             }
             continue;
         }
         if !opts.selector.is_included(&child_rel) {
             continue;
         }
-        match entry_for(&child_abs, child_rel.clone(), &md, &mut s.warnings) {
+        match entry_for(&child_abs, child_rel.clone(), &md, &mut part.warnings) {
             Ok(e) => {
                 if e.kind == Kind::File {
-                    s.files += 1;
-                    s.bytes += e.size;
+                    part.files += 1;
+                    part.bytes += e.size;
                     if md.nlink() > 1 {
-                        links.entry((md.dev(), md.ino())).or_default().push(s.entries.len());
+                        part.multi.push((md.dev(), md.ino()));
                     }
                 }
-                s.entries.push(e);
-                any = true;
+                part.entries.push(e);
+                part.any = true;
             }
             Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {
-                s.warnings.push(format!("{}: vanished during the scan", child_rel.display()));
+                part.warnings.push(format!("{}: vanished during the scan", child_rel.display()));
             }
-            Err(e) => s.warnings.push(format!("{}: {e}", child_rel.display())),
+            Err(e) => part.warnings.push(format!("{}: {e}", child_rel.display())),
         }
     }
-    any
+    let walk_sub = |(child_abs, child_rel, md): &(std::path::PathBuf, RelPath, std::fs::Metadata)| -> Part {
+        let mut warnings = Vec::new();
+        let entry = match entry_for(child_abs, child_rel.clone(), md, &mut warnings) {
+            Ok(e) => e,
+            Err(e) => return Part { warnings: vec![format!("{child_rel}: {e}")], ..Default::default() },
+        };
+        let mut below = if !opts.cross_filesystems && md.dev() != root_dev {
+            warnings.push(format!("{child_rel}: another filesystem, not crossed (set cross_filesystems = true to include it)"));
+            Part::default()
+        } else {
+            walk_dir(child_abs, child_rel, root_dev, depth + 1, opts)
+        };
+        below.warnings.extend(warnings);
+        if below.any || opts.selector.is_included(child_rel) {
+            below.entries.push(entry);
+            below.dirs += 1;
+            below.any = true;
+        }
+        below
+    };
+    let parts: Vec<Part> = if depth < PARALLEL_DEPTH { subdirs.par_iter().map(walk_sub).collect() } else { subdirs.iter().map(walk_sub).collect() };
+    for p in parts {
+        part.merge(p);
+    }
+    part
 }
