@@ -83,14 +83,15 @@ pub struct Built {
 pub fn build(source: &Path, opts: &ScanOptions, staging: &Staging, progress: &Progress) -> Result<Built> {
     let _umask = UmaskGuard::clear();
     progress.phase("scanning");
-    let scanned = scan(source, opts)?;
+    let old: Option<HashMap<&RelPath, &Entry>> = staging.base.as_ref().map(|b| b.manifest.index());
+    let opts = ScanOptions { previous: old.as_ref(), skip_dirs: opts.skip_dirs.clone(), ..*opts };
+    let scanned = scan(source, &opts)?;
     let mut entries = scanned.entries;
     let counters = Counters::default();
     for w in scanned.warnings.into_iter().chain(staging.warnings.iter().cloned()) {
         counters.warn(w);
     }
     progress.start_copy(scanned.files, scanned.bytes);
-    let old: Option<HashMap<&RelPath, &Entry>> = staging.base.as_ref().map(|b| b.manifest.index());
     let deleted = match staging.mode {
         WriteMode::Fresh => {
             fresh(source, staging, old.as_ref(), &mut entries, &counters, progress)?;

@@ -65,7 +65,7 @@ pub fn run_job(cfg: &Config, store: &dyn Store, catalog: &Catalog, job: &Job, pr
     let result = (|| -> Result<Stats> {
         let staging = store.begin(&job.name, &name)?;
         let skip_dirs = crate::scan::dir_ids(&[staging.root.as_path(), cfg.state_dir.as_path(), &store.root_path()]);
-        let opts = ScanOptions { selector: &job.selector, cross_filesystems: job.cross_filesystems, skip_dirs };
+        let opts = ScanOptions { selector: &job.selector, cross_filesystems: job.cross_filesystems, skip_dirs, previous: None };
         let built = match engine::build(&job.source, &opts, &staging, progress) {
             Ok(b) => b,
             Err(e) => {

@@ -23,6 +23,9 @@ pub struct ScanOptions<'a> {
     /// Directories never backed up, by (device, inode): the store and the state directory,
     /// should they lie inside the source.
     pub skip_dirs: Vec<(u64, u64)>,
+    /// The previous snapshot's entries: where a file's identity (size, mtime, ctime, inode) is
+    /// unchanged, its xattrs are too (changing one moves ctime), so they are not read again.
+    pub previous: Option<&'a HashMap<&'a RelPath, &'a Entry>>,
 }
 
 /// (device, inode) of the existing paths among `paths`.
@@ -45,7 +48,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> anyhow::Result<Scan> {
         anyhow::bail!("source {} is not a directory", root.display());
     }
     let mut warnings = Vec::new();
-    let root_entry = entry_for(root, RelPath::root(), &md, &mut warnings)?;
+    let root_entry = entry_for(root, RelPath::root(), &md, opts, &mut warnings)?;
     let part = walk_dir(root, &RelPath::root(), md.dev(), 0, opts);
     let links: std::collections::HashSet<(u64, u64)> = part.multi.into_iter().collect();
     warnings.extend(part.warnings);
@@ -69,7 +72,7 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> anyhow::Result<Scan> {
     Ok(s)
 }
 
-fn entry_for(abs: &Path, rel: RelPath, md: &std::fs::Metadata, warnings: &mut Vec<String>) -> anyhow::Result<Entry> {
+fn entry_for(abs: &Path, rel: RelPath, md: &std::fs::Metadata, opts: &ScanOptions, warnings: &mut Vec<String>) -> anyhow::Result<Entry> {
     let ft = md.file_type();
     let kind = if ft.is_dir() {
         Kind::Dir
@@ -79,12 +82,20 @@ fn entry_for(abs: &Path, rel: RelPath, md: &std::fs::Metadata, warnings: &mut Ve
         Kind::File
     };
     let target = if kind == Kind::Symlink { Some(Bytes(std::fs::read_link(abs)?.as_os_str().as_bytes().to_vec())) } else { None };
-    let xattrs = match fsmeta::read_xattrs(abs) {
-        Ok(x) => x,
-        Err(e) => {
-            warnings.push(format!("{}: cannot read extended attributes: {e}", rel.display()));
-            Vec::new()
-        }
+    let stamp = fsmeta::stamp(md);
+    let size = if kind == Kind::Dir { 0 } else { md.len() };
+    let known = opts.previous.and_then(|p| p.get(&rel)).filter(|o| {
+        o.kind == kind && o.src == stamp && stamp != Default::default() && o.size == size && o.mtime == md.mtime() && o.mtime_ns == md.mtime_nsec() as u32
+    });
+    let xattrs = match known {
+        Some(o) => o.xattrs.clone(),
+        None => match fsmeta::read_xattrs(abs) {
+            Ok(x) => x,
+            Err(e) => {
+                warnings.push(format!("{}: cannot read extended attributes: {e}", rel.display()));
+                Vec::new()
+            }
+        },
     };
     Ok(Entry {
         path: rel,
@@ -94,14 +105,14 @@ fn entry_for(abs: &Path, rel: RelPath, md: &std::fs::Metadata, warnings: &mut Ve
         gid: md.gid(),
         mtime: md.mtime(),
         mtime_ns: md.mtime_nsec() as u32,
-        size: if kind == Kind::Dir { 0 } else { md.len() },
+        size,
         target,
         hash: None,
         block_size: None,
         blocks: Vec::new(),
         xattrs,
         link: None,
-        src: fsmeta::stamp(md),
+        src: stamp,
     })
 }
 
@@ -197,7 +208,7 @@ fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanO
         if !opts.selector.is_included(&child_rel) {
             continue;
         }
-        match entry_for(&child_abs, child_rel.clone(), &md, &mut part.warnings) {
+        match entry_for(&child_abs, child_rel.clone(), &md, opts, &mut part.warnings) {
             Ok(e) => {
                 if e.kind == Kind::File {
                     part.files += 1;
@@ -217,7 +228,7 @@ fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanO
     }
     let walk_sub = |(child_abs, child_rel, md): &(std::path::PathBuf, RelPath, std::fs::Metadata)| -> Part {
         let mut warnings = Vec::new();
-        let entry = match entry_for(child_abs, child_rel.clone(), md, &mut warnings) {
+        let entry = match entry_for(child_abs, child_rel.clone(), md, opts, &mut warnings) {
             Ok(e) => e,
             Err(e) => return Part { warnings: vec![format!("{child_rel}: {e}")], ..Default::default() },
         };

@@ -336,3 +336,19 @@ fn full_target_fails_clearly_and_keeps_earlier_snapshots() {
     assert_eq!(env.snapshots().len(), 2);
     env.ok(&["verify", "j", "--all"]);
 }
+
+#[test]
+fn xattr_change_alone_is_picked_up() {
+    let env = Env::dir_store("");
+    write(&env.source.join("f"), b"data");
+    xattr::set(env.source.join("f"), "user.tag", b"one").unwrap();
+    env.backup();
+    let unchanged = env.backup();
+    assert_eq!(unchanged["stats"]["unchanged_files"], 1);
+    xattr::set(env.source.join("f"), "user.tag", b"two").unwrap();
+    let s = env.backup();
+    assert_eq!(s["stats"]["metadata_only"], 1, "{s}");
+    let snaps = env.snapshots();
+    let tag = |n: usize| xattr::get(env.path("store/j/snapshots").join(&snaps[n]).join("f"), "user.tag").unwrap().unwrap();
+    assert_eq!((tag(0), tag(2)), (b"one".to_vec(), b"two".to_vec()));
+}
