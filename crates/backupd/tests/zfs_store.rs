@@ -193,3 +193,22 @@ fn zfs_missing_parent_is_a_clear_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("does-not-exist does not exist") && err.contains("zfs create"), "{err}");
 }
+
+#[test]
+fn zfs_stale_read_clone_of_a_dead_process_is_cleaned_and_does_not_block_prune() {
+    let (env, parent) = zfs_env("retention = { keep_last = 1 }");
+    write(&env.source.join("f"), b"1");
+    env.ok(&["run", "j", "--no-prune"]);
+    let first = env.snapshots()[0].clone();
+    // A restore that crashed would leave this behind: a clone of the snapshot, owned by a dead pid.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let clone = format!("{}/rvread-j-{pid}-0", parent.0);
+    zfs(&["clone", "-o", "rackvault:readclone=yes", "-o", "readonly=on", &format!("{}/j@{first}", parent.0), &clone]);
+    write(&env.source.join("f"), b"2");
+    env.ok(&["run", "j"]);
+    assert_eq!(env.snapshots().len(), 1, "prune was blocked by the stale clone");
+    let children = zfs(&["list", "-H", "-o", "name", "-r", &parent.0]);
+    assert!(!children.contains("rvread"), "{children}");
+}

@@ -108,6 +108,29 @@ impl ZfsStore {
         Ok(out)
     }
 
+    /// Destroys read clones left by processes that died: they clutter the pool and keep their
+    /// snapshot from being destroyed by prune. Best effort; a failure here only logs.
+    fn cleanup_stale_clones(&self) {
+        let Ok(children) = self.zfs.children(&self.parent) else { return };
+        let clones: Vec<&str> =
+            children.iter().map(|c| c.as_str()).filter(|c| c.rsplit('/').next().is_some_and(|n| n.starts_with("rvread-"))).collect();
+        if clones.is_empty() {
+            return;
+        }
+        let Ok(props) = self.zfs.get(&clones, &[PROP_READ_CLONE]) else { return };
+        for p in props.iter().filter(|p| p.value == "yes") {
+            // rvread-<job>-<pid>-<seq>
+            let pid = p.name.rsplitn(3, '-').nth(1).and_then(|s| s.parse::<i32>().ok());
+            let Some(pid) = pid else { continue };
+            if pid as u32 == std::process::id() || process_alive(pid) {
+                continue;
+            }
+            if destroy_with_retry(&self.zfs, &p.name) {
+                tracing::info!(clone = %p.name, "destroyed a read clone left by a process that died");
+            }
+        }
+    }
+
     /// Brings the live dataset back to its last snapshot after an interrupted run.
     fn recover(&self, ds: &str, job: &str, root: &Path) -> Result<()> {
         if !root.join(INCOMPLETE_MARKER).exists() {
@@ -205,6 +228,7 @@ impl Store for ZfsStore {
             anyhow::bail!("snapshot {name} of job {job} not found in {}", self.describe());
         }
         let root = self.mountpoint(&ds)?;
+        self.cleanup_stale_clones();
         let direct = root.join(".zfs/snapshot").join(name);
         if direct.join(MANIFEST_FILE).exists() {
             return Ok(SnapshotView::new(direct, None));
@@ -221,13 +245,7 @@ impl Store for ZfsStore {
         let zfs = self.zfs.clone();
         let cleanup_name = clone.clone();
         let cleanup = Box::new(move || {
-            for attempt in 0..20 {
-                match zfs.destroy(&cleanup_name) {
-                    Ok(()) => break,
-                    Err(e) if attempt == 19 => tracing::warn!(clone = %cleanup_name, error = %e, "cannot destroy temporary clone"),
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
-                }
-            }
+            destroy_with_retry(&zfs, &cleanup_name);
             let _ = std::fs::remove_dir(&mp);
         });
         Ok(SnapshotView::new(PathBuf::from(mps), Some(cleanup)))
@@ -237,7 +255,26 @@ impl Store for ZfsStore {
         if !self.snapshots(job)?.iter().any(|s| s.name == name) {
             anyhow::bail!("refusing to destroy {}@{name}: not a rackvault snapshot of job {job}", self.dataset(job));
         }
+        self.cleanup_stale_clones();
         self.zfs.destroy(&format!("{}@{name}", self.dataset(job)))?;
         Ok(())
     }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Destroys a clone, retrying for a while: zfs-fuse reports "busy" for a moment after a mount.
+fn destroy_with_retry(zfs: &Zfs, name: &str) -> bool {
+    for attempt in 0..30 {
+        match zfs.destroy(name) {
+            Ok(()) => return true,
+            Err(e) if attempt == 29 => tracing::warn!(clone = %name, error = %e, "cannot destroy a read clone"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    false
 }
