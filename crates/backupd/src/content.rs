@@ -53,18 +53,23 @@ fn is_zero(b: &[u8]) -> bool {
     pre.iter().all(|x| *x == 0) && mid.iter().all(|x| *x == 0) && post.iter().all(|x| *x == 0)
 }
 
+/// Copies with block hashes (see [`copy_hashed_from`]).
 pub fn copy_hashed(src: &mut File, dest: Dest<'_>) -> io::Result<Hashed> {
-    copy_hashed_with_progress(src, dest, &mut |_| {})
-}
-
-/// Like [`copy_hashed`], calling `progress` with the byte count of each block read.
-pub fn copy_hashed_with_progress(src: &mut File, dest: Dest<'_>, progress: &mut dyn FnMut(u64)) -> io::Result<Hashed> {
     let before = src.metadata()?;
-    copy_hashed_from(src, &before, dest, progress)
+    copy_hashed_from(src, &before, dest, true, &mut |_| {})
 }
 
-/// Like [`copy_hashed_with_progress`], with the source's metadata already at hand (one fstat less).
-pub fn copy_hashed_from(src: &mut File, before: &std::fs::Metadata, dest: Dest<'_>, progress: &mut dyn FnMut(u64)) -> io::Result<Hashed> {
+/// The copy itself, with the source's metadata already at hand. Block hashes cost a second
+/// BLAKE3 pass over the data, so they are computed only when `want_blocks` (stores updated in
+/// place need them) or when `dest` is an update that compares them.
+pub fn copy_hashed_from(
+    src: &mut File,
+    before: &std::fs::Metadata,
+    dest: Dest<'_>,
+    want_blocks: bool,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<Hashed> {
+    let want_blocks = want_blocks || matches!(dest, Dest::Update(..));
     let bs = block_size_for(before.len());
     let mut buf = vec![0u8; bs as usize];
     let mut cmp = Vec::new();
@@ -80,9 +85,14 @@ pub fn copy_hashed_from(src: &mut File, before: &std::fs::Metadata, dest: Dest<'
         }
         let block = &buf[..n];
         whole.update(block);
-        let bh = *blake3::hash(block).as_bytes();
-        let idx = blocks.len();
-        blocks.push(bh);
+        let idx = (off / bs) as usize;
+        let bh = if want_blocks {
+            let h = *blake3::hash(block).as_bytes();
+            blocks.push(h);
+            h
+        } else {
+            [0; 32]
+        };
         let write_to = match &dest {
             Dest::Fresh(f) => (!is_zero(block)).then_some(*f),
             Dest::Update(f, old_bs, old) => (*old_bs != bs || old.get(idx) != Some(&bh)).then_some(*f),

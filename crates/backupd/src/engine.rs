@@ -175,7 +175,7 @@ fn apply_meta_to(dst: &Path, e: &Entry, target: Target, c: &Counters) -> Result<
 }
 
 /// Reads the source file once and writes it to `dest`, filling in the entry's hashes.
-fn read_source(source: &Path, e: &mut Entry, dest: Dest<'_>, c: &Counters, pg: &Progress) -> Result<Option<u64>> {
+fn read_source(source: &Path, e: &mut Entry, dest: Dest<'_>, want_blocks: bool, c: &Counters, pg: &Progress) -> Result<Option<u64>> {
     let sp = e.path.under(source);
     let mut src = match fsmeta::open_read_nofollow(&sp) {
         Ok(f) => f,
@@ -190,7 +190,7 @@ fn read_source(source: &Path, e: &mut Entry, dest: Dest<'_>, c: &Counters, pg: &
         c.warn(format!("{}: not backed up, it is no longer a regular file", e.path));
         return Ok(None);
     }
-    let h = copy_hashed_from(&mut src, &md, dest, &mut |n| pg.bytes(n)).with_context(|| format!("cannot copy {}", e.path))?;
+    let h = copy_hashed_from(&mut src, &md, dest, want_blocks, &mut |n| pg.bytes(n)).with_context(|| format!("cannot copy {}", e.path))?;
     if h.changed_while_reading {
         c.warn(format!("{}: changed while being read; the copy may mix old and new content (it will be read again next run)", e.path));
         // Forget the source identity so the next run reads it again.
@@ -301,7 +301,7 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
     // not conclusive, so hash first and share the old copy if the content is equal.
     if let Some(o) = o.filter(|o| o.size == e.size && o.mtime == e.mtime && o.mtime_ns == e.mtime_ns && o.hash.is_some()) {
         let mut probe = e.clone();
-        if read_source(source, &mut probe, Dest::None, c, pg)?.is_none() {
+        if read_source(source, &mut probe, Dest::None, false, c, pg)?.is_none() {
             e.hash = None;
             return Ok(FileOutcome::Skipped);
         }
@@ -314,7 +314,7 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
         }
     }
     let (f, mut target) = create_new(&dst, e).with_context(|| format!("cannot create {}", dst.display()))?;
-    if read_source(source, e, Dest::Fresh(&f), c, pg)?.is_none() {
+    if read_source(source, e, Dest::Fresh(&f), false, c, pg)?.is_none() {
         drop(f);
         let _ = std::fs::remove_file(&dst);
         e.hash = None;
@@ -331,7 +331,7 @@ fn fresh_file(source: &Path, root: &Path, base_root: Option<&Path>, e: &mut Entr
             }
             let (f, t) = create_new(&dst, e)?;
             target = t;
-            read_source(source, e, Dest::Fresh(&f), c, pg)?;
+            read_source(source, e, Dest::Fresh(&f), false, c, pg)?;
         }
     }
     apply_meta_to(&dst, e, target, c)?;
@@ -513,13 +513,13 @@ fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, h
                 Some((bs, b)) => Dest::Update(&f, *bs, b),
                 None => Dest::Reconcile(&f),
             };
-            read_source(source, e, dest, c, pg)?
+            read_source(source, e, dest, true, c, pg)?
         }
         None => {
             touched.touch(&e.path);
             // In place, directories already carry setgid bits and default ACLs: set everything.
             let (f, _) = create_new(&dst, e).with_context(|| format!("cannot create {}", dst.display()))?;
-            read_source(source, e, Dest::Fresh(&f), c, pg)?
+            read_source(source, e, Dest::Fresh(&f), true, c, pg)?
         }
     };
     if done.is_none() {

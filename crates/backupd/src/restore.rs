@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::content::{Dest, copy_hashed};
+use crate::content::{Dest, copy_hashed_from};
 use crate::fsmeta;
 use crate::manifest::{Entry, Kind, Manifest};
 use crate::relpath::RelPath;
@@ -110,7 +110,8 @@ pub fn restore(view_root: &Path, manifest: &Manifest, paths: &[RelPath], target:
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&dst)
                     .with_context(|| format!("cannot create {}", dst.display()))?;
-                let h = copy_hashed(&mut src, Dest::Fresh(&out)).with_context(|| format!("cannot restore {}", e.path))?;
+                let md = src.metadata()?;
+                let h = copy_hashed_from(&mut src, &md, Dest::Fresh(&out), false, &mut |_| {}).with_context(|| format!("cannot restore {}", e.path))?;
                 if Some(h.hash) != e.hash || h.size != e.size {
                     report.mismatches.push(format!("{}: restored content does not match the manifest (damaged snapshot?)", e.path));
                 }

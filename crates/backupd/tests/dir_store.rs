@@ -93,7 +93,9 @@ fn verify_names_a_flipped_byte_and_a_missing_file() {
     let o = env.run(&["verify", "j"]);
     assert_eq!(o.status.code(), Some(3));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("a/victim.bin: content differs") && out.contains("at byte 262144"), "{out}");
+    // Directory-store manifests carry no block hashes (nothing there updates blocks), so verify
+    // names the file but not the offset.
+    assert!(out.contains("a/victim.bin: content differs"), "{out}");
     assert!(out.contains("b/gone.txt: missing"), "{out}");
     assert!(!out.contains("ok.txt"), "{out}");
 }
