@@ -87,7 +87,7 @@ impl Store for DirStore {
                 Err(e) => warnings.push(format!("snapshot {} cannot serve as a base: {e}", prev.name)),
             }
         }
-        Ok(Staging { name: name.to_string(), root, mode: WriteMode::Fresh, base, warnings })
+        Ok(Staging { name: name.to_string(), root, mode: WriteMode::Fresh, base, warnings, writeback: self.sync })
     }
 
     fn publish(&self, job: &str, staging: &Staging, manifest: &Manifest) -> Result<()> {

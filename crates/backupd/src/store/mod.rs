@@ -43,6 +43,9 @@ pub struct Staging {
     pub mode: WriteMode,
     pub base: Option<Base>,
     pub warnings: Vec<String>,
+    /// Start writeback of each file as soon as it is written, so that the sync before
+    /// publishing overlaps with copying instead of following it.
+    pub writeback: bool,
 }
 
 /// A readable snapshot tree; cleans up (e.g. destroys a temporary ZFS clone) when dropped.

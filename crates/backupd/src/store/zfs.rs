@@ -197,7 +197,7 @@ impl Store for ZfsStore {
         std::fs::write(&marker, format!("{name}\n"))?;
         std::fs::File::open(&marker)?.sync_all()?;
         std::fs::File::open(&meta)?.sync_all()?;
-        Ok(Staging { name: name.to_string(), root, mode: WriteMode::InPlace, base, warnings })
+        Ok(Staging { name: name.to_string(), root, mode: WriteMode::InPlace, base, warnings, writeback: false })
     }
 
     fn publish(&self, job: &str, staging: &Staging, manifest: &Manifest) -> Result<()> {
