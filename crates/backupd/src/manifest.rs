@@ -447,7 +447,44 @@ mod tests {
         assert!((1u64 << 40).div_ceil(bs) <= MAX_BLOCKS_PER_FILE);
     }
 
+    fn valid_text() -> Vec<u8> {
+        let mut link = file("z", b"hello");
+        link.link = Some(RelPath::parse(b"y").unwrap());
+        let mut big = file("big", &[7u8; 300_000]);
+        big.blocks = vec![[1; 32], [2; 32], [3; 32]];
+        big.block_size = Some(BLOCK_SIZE);
+        let m = Manifest::new(header(), vec![root(), big, file("y", b"hello"), link]);
+        let mut buf = Vec::new();
+        m.write_to(&mut buf).unwrap();
+        zstd::decode_all(&buf[..]).unwrap()
+    }
+
     proptest! {
+        /// Structured fuzzing: a valid manifest with bytes flipped, inserted or removed. Whatever
+        /// the reader accepts must still be safe to use.
+        #[test]
+        fn mutated_manifests_never_panic_or_escape(edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 1..8)) {
+            let mut text = valid_text();
+            for (pos, byte, op) in edits {
+                let i = pos as usize % (text.len() + 1);
+                match op {
+                    0 if i < text.len() => text[i] = byte,
+                    1 => text.insert(i, byte),
+                    _ if i < text.len() => { text.remove(i); }
+                    _ => {}
+                }
+            }
+            let z = zstd::encode_all(&text[..], 1).unwrap();
+            if let Ok(m) = Manifest::read_from(&z[..], "fuzz") {
+                for e in &m.entries {
+                    let joined = e.path.under(Path::new("/r"));
+                    prop_assert!(joined.starts_with("/r"));
+                    prop_assert!(!joined.components().any(|c| matches!(c, std::path::Component::ParentDir)));
+                    if let Some(l) = &e.link { prop_assert!(m.get(l).is_some()); }
+                }
+            }
+        }
+
         #[test]
         fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = Manifest::read_from(&data[..], "fuzz");
