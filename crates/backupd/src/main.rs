@@ -157,11 +157,10 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
                         };
                         if !cli.json {
                             output::run_summary(&s);
-                            if let Some(p) = &pruned {
-                                if !p.deleted.is_empty() {
+                            if let Some(p) = &pruned
+                                && !p.deleted.is_empty() {
                                     println!("  pruned      {}", p.deleted.join(", "));
                                 }
-                            }
                         }
                         results.push(serde_json::json!({"ok": true, "summary": s, "pruned": pruned.map(|p| p.deleted)}));
                     }

@@ -59,7 +59,7 @@ impl Progress {
     pub fn file_done(&self) {
         if let Some(b) = &self.bar {
             let done = self.files_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if done % 64 == 0 {
+            if done.is_multiple_of(64) {
                 b.set_message(format!("{done}/{} files", self.files_total.get().copied().unwrap_or(0)));
             }
         }

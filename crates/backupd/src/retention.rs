@@ -21,6 +21,9 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
+/// A periodic rule: its label, how many periods to keep, and the period a time falls in.
+type Bucket = (&'static str, Option<u32>, fn(Timestamp) -> String);
+
 pub fn decide(snapshots: &[(String, Timestamp)], rules: &Retention, now: Timestamp) -> Vec<Decision> {
     // Newest first.
     let mut order: Vec<usize> = (0..snapshots.len()).collect();
@@ -52,7 +55,7 @@ pub fn decide(snapshots: &[(String, Timestamp)], rules: &Retention, now: Timesta
             reasons[i].push(format!("last {}/{n}", k + 1));
         }
     }
-    let buckets: [(&str, Option<u32>, fn(Timestamp) -> String); 5] = [
+    let buckets: [Bucket; 5] = [
         ("hourly", rules.keep_hourly, |t| t.to_zoned(TimeZone::UTC).strftime("%Y-%m-%dT%H").to_string()),
         ("daily", rules.keep_daily, |t| t.to_zoned(TimeZone::UTC).strftime("%Y-%m-%d").to_string()),
         ("weekly", rules.keep_weekly, |t| {

@@ -21,7 +21,7 @@ pub fn parse(name: &str) -> Option<Timestamp> {
 /// A name for a run started at `t` that does not collide with `existing`.
 pub fn unique(t: Timestamp, existing: &[String]) -> String {
     let base = format(t);
-    if !existing.iter().any(|n| *n == base) {
+    if !existing.contains(&base) {
         return base;
     }
     (2..).map(|i| format!("{base}-{i}")).find(|n| !existing.contains(n)).expect("unbounded")

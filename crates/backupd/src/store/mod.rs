@@ -142,8 +142,8 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
 
 fn make_dirs_writable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(md) = std::fs::symlink_metadata(path) {
-        if md.is_dir() {
+    if let Ok(md) = std::fs::symlink_metadata(path)
+        && md.is_dir() {
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
             if let Ok(rd) = std::fs::read_dir(path) {
                 for e in rd.flatten() {
@@ -151,5 +151,4 @@ fn make_dirs_writable(path: &Path) {
                 }
             }
         }
-    }
 }

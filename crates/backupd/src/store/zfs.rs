@@ -120,7 +120,7 @@ impl ZfsStore {
         let Ok(props) = self.zfs.get(&clones, &[PROP_READ_CLONE]) else { return };
         for p in props.iter().filter(|p| p.value == "yes") {
             // rvread-<job>-<pid>-<seq>
-            let pid = p.name.rsplitn(3, '-').nth(1).and_then(|s| s.parse::<i32>().ok());
+            let pid = p.name.rsplit('-').nth(1).and_then(|s| s.parse::<i32>().ok());
             let Some(pid) = pid else { continue };
             if pid as u32 == std::process::id() || process_alive(pid) {
                 continue;
@@ -213,11 +213,10 @@ impl Store for ZfsStore {
     fn abort(&self, job: &str, staging: &Staging) -> Result<()> {
         let ds = self.dataset(job);
         // Free the space the failed run used; with no snapshot, the marker makes the next run clean up.
-        if let Some(last) = self.zfs.snapshots(&ds)?.last() {
-            if self.managed_snapshots(&ds, job)?.iter().any(|s| last.ends_with(&format!("@{}", s.name))) {
+        if let Some(last) = self.zfs.snapshots(&ds)?.last()
+            && self.managed_snapshots(&ds, job)?.iter().any(|s| last.ends_with(&format!("@{}", s.name))) {
                 self.zfs.rollback(last)?;
             }
-        }
         let _ = staging;
         Ok(())
     }

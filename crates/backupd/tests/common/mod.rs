@@ -200,7 +200,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, inodes: &mut 
         } else {
             None
         };
-        let mtime = if kind == 'd' { (md.mtime(), md.mtime_nsec()) } else { (md.mtime(), md.mtime_nsec()) };
+        let mtime = (md.mtime(), md.mtime_nsec());
         out.insert(
             rel.clone(),
             Node { kind, mode: if kind == 'l' { 0 } else { md.mode() & 0o7777 }, uid: md.uid(), gid: md.gid(), mtime, content, xattrs, link_group },
