@@ -23,7 +23,10 @@ impl Serialize for Bytes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(t) => s.serialize_str(t),
-            Err(_) => Repr::Hex { hex: hex::encode(&self.0) }.serialize(s),
+            Err(_) => Repr::Hex {
+                hex: hex::encode(&self.0),
+            }
+            .serialize(s),
         }
     }
 }
@@ -32,7 +35,9 @@ impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Repr::deserialize(d)? {
             Repr::Text(t) => Ok(Bytes(t.into_bytes())),
-            Repr::Hex { hex } => hex::decode(hex).map(Bytes).map_err(serde::de::Error::custom),
+            Repr::Hex { hex } => hex::decode(hex)
+                .map(Bytes)
+                .map_err(serde::de::Error::custom),
         }
     }
 }

@@ -61,21 +61,29 @@ pub struct SnapshotRow {
 
 impl Catalog {
     pub fn open(state_dir: &Path) -> Result<Catalog> {
-        std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
         let path = state_dir.join("catalog.sqlite");
-        let conn = Connection::open(&path).with_context(|| format!("cannot open catalog {}", path.display()))?;
+        let conn = Connection::open(&path)
+            .with_context(|| format!("cannot open catalog {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let mut cat = Catalog { conn };
-        cat.migrate().with_context(|| format!("cannot prepare catalog {}", path.display()))?;
+        cat.migrate()
+            .with_context(|| format!("cannot prepare catalog {}", path.display()))?;
         Ok(cat)
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version as usize > SCHEMA.len() {
-            anyhow::bail!("catalog schema version {version} is newer than this build understands ({})", SCHEMA.len());
+            anyhow::bail!(
+                "catalog schema version {version} is newer than this build understands ({})",
+                SCHEMA.len()
+            );
         }
         let tx = self.conn.transaction()?;
         for (i, sql) in SCHEMA.iter().enumerate().skip(version as usize) {
@@ -104,11 +112,23 @@ impl Catalog {
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn finish_run(&self, id: i64, ok: bool, error: Option<&str>, stats: Option<&Stats>) -> Result<()> {
+    pub fn finish_run(
+        &self,
+        id: i64,
+        ok: bool,
+        error: Option<&str>,
+        stats: Option<&Stats>,
+    ) -> Result<()> {
         let stats = stats.map(serde_json::to_string).transpose()?;
         self.conn.execute(
             "UPDATE runs SET status = ?2, error = ?3, stats = ?4, finished_at = ?5 WHERE id = ?1",
-            params![id, if ok { "succeeded" } else { "failed" }, error, stats, jiff::Timestamp::now().to_string()],
+            params![
+                id,
+                if ok { "succeeded" } else { "failed" },
+                error,
+                stats,
+                jiff::Timestamp::now().to_string()
+            ],
         )?;
         Ok(())
     }
@@ -125,9 +145,17 @@ impl Catalog {
     pub fn snapshot(&self, job: &str, name: &str) -> Result<Option<SnapshotRow>> {
         Ok(self
             .conn
-            .query_row("SELECT files, bytes, bytes_written FROM snapshots WHERE job = ?1 AND name = ?2", params![job, name], |r| {
-                Ok(SnapshotRow { files: r.get(0)?, bytes: r.get(1)?, bytes_written: r.get(2)? })
-            })
+            .query_row(
+                "SELECT files, bytes, bytes_written FROM snapshots WHERE job = ?1 AND name = ?2",
+                params![job, name],
+                |r| {
+                    Ok(SnapshotRow {
+                        files: r.get(0)?,
+                        bytes: r.get(1)?,
+                        bytes_written: r.get(2)?,
+                    })
+                },
+            )
             .optional()?)
     }
 
@@ -170,8 +198,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = Catalog::open(d.path()).unwrap();
         let a = c.start_run("j", "s1", jiff::Timestamp::now()).unwrap();
-        c.finish_run(a, true, None, Some(&Stats::default())).unwrap();
-        c.add_snapshot("j", "s1", a, &Stats { scanned_files: 3, ..Default::default() }).unwrap();
+        c.finish_run(a, true, None, Some(&Stats::default()))
+            .unwrap();
+        c.add_snapshot(
+            "j",
+            "s1",
+            a,
+            &Stats {
+                scanned_files: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let b = c.start_run("j", "s2", jiff::Timestamp::now()).unwrap();
         drop(c);
         let c = Catalog::open(d.path()).unwrap();

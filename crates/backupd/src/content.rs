@@ -95,7 +95,9 @@ pub fn copy_hashed_from(
         };
         let write_to = match &dest {
             Dest::Fresh(f) => (!is_zero(block)).then_some(*f),
-            Dest::Update(f, old_bs, old) => (*old_bs != bs || old.get(idx) != Some(&bh)).then_some(*f),
+            Dest::Update(f, old_bs, old) => {
+                (*old_bs != bs || old.get(idx) != Some(&bh)).then_some(*f)
+            }
             Dest::Reconcile(f) => {
                 cmp.resize(n, 0);
                 let m = f.read_at(&mut cmp, off)?;
@@ -138,7 +140,14 @@ pub fn copy_hashed_from(
     if blocks.len() <= 1 {
         blocks.clear();
     }
-    Ok(Hashed { hash, size: off, block_size: bs, blocks, bytes_written: written, changed_while_reading: changed })
+    Ok(Hashed {
+        hash,
+        size: off,
+        block_size: bs,
+        blocks,
+        bytes_written: written,
+        changed_while_reading: changed,
+    })
 }
 
 #[cfg(test)]

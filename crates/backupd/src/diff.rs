@@ -35,7 +35,12 @@ pub struct Difference {
 pub fn diff(a: &Manifest, b: &Manifest) -> Vec<Difference> {
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
-    let push = |out: &mut Vec<Difference>, c, e: &Entry| out.push(Difference { change: c, path: e.path.display() });
+    let push = |out: &mut Vec<Difference>, c, e: &Entry| {
+        out.push(Difference {
+            change: c,
+            path: e.path.display(),
+        })
+    };
     while i < a.entries.len() || j < b.entries.len() {
         match (a.entries.get(i), b.entries.get(j)) {
             (Some(x), Some(y)) if x.path == y.path => {

@@ -31,7 +31,12 @@ pub enum Target {
 }
 
 pub fn stamp(md: &std::fs::Metadata) -> SourceStamp {
-    SourceStamp { dev: md.dev(), ino: md.ino(), ctime: md.ctime(), ctime_ns: md.ctime_nsec() as u32 }
+    SourceStamp {
+        dev: md.dev(),
+        ino: md.ino(),
+        ctime: md.ctime(),
+        ctime_ns: md.ctime_nsec() as u32,
+    }
 }
 
 /// Extended attributes of `path`, sorted by name. Unsupported filesystems give an empty list.
@@ -44,7 +49,10 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
     let mut out = Vec::new();
     for name in names {
         match xattr::get(path, &name) {
-            Ok(Some(v)) => out.push(Xattr { name: Bytes(name.as_bytes().to_vec()), value: Bytes(v) }),
+            Ok(Some(v)) => out.push(Xattr {
+                name: Bytes(name.as_bytes().to_vec()),
+                value: Bytes(v),
+            }),
             Ok(None) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
             Err(e) => return Err(e),
@@ -82,12 +90,17 @@ pub fn apply_xattrs(path: &Path, want: &[Xattr]) -> io::Result<Vec<String>> {
 /// Sets xattrs on a file known to have none.
 fn set_xattrs(path: &Path, want: &[Xattr]) -> Vec<String> {
     want.iter()
-        .filter_map(|x| xattr::set(path, OsStr::from_bytes(&x.name.0), &x.value.0).err().map(|e| format!("{}: {e}", String::from_utf8_lossy(&x.name.0))))
+        .filter_map(|x| {
+            xattr::set(path, OsStr::from_bytes(&x.name.0), &x.value.0)
+                .err()
+                .map(|e| format!("{}: {e}", String::from_utf8_lossy(&x.name.0)))
+        })
         .collect()
 }
 
 fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 /// Applies owner (when root), mode (not for symlinks), xattrs, then mtime (last, as the other
@@ -95,7 +108,8 @@ fn cpath(path: &Path) -> io::Result<CString> {
 pub fn apply(path: &Path, e: &Entry, target: Target) -> io::Result<Vec<String>> {
     let c = cpath(path)?;
     let (uid, gid) = ids();
-    let chown = is_root_user() && !(matches!(target, Target::Created { .. }) && e.uid == uid && e.gid == gid);
+    let chown = is_root_user()
+        && !(matches!(target, Target::Created { .. }) && e.uid == uid && e.gid == gid);
     if chown {
         // SAFETY: c is a valid NUL-terminated path.
         if unsafe { libc::lchown(c.as_ptr(), e.uid, e.gid) } != 0 {
@@ -103,7 +117,8 @@ pub fn apply(path: &Path, e: &Entry, target: Target) -> io::Result<Vec<String>> 
         }
     }
     // chown clears setuid/setgid, so the mode is set again after it.
-    let mode_right = matches!(target, Target::Created { mode } if mode == e.mode & 0o7777) && !chown;
+    let mode_right =
+        matches!(target, Target::Created { mode } if mode == e.mode & 0o7777) && !chown;
     if e.kind != Kind::Symlink && !mode_right {
         // SAFETY: as above.
         if unsafe { libc::chmod(c.as_ptr(), e.mode & 0o7777) } != 0 {
@@ -112,7 +127,9 @@ pub fn apply(path: &Path, e: &Entry, target: Target) -> io::Result<Vec<String>> 
     }
     let failed = match target {
         Target::Created { .. } => set_xattrs(path, &e.xattrs),
-        Target::Existing if e.kind != Kind::Symlink || !e.xattrs.is_empty() => apply_xattrs(path, &e.xattrs)?,
+        Target::Existing if e.kind != Kind::Symlink || !e.xattrs.is_empty() => {
+            apply_xattrs(path, &e.xattrs)?
+        }
         Target::Existing => Vec::new(),
     };
     set_mtime(&c, e.mtime, e.mtime_ns)?;
@@ -125,11 +142,25 @@ pub fn set_mtime_path(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
 
 fn set_mtime(c: &CString, sec: i64, nsec: u32) -> io::Result<()> {
     let times = [
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec.min(999_999_999) as libc::c_long },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: sec as libc::time_t,
+            tv_nsec: nsec.min(999_999_999) as libc::c_long,
+        },
     ];
     // SAFETY: valid path and a two-element timespec array, as utimensat requires.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+    if unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -139,11 +170,13 @@ fn set_mtime(c: &CString, sec: i64, nsec: u32) -> io::Result<()> {
 pub fn open_read_nofollow(path: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut o = std::fs::OpenOptions::new();
-    o.read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME);
+    o.read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME);
     match o.open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path),
         r => r,
     }
 }

@@ -21,10 +21,20 @@ mod output;
 use output::{human_bytes, print_json};
 
 #[derive(Parser)]
-#[command(name = "backupd", version, about = "rackvault backups: selective, incremental, into ZFS or a directory store")]
+#[command(
+    name = "backupd",
+    version,
+    about = "rackvault backups: selective, incremental, into ZFS or a directory store"
+)]
 struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "RACKVAULT_CONFIG", default_value = "rackvault.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "RACKVAULT_CONFIG",
+        default_value = "rackvault.toml"
+    )]
     config: PathBuf,
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
@@ -104,14 +114,21 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RACKVAULT_LOG").unwrap_or_else(|_| level.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RACKVAULT_LOG")
+                .unwrap_or_else(|_| level.into()),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            let code = if e.downcast_ref::<ConfigError>().is_some() { 2 } else { 1 };
+            let code = if e.downcast_ref::<ConfigError>().is_some() {
+                2
+            } else {
+                1
+            };
             eprintln!("error: {e:#}");
             ExitCode::from(code)
         }
@@ -129,7 +146,9 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
     let cfg = Config::load(&cli.config)?;
     if let Command::CheckConfig = cli.command {
         if cli.json {
-            print_json(&serde_json::json!({"ok": true, "jobs": cfg.jobs.iter().map(|j| &j.name).collect::<Vec<_>>()}));
+            print_json(
+                &serde_json::json!({"ok": true, "jobs": cfg.jobs.iter().map(|j| &j.name).collect::<Vec<_>>()}),
+            );
         } else {
             println!("{}: OK ({} job(s))", cfg.path.display(), cfg.jobs.len());
         }
@@ -142,25 +161,47 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::CheckConfig => unreachable!("handled above"),
         Command::Run { job, all, no_prune } => {
             if job.is_none() && !all {
-                anyhow::bail!("name a job or pass --all (jobs: {})", cfg.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", "));
+                anyhow::bail!(
+                    "name a job or pass --all (jobs: {})",
+                    cfg.jobs
+                        .iter()
+                        .map(|j| j.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             let mut failed = 0;
             let mut results = Vec::new();
             for j in jobs_for(&cfg, job)? {
                 let progress = Progress::new(!cli.json);
-                match run::run_job(&cfg, store.as_ref(), &catalog, j, &progress, jiff::Timestamp::now()) {
+                match run::run_job(
+                    &cfg,
+                    store.as_ref(),
+                    &catalog,
+                    j,
+                    &progress,
+                    jiff::Timestamp::now(),
+                ) {
                     Ok(s) => {
                         let pruned = if *no_prune || j.retention.is_empty() {
                             None
                         } else {
-                            Some(prune::prune_job(store.as_ref(), &catalog, &cfg.state_dir, j, jiff::Timestamp::now(), false)?)
+                            Some(prune::prune_job(
+                                store.as_ref(),
+                                &catalog,
+                                &cfg.state_dir,
+                                j,
+                                jiff::Timestamp::now(),
+                                false,
+                            )?)
                         };
                         if !cli.json {
                             output::run_summary(&s);
                             if let Some(p) = &pruned
-                                && !p.deleted.is_empty() {
-                                    println!("  pruned      {}", p.deleted.join(", "));
-                                }
+                                && !p.deleted.is_empty()
+                            {
+                                println!("  pruned      {}", p.deleted.join(", "));
+                            }
                         }
                         results.push(serde_json::json!({"ok": true, "summary": s, "pruned": pruned.map(|p| p.deleted)}));
                     }
@@ -174,7 +215,11 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             if cli.json {
                 print_json(&results);
             }
-            Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Snapshots { job } => {
             let mut all = Vec::new();
@@ -196,12 +241,19 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ls { job, snapshot, path, recursive } => {
+        Command::Ls {
+            job,
+            snapshot,
+            path,
+            recursive,
+        } => {
             let name = store::resolve(store.as_ref(), cfg.job(job)?.name.as_str(), snapshot)?;
             let view = store.open(job, &name)?;
             let m = view.manifest()?;
             let base = RelPath::parse_user(path.as_deref().unwrap_or("")).context("bad path")?;
-            let base_entry = m.get(&base).ok_or_else(|| anyhow::anyhow!("{base} is not in snapshot {name}"))?;
+            let base_entry = m
+                .get(&base)
+                .ok_or_else(|| anyhow::anyhow!("{base} is not in snapshot {name}"))?;
             let list: Vec<_> = m
                 .entries
                 .iter()
@@ -209,7 +261,9 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
                     if base_entry.kind != Kind::Dir {
                         return e.path == base;
                     }
-                    e.path != base && e.path.starts_with(&base) && (*recursive || e.path.parent().as_ref() == Some(&base))
+                    e.path != base
+                        && e.path.starts_with(&base)
+                        && (*recursive || e.path.parent().as_ref() == Some(&base))
                 })
                 .collect();
             if cli.json {
@@ -221,11 +275,20 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { job, snapshot, paths, to, overwrite } => {
+        Command::Restore {
+            job,
+            snapshot,
+            paths,
+            to,
+            overwrite,
+        } => {
             let name = store::resolve(store.as_ref(), cfg.job(job)?.name.as_str(), snapshot)?;
             let view = store.open(job, &name)?;
             let m = view.manifest()?;
-            let sel = paths.iter().map(|p| RelPath::parse_user(p).map_err(anyhow::Error::from)).collect::<Result<Vec<_>>>()?;
+            let sel = paths
+                .iter()
+                .map(|p| RelPath::parse_user(p).map_err(anyhow::Error::from))
+                .collect::<Result<Vec<_>>>()?;
             let report = restore::restore(&view.root, &m, &sel, to, *overwrite)?;
             for w in &report.warnings {
                 eprintln!("warning: {w}");
@@ -245,14 +308,26 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
                     report.symlinks
                 );
             }
-            Ok(if report.mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+            Ok(if report.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
         Command::Verify { job, snapshot, all } => {
             let j = cfg.job(job)?;
             let names: Vec<String> = if *all {
-                store.snapshots(&j.name)?.into_iter().map(|s| s.name).collect()
+                store
+                    .snapshots(&j.name)?
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect()
             } else {
-                vec![store::resolve(store.as_ref(), &j.name, snapshot.as_deref().unwrap_or("latest"))?]
+                vec![store::resolve(
+                    store.as_ref(),
+                    &j.name,
+                    snapshot.as_deref().unwrap_or("latest"),
+                )?]
             };
             let mut bad = 0;
             let mut out = Vec::new();
@@ -260,14 +335,23 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 let view = store.open(&j.name, &name)?;
                 let report = match view.manifest() {
                     Ok(m) => verify::verify(&view.root, &m),
-                    Err(e) => verify::VerifyReport { problems: vec![format!("manifest: {e:#}")], ..Default::default() },
+                    Err(e) => verify::VerifyReport {
+                        problems: vec![format!("manifest: {e:#}")],
+                        ..Default::default()
+                    },
                 };
                 if !report.problems.is_empty() {
                     bad += 1;
                 }
                 if !cli.json {
                     if report.problems.is_empty() {
-                        println!("{}/{name}: OK ({} entries, {} files, {})", j.name, report.entries, report.files, human_bytes(report.bytes));
+                        println!(
+                            "{}/{name}: OK ({} entries, {} files, {})",
+                            j.name,
+                            report.entries,
+                            report.files,
+                            human_bytes(report.bytes)
+                        );
                     } else {
                         println!("{}/{name}: {} problem(s)", j.name, report.problems.len());
                         for p in &report.problems {
@@ -280,11 +364,18 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             if cli.json {
                 print_json(&out);
             }
-            Ok(if bad > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+            Ok(if bad > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Diff { job, a, b } => {
             let j = cfg.job(job)?;
-            let (na, nb) = (store::resolve(store.as_ref(), &j.name, a)?, store::resolve(store.as_ref(), &j.name, b)?);
+            let (na, nb) = (
+                store::resolve(store.as_ref(), &j.name, a)?,
+                store::resolve(store.as_ref(), &j.name, b)?,
+            );
             let ma = store.open(&j.name, &na)?.manifest()?;
             let mb = store.open(&j.name, &nb)?.manifest()?;
             let d = diff::diff(&ma, &mb);
@@ -300,7 +391,8 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Prune { job, dry_run } => {
             let mut reports = Vec::new();
             for j in jobs_for(&cfg, job)? {
-                let r = prune::prune_job(store.as_ref(), &catalog, &cfg.state_dir, j, now, *dry_run)?;
+                let r =
+                    prune::prune_job(store.as_ref(), &catalog, &cfg.state_dir, j, now, *dry_run)?;
                 if !cli.json {
                     output::prune_report(&r);
                 }

@@ -82,7 +82,11 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Bytes>,
     /// BLAKE3 of the whole content (regular files).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "hash_hex_opt")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "hash_hex_opt"
+    )]
     pub hash: Option<[u8; 32]>,
     /// Size of each block in `blocks`; present when `blocks` is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,7 +119,9 @@ impl Entry {
     pub fn same_content(&self, other: &Entry) -> bool {
         self.kind == other.kind
             && match self.kind {
-                Kind::File => self.size == other.size && self.hash.is_some() && self.hash == other.hash,
+                Kind::File => {
+                    self.size == other.size && self.hash.is_some() && self.hash == other.hash
+                }
                 Kind::Symlink => self.target == other.target,
                 Kind::Dir => true,
             }
@@ -138,7 +144,11 @@ impl Entry {
         }
         let h = self.hash?;
         let bs = block_size_for(self.size);
-        if self.size <= bs { Some((bs, if self.size == 0 { vec![] } else { vec![h] })) } else { None }
+        if self.size <= bs {
+            Some((bs, if self.size == 0 { vec![] } else { vec![h] }))
+        } else {
+            None
+        }
     }
 }
 
@@ -160,9 +170,16 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read manifest {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("manifest {path} is damaged at line {line}: {msg}")]
-    Corrupt { path: String, line: usize, msg: String },
+    Corrupt {
+        path: String,
+        line: usize,
+        msg: String,
+    },
 }
 
 impl Manifest {
@@ -178,7 +195,10 @@ impl Manifest {
     }
 
     pub fn get(&self, path: &RelPath) -> Option<&Entry> {
-        self.entries.binary_search_by(|e| e.path.cmp(path)).ok().map(|i| &self.entries[i])
+        self.entries
+            .binary_search_by(|e| e.path.cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
     }
 
     pub fn write_to(&self, w: impl Write) -> std::io::Result<()> {
@@ -208,14 +228,22 @@ impl Manifest {
 
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
         let shown = path.display().to_string();
-        let f = std::fs::File::open(path).map_err(|e| ManifestError::Io { path: shown.clone(), source: e })?;
+        let f = std::fs::File::open(path).map_err(|e| ManifestError::Io {
+            path: shown.clone(),
+            source: e,
+        })?;
         Self::read_from(f, &shown)
     }
 
     /// Parses untrusted bytes: every length is checked, every path validated, nothing panics.
     pub fn read_from(r: impl Read, name: &str) -> Result<Self, ManifestError> {
-        let corrupt = |line: usize, msg: String| ManifestError::Corrupt { path: name.to_string(), line, msg };
-        let dec = zstd::Decoder::new(r).map_err(|e| corrupt(0, format!("not a zstd stream: {e}")))?;
+        let corrupt = |line: usize, msg: String| ManifestError::Corrupt {
+            path: name.to_string(),
+            line,
+            msg,
+        };
+        let dec =
+            zstd::Decoder::new(r).map_err(|e| corrupt(0, format!("not a zstd stream: {e}")))?;
         let mut reader = BufReader::with_capacity(1 << 16, dec);
         let mut line = Vec::new();
         let mut lineno = 0usize;
@@ -232,27 +260,44 @@ impl Manifest {
             }
             lineno += 1;
             if line.len() > MAX_LINE {
-                return Err(corrupt(lineno, format!("line longer than {MAX_LINE} bytes")));
+                return Err(corrupt(
+                    lineno,
+                    format!("line longer than {MAX_LINE} bytes"),
+                ));
             }
             if line.last() != Some(&b'\n') {
                 return Err(corrupt(lineno, "truncated (no line end)".into()));
             }
             match &header {
                 None => {
-                    let h: Header = serde_json::from_slice(&line).map_err(|e| corrupt(lineno, format!("bad header: {e}")))?;
+                    let h: Header = serde_json::from_slice(&line)
+                        .map_err(|e| corrupt(lineno, format!("bad header: {e}")))?;
                     if h.format != FORMAT {
-                        return Err(corrupt(lineno, format!("format is {:?}, expected {FORMAT:?}", h.format)));
+                        return Err(corrupt(
+                            lineno,
+                            format!("format is {:?}, expected {FORMAT:?}", h.format),
+                        ));
                     }
                     if h.version != VERSION {
-                        return Err(corrupt(lineno, format!("version {} is not supported (this build reads {VERSION})", h.version)));
+                        return Err(corrupt(
+                            lineno,
+                            format!(
+                                "version {} is not supported (this build reads {VERSION})",
+                                h.version
+                            ),
+                        ));
                     }
                     if h.hash != "blake3" {
-                        return Err(corrupt(lineno, format!("hash {:?} is not supported", h.hash)));
+                        return Err(corrupt(
+                            lineno,
+                            format!("hash {:?} is not supported", h.hash),
+                        ));
                     }
                     header = Some(h);
                 }
                 Some(_) => {
-                    let e: Entry = serde_json::from_slice(&line).map_err(|e| corrupt(lineno, format!("bad entry: {e}")))?;
+                    let e: Entry = serde_json::from_slice(&line)
+                        .map_err(|e| corrupt(lineno, format!("bad entry: {e}")))?;
                     validate_entry(&e).map_err(|m| corrupt(lineno, m))?;
                     entries.push(e);
                 }
@@ -260,17 +305,35 @@ impl Manifest {
         }
         let header = header.ok_or_else(|| corrupt(0, "empty manifest".into()))?;
         if header.entries != entries.len() as u64 {
-            return Err(corrupt(lineno, format!("header announces {} entries, found {}", header.entries, entries.len())));
+            return Err(corrupt(
+                lineno,
+                format!(
+                    "header announces {} entries, found {}",
+                    header.entries,
+                    entries.len()
+                ),
+            ));
         }
         if !entries.windows(2).all(|w| w[0].path < w[1].path) {
-            return Err(corrupt(0, "entries are not sorted by path or contain duplicates".into()));
+            return Err(corrupt(
+                0,
+                "entries are not sorted by path or contain duplicates".into(),
+            ));
         }
         let m = Manifest { header, entries };
         for e in &m.entries {
             if let Some(l) = &e.link {
                 match m.get(l) {
                     Some(t) if t.kind == Kind::File && l < &e.path && t.link.is_none() => {}
-                    _ => return Err(corrupt(0, format!("entry {} links to {}, which is not an earlier regular file", e.path, l))),
+                    _ => {
+                        return Err(corrupt(
+                            0,
+                            format!(
+                                "entry {} links to {}, which is not an earlier regular file",
+                                e.path, l
+                            ),
+                        ));
+                    }
                 }
             }
         }
@@ -288,9 +351,16 @@ fn validate_entry(e: &Entry) -> Result<(), String> {
                 return Err(format!("file {} has no hash", e.path));
             }
             if !e.blocks.is_empty() {
-                let bs = e.block_size.ok_or_else(|| format!("file {} has blocks but no block_size", e.path))?;
+                let bs = e
+                    .block_size
+                    .ok_or_else(|| format!("file {} has blocks but no block_size", e.path))?;
                 if bs == 0 || e.size.div_ceil(bs) != e.blocks.len() as u64 {
-                    return Err(format!("file {}: {} block hashes do not cover {} bytes", e.path, e.blocks.len(), e.size));
+                    return Err(format!(
+                        "file {}: {} block hashes do not cover {} bytes",
+                        e.path,
+                        e.blocks.len(),
+                        e.size
+                    ));
                 }
             }
         }
@@ -317,7 +387,8 @@ mod hash_hex_opt {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| super::parse_hash(&s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| super::parse_hash(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -333,7 +404,9 @@ mod hash_hex_vec {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
         let v: Vec<String> = Vec::deserialize(d)?;
-        v.iter().map(|s| super::parse_hash(s).map_err(serde::de::Error::custom)).collect()
+        v.iter()
+            .map(|s| super::parse_hash(s).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
@@ -375,9 +448,17 @@ mod tests {
             hash: Some(*blake3::hash(content).as_bytes()),
             block_size: None,
             blocks: vec![],
-            xattrs: vec![Xattr { name: Bytes(b"user.k".to_vec()), value: Bytes(vec![0, 255, 1]) }],
+            xattrs: vec![Xattr {
+                name: Bytes(b"user.k".to_vec()),
+                value: Bytes(vec![0, 255, 1]),
+            }],
             link: None,
-            src: SourceStamp { dev: 1, ino: 2, ctime: 3, ctime_ns: 4 },
+            src: SourceStamp {
+                dev: 1,
+                ino: 2,
+                ctime: 3,
+                ctime_ns: 4,
+            },
         }
     }
 
@@ -396,7 +477,13 @@ mod tests {
     }
 
     fn root() -> Entry {
-        Entry { kind: Kind::Dir, hash: None, xattrs: vec![], size: 0, ..file("", b"") }
+        Entry {
+            kind: Kind::Dir,
+            hash: None,
+            xattrs: vec![],
+            size: 0,
+            ..file("", b"")
+        }
     }
 
     #[test]
@@ -417,7 +504,11 @@ mod tests {
     fn rejects_escaping_paths_and_truncation() {
         let raw = format!(
             "{}\n{}\n",
-            serde_json::to_string(&Header { entries: 1, ..header() }).unwrap(),
+            serde_json::to_string(&Header {
+                entries: 1,
+                ..header()
+            })
+            .unwrap(),
             r#"{"path":"../etc/passwd","type":"file","mode":420,"uid":0,"gid":0,"mtime":0,"mtime_ns":0,"size":0,"hash":"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}"#
         );
         let z = zstd::encode_all(raw.as_bytes(), 1).unwrap();
@@ -437,7 +528,12 @@ mod tests {
         let m = Manifest::new(header(), vec![root(), l]);
         let mut buf = Vec::new();
         m.write_to(&mut buf).unwrap();
-        assert!(Manifest::read_from(&buf[..], "m").unwrap_err().to_string().contains("links to zz"));
+        assert!(
+            Manifest::read_from(&buf[..], "m")
+                .unwrap_err()
+                .to_string()
+                .contains("links to zz")
+        );
     }
 
     #[test]

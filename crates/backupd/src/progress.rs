@@ -19,11 +19,19 @@ impl Progress {
             b.enable_steady_tick(std::time::Duration::from_millis(200));
             b
         });
-        Progress { bar, files_done: Default::default(), files_total: Default::default() }
+        Progress {
+            bar,
+            files_done: Default::default(),
+            files_total: Default::default(),
+        }
     }
 
     pub fn hidden() -> Self {
-        Progress { bar: None, files_done: Default::default(), files_total: Default::default() }
+        Progress {
+            bar: None,
+            files_done: Default::default(),
+            files_total: Default::default(),
+        }
     }
 
     pub fn phase(&self, msg: &str) {
@@ -58,9 +66,15 @@ impl Progress {
     /// A file is finished (its bytes are reported through `bytes`, read or not).
     pub fn file_done(&self) {
         if let Some(b) = &self.bar {
-            let done = self.files_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let done = self
+                .files_done
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
             if done.is_multiple_of(64) {
-                b.set_message(format!("{done}/{} files", self.files_total.get().copied().unwrap_or(0)));
+                b.set_message(format!(
+                    "{done}/{} files",
+                    self.files_total.get().copied().unwrap_or(0)
+                ));
             }
         }
     }

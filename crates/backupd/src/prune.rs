@@ -17,11 +17,25 @@ pub struct PruneReport {
     pub deleted: Vec<String>,
 }
 
-pub fn prune_job(store: &dyn Store, catalog: &Catalog, state_dir: &std::path::Path, job: &Job, now: Timestamp, dry_run: bool) -> Result<PruneReport> {
+pub fn prune_job(
+    store: &dyn Store,
+    catalog: &Catalog,
+    state_dir: &std::path::Path,
+    job: &Job,
+    now: Timestamp,
+    dry_run: bool,
+) -> Result<PruneReport> {
     // Holding the job lock keeps a run from basing itself on a snapshot being deleted.
-    let _lock = if dry_run { None } else { Some(crate::run::lock_job(state_dir, &job.name)?) };
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(crate::run::lock_job(state_dir, &job.name)?)
+    };
     let snaps = store.snapshots(&job.name)?;
-    let dated: Vec<(String, Timestamp)> = snaps.iter().filter_map(|s| s.time.map(|t| (s.name.clone(), t))).collect();
+    let dated: Vec<(String, Timestamp)> = snaps
+        .iter()
+        .filter_map(|s| s.time.map(|t| (s.name.clone(), t)))
+        .collect();
     let decisions = decide(&dated, &job.retention, now);
     let mut deleted = Vec::new();
     if !dry_run {
@@ -31,5 +45,10 @@ pub fn prune_job(store: &dyn Store, catalog: &Catalog, state_dir: &std::path::Pa
             deleted.push(d.name.clone());
         }
     }
-    Ok(PruneReport { job: job.name.clone(), dry_run, decisions, deleted })
+    Ok(PruneReport {
+        job: job.name.clone(),
+        dry_run,
+        decisions,
+        deleted,
+    })
 }

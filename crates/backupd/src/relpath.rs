@@ -105,7 +105,11 @@ impl RelPath {
     }
 
     pub fn depth(&self) -> usize {
-        if self.0.is_empty() { 0 } else { self.0.iter().filter(|b| **b == b'/').count() + 1 }
+        if self.0.is_empty() {
+            0
+        } else {
+            self.0.iter().filter(|b| **b == b'/').count() + 1
+        }
     }
 
     /// True when `self` is `other` or lies below it.
@@ -136,11 +140,19 @@ impl RelPath {
 
     /// `root` joined with this path. Safe because the path was validated: it cannot climb out.
     pub fn under(&self, root: &Path) -> PathBuf {
-        if self.0.is_empty() { root.to_path_buf() } else { root.join(self.as_path()) }
+        if self.0.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(self.as_path())
+        }
     }
 
     pub fn display(&self) -> String {
-        if self.0.is_empty() { "/".to_string() } else { String::from_utf8_lossy(&self.0).into_owned() }
+        if self.0.is_empty() {
+            "/".to_string()
+        } else {
+            String::from_utf8_lossy(&self.0).into_owned()
+        }
     }
 }
 
@@ -163,7 +175,17 @@ mod tests {
 
     #[test]
     fn rejects_escapes() {
-        for bad in ["/etc/passwd", "../x", "a/../../x", "a//b", "a/./b", "a/", "a\0b", "..", "."] {
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            "a/",
+            "a\0b",
+            "..",
+            ".",
+        ] {
             assert!(RelPath::parse(bad.as_bytes()).is_err(), "{bad:?} accepted");
         }
         assert!(RelPath::parse(b"a/b c/d..e").is_ok());

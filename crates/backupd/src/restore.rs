@@ -41,15 +41,25 @@ pub fn select<'m>(manifest: &'m Manifest, paths: &[RelPath]) -> Result<Vec<&'m E
         .entries
         .iter()
         .filter(|e| {
-            let keep = paths.is_empty() || e.path.is_root() || paths.iter().any(|p| e.path.starts_with(p)) || ancestors.contains(&e.path);
+            let keep = paths.is_empty()
+                || e.path.is_root()
+                || paths.iter().any(|p| e.path.starts_with(p))
+                || ancestors.contains(&e.path);
             keep && wanted.insert(&e.path)
         })
         .collect())
 }
 
-pub fn restore(view_root: &Path, manifest: &Manifest, paths: &[RelPath], target: &Path, overwrite: bool) -> Result<RestoreReport> {
+pub fn restore(
+    view_root: &Path,
+    manifest: &Manifest,
+    paths: &[RelPath],
+    target: &Path,
+    overwrite: bool,
+) -> Result<RestoreReport> {
     let chosen = select(manifest, paths)?;
-    std::fs::create_dir_all(target).with_context(|| format!("cannot create target {}", target.display()))?;
+    std::fs::create_dir_all(target)
+        .with_context(|| format!("cannot create target {}", target.display()))?;
     let tmd = std::fs::metadata(target)?;
     if !tmd.is_dir() {
         anyhow::bail!("target {} is not a directory", target.display());
@@ -89,19 +99,26 @@ pub fn restore(view_root: &Path, manifest: &Manifest, paths: &[RelPath], target:
                 remove_existing(&dst, overwrite)?;
                 use std::os::unix::ffi::OsStrExt;
                 let t = std::ffi::OsStr::from_bytes(&e.target.as_ref().expect("validated").0);
-                std::os::unix::fs::symlink(t, &dst).with_context(|| format!("cannot create symlink {}", dst.display()))?;
+                std::os::unix::fs::symlink(t, &dst)
+                    .with_context(|| format!("cannot create symlink {}", dst.display()))?;
                 apply_meta(&dst, e, &mut report)?;
                 report.symlinks += 1;
             }
             Kind::File => {
                 remove_existing(&dst, overwrite)?;
-                if let Some(leader) = e.link.as_ref().filter(|l| restored.contains(l) && inode_of.contains_key(l)) {
-                    std::fs::hard_link(leader.under(target), &dst).with_context(|| format!("cannot link {}", dst.display()))?;
+                if let Some(leader) = e
+                    .link
+                    .as_ref()
+                    .filter(|l| restored.contains(l) && inode_of.contains_key(l))
+                {
+                    std::fs::hard_link(leader.under(target), &dst)
+                        .with_context(|| format!("cannot link {}", dst.display()))?;
                     report.files += 1;
                     continue;
                 }
                 let src_path = e.path.under(view_root);
-                let mut src = fsmeta::open_read_nofollow(&src_path).with_context(|| format!("cannot read {} from the snapshot", e.path))?;
+                let mut src = fsmeta::open_read_nofollow(&src_path)
+                    .with_context(|| format!("cannot read {} from the snapshot", e.path))?;
                 let out = std::fs::File::options()
                     .write(true)
                     .read(true)
@@ -111,9 +128,13 @@ pub fn restore(view_root: &Path, manifest: &Manifest, paths: &[RelPath], target:
                     .open(&dst)
                     .with_context(|| format!("cannot create {}", dst.display()))?;
                 let md = src.metadata()?;
-                let h = copy_hashed_from(&mut src, &md, Dest::Fresh(&out), false, &mut |_| {}).with_context(|| format!("cannot restore {}", e.path))?;
+                let h = copy_hashed_from(&mut src, &md, Dest::Fresh(&out), false, &mut |_| {})
+                    .with_context(|| format!("cannot restore {}", e.path))?;
                 if Some(h.hash) != e.hash || h.size != e.size {
-                    report.mismatches.push(format!("{}: restored content does not match the manifest (damaged snapshot?)", e.path));
+                    report.mismatches.push(format!(
+                        "{}: restored content does not match the manifest (damaged snapshot?)",
+                        e.path
+                    ));
                 }
                 inode_of.insert(&e.path, out.metadata()?.ino());
                 drop(out);
@@ -131,21 +152,29 @@ pub fn restore(view_root: &Path, manifest: &Manifest, paths: &[RelPath], target:
 
 fn mkdir(p: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().mode(0o700).create(p).with_context(|| format!("cannot create {}", p.display()))
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(p)
+        .with_context(|| format!("cannot create {}", p.display()))
 }
 
 fn remove_existing(dst: &Path, overwrite: bool) -> Result<()> {
     match std::fs::symlink_metadata(dst) {
-        Ok(m) if !m.is_dir() && overwrite => std::fs::remove_file(dst).with_context(|| format!("cannot replace {}", dst.display())),
+        Ok(m) if !m.is_dir() && overwrite => {
+            std::fs::remove_file(dst).with_context(|| format!("cannot replace {}", dst.display()))
+        }
         Ok(_) => anyhow::bail!("{} exists", dst.display()),
         Err(_) => Ok(()),
     }
 }
 
 fn apply_meta(dst: &Path, e: &Entry, report: &mut RestoreReport) -> Result<()> {
-    let failed = fsmeta::apply(dst, e, fsmeta::Target::Existing).with_context(|| format!("cannot set metadata on {}", dst.display()))?;
+    let failed = fsmeta::apply(dst, e, fsmeta::Target::Existing)
+        .with_context(|| format!("cannot set metadata on {}", dst.display()))?;
     for f in failed {
-        report.warnings.push(format!("{}: extended attribute not restored: {f}", e.path));
+        report
+            .warnings
+            .push(format!("{}: extended attribute not restored: {f}", e.path));
     }
     Ok(())
 }
@@ -160,10 +189,14 @@ fn conflicts(target: &Path, chosen: &[&Entry], overwrite: bool) -> Vec<String> {
             continue;
         }
         let dst = e.path.under(target);
-        let Ok(m) = std::fs::symlink_metadata(&dst) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(&dst) else {
+            continue;
+        };
         let problem = match e.kind {
             Kind::Dir if m.is_dir() => None,
-            Kind::Dir if m.file_type().is_symlink() => Some("is a symlink where the snapshot has a directory"),
+            Kind::Dir if m.file_type().is_symlink() => {
+                Some("is a symlink where the snapshot has a directory")
+            }
             Kind::Dir if !overwrite => Some("exists and is not a directory"),
             Kind::Dir => None,
             _ if m.is_dir() => Some("is a directory where the snapshot has a file"),

@@ -24,10 +24,19 @@ pub struct Decision {
 /// A periodic rule: its label, how many periods to keep, and the period a time falls in.
 type Bucket = (&'static str, Option<u32>, fn(Timestamp) -> String);
 
-pub fn decide(snapshots: &[(String, Timestamp)], rules: &Retention, now: Timestamp) -> Vec<Decision> {
+pub fn decide(
+    snapshots: &[(String, Timestamp)],
+    rules: &Retention,
+    now: Timestamp,
+) -> Vec<Decision> {
     // Newest first.
     let mut order: Vec<usize> = (0..snapshots.len()).collect();
-    order.sort_by(|a, b| snapshots[*b].1.cmp(&snapshots[*a].1).then_with(|| snapshots[*b].0.cmp(&snapshots[*a].0)));
+    order.sort_by(|a, b| {
+        snapshots[*b]
+            .1
+            .cmp(&snapshots[*a].1)
+            .then_with(|| snapshots[*b].0.cmp(&snapshots[*a].0))
+    });
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); snapshots.len()];
 
     if rules.is_empty() {
@@ -56,14 +65,24 @@ pub fn decide(snapshots: &[(String, Timestamp)], rules: &Retention, now: Timesta
         }
     }
     let buckets: [Bucket; 5] = [
-        ("hourly", rules.keep_hourly, |t| t.to_zoned(TimeZone::UTC).strftime("%Y-%m-%dT%H").to_string()),
-        ("daily", rules.keep_daily, |t| t.to_zoned(TimeZone::UTC).strftime("%Y-%m-%d").to_string()),
+        ("hourly", rules.keep_hourly, |t| {
+            t.to_zoned(TimeZone::UTC)
+                .strftime("%Y-%m-%dT%H")
+                .to_string()
+        }),
+        ("daily", rules.keep_daily, |t| {
+            t.to_zoned(TimeZone::UTC).strftime("%Y-%m-%d").to_string()
+        }),
         ("weekly", rules.keep_weekly, |t| {
             let d = t.to_zoned(TimeZone::UTC).date().iso_week_date();
             format!("{}-W{:02}", d.year(), d.week())
         }),
-        ("monthly", rules.keep_monthly, |t| t.to_zoned(TimeZone::UTC).strftime("%Y-%m").to_string()),
-        ("yearly", rules.keep_yearly, |t| t.to_zoned(TimeZone::UTC).strftime("%Y").to_string()),
+        ("monthly", rules.keep_monthly, |t| {
+            t.to_zoned(TimeZone::UTC).strftime("%Y-%m").to_string()
+        }),
+        ("yearly", rules.keep_yearly, |t| {
+            t.to_zoned(TimeZone::UTC).strftime("%Y").to_string()
+        }),
     ];
     for (label, n, bucket) in buckets {
         let Some(n) = n else { continue };
@@ -86,7 +105,15 @@ pub fn decide(snapshots: &[(String, Timestamp)], rules: &Retention, now: Timesta
         .zip(reasons)
         .map(|((name, _), r)| {
             let keep = !r.is_empty();
-            Decision { name: name.clone(), keep, reasons: if keep { r } else { vec!["matches no keep rule".into()] } }
+            Decision {
+                name: name.clone(),
+                keep,
+                reasons: if keep {
+                    r
+                } else {
+                    vec!["matches no keep rule".into()]
+                },
+            }
         })
         .collect()
 }
@@ -104,7 +131,10 @@ mod tests {
     }
 
     fn kept(d: &[Decision]) -> Vec<&str> {
-        d.iter().filter(|d| d.keep).map(|d| d.name.as_str()).collect()
+        d.iter()
+            .filter(|d| d.keep)
+            .map(|d| d.name.as_str())
+            .collect()
     }
 
     #[test]
@@ -118,25 +148,79 @@ mod tests {
             "2026-11-23T09:00:00Z",
         ]);
         let now = ts("2026-11-24T00:00:00Z");
-        let r = Retention { keep_last: Some(2), keep_daily: Some(3), ..Default::default() };
+        let r = Retention {
+            keep_last: Some(2),
+            keep_daily: Some(3),
+            ..Default::default()
+        };
         let d = decide(&s, &r, now);
-        assert_eq!(kept(&d), vec!["2026-11-21T15:00:00Z", "2026-11-22T03:00:00Z", "2026-11-23T03:00:00Z", "2026-11-23T09:00:00Z"]);
-        let why = &d.iter().find(|d| d.name == "2026-11-23T09:00:00Z").unwrap().reasons;
-        assert!(why.contains(&"last 1/2".to_string()) && why.contains(&"daily 2026-11-23".to_string()), "{why:?}");
+        assert_eq!(
+            kept(&d),
+            vec![
+                "2026-11-21T15:00:00Z",
+                "2026-11-22T03:00:00Z",
+                "2026-11-23T03:00:00Z",
+                "2026-11-23T09:00:00Z"
+            ]
+        );
+        let why = &d
+            .iter()
+            .find(|d| d.name == "2026-11-23T09:00:00Z")
+            .unwrap()
+            .reasons;
+        assert!(
+            why.contains(&"last 1/2".to_string()) && why.contains(&"daily 2026-11-23".to_string()),
+            "{why:?}"
+        );
         assert_eq!(d[0].reasons, vec!["matches no keep rule"]);
     }
 
     #[test]
     fn weekly_monthly_yearly_buckets() {
         // Sundays and Mondays straddle ISO week boundaries.
-        let s = snaps(&["2025-12-28T00:00:00Z", "2025-12-29T00:00:00Z", "2026-01-04T00:00:00Z", "2026-01-05T00:00:00Z"]);
+        let s = snaps(&[
+            "2025-12-28T00:00:00Z",
+            "2025-12-29T00:00:00Z",
+            "2026-01-04T00:00:00Z",
+            "2026-01-05T00:00:00Z",
+        ]);
         let now = ts("2026-02-01T00:00:00Z");
-        let d = decide(&s, &Retention { keep_weekly: Some(2), ..Default::default() }, now);
-        assert_eq!(kept(&d), vec!["2026-01-04T00:00:00Z", "2026-01-05T00:00:00Z"]);
-        let d = decide(&s, &Retention { keep_monthly: Some(2), ..Default::default() }, now);
-        assert_eq!(kept(&d), vec!["2025-12-29T00:00:00Z", "2026-01-05T00:00:00Z"]);
-        let d = decide(&s, &Retention { keep_yearly: Some(5), ..Default::default() }, now);
-        assert_eq!(kept(&d), vec!["2025-12-29T00:00:00Z", "2026-01-05T00:00:00Z"]);
+        let d = decide(
+            &s,
+            &Retention {
+                keep_weekly: Some(2),
+                ..Default::default()
+            },
+            now,
+        );
+        assert_eq!(
+            kept(&d),
+            vec!["2026-01-04T00:00:00Z", "2026-01-05T00:00:00Z"]
+        );
+        let d = decide(
+            &s,
+            &Retention {
+                keep_monthly: Some(2),
+                ..Default::default()
+            },
+            now,
+        );
+        assert_eq!(
+            kept(&d),
+            vec!["2025-12-29T00:00:00Z", "2026-01-05T00:00:00Z"]
+        );
+        let d = decide(
+            &s,
+            &Retention {
+                keep_yearly: Some(5),
+                ..Default::default()
+            },
+            now,
+        );
+        assert_eq!(
+            kept(&d),
+            vec!["2025-12-29T00:00:00Z", "2026-01-05T00:00:00Z"]
+        );
     }
 
     #[test]
@@ -144,25 +228,61 @@ mod tests {
         let s = snaps(&["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"]);
         let now = ts("2026-02-01T00:00:00Z");
         assert_eq!(kept(&decide(&s, &Retention::default(), now)).len(), 2);
-        let d = decide(&s, &Retention { keep_hourly: Some(0), ..Default::default() }, now);
+        let d = decide(
+            &s,
+            &Retention {
+                keep_hourly: Some(0),
+                ..Default::default()
+            },
+            now,
+        );
         assert_eq!(kept(&d), vec!["2026-01-02T00:00:00Z"]);
     }
 
     #[test]
     fn future_snapshots_are_kept_and_do_not_count() {
-        let s = snaps(&["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2030-01-01T00:00:00Z"]);
-        let d = decide(&s, &Retention { keep_last: Some(1), ..Default::default() }, ts("2026-02-01T00:00:00Z"));
-        assert_eq!(kept(&d), vec!["2026-01-02T00:00:00Z", "2030-01-01T00:00:00Z"]);
+        let s = snaps(&[
+            "2026-01-01T00:00:00Z",
+            "2026-01-02T00:00:00Z",
+            "2030-01-01T00:00:00Z",
+        ]);
+        let d = decide(
+            &s,
+            &Retention {
+                keep_last: Some(1),
+                ..Default::default()
+            },
+            ts("2026-02-01T00:00:00Z"),
+        );
+        assert_eq!(
+            kept(&d),
+            vec!["2026-01-02T00:00:00Z", "2030-01-01T00:00:00Z"]
+        );
     }
 
     #[test]
     fn deterministic_regardless_of_input_order() {
-        let mut s = snaps(&["2026-01-01T00:00:00Z", "2026-01-01T05:00:00Z", "2026-01-02T00:00:00Z", "2026-01-09T00:00:00Z"]);
-        let r = Retention { keep_daily: Some(2), keep_weekly: Some(2), ..Default::default() };
+        let mut s = snaps(&[
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T05:00:00Z",
+            "2026-01-02T00:00:00Z",
+            "2026-01-09T00:00:00Z",
+        ]);
+        let r = Retention {
+            keep_daily: Some(2),
+            keep_weekly: Some(2),
+            ..Default::default()
+        };
         let now = ts("2026-02-01T00:00:00Z");
-        let a = kept(&decide(&s, &r, now)).into_iter().map(String::from).collect::<Vec<_>>();
+        let a = kept(&decide(&s, &r, now))
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
         s.reverse();
-        let mut b = kept(&decide(&s, &r, now)).into_iter().map(String::from).collect::<Vec<_>>();
+        let mut b = kept(&decide(&s, &r, now))
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
         b.sort();
         assert_eq!(a, b);
     }

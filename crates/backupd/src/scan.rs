@@ -30,7 +30,11 @@ pub struct ScanOptions<'a> {
 
 /// (device, inode) of the existing paths among `paths`.
 pub fn dir_ids(paths: &[&Path]) -> Vec<(u64, u64)> {
-    paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| (m.dev(), m.ino())).collect()
+    paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
 }
 
 #[derive(Default)]
@@ -43,7 +47,8 @@ pub struct Scan {
 }
 
 pub fn scan(root: &Path, opts: &ScanOptions) -> anyhow::Result<Scan> {
-    let md = std::fs::metadata(root).map_err(|e| anyhow::anyhow!("cannot read source {}: {e}", root.display()))?;
+    let md = std::fs::metadata(root)
+        .map_err(|e| anyhow::anyhow!("cannot read source {}: {e}", root.display()))?;
     if !md.is_dir() {
         anyhow::bail!("source {} is not a directory", root.display());
     }
@@ -52,7 +57,13 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> anyhow::Result<Scan> {
     let part = walk_dir(root, &RelPath::root(), md.dev(), 0, opts);
     let links: std::collections::HashSet<(u64, u64)> = part.multi.into_iter().collect();
     warnings.extend(part.warnings);
-    let mut s = Scan { entries: part.entries, warnings, files: part.files, dirs: part.dirs + 1, bytes: part.bytes };
+    let mut s = Scan {
+        entries: part.entries,
+        warnings,
+        files: part.files,
+        dirs: part.dirs + 1,
+        bytes: part.bytes,
+    };
     s.entries.push(root_entry);
 
     s.entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -72,7 +83,13 @@ pub fn scan(root: &Path, opts: &ScanOptions) -> anyhow::Result<Scan> {
     Ok(s)
 }
 
-fn entry_for(abs: &Path, rel: RelPath, md: &std::fs::Metadata, opts: &ScanOptions, warnings: &mut Vec<String>) -> anyhow::Result<Entry> {
+fn entry_for(
+    abs: &Path,
+    rel: RelPath,
+    md: &std::fs::Metadata,
+    opts: &ScanOptions,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Entry> {
     let ft = md.file_type();
     let kind = if ft.is_dir() {
         Kind::Dir
@@ -81,18 +98,32 @@ fn entry_for(abs: &Path, rel: RelPath, md: &std::fs::Metadata, opts: &ScanOption
     } else {
         Kind::File
     };
-    let target = if kind == Kind::Symlink { Some(Bytes(std::fs::read_link(abs)?.as_os_str().as_bytes().to_vec())) } else { None };
+    let target = if kind == Kind::Symlink {
+        Some(Bytes(
+            std::fs::read_link(abs)?.as_os_str().as_bytes().to_vec(),
+        ))
+    } else {
+        None
+    };
     let stamp = fsmeta::stamp(md);
     let size = if kind == Kind::Dir { 0 } else { md.len() };
     let known = opts.previous.and_then(|p| p.get(&rel)).filter(|o| {
-        o.kind == kind && o.src == stamp && stamp != Default::default() && o.size == size && o.mtime == md.mtime() && o.mtime_ns == md.mtime_nsec() as u32
+        o.kind == kind
+            && o.src == stamp
+            && stamp != Default::default()
+            && o.size == size
+            && o.mtime == md.mtime()
+            && o.mtime_ns == md.mtime_nsec() as u32
     });
     let xattrs = match known {
         Some(o) => o.xattrs.clone(),
         None => match fsmeta::read_xattrs(abs) {
             Ok(x) => x,
             Err(e) => {
-                warnings.push(format!("{}: cannot read extended attributes: {e}", rel.display()));
+                warnings.push(format!(
+                    "{}: cannot read extended attributes: {e}",
+                    rel.display()
+                ));
                 Vec::new()
             }
         },
@@ -150,13 +181,17 @@ const PARALLEL_DEPTH: usize = 8;
 fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanOptions) -> Part {
     let mut part = Part::default();
     if depth >= MAX_DEPTH {
-        part.warnings.push(format!("{}: deeper than {MAX_DEPTH} levels, not descended", rel.display()));
+        part.warnings.push(format!(
+            "{}: deeper than {MAX_DEPTH} levels, not descended",
+            rel.display()
+        ));
         return part;
     }
     let rd = match std::fs::read_dir(abs) {
         Ok(rd) => rd,
         Err(e) => {
-            part.warnings.push(format!("{}: cannot list directory: {e}", rel.display()));
+            part.warnings
+                .push(format!("{}: cannot list directory: {e}", rel.display()));
             return part;
         }
     };
@@ -164,7 +199,8 @@ fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanO
         .filter_map(|r| match r {
             Ok(d) => Some(d.file_name()),
             Err(e) => {
-                part.warnings.push(format!("{}: error while listing: {e}", rel.display()));
+                part.warnings
+                    .push(format!("{}: error while listing: {e}", rel.display()));
                 None
             }
         })
@@ -173,7 +209,9 @@ fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanO
     let mut subdirs = Vec::new();
     for name in names {
         if rel.is_root() && name.as_bytes() == META_DIR.as_bytes() {
-            part.warnings.push(format!("{META_DIR}: skipped, the name is reserved for rackvault's own metadata"));
+            part.warnings.push(format!(
+                "{META_DIR}: skipped, the name is reserved for rackvault's own metadata"
+            ));
             continue;
         }
         let child_rel = rel.join_name(&name);
@@ -184,17 +222,22 @@ fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanO
         let md = match std::fs::symlink_metadata(&child_abs) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                part.warnings.push(format!("{}: vanished during the scan", child_rel.display()));
+                part.warnings
+                    .push(format!("{}: vanished during the scan", child_rel.display()));
                 continue;
             }
             Err(e) => {
-                part.warnings.push(format!("{}: cannot stat: {e}", child_rel.display()));
+                part.warnings
+                    .push(format!("{}: cannot stat: {e}", child_rel.display()));
                 continue;
             }
         };
         let ft = md.file_type();
         if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device() {
-            part.warnings.push(format!("{}: skipped special file (socket, FIFO or device)", child_rel.display()));
+            part.warnings.push(format!(
+                "{}: skipped special file (socket, FIFO or device)",
+                child_rel.display()
+            ));
             continue;
         }
         if ft.is_dir() {
@@ -220,17 +263,31 @@ fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanO
                 part.entries.push(e);
                 part.any = true;
             }
-            Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {
-                part.warnings.push(format!("{}: vanished during the scan", child_rel.display()));
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                part.warnings
+                    .push(format!("{}: vanished during the scan", child_rel.display()));
             }
             Err(e) => part.warnings.push(format!("{}: {e}", child_rel.display())),
         }
     }
-    let walk_sub = |(child_abs, child_rel, md): &(std::path::PathBuf, RelPath, std::fs::Metadata)| -> Part {
+    let walk_sub = |(child_abs, child_rel, md): &(
+        std::path::PathBuf,
+        RelPath,
+        std::fs::Metadata,
+    )|
+     -> Part {
         let mut warnings = Vec::new();
         let entry = match entry_for(child_abs, child_rel.clone(), md, opts, &mut warnings) {
             Ok(e) => e,
-            Err(e) => return Part { warnings: vec![format!("{child_rel}: {e}")], ..Default::default() },
+            Err(e) => {
+                return Part {
+                    warnings: vec![format!("{child_rel}: {e}")],
+                    ..Default::default()
+                };
+            }
         };
         let mut below = if !opts.cross_filesystems && md.dev() != root_dev {
             warnings.push(format!("{child_rel}: another filesystem, not crossed (set cross_filesystems = true to include it)"));
@@ -246,7 +303,11 @@ fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanO
         }
         below
     };
-    let parts: Vec<Part> = if depth < PARALLEL_DEPTH { subdirs.par_iter().map(walk_sub).collect() } else { subdirs.iter().map(walk_sub).collect() };
+    let parts: Vec<Part> = if depth < PARALLEL_DEPTH {
+        subdirs.par_iter().map(walk_sub).collect()
+    } else {
+        subdirs.iter().map(walk_sub).collect()
+    };
     for p in parts {
         part.merge(p);
     }

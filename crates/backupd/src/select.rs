@@ -16,7 +16,11 @@ pub struct Selector {
 
 fn build(pattern: &str) -> Result<globset::Glob, String> {
     let p = pattern.trim_start_matches("./");
-    let p = if p.contains('/') { p.trim_start_matches('/').to_string() } else { format!("**/{p}") };
+    let p = if p.contains('/') {
+        p.trim_start_matches('/').to_string()
+    } else {
+        format!("**/{p}")
+    };
     GlobBuilder::new(&p)
         .literal_separator(true)
         .backslash_escape(true)
@@ -41,8 +45,15 @@ impl Selector {
             }
             b.build().map_err(|e| e.to_string())
         };
-        let include = if include.is_empty() || include.iter().any(|p| p == "**") { None } else { Some(set(include)?) };
-        Ok(Selector { include, exclude: set(exclude)? })
+        let include = if include.is_empty() || include.iter().any(|p| p == "**") {
+            None
+        } else {
+            Some(set(include)?)
+        };
+        Ok(Selector {
+            include,
+            exclude: set(exclude)?,
+        })
     }
 
     pub fn everything() -> Self {
@@ -76,7 +87,11 @@ mod tests {
 
     #[test]
     fn anchored_and_basename_patterns() {
-        let s = Selector::new(&["docs/**".into(), "*.toml".into()], &["*.tmp".into(), "docs/private".into()]).unwrap();
+        let s = Selector::new(
+            &["docs/**".into(), "*.toml".into()],
+            &["*.tmp".into(), "docs/private".into()],
+        )
+        .unwrap();
         assert!(s.is_included(&p("docs/a/b.md")));
         assert!(s.is_included(&p("x/y/Cargo.toml")));
         assert!(!s.is_included(&p("src/main.rs")));

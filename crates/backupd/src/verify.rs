@@ -77,9 +77,17 @@ pub fn verify(root: &Path, manifest: &Manifest) -> VerifyReport {
     let known: HashSet<&RelPath> = manifest.entries.iter().map(|e| &e.path).collect();
     let mut extras = Vec::new();
     find_extras(root, &RelPath::root(), &known, &mut extras);
-    problems.extend(extras.into_iter().map(|p| format!("{p}: not in the manifest")));
+    problems.extend(
+        extras
+            .into_iter()
+            .map(|p| format!("{p}: not in the manifest")),
+    );
     problems.sort();
-    let files: Vec<_> = manifest.entries.iter().filter(|e| e.kind == Kind::File).collect();
+    let files: Vec<_> = manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .collect();
     VerifyReport {
         entries: manifest.entries.len() as u64,
         files: files.len() as u64,
@@ -89,7 +97,9 @@ pub fn verify(root: &Path, manifest: &Manifest) -> VerifyReport {
 }
 
 fn find_extras(root: &Path, rel: &RelPath, known: &HashSet<&RelPath>, out: &mut Vec<RelPath>) {
-    let Ok(rd) = std::fs::read_dir(rel.under(root)) else { return };
+    let Ok(rd) = std::fs::read_dir(rel.under(root)) else {
+        return;
+    };
     for d in rd.flatten() {
         if rel.is_root() && d.file_name() == META_DIR {
             continue;

@@ -20,7 +20,9 @@ pub struct Zfs {
 
 impl Default for Zfs {
     fn default() -> Self {
-        Zfs { program: std::env::var("RACKVAULT_ZFS").unwrap_or_else(|_| "zfs".into()) }
+        Zfs {
+            program: std::env::var("RACKVAULT_ZFS").unwrap_or_else(|_| "zfs".into()),
+        }
     }
 }
 
@@ -34,13 +36,19 @@ pub struct Prop {
 
 impl Zfs {
     pub fn run(&self, args: &[&str]) -> Result<String, ZfsError> {
-        let out = Command::new(&self.program).args(args).output().map_err(ZfsError::Spawn)?;
+        let out = Command::new(&self.program)
+            .args(args)
+            .output()
+            .map_err(ZfsError::Spawn)?;
         if !out.status.success() {
             let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
             if stderr.is_empty() {
                 stderr = format!("exit status {}", out.status);
             }
-            return Err(ZfsError::Failed { args: args.join(" "), stderr });
+            return Err(ZfsError::Failed {
+                args: args.join(" "),
+                stderr,
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -61,16 +69,30 @@ impl Zfs {
         let mut args = vec!["get", "-Hp", "-o", "name,property,value", plist.as_str()];
         args.extend_from_slice(names);
         let out = self.run(&args)?;
-        parse_get(&out).map_err(|line| ZfsError::Parse { args: args.join(" "), line })
+        parse_get(&out).map_err(|line| ZfsError::Parse {
+            args: args.join(" "),
+            line,
+        })
     }
 
     pub fn get_one(&self, name: &str, prop: &str) -> Result<String, ZfsError> {
         let rows = self.get(&[name], &[prop])?;
-        rows.into_iter().next().map(|p| p.value).ok_or_else(|| ZfsError::Parse { args: format!("get {prop} {name}"), line: String::new() })
+        rows.into_iter()
+            .next()
+            .map(|p| p.value)
+            .ok_or_else(|| ZfsError::Parse {
+                args: format!("get {prop} {name}"),
+                line: String::new(),
+            })
     }
 
     /// Runs `zfs VERB -o k=v ... OPERANDS...`.
-    fn run_with_props(&self, verb: &str, props: &[(&str, &str)], operands: &[&str]) -> Result<(), ZfsError> {
+    fn run_with_props(
+        &self,
+        verb: &str,
+        props: &[(&str, &str)],
+        operands: &[&str],
+    ) -> Result<(), ZfsError> {
         let opts: Vec<String> = props.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut args = vec![verb];
         for o in &opts {
@@ -85,7 +107,8 @@ impl Zfs {
     }
 
     pub fn set(&self, name: &str, prop: &str, value: &str) -> Result<(), ZfsError> {
-        self.run(&["set", &format!("{prop}={value}"), name]).map(|_| ())
+        self.run(&["set", &format!("{prop}={value}"), name])
+            .map(|_| ())
     }
 
     /// Takes one snapshot with user properties (`zfs snapshot -o`).
@@ -95,15 +118,26 @@ impl Zfs {
 
     /// Snapshots of `dataset` (not of its children), oldest first.
     pub fn snapshots(&self, dataset: &str) -> Result<Vec<String>, ZfsError> {
-        let out = self.run(&["list", "-H", "-t", "snapshot", "-o", "name", "-s", "creation", "-d", "1", dataset])?;
-        Ok(out.lines().filter(|l| !l.is_empty()).map(|l| l.to_string()).collect())
+        let out = self.run(&[
+            "list", "-H", "-t", "snapshot", "-o", "name", "-s", "creation", "-d", "1", dataset,
+        ])?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.to_string())
+            .collect())
     }
 
     pub fn destroy(&self, name: &str) -> Result<(), ZfsError> {
         self.run(&["destroy", name]).map(|_| ())
     }
 
-    pub fn clone_snapshot(&self, snapshot: &str, target: &str, props: &[(&str, &str)]) -> Result<(), ZfsError> {
+    pub fn clone_snapshot(
+        &self,
+        snapshot: &str,
+        target: &str,
+        props: &[(&str, &str)],
+    ) -> Result<(), ZfsError> {
         self.run_with_props("clone", props, &[snapshot, target])
     }
 
@@ -117,8 +151,22 @@ impl Zfs {
 
     /// Child datasets of `parent` (one level).
     pub fn children(&self, parent: &str) -> Result<Vec<String>, ZfsError> {
-        let out = self.run(&["list", "-H", "-t", "filesystem", "-o", "name", "-d", "1", parent])?;
-        Ok(out.lines().filter(|l| !l.is_empty() && *l != parent).map(|l| l.to_string()).collect())
+        let out = self.run(&[
+            "list",
+            "-H",
+            "-t",
+            "filesystem",
+            "-o",
+            "name",
+            "-d",
+            "1",
+            parent,
+        ])?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.is_empty() && *l != parent)
+            .map(|l| l.to_string())
+            .collect())
     }
 }
 
@@ -129,7 +177,11 @@ pub fn parse_get(out: &str) -> Result<Vec<Prop>, String> {
         .map(|l| {
             let mut it = l.splitn(3, '\t');
             match (it.next(), it.next(), it.next()) {
-                (Some(n), Some(p), Some(v)) => Ok(Prop { name: n.into(), property: p.into(), value: v.into() }),
+                (Some(n), Some(p), Some(v)) => Ok(Prop {
+                    name: n.into(),
+                    property: p.into(),
+                    value: v.into(),
+                }),
                 _ => Err(l.to_string()),
             }
         })

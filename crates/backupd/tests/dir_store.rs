@@ -11,7 +11,11 @@ fn metadata_round_trip_and_restore_equality() {
     let env = Env::dir_store("");
     rich_tree(&env.source);
     let stats = env.backup();
-    assert_eq!(stats["stats"]["warnings"].as_array().unwrap().len(), 0, "{stats}");
+    assert_eq!(
+        stats["stats"]["warnings"].as_array().unwrap().len(),
+        0,
+        "{stats}"
+    );
     let out = env.path("restored");
     env.ok(&["restore", "j", "latest", "--to", out.to_str().unwrap()]);
     assert_same_tree(&env.source, &out);
@@ -28,7 +32,10 @@ fn metadata_round_trip_and_restore_equality() {
 fn unchanged_files_are_shared_not_rewritten() {
     let env = Env::dir_store("");
     for i in 0..50 {
-        write(&env.source.join(format!("d{}/f{i}.bin", i % 5)), &noise(20_000, i));
+        write(
+            &env.source.join(format!("d{}/f{i}.bin", i % 5)),
+            &noise(20_000, i),
+        );
     }
     let first = env.backup();
     assert_eq!(first["stats"]["new_files"], 50);
@@ -46,20 +53,42 @@ fn unchanged_files_are_shared_not_rewritten() {
     std::fs::set_permissions(env.source.join("d2/f2.bin"), t.permissions()).unwrap();
     let third = env.backup();
     let s = &third["stats"];
-    assert_eq!((s["new_files"].as_u64(), s["changed_files"].as_u64(), s["deleted"].as_u64()), (Some(1), Some(1), Some(1)), "{third}");
+    assert_eq!(
+        (
+            s["new_files"].as_u64(),
+            s["changed_files"].as_u64(),
+            s["deleted"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{third}"
+    );
     assert_eq!(s["unchanged_files"], 48);
     assert_eq!(s["bytes_written"], 10);
 
     let snaps = env.snapshots();
     assert_eq!(snaps.len(), 3);
     let dir = |n: usize| env.path("store/j/snapshots").join(&snaps[n]);
-    assert_eq!(ino(&dir(0).join("d3/f3.bin")), ino(&dir(2).join("d3/f3.bin")), "unchanged file was rewritten");
-    assert_eq!(ino(&dir(0).join("d2/f2.bin")), ino(&dir(2).join("d2/f2.bin")), "touched-but-equal file was rewritten");
-    assert_ne!(ino(&dir(0).join("d0/f0.bin")), ino(&dir(2).join("d0/f0.bin")));
+    assert_eq!(
+        ino(&dir(0).join("d3/f3.bin")),
+        ino(&dir(2).join("d3/f3.bin")),
+        "unchanged file was rewritten"
+    );
+    assert_eq!(
+        ino(&dir(0).join("d2/f2.bin")),
+        ino(&dir(2).join("d2/f2.bin")),
+        "touched-but-equal file was rewritten"
+    );
+    assert_ne!(
+        ino(&dir(0).join("d0/f0.bin")),
+        ino(&dir(2).join("d0/f0.bin"))
+    );
     assert!(!dir(2).join("d1/f1.bin").exists());
     assert!(dir(1).join("d1/f1.bin").exists(), "older snapshot damaged");
     let diff = env.ok(&["diff", "j", &snaps[0], "latest"]);
-    assert!(diff.contains("M d0/f0.bin") && diff.contains("- d1/f1.bin") && diff.contains("+ new.txt"), "{diff}");
+    assert!(
+        diff.contains("M d0/f0.bin") && diff.contains("- d1/f1.bin") && diff.contains("+ new.txt"),
+        "{diff}"
+    );
     env.ok(&["verify", "j", "--all"]);
 }
 
@@ -74,7 +103,12 @@ fn metadata_change_alone_does_not_touch_the_older_snapshot() {
     assert_eq!(s["stats"]["metadata_only"], 1, "{s}");
     let snaps = env.snapshots();
     use std::os::unix::fs::MetadataExt;
-    let mode = |n: usize| std::fs::metadata(env.path("store/j/snapshots").join(&snaps[n]).join("f")).unwrap().mode() & 0o777;
+    let mode = |n: usize| {
+        std::fs::metadata(env.path("store/j/snapshots").join(&snaps[n]).join("f"))
+            .unwrap()
+            .mode()
+            & 0o777
+    };
     assert_eq!((mode(0), mode(1)), (0o644, 0o600));
 }
 
@@ -102,14 +136,39 @@ fn verify_names_a_flipped_byte_and_a_missing_file() {
 
 #[test]
 fn include_exclude_selection() {
-    let env = Env::dir_store("include = [\"docs/**\", \"*.toml\"]\nexclude = [\"*.tmp\", \"docs/private\"]");
-    for p in ["docs/a.md", "docs/sub/b.md", "docs/x.tmp", "docs/private/secret", "src/main.rs", "src/Cargo.toml", "top.toml"] {
+    let env = Env::dir_store(
+        "include = [\"docs/**\", \"*.toml\"]\nexclude = [\"*.tmp\", \"docs/private\"]",
+    );
+    for p in [
+        "docs/a.md",
+        "docs/sub/b.md",
+        "docs/x.tmp",
+        "docs/private/secret",
+        "src/main.rs",
+        "src/Cargo.toml",
+        "top.toml",
+    ] {
         write(&env.source.join(p), p.as_bytes());
     }
     env.backup();
     let listed = env.ok(&["ls", "j", "latest", "-R"]);
-    let paths: Vec<&str> = listed.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
-    assert_eq!(paths, vec!["docs", "docs/a.md", "docs/sub", "docs/sub/b.md", "src", "src/Cargo.toml", "top.toml"], "{listed}");
+    let paths: Vec<&str> = listed
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            "docs",
+            "docs/a.md",
+            "docs/sub",
+            "docs/sub/b.md",
+            "src",
+            "src/Cargo.toml",
+            "top.toml"
+        ],
+        "{listed}"
+    );
 }
 
 #[test]
@@ -128,13 +187,27 @@ fn store_inside_source_is_not_backed_up_into_itself() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "state_dir = \"var/state\"\n[store]\nkind = \"dir\"\npath = \"var/store\"\n[[job]]\nname = \"j\"\nsource = \".\"\n").unwrap();
-    let run = || std::process::Command::new(env!("CARGO_BIN_EXE_backupd")).arg("-c").arg(&cfg).args(["run", "j"]).output().unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_backupd"))
+            .arg("-c")
+            .arg(&cfg)
+            .args(["run", "j"])
+            .output()
+            .unwrap()
+    };
     assert!(run().status.success());
     assert!(run().status.success());
     let snaps = dir.path().join("var/store/j/snapshots");
-    let latest = std::fs::read_dir(&snaps).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let latest = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
     assert!(latest.join("c.toml").exists());
-    assert!(!latest.join("var").join("store").exists(), "store was backed up into itself");
+    assert!(
+        !latest.join("var").join("store").exists(),
+        "store was backed up into itself"
+    );
 }
 
 #[test]
@@ -149,7 +222,10 @@ fn prune_applies_keep_last_with_dry_run_first() {
     assert_eq!(snaps.len(), 4);
     let dry = env.ok(&["prune", "--dry-run"]);
     assert_eq!(dry.matches("would delete").count(), 2, "{dry}");
-    assert!(dry.contains(&format!("keep   {}  (newest, last 1/2)", snaps[3])), "{dry}");
+    assert!(
+        dry.contains(&format!("keep   {}  (newest, last 1/2)", snaps[3])),
+        "{dry}"
+    );
     assert_eq!(env.snapshots().len(), 4, "dry run deleted something");
     let v = env.json(&["prune", "j"]);
     assert_eq!(v[0]["deleted"].as_array().unwrap().len(), 2);
@@ -168,7 +244,15 @@ fn restore_chosen_paths_and_overwrite_rules() {
     write(&env.source.join("b/three.txt"), b"three");
     env.backup();
     let out = env.path("out");
-    env.ok(&["restore", "j", "latest", "a/one.txt", "/b", "--to", out.to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        "j",
+        "latest",
+        "a/one.txt",
+        "/b",
+        "--to",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(out.join("a/one.txt")).unwrap(), b"one");
     assert!(!out.join("a/two.txt").exists());
     assert_eq!(std::fs::read(out.join("b/three.txt")).unwrap(), b"three");
@@ -177,15 +261,45 @@ fn restore_chosen_paths_and_overwrite_rules() {
     let o = env.run(&["restore", "j", "latest", "a", "--to", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("one.txt exists") && err.contains("--overwrite") && err.contains("nothing was written"), "{err}");
+    assert!(
+        err.contains("one.txt exists")
+            && err.contains("--overwrite")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(out.join("a/one.txt")).unwrap(), b"local edit");
-    assert!(!out.join("a/two.txt").exists(), "a refused restore wrote something");
-    env.ok(&["restore", "j", "latest", "a", "--to", out.to_str().unwrap(), "--overwrite"]);
+    assert!(
+        !out.join("a/two.txt").exists(),
+        "a refused restore wrote something"
+    );
+    env.ok(&[
+        "restore",
+        "j",
+        "latest",
+        "a",
+        "--to",
+        out.to_str().unwrap(),
+        "--overwrite",
+    ]);
     assert_eq!(std::fs::read(out.join("a/one.txt")).unwrap(), b"one");
 
-    let o = env.run(&["restore", "j", "latest", "nope", "--to", out.to_str().unwrap()]);
+    let o = env.run(&[
+        "restore",
+        "j",
+        "latest",
+        "nope",
+        "--to",
+        out.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope is not in snapshot"));
-    let o = env.run(&["restore", "j", "latest", "../etc", "--to", out.to_str().unwrap()]);
+    let o = env.run(&[
+        "restore",
+        "j",
+        "latest",
+        "../etc",
+        "--to",
+        out.to_str().unwrap(),
+    ]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(".."));
 }
 
@@ -204,8 +318,14 @@ fn restore_never_follows_a_symlink_out_of_the_target() {
         args.extend_from_slice(extra);
         let o = env.run(&args);
         assert!(!o.status.success());
-        assert!(String::from_utf8_lossy(&o.stderr).contains("is a symlink where the snapshot has a directory"));
-        assert!(!outside.join("passwd").exists(), "restore wrote through a symlink");
+        assert!(
+            String::from_utf8_lossy(&o.stderr)
+                .contains("is a symlink where the snapshot has a directory")
+        );
+        assert!(
+            !outside.join("passwd").exists(),
+            "restore wrote through a symlink"
+        );
     }
 }
 
@@ -216,7 +336,8 @@ fn hostile_manifest_paths_are_rejected() {
     env.backup();
     let snap = env.path("store/j/snapshots").join(&env.snapshots()[0]);
     let mpath = snap.join(".rackvault/manifest.zst");
-    let text = String::from_utf8(zstd::decode_all(std::fs::File::open(&mpath).unwrap()).unwrap()).unwrap();
+    let text =
+        String::from_utf8(zstd::decode_all(std::fs::File::open(&mpath).unwrap()).unwrap()).unwrap();
     for evil in ["../../escaped", "/tmp/abs", "a/../../b"] {
         let bad = text.replace("\"path\":\"f\"", &format!("\"path\":\"{evil}\""));
         assert_ne!(bad, text);
@@ -235,21 +356,45 @@ fn hostile_manifest_paths_are_rejected() {
 #[test]
 fn bad_configs_name_the_line() {
     let cases = [
-        ("[store]\nkind = \"dir\"\npath = \"s\"\n[[job]]\nname = \"j\"\nsource = \"x\"\nschedule = \"99 * * * *\"\n", ":7:", "schedule"),
-        ("[store]\nkind = \"dir\"\npath = \"s\"\n\n[[job]]\nname = \"j\"\nsource = \"x\"\nexclude = [\"[oops\"]\n", ":8:", "exclude"),
-        ("[store]\nkind = \"dir\"\npath = \"s\"\n[[job]]\nname = \"a b\"\nsource = \"x\"\n", ":5:", "invalid job name"),
+        (
+            "[store]\nkind = \"dir\"\npath = \"s\"\n[[job]]\nname = \"j\"\nsource = \"x\"\nschedule = \"99 * * * *\"\n",
+            ":7:",
+            "schedule",
+        ),
+        (
+            "[store]\nkind = \"dir\"\npath = \"s\"\n\n[[job]]\nname = \"j\"\nsource = \"x\"\nexclude = [\"[oops\"]\n",
+            ":8:",
+            "exclude",
+        ),
+        (
+            "[store]\nkind = \"dir\"\npath = \"s\"\n[[job]]\nname = \"a b\"\nsource = \"x\"\n",
+            ":5:",
+            "invalid job name",
+        ),
         ("[store]\nkind = \"dir\"\npaht = \"s\"\n", ":3:", "paht"),
         ("[store]\nkind = \"zfs\"\n", ":1:", "needs `parent`"),
-        ("[store]\nkind = \"dir\"\npath = \"s\"\n[[job]]\nname = \"j\"\nsource = \"x\"\nretention = { keep_last = -1 }\n", ":7:", "-1"),
+        (
+            "[store]\nkind = \"dir\"\npath = \"s\"\n[[job]]\nname = \"j\"\nsource = \"x\"\nretention = { keep_last = -1 }\n",
+            ":7:",
+            "-1",
+        ),
     ];
     for (text, line, needle) in cases {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("bad.toml");
         std::fs::write(&cfg, text).unwrap();
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_backupd")).arg("-c").arg(&cfg).arg("check-config").output().unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_backupd"))
+            .arg("-c")
+            .arg(&cfg)
+            .arg("check-config")
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(2));
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains(&format!("bad.toml{line}")) && err.contains(needle), "expected {line} {needle}: {err}");
+        assert!(
+            err.contains(&format!("bad.toml{line}")) && err.contains(needle),
+            "expected {line} {needle}: {err}"
+        );
     }
 }
 
@@ -262,7 +407,11 @@ fn second_run_of_the_same_job_is_refused_while_one_holds_the_lock() {
     lock.lock().unwrap();
     let o = env.run(&["run", "j"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("busy"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("busy"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     drop(lock);
     env.backup();
 }
@@ -271,20 +420,34 @@ fn second_run_of_the_same_job_is_refused_while_one_holds_the_lock() {
 fn kill_9_mid_run_leaves_earlier_snapshots_intact() {
     let env = Env::dir_store("");
     for i in 0..2000u64 {
-        write(&env.source.join(format!("d{}/f{i}", i % 40)), &noise(2_000 + (i as usize % 7) * 1000, i));
+        write(
+            &env.source.join(format!("d{}/f{i}", i % 40)),
+            &noise(2_000 + (i as usize % 7) * 1000, i),
+        );
     }
     write(&env.source.join("big.bin"), &noise(48 << 20, 77));
     env.backup();
     let first = env.snapshots();
     for (round, delay_ms) in [15u64, 60, 150, 400, 900].into_iter().enumerate() {
-        write(&env.source.join("big.bin"), &noise(48 << 20, 100 + round as u64));
+        write(
+            &env.source.join("big.bin"),
+            &noise(48 << 20, 100 + round as u64),
+        );
         write(&env.source.join(format!("round{round}")), b"r");
-        let mut child = env.cmd(&["run", "j"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .cmd(&["run", "j"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
         let snaps = env.snapshots();
-        assert!(snaps.starts_with(&first), "round {round}: earlier snapshots changed: {snaps:?}");
+        assert!(
+            snaps.starts_with(&first),
+            "round {round}: earlier snapshots changed: {snaps:?}"
+        );
         // Only complete snapshots are ever visible: each one verifies.
         env.ok(&["verify", "j", "--all"]);
         let _ = status;
@@ -292,9 +455,22 @@ fn kill_9_mid_run_leaves_earlier_snapshots_intact() {
     env.backup();
     let runs = env.json(&["runs", "j", "--limit", "100"]);
     let runs = runs.as_array().unwrap();
-    assert!(!runs.iter().any(|r| r["status"] == "running"), "stale running rows: {runs:?}");
-    assert!(runs.iter().any(|r| r["status"] == "interrupted"), "no kill landed mid-run; the test proved nothing: {runs:?}");
-    assert!(env.path("store/j/.incomplete").read_dir().unwrap().next().is_none(), "leftovers not cleaned");
+    assert!(
+        !runs.iter().any(|r| r["status"] == "running"),
+        "stale running rows: {runs:?}"
+    );
+    assert!(
+        runs.iter().any(|r| r["status"] == "interrupted"),
+        "no kill landed mid-run; the test proved nothing: {runs:?}"
+    );
+    assert!(
+        env.path("store/j/.incomplete")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_none(),
+        "leftovers not cleaned"
+    );
     let out = env.path("restored");
     env.ok(&["restore", "j", "latest", "--to", out.to_str().unwrap()]);
     assert_same_tree(&env.source, &out);
@@ -306,8 +482,16 @@ struct Tmpfs(std::path::PathBuf);
 impl Tmpfs {
     fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).unwrap();
-        let o = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().unwrap();
-        assert!(o.status.success(), "this test needs root to mount a small tmpfs as a full disk: {}", String::from_utf8_lossy(&o.stderr));
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "this test needs root to mount a small tmpfs as a full disk: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         Tmpfs(at.to_path_buf())
     }
 }
@@ -328,10 +512,20 @@ fn full_target_fails_clearly_and_keeps_earlier_snapshots() {
     let o = env.run(&["run", "j"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("store is full") && err.contains("earlier snapshots are intact"), "{err}");
+    assert!(
+        err.contains("store is full") && err.contains("earlier snapshots are intact"),
+        "{err}"
+    );
     assert_eq!(env.snapshots().len(), 1);
     env.ok(&["verify", "j", "--all"]);
-    assert!(env.path("store/j/.incomplete").read_dir().unwrap().next().is_none(), "the failed run left its work behind");
+    assert!(
+        env.path("store/j/.incomplete")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_none(),
+        "the failed run left its work behind"
+    );
     std::fs::remove_file(env.source.join("huge")).unwrap();
     write(&env.source.join("medium"), &noise(1 << 20, 3));
     env.backup();
@@ -351,6 +545,13 @@ fn xattr_change_alone_is_picked_up() {
     let s = env.backup();
     assert_eq!(s["stats"]["metadata_only"], 1, "{s}");
     let snaps = env.snapshots();
-    let tag = |n: usize| xattr::get(env.path("store/j/snapshots").join(&snaps[n]).join("f"), "user.tag").unwrap().unwrap();
+    let tag = |n: usize| {
+        xattr::get(
+            env.path("store/j/snapshots").join(&snaps[n]).join("f"),
+            "user.tag",
+        )
+        .unwrap()
+        .unwrap()
+    };
     assert_eq!((tag(0), tag(2)), (b"one".to_vec(), b"two".to_vec()));
 }

@@ -15,8 +15,15 @@ fn pool() -> String {
 }
 
 fn zfs(args: &[&str]) -> String {
-    let o = Command::new("zfs").args(args).output().expect("zfs command");
-    assert!(o.status.success(), "zfs {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("zfs")
+        .args(args)
+        .output()
+        .expect("zfs command");
+    assert!(
+        o.status.success(),
+        "zfs {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -26,7 +33,12 @@ struct Parent(String);
 impl Parent {
     fn new() -> Parent {
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("{}/t{}-{}", pool(), std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{}/t{}-{}",
+            pool(),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         zfs(&["create", &name]);
         Parent(name)
     }
@@ -34,17 +46,26 @@ impl Parent {
 
 impl Drop for Parent {
     fn drop(&mut self) {
-        let _ = Command::new("zfs").args(["destroy", "-r", &self.0]).output();
+        let _ = Command::new("zfs")
+            .args(["destroy", "-r", &self.0])
+            .output();
     }
 }
 
 fn zfs_env(job_extra: &str) -> (Env, Parent) {
     let p = Parent::new();
-    (Env::new(&format!("kind = \"zfs\"\nparent = \"{}\"", p.0), job_extra), p)
+    (
+        Env::new(&format!("kind = \"zfs\"\nparent = \"{}\"", p.0), job_extra),
+        p,
+    )
 }
 
 fn send_size(from: &str, to: &str) -> u64 {
-    let o = Command::new("sh").arg("-c").arg(format!("zfs send -i {from} {to} | wc -c")).output().unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("zfs send -i {from} {to} | wc -c"))
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
 }
 
@@ -58,12 +79,18 @@ fn zfs_small_change_makes_a_small_snapshot() {
     env.backup();
     let ds = format!("{}/j", parent.0);
     let comp = zfs(&["get", "-Hp", "-o", "value", "compression", &ds]);
-    assert!(["zstd", "lz4", "lzjb"].contains(&comp.trim()), "compression {comp}");
+    assert!(
+        ["zstd", "lz4", "lzjb"].contains(&comp.trim()),
+        "compression {comp}"
+    );
 
     // Rewrite three scattered 4 KiB pieces of the image in place, and one small file.
     {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(env.source.join("vm.img")).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(env.source.join("vm.img"))
+            .unwrap();
         for off in [1u64 << 20, 9 << 20, 20 << 20] {
             f.write_all_at(&noise(4096, off), off).unwrap();
         }
@@ -71,14 +98,24 @@ fn zfs_small_change_makes_a_small_snapshot() {
     write(&env.source.join("docs/f7.txt"), b"edited");
     let s = env.backup();
     assert_eq!(s["stats"]["changed_files"], 2, "{s}");
-    assert_eq!(s["stats"]["bytes_written"], 3 * 128 * 1024 + 6, "only the changed records are rewritten");
+    assert_eq!(
+        s["stats"]["bytes_written"],
+        3 * 128 * 1024 + 6,
+        "only the changed records are rewritten"
+    );
     let snaps = env.snapshots();
     let inc = send_size(&format!("{ds}@{}", snaps[0]), &format!("{ds}@{}", snaps[1]));
-    assert!(inc < 1 << 20, "increment is {inc} bytes for a 12 KiB change to a 24 MiB file");
+    assert!(
+        inc < 1 << 20,
+        "increment is {inc} bytes for a 12 KiB change to a 24 MiB file"
+    );
 
     for s in &snaps {
         let full = format!("{ds}@{s}");
-        assert_eq!(zfs(&["get", "-Hp", "-o", "value", "rackvault:managed", &full]).trim(), "yes");
+        assert_eq!(
+            zfs(&["get", "-Hp", "-o", "value", "rackvault:managed", &full]).trim(),
+            "yes"
+        );
     }
     env.ok(&["verify", "j", "--all"]);
 }
@@ -89,7 +126,12 @@ fn zfs_metadata_round_trip_and_old_snapshot_restore() {
     rich_tree(&env.source);
     env.backup();
     let v1 = env.path("v1");
-    Command::new("cp").arg("-a").arg(&env.source).arg(&v1).status().unwrap();
+    Command::new("cp")
+        .arg("-a")
+        .arg(&env.source)
+        .arg(&v1)
+        .status()
+        .unwrap();
 
     write(&env.source.join("plain.txt"), b"second version");
     std::fs::remove_file(env.source.join("dir/hard-b")).unwrap();
@@ -128,27 +170,50 @@ fn zfs_prune_never_touches_foreign_snapshots() {
     assert_eq!(env.snapshots().len(), 1);
     let all = zfs(&["list", "-H", "-t", "snapshot", "-o", "name", "-r", &ds]);
     assert!(all.contains("@operator-made"), "{all}");
-    let o = env.run(&["restore", "j", "operator-made", "--to", env.path("x").to_str().unwrap()]);
-    assert!(!o.status.success(), "a foreign snapshot was treated as rackvault's");
+    let o = env.run(&[
+        "restore",
+        "j",
+        "operator-made",
+        "--to",
+        env.path("x").to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success(),
+        "a foreign snapshot was treated as rackvault's"
+    );
 }
 
 #[test]
 fn zfs_kill_9_mid_run_rolls_back_and_recovers() {
     let (env, _p) = zfs_env("");
     for i in 0..600u64 {
-        write(&env.source.join(format!("d{}/f{i}", i % 20)), &noise(4000, i));
+        write(
+            &env.source.join(format!("d{}/f{i}", i % 20)),
+            &noise(4000, i),
+        );
     }
     write(&env.source.join("big.bin"), &noise(24 << 20, 1));
     env.backup();
     let first = env.snapshots();
     for (round, delay) in [40u64, 150, 400, 900].into_iter().enumerate() {
-        write(&env.source.join("big.bin"), &noise(24 << 20, 10 + round as u64));
+        write(
+            &env.source.join("big.bin"),
+            &noise(24 << 20, 10 + round as u64),
+        );
         for i in 0..600u64 {
             if i % 3 == round as u64 % 3 {
-                write(&env.source.join(format!("d{}/f{i}", i % 20)), &noise(4000, i * 31 + round as u64));
+                write(
+                    &env.source.join(format!("d{}/f{i}", i % 20)),
+                    &noise(4000, i * 31 + round as u64),
+                );
             }
         }
-        let mut child = env.cmd(&["run", "j"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .cmd(&["run", "j"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay));
         let _ = child.kill();
         child.wait().unwrap();
@@ -158,7 +223,13 @@ fn zfs_kill_9_mid_run_rolls_back_and_recovers() {
     }
     env.backup();
     let runs = env.json(&["runs", "j", "--limit", "100"]);
-    assert!(runs.as_array().unwrap().iter().any(|r| r["status"] == "interrupted"), "no kill landed mid-run: {runs}");
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == "interrupted"),
+        "no kill landed mid-run: {runs}"
+    );
     let out = env.path("out");
     env.ok(&["restore", "j", "latest", "--to", out.to_str().unwrap()]);
     assert_same_tree(&env.source, &out);
@@ -175,7 +246,10 @@ fn zfs_full_target_fails_clearly_and_keeps_earlier_snapshots() {
     let o = env.run(&["run", "j"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("store is full") && err.contains("earlier snapshots are intact"), "{err}");
+    assert!(
+        err.contains("store is full") && err.contains("earlier snapshots are intact"),
+        "{err}"
+    );
     assert_eq!(env.snapshots().len(), 1);
     env.ok(&["verify", "j", "--all"]);
     zfs(&["set", "quota=none", &parent.0]);
@@ -186,12 +260,18 @@ fn zfs_full_target_fails_clearly_and_keeps_earlier_snapshots() {
 
 #[test]
 fn zfs_missing_parent_is_a_clear_error() {
-    let env = Env::new(&format!("kind = \"zfs\"\nparent = \"{}/does-not-exist\"", pool()), "");
+    let env = Env::new(
+        &format!("kind = \"zfs\"\nparent = \"{}/does-not-exist\"", pool()),
+        "",
+    );
     write(&env.source.join("f"), b"x");
     let o = env.run(&["run", "j"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("does-not-exist does not exist") && err.contains("zfs create"), "{err}");
+    assert!(
+        err.contains("does-not-exist does not exist") && err.contains("zfs create"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -205,10 +285,22 @@ fn zfs_stale_read_clone_of_a_dead_process_is_cleaned_and_does_not_block_prune() 
     let pid = dead.id();
     dead.wait().unwrap();
     let clone = format!("{}/rvread-j-{pid}-0", parent.0);
-    zfs(&["clone", "-o", "rackvault:readclone=yes", "-o", "readonly=on", &format!("{}/j@{first}", parent.0), &clone]);
+    zfs(&[
+        "clone",
+        "-o",
+        "rackvault:readclone=yes",
+        "-o",
+        "readonly=on",
+        &format!("{}/j@{first}", parent.0),
+        &clone,
+    ]);
     write(&env.source.join("f"), b"2");
     env.ok(&["run", "j"]);
-    assert_eq!(env.snapshots().len(), 1, "prune was blocked by the stale clone");
+    assert_eq!(
+        env.snapshots().len(),
+        1,
+        "prune was blocked by the stale clone"
+    );
     let children = zfs(&["list", "-H", "-o", "name", "-r", &parent.0]);
     assert!(!children.contains("rvread"), "{children}");
 }

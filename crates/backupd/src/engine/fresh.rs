@@ -17,28 +17,41 @@ use crate::progress::Progress;
 use crate::relpath::RelPath;
 use crate::store::Staging;
 
-
-pub(super) fn fresh(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>, entries: &mut [Entry], c: &Counters, pg: &Progress) -> Result<()> {
+pub(super) fn fresh(
+    source: &Path,
+    st: &Staging,
+    old: Option<&HashMap<&RelPath, &Entry>>,
+    entries: &mut [Entry],
+    c: &Counters,
+    pg: &Progress,
+) -> Result<()> {
     let root = &st.root;
     let base_root = st.base.as_ref().map(|b| b.root.as_path());
     for e in entries.iter() {
         let dst = e.path.under(root);
         match e.kind {
-            Kind::Dir if !e.path.is_root() => mkdir_private(&dst).with_context(|| format!("cannot create {}", dst.display()))?,
+            Kind::Dir if !e.path.is_root() => {
+                mkdir_private(&dst).with_context(|| format!("cannot create {}", dst.display()))?
+            }
             Kind::Symlink => make_symlink(e, &dst, c)?,
             _ => {}
         }
     }
     let skipped: Mutex<Vec<RelPath>> = Mutex::new(Vec::new());
-    entries.par_iter_mut().filter(|e| e.kind == Kind::File && e.link.is_none()).try_for_each(|e| -> Result<()> {
-        let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
-        match fresh_file(source, root, base_root, st.writeback, e, o, c, pg)? {
-            FileOutcome::Done => {}
-            FileOutcome::Skipped => skipped.lock().expect("not poisoned").push(e.path.clone()),
-        }
-        pg.file_done();
-        Ok(())
-    })?;
+    entries
+        .par_iter_mut()
+        .filter(|e| e.kind == Kind::File && e.link.is_none())
+        .try_for_each(|e| -> Result<()> {
+            let o = old
+                .and_then(|m| m.get(&e.path).copied())
+                .filter(|o| o.kind == Kind::File);
+            match fresh_file(source, root, base_root, st.writeback, e, o, c, pg)? {
+                FileOutcome::Done => {}
+                FileOutcome::Skipped => skipped.lock().expect("not poisoned").push(e.path.clone()),
+            }
+            pg.file_done();
+            Ok(())
+        })?;
     let skipped = skipped.into_inner().expect("not poisoned");
     // Followers of hard-link groups: link to their leader inside the new tree.
     let group_leaders = leaders(entries);
@@ -52,12 +65,17 @@ pub(super) fn fresh(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, 
         let dst = e.path.under(root);
         if skipped.contains(&leader) {
             e.link = None;
-            let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
-            if let FileOutcome::Skipped = fresh_file(source, root, base_root, st.writeback, e, o, c, pg)? {
+            let o = old
+                .and_then(|m| m.get(&e.path).copied())
+                .filter(|o| o.kind == Kind::File);
+            if let FileOutcome::Skipped =
+                fresh_file(source, root, base_root, st.writeback, e, o, c, pg)?
+            {
                 continue;
             }
         } else {
-            std::fs::hard_link(leader.under(root), &dst).with_context(|| format!("cannot link {}", dst.display()))?;
+            std::fs::hard_link(leader.under(root), &dst)
+                .with_context(|| format!("cannot link {}", dst.display()))?;
             let (h, b, bs) = by_path.get(&leader).cloned().unwrap_or_default();
             e.hash = h;
             e.blocks = b;
@@ -87,17 +105,21 @@ fn fresh_file(
         std::fs::hard_link(e.path.under(br), &dst).is_ok()
     };
     if let Some(o) = o
-        && e.same_source_stamp(o) && o.hash.is_some() {
-            reuse_hashes(e, o);
-            if e.same_inode_metadata(o) && link_prev(e) {
-                c.unchanged_files.fetch_add(1, Relaxed);
-                pg.bytes(e.size);
-                return Ok(FileOutcome::Done);
-            }
+        && e.same_source_stamp(o)
+        && o.hash.is_some()
+    {
+        reuse_hashes(e, o);
+        if e.same_inode_metadata(o) && link_prev(e) {
+            c.unchanged_files.fetch_add(1, Relaxed);
+            pg.bytes(e.size);
+            return Ok(FileOutcome::Done);
         }
+    }
     // Same size and mtime but a new ctime or inode (chmod, a copy with kept times): metadata is
     // not conclusive, so hash first and share the old copy if the content is equal.
-    if let Some(o) = o.filter(|o| o.size == e.size && o.mtime == e.mtime && o.mtime_ns == e.mtime_ns && o.hash.is_some()) {
+    if let Some(o) = o.filter(|o| {
+        o.size == e.size && o.mtime == e.mtime && o.mtime_ns == e.mtime_ns && o.hash.is_some()
+    }) {
         let mut probe = e.clone();
         if read_source(source, &mut probe, Dest::None, false, c, pg)?.is_none() {
             e.hash = None;
@@ -111,7 +133,8 @@ fn fresh_file(
             }
         }
     }
-    let (f, mut target) = create_new(&dst, e).with_context(|| format!("cannot create {}", dst.display()))?;
+    let (f, mut target) =
+        create_new(&dst, e).with_context(|| format!("cannot create {}", dst.display()))?;
     if read_source(source, e, Dest::Fresh(&f), false, c, pg)?.is_none() {
         drop(f);
         let _ = std::fs::remove_file(&dst);
@@ -123,20 +146,22 @@ fn fresh_file(
     }
     drop(f);
     if let Some(o) = o
-        && o.same_content(e) && e.same_inode_metadata(o) {
-            // Content and metadata equal after all: share the previous snapshot's copy.
-            std::fs::remove_file(&dst)?;
-            if link_prev(e) {
-                c.unchanged_files.fetch_add(1, Relaxed);
-                return Ok(FileOutcome::Done);
-            }
-            let (f, t) = create_new(&dst, e)?;
-            target = t;
-            read_source(source, e, Dest::Fresh(&f), false, c, pg)?;
-            if writeback {
-                start_writeback(&f);
-            }
+        && o.same_content(e)
+        && e.same_inode_metadata(o)
+    {
+        // Content and metadata equal after all: share the previous snapshot's copy.
+        std::fs::remove_file(&dst)?;
+        if link_prev(e) {
+            c.unchanged_files.fetch_add(1, Relaxed);
+            return Ok(FileOutcome::Done);
         }
+        let (f, t) = create_new(&dst, e)?;
+        target = t;
+        read_source(source, e, Dest::Fresh(&f), false, c, pg)?;
+        if writeback {
+            start_writeback(&f);
+        }
+    }
     apply_meta_to(&dst, e, target, c)?;
     c.count_written(o, e);
     Ok(FileOutcome::Done)
@@ -156,4 +181,3 @@ fn finish_dirs(root: &Path, entries: &[Entry], c: &Counters) -> Result<()> {
     }
     Ok(())
 }
-

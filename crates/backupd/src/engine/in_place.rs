@@ -19,28 +19,44 @@ use crate::progress::Progress;
 use crate::relpath::RelPath;
 use crate::store::Staging;
 
-
 /// New entries by path: type, hard-link leader, and whether it leads a group.
 type NewIndex = HashMap<RelPath, (Kind, Option<RelPath>, bool)>;
 
-pub(super) fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPath, &Entry>>, entries: &mut Vec<Entry>, c: &Counters, pg: &Progress) -> Result<u64> {
+pub(super) fn in_place(
+    source: &Path,
+    st: &Staging,
+    old: Option<&HashMap<&RelPath, &Entry>>,
+    entries: &mut Vec<Entry>,
+    c: &Counters,
+    pg: &Progress,
+) -> Result<u64> {
     let root = &st.root;
     let touched = Touched::default();
     let new_leaders = leaders(entries);
-    let new_index: NewIndex =
-        entries.iter().map(|e| (e.path.clone(), (e.kind, e.link.clone(), new_leaders.contains(&e.path)))).collect();
+    let new_index: NewIndex = entries
+        .iter()
+        .map(|e| {
+            (
+                e.path.clone(),
+                (e.kind, e.link.clone(), new_leaders.contains(&e.path)),
+            )
+        })
+        .collect();
 
     // 1. Remove what is gone, or whose type or hard-link grouping changed.
     let mut deleted = 0u64;
     match old {
         Some(old) => {
-            let old_leaders: HashSet<&RelPath> = old.values().filter_map(|e| e.link.as_ref()).collect();
+            let old_leaders: HashSet<&RelPath> =
+                old.values().filter_map(|e| e.link.as_ref()).collect();
             let mut gone: Vec<&RelPath> = old
                 .values()
                 .filter(|o| match new_index.get(&o.path) {
                     None => true,
                     Some((k, link, lead)) => {
-                        *k != o.kind || (o.kind == Kind::File && (*link != o.link || *lead != old_leaders.contains(&o.path)))
+                        *k != o.kind
+                            || (o.kind == Kind::File
+                                && (*link != o.link || *lead != old_leaders.contains(&o.path)))
                     }
                 })
                 .map(|o| &o.path)
@@ -65,15 +81,18 @@ pub(super) fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPat
         let dst = e.path.under(root);
         match e.kind {
             Kind::Dir if !e.path.is_root() => {
-                let known = old.is_some_and(|m| m.get(&e.path).is_some_and(|o| o.kind == Kind::Dir));
+                let known =
+                    old.is_some_and(|m| m.get(&e.path).is_some_and(|o| o.kind == Kind::Dir));
                 if !known && std::fs::symlink_metadata(&dst).is_err() {
                     touched.touch(&e.path);
-                    mkdir_private(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
+                    mkdir_private(&dst)
+                        .with_context(|| format!("cannot create {}", dst.display()))?;
                 }
             }
             Kind::Symlink => {
                 let o = old.and_then(|m| m.get(&e.path).copied());
-                let keep = o.is_some_and(|o| o.same_content(e)) && std::fs::symlink_metadata(&dst).is_ok_and(|m| m.is_symlink());
+                let keep = o.is_some_and(|o| o.same_content(e))
+                    && std::fs::symlink_metadata(&dst).is_ok_and(|m| m.is_symlink());
                 if keep {
                     if !o.is_some_and(|o| o.same_inode_metadata(e) && o.uid == e.uid) {
                         apply_meta(&dst, e, c)?;
@@ -89,12 +108,17 @@ pub(super) fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPat
     }
 
     // 3. Files, in parallel; followers afterwards.
-    entries.par_iter_mut().filter(|e| e.kind == Kind::File && e.link.is_none()).try_for_each(|e| -> Result<()> {
-        let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
-        in_place_file(source, root, e, o, old.is_some(), c, pg, &touched)?;
-        pg.file_done();
-        Ok(())
-    })?;
+    entries
+        .par_iter_mut()
+        .filter(|e| e.kind == Kind::File && e.link.is_none())
+        .try_for_each(|e| -> Result<()> {
+            let o = old
+                .and_then(|m| m.get(&e.path).copied())
+                .filter(|o| o.kind == Kind::File);
+            in_place_file(source, root, e, o, old.is_some(), c, pg, &touched)?;
+            pg.file_done();
+            Ok(())
+        })?;
     let hashes: HashMap<RelPath, Hashes> = entries
         .iter()
         .filter(|e| new_leaders.contains(&e.path))
@@ -106,20 +130,26 @@ pub(super) fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPat
         if h.is_none() {
             // The leader was not backed up: this path stands alone.
             e.link = None;
-            let o = old.and_then(|m| m.get(&e.path).copied()).filter(|o| o.kind == Kind::File);
+            let o = old
+                .and_then(|m| m.get(&e.path).copied())
+                .filter(|o| o.kind == Kind::File);
             in_place_file(source, root, e, o, old.is_some(), c, pg, &touched)?;
             continue;
         }
         let dst = e.path.under(root);
         let lp = leader.under(root);
-        let same = match (std::fs::symlink_metadata(&dst), std::fs::symlink_metadata(&lp)) {
+        let same = match (
+            std::fs::symlink_metadata(&dst),
+            std::fs::symlink_metadata(&lp),
+        ) {
             (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
             _ => false,
         };
         if !same {
             touched.touch(&e.path);
             remove_any(&dst)?;
-            std::fs::hard_link(&lp, &dst).with_context(|| format!("cannot link {}", dst.display()))?;
+            std::fs::hard_link(&lp, &dst)
+                .with_context(|| format!("cannot link {}", dst.display()))?;
         }
         e.hash = h;
         e.blocks = b;
@@ -130,7 +160,9 @@ pub(super) fn in_place(source: &Path, st: &Staging, old: Option<&HashMap<&RelPat
     // Directory metadata only where it changed or where entries were added or removed (which
     // moved the directory's mtime): on FUSE-backed pools every syscall counts.
     for e in entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
-        let unchanged = old.and_then(|m| m.get(&e.path)).is_some_and(|o| o.same_inode_metadata(e) && o.uid == e.uid && o.gid == e.gid);
+        let unchanged = old
+            .and_then(|m| m.get(&e.path))
+            .is_some_and(|o| o.same_inode_metadata(e) && o.uid == e.uid && o.gid == e.gid);
         if !unchanged || touched.contains(&e.path) {
             apply_meta(&e.path.under(root), e, c)?;
         }
@@ -160,26 +192,41 @@ impl Touched {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, have_manifest: bool, c: &Counters, pg: &Progress, touched: &Touched) -> Result<()> {
+fn in_place_file(
+    source: &Path,
+    root: &Path,
+    e: &mut Entry,
+    o: Option<&Entry>,
+    have_manifest: bool,
+    c: &Counters,
+    pg: &Progress,
+    touched: &Touched,
+) -> Result<()> {
     let dst = e.path.under(root);
     // The tree holds exactly what the manifest says (an interrupted run is rolled back first),
     // so the fast path does not look at the target at all: no syscall per unchanged file.
     if let Some(o) = o.filter(|_| have_manifest)
-        && e.same_source_stamp(o) && o.hash.is_some() {
-            reuse_hashes(e, o);
-            pg.bytes(e.size);
-            if e.same_inode_metadata(o) {
-                c.unchanged_files.fetch_add(1, Relaxed);
-            } else {
-                apply_meta(&dst, e, c)?;
-                c.metadata_only.fetch_add(1, Relaxed);
-            }
-            return Ok(());
+        && e.same_source_stamp(o)
+        && o.hash.is_some()
+    {
+        reuse_hashes(e, o);
+        pg.bytes(e.size);
+        if e.same_inode_metadata(o) {
+            c.unchanged_files.fetch_add(1, Relaxed);
+        } else {
+            apply_meta(&dst, e, c)?;
+            c.metadata_only.fetch_add(1, Relaxed);
         }
+        return Ok(());
+    }
     let existing = std::fs::symlink_metadata(&dst).ok().filter(|m| m.is_file());
     let done = match existing {
         Some(_) => {
-            let f = File::options().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&dst)
+            let f = File::options()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&dst)
                 .with_context(|| format!("cannot open {}", dst.display()))?;
             let blocks = o.filter(|_| have_manifest).and_then(|o| o.block_hashes());
             let dest = match &blocks {
@@ -191,7 +238,8 @@ fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, h
         None => {
             touched.touch(&e.path);
             // In place, directories already carry setgid bits and default ACLs: set everything.
-            let (f, _) = create_new(&dst, e).with_context(|| format!("cannot create {}", dst.display()))?;
+            let (f, _) =
+                create_new(&dst, e).with_context(|| format!("cannot create {}", dst.display()))?;
             read_source(source, e, Dest::Fresh(&f), true, c, pg)?
         }
     };
@@ -207,7 +255,9 @@ fn in_place_file(source: &Path, root: &Path, e: &mut Entry, o: Option<&Entry>, h
 
 fn remove_any(p: &Path) -> Result<()> {
     match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => crate::store::remove_tree(p).with_context(|| format!("cannot remove {}", p.display())),
+        Ok(m) if m.is_dir() => {
+            crate::store::remove_tree(p).with_context(|| format!("cannot remove {}", p.display()))
+        }
         Ok(_) => std::fs::remove_file(p).with_context(|| format!("cannot remove {}", p.display())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot inspect {}", p.display())),
@@ -219,7 +269,9 @@ fn remove_any(p: &Path) -> Result<()> {
 fn reconcile_extras(root: &Path, rel: &RelPath, index: &NewIndex) -> Result<u64> {
     let mut n = 0;
     let dir = rel.under(root);
-    let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(0) };
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
     for d in rd.flatten() {
         let name = d.file_name();
         if rel.is_root() && name == META_DIR {
@@ -227,7 +279,13 @@ fn reconcile_extras(root: &Path, rel: &RelPath, index: &NewIndex) -> Result<u64>
         }
         let child = rel.join_name(&name);
         let md = d.metadata()?;
-        let kind = if md.is_dir() { Kind::Dir } else if md.is_symlink() { Kind::Symlink } else { Kind::File };
+        let kind = if md.is_dir() {
+            Kind::Dir
+        } else if md.is_symlink() {
+            Kind::Symlink
+        } else {
+            Kind::File
+        };
         match index.get(&child) {
             Some((k, ..)) if *k == kind && !(kind == Kind::File && md.nlink() > 1) => {
                 if kind == Kind::Dir {

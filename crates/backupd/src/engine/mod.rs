@@ -85,24 +85,53 @@ pub struct Built {
     pub stats: Stats,
 }
 
-pub fn build(source: &Path, opts: &ScanOptions, staging: &Staging, progress: &Progress) -> Result<Built> {
+pub fn build(
+    source: &Path,
+    opts: &ScanOptions,
+    staging: &Staging,
+    progress: &Progress,
+) -> Result<Built> {
     let _umask = UmaskGuard::clear();
     progress.phase("scanning");
     let old: Option<HashMap<&RelPath, &Entry>> = staging.base.as_ref().map(|b| b.manifest.index());
-    let opts = ScanOptions { previous: old.as_ref(), skip_dirs: opts.skip_dirs.clone(), ..*opts };
+    let opts = ScanOptions {
+        previous: old.as_ref(),
+        skip_dirs: opts.skip_dirs.clone(),
+        ..*opts
+    };
     let scanned = scan(source, &opts)?;
     let mut entries = scanned.entries;
     let counters = Counters::default();
-    for w in scanned.warnings.into_iter().chain(staging.warnings.iter().cloned()) {
+    for w in scanned
+        .warnings
+        .into_iter()
+        .chain(staging.warnings.iter().cloned())
+    {
         counters.warn(w);
     }
     progress.start_copy(scanned.files, scanned.bytes);
     let deleted = match staging.mode {
         WriteMode::Fresh => {
-            fresh(source, staging, old.as_ref(), &mut entries, &counters, progress)?;
-            old.as_ref().map(|o| o.keys().filter(|p| !entries_contains(&entries, p)).count() as u64).unwrap_or(0)
+            fresh(
+                source,
+                staging,
+                old.as_ref(),
+                &mut entries,
+                &counters,
+                progress,
+            )?;
+            old.as_ref()
+                .map(|o| o.keys().filter(|p| !entries_contains(&entries, p)).count() as u64)
+                .unwrap_or(0)
         }
-        WriteMode::InPlace => in_place(source, staging, old.as_ref(), &mut entries, &counters, progress)?,
+        WriteMode::InPlace => in_place(
+            source,
+            staging,
+            old.as_ref(),
+            &mut entries,
+            &counters,
+            progress,
+        )?,
     };
     retain_backed_up(&mut entries);
     progress.finish();
@@ -127,7 +156,14 @@ fn entries_contains(entries: &[Entry], p: &RelPath) -> bool {
 }
 
 fn is_vanished(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ELOOP) | Some(libc::EACCES) | Some(libc::ENOTDIR) | Some(libc::EPERM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT)
+            | Some(libc::ELOOP)
+            | Some(libc::EACCES)
+            | Some(libc::ENOTDIR)
+            | Some(libc::EPERM)
+    )
 }
 
 fn mkdir_private(p: &Path) -> io::Result<()> {
@@ -139,7 +175,13 @@ fn mkdir_private(p: &Path) -> io::Result<()> {
 /// cleared while a run builds a tree, see `UmaskGuard`), so no chmod is needed afterwards.
 fn create_new(p: &Path, e: &Entry) -> io::Result<(File, Target)> {
     let mode = e.mode & 0o777;
-    let f = File::options().write(true).read(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(p)?;
+    let f = File::options()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)?;
     Ok((f, Target::Created { mode }))
 }
 
@@ -163,7 +205,8 @@ impl Drop for UmaskGuard {
 fn make_symlink(e: &Entry, dst: &Path, c: &Counters) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let target = std::ffi::OsStr::from_bytes(&e.target.as_ref().expect("symlink has target").0);
-    std::os::unix::fs::symlink(target, dst).with_context(|| format!("cannot create symlink {}", dst.display()))?;
+    std::os::unix::fs::symlink(target, dst)
+        .with_context(|| format!("cannot create symlink {}", dst.display()))?;
     apply_meta(dst, e, c)
 }
 
@@ -172,15 +215,26 @@ fn apply_meta(dst: &Path, e: &Entry, c: &Counters) -> Result<()> {
 }
 
 fn apply_meta_to(dst: &Path, e: &Entry, target: Target, c: &Counters) -> Result<()> {
-    let failed = fsmeta::apply(dst, e, target).with_context(|| format!("cannot set metadata on {}", dst.display()))?;
+    let failed = fsmeta::apply(dst, e, target)
+        .with_context(|| format!("cannot set metadata on {}", dst.display()))?;
     for f in failed {
-        c.warn(format!("{}: extended attribute not kept by the store: {f}", e.path));
+        c.warn(format!(
+            "{}: extended attribute not kept by the store: {f}",
+            e.path
+        ));
     }
     Ok(())
 }
 
 /// Reads the source file once and writes it to `dest`, filling in the entry's hashes.
-fn read_source(source: &Path, e: &mut Entry, dest: Dest<'_>, want_blocks: bool, c: &Counters, pg: &Progress) -> Result<Option<u64>> {
+fn read_source(
+    source: &Path,
+    e: &mut Entry,
+    dest: Dest<'_>,
+    want_blocks: bool,
+    c: &Counters,
+    pg: &Progress,
+) -> Result<Option<u64>> {
     let sp = e.path.under(source);
     let mut src = match fsmeta::open_read_nofollow(&sp) {
         Ok(f) => f,
@@ -192,10 +246,14 @@ fn read_source(source: &Path, e: &mut Entry, dest: Dest<'_>, want_blocks: bool, 
     };
     let md = src.metadata()?;
     if !md.is_file() {
-        c.warn(format!("{}: not backed up, it is no longer a regular file", e.path));
+        c.warn(format!(
+            "{}: not backed up, it is no longer a regular file",
+            e.path
+        ));
         return Ok(None);
     }
-    let h = copy_hashed_from(&mut src, &md, dest, want_blocks, &mut |n| pg.bytes(n)).with_context(|| format!("cannot copy {}", e.path))?;
+    let h = copy_hashed_from(&mut src, &md, dest, want_blocks, &mut |n| pg.bytes(n))
+        .with_context(|| format!("cannot copy {}", e.path))?;
     if h.changed_while_reading {
         c.warn(format!("{}: changed while being read; the copy may mix old and new content (it will be read again next run)", e.path));
         // Forget the source identity so the next run reads it again.

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{Base, SnapshotInfo, SnapshotView, Staging, Store, WriteMode, remove_tree, sync_filesystem};
+use super::{
+    Base, SnapshotInfo, SnapshotView, Staging, Store, WriteMode, remove_tree, sync_filesystem,
+};
 use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::snapname;
 
@@ -34,7 +36,8 @@ impl DirStore {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
                 tracing::info!(path = %e.path().display(), "removing leftovers of an interrupted run");
-                remove_tree(&e.path()).with_context(|| format!("cannot remove leftover {}", e.path().display()))?;
+                remove_tree(&e.path())
+                    .with_context(|| format!("cannot remove leftover {}", e.path().display()))?;
             }
         }
         Ok(())
@@ -60,7 +63,14 @@ impl Store for DirStore {
         let mut out: Vec<SnapshotInfo> = rd
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter_map(|n| snapname::parse(&n).map(|t| SnapshotInfo { name: n, time: Some(t), used_bytes: None, referenced_bytes: None }))
+            .filter_map(|n| {
+                snapname::parse(&n).map(|t| SnapshotInfo {
+                    name: n,
+                    time: Some(t),
+                    used_bytes: None,
+                    referenced_bytes: None,
+                })
+            })
             .collect();
         out.sort_by_key(|s| snapname::sort_key(&s.name));
         Ok(out)
@@ -69,7 +79,8 @@ impl Store for DirStore {
     fn begin(&self, job: &str, name: &str) -> Result<Staging> {
         let jd = self.job_dir(job);
         for sub in ["snapshots", ".incomplete", ".trash"] {
-            std::fs::create_dir_all(jd.join(sub)).with_context(|| format!("cannot create {}", jd.join(sub).display()))?;
+            std::fs::create_dir_all(jd.join(sub))
+                .with_context(|| format!("cannot create {}", jd.join(sub).display()))?;
         }
         Self::clear(&jd.join(".incomplete"))?;
         Self::clear(&jd.join(".trash"))?;
@@ -81,20 +92,36 @@ impl Store for DirStore {
             let proot = self.snap_dir(job, &prev.name);
             match Manifest::load(&proot.join(MANIFEST_FILE)) {
                 Ok(m) => {
-                    base = Some(Base { root: proot, manifest: m });
+                    base = Some(Base {
+                        root: proot,
+                        manifest: m,
+                    });
                     break;
                 }
-                Err(e) => warnings.push(format!("snapshot {} cannot serve as a base: {e}", prev.name)),
+                Err(e) => warnings.push(format!(
+                    "snapshot {} cannot serve as a base: {e}",
+                    prev.name
+                )),
             }
         }
-        Ok(Staging { name: name.to_string(), root, mode: WriteMode::Fresh, base, warnings, writeback: self.sync })
+        Ok(Staging {
+            name: name.to_string(),
+            root,
+            mode: WriteMode::Fresh,
+            base,
+            warnings,
+            writeback: self.sync,
+        })
     }
 
     fn publish(&self, job: &str, staging: &Staging, manifest: &Manifest) -> Result<()> {
-        manifest.save(&staging.root.join(MANIFEST_FILE)).context("cannot write the manifest")?;
+        manifest
+            .save(&staging.root.join(MANIFEST_FILE))
+            .context("cannot write the manifest")?;
         // Creating .rackvault/ moved the root's mtime: put the source's back.
         if let Some(root) = manifest.get(&crate::relpath::RelPath::root()) {
-            crate::fsmeta::set_mtime_path(&staging.root, root.mtime, root.mtime_ns).context("cannot set the snapshot root's mtime")?;
+            crate::fsmeta::set_mtime_path(&staging.root, root.mtime, root.mtime_ns)
+                .context("cannot set the snapshot root's mtime")?;
         }
         if self.sync {
             sync_filesystem(&staging.root).context("cannot sync the store's filesystem")?;
@@ -103,7 +130,8 @@ impl Store for DirStore {
         if dest.exists() {
             anyhow::bail!("snapshot {} already exists", dest.display());
         }
-        std::fs::rename(&staging.root, &dest).with_context(|| format!("cannot publish {}", dest.display()))?;
+        std::fs::rename(&staging.root, &dest)
+            .with_context(|| format!("cannot publish {}", dest.display()))?;
         if self.sync {
             std::fs::File::open(dest.parent().expect("has parent"))?.sync_all()?;
         }
@@ -111,13 +139,17 @@ impl Store for DirStore {
     }
 
     fn abort(&self, _job: &str, staging: &Staging) -> Result<()> {
-        remove_tree(&staging.root).with_context(|| format!("cannot remove {}", staging.root.display()))
+        remove_tree(&staging.root)
+            .with_context(|| format!("cannot remove {}", staging.root.display()))
     }
 
     fn open(&self, job: &str, name: &str) -> Result<SnapshotView> {
         let root = self.snap_dir(job, name);
         if !root.is_dir() {
-            anyhow::bail!("snapshot {name} of job {job} not found in {}", self.describe());
+            anyhow::bail!(
+                "snapshot {name} of job {job} not found in {}",
+                self.describe()
+            );
         }
         Ok(SnapshotView::new(root, None))
     }

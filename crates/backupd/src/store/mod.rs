@@ -91,9 +91,14 @@ pub trait Store: Send + Sync {
 pub fn open_store(cfg: &Config) -> Result<Box<dyn Store>> {
     Ok(match &cfg.store {
         StoreConfig::Dir { path, sync } => Box::new(dir::DirStore::new(path.clone(), *sync)),
-        StoreConfig::Zfs { parent, compression } => {
-            Box::new(zfs::ZfsStore::new(parent.clone(), compression.clone(), cfg.state_dir.join("mnt")))
-        }
+        StoreConfig::Zfs {
+            parent,
+            compression,
+        } => Box::new(zfs::ZfsStore::new(
+            parent.clone(),
+            compression.clone(),
+            cfg.state_dir.join("mnt"),
+        )),
     })
 }
 
@@ -109,11 +114,19 @@ pub fn resolve(store: &dyn Store, job: &str, wanted: &str) -> Result<String> {
     if let Some(s) = snaps.iter().find(|s| s.name == wanted) {
         return Ok(s.name.clone());
     }
-    let matches: Vec<_> = snaps.iter().filter(|s| s.name.starts_with(wanted)).collect();
+    let matches: Vec<_> = snaps
+        .iter()
+        .filter(|s| s.name.starts_with(wanted))
+        .collect();
     match matches.len() {
         1 => Ok(matches[0].name.clone()),
-        0 => anyhow::bail!("job {job:?} has no snapshot {wanted:?} (see `backupd snapshots {job}`)"),
-        _ => anyhow::bail!("{wanted:?} matches {} snapshots of job {job:?}; give more of the name", matches.len()),
+        0 => {
+            anyhow::bail!("job {job:?} has no snapshot {wanted:?} (see `backupd snapshots {job}`)")
+        }
+        _ => anyhow::bail!(
+            "{wanted:?} matches {} snapshots of job {job:?}; give more of the name",
+            matches.len()
+        ),
     }
 }
 
@@ -143,12 +156,13 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
 fn make_dirs_writable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(md) = std::fs::symlink_metadata(path)
-        && md.is_dir() {
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = std::fs::read_dir(path) {
-                for e in rd.flatten() {
-                    make_dirs_writable(&e.path());
-                }
+        && md.is_dir()
+    {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = std::fs::read_dir(path) {
+            for e in rd.flatten() {
+                make_dirs_writable(&e.path());
             }
         }
+    }
 }

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, Result};
 use jiff::Timestamp;
 
-use super::{Base, SnapshotInfo, SnapshotView, Staging, Store, WriteMode, remove_tree, sync_filesystem};
+use super::{
+    Base, SnapshotInfo, SnapshotView, Staging, Store, WriteMode, remove_tree, sync_filesystem,
+};
 use crate::manifest::{MANIFEST_FILE, META_DIR, Manifest};
 use crate::zfs::Zfs;
 
@@ -33,7 +35,12 @@ static CLONE_SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl ZfsStore {
     pub fn new(parent: String, compression: Option<String>, mount_dir: PathBuf) -> Self {
-        ZfsStore { parent, compression, mount_dir, zfs: Zfs::default() }
+        ZfsStore {
+            parent,
+            compression,
+            mount_dir,
+            zfs: Zfs::default(),
+        }
     }
 
     pub fn dataset(&self, job: &str) -> String {
@@ -47,7 +54,11 @@ impl ZfsStore {
             return Ok(ds);
         }
         if !self.zfs.exists(&self.parent)? {
-            anyhow::bail!("parent dataset {} does not exist; create it first (zfs create {})", self.parent, self.parent);
+            anyhow::bail!(
+                "parent dataset {} does not exist; create it first (zfs create {})",
+                self.parent,
+                self.parent
+            );
         }
         // zstd, then lz4 (OpenZFS); lzjb, the fast one on old pools such as zfs-fuse's v23.
         let candidates: Vec<&str> = match &self.compression {
@@ -56,7 +67,10 @@ impl ZfsStore {
         };
         let mut last_err = None;
         for c in candidates {
-            match self.zfs.create(&ds, &[("compression", c), ("atime", "off"), (PROP_JOB, job)]) {
+            match self.zfs.create(
+                &ds,
+                &[("compression", c), ("atime", "off"), (PROP_JOB, job)],
+            ) {
                 Ok(()) => {
                     tracing::info!(dataset = %ds, compression = c, "created dataset");
                     return Ok(ds);
@@ -64,18 +78,29 @@ impl ZfsStore {
                 Err(e) => last_err = Some(e),
             }
         }
-        Err(last_err.expect("at least one candidate")).with_context(|| format!("cannot create dataset {ds}"))
+        Err(last_err.expect("at least one candidate"))
+            .with_context(|| format!("cannot create dataset {ds}"))
     }
 
     fn mountpoint(&self, ds: &str) -> Result<PathBuf> {
         let props = self.zfs.get(&[ds], &["mountpoint", "mounted"])?;
-        let get = |p: &str| props.iter().find(|r| r.property == p).map(|r| r.value.clone()).unwrap_or_default();
+        let get = |p: &str| {
+            props
+                .iter()
+                .find(|r| r.property == p)
+                .map(|r| r.value.clone())
+                .unwrap_or_default()
+        };
         let mp = get("mountpoint");
         if !mp.starts_with('/') {
-            anyhow::bail!("dataset {ds} has mountpoint {mp:?}; rackvault needs it mounted at a path");
+            anyhow::bail!(
+                "dataset {ds} has mountpoint {mp:?}; rackvault needs it mounted at a path"
+            );
         }
         if get("mounted") != "yes" {
-            self.zfs.mount(ds).with_context(|| format!("cannot mount {ds}"))?;
+            self.zfs
+                .mount(ds)
+                .with_context(|| format!("cannot mount {ds}"))?;
         }
         Ok(PathBuf::from(mp))
     }
@@ -85,7 +110,10 @@ impl ZfsStore {
         let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
         let mut props = std::collections::HashMap::<String, Vec<(String, String)>>::new();
         for chunk in refs.chunks(200) {
-            for p in self.zfs.get(chunk, &[PROP_MANAGED, PROP_JOB, "creation", "used", "referenced"])? {
+            for p in self.zfs.get(
+                chunk,
+                &[PROP_MANAGED, PROP_JOB, "creation", "used", "referenced"],
+            )? {
                 props.entry(p.name).or_default().push((p.property, p.value));
             }
         }
@@ -96,8 +124,13 @@ impl ZfsStore {
             if get(PROP_MANAGED) != Some("yes") || get(PROP_JOB) != Some(job) {
                 continue;
             }
-            let name = full.split_once('@').map(|(_, s)| s.to_string()).unwrap_or_default();
-            let creation = get("creation").and_then(|v| v.parse::<i64>().ok()).and_then(|s| Timestamp::from_second(s).ok());
+            let name = full
+                .split_once('@')
+                .map(|(_, s)| s.to_string())
+                .unwrap_or_default();
+            let creation = get("creation")
+                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(|s| Timestamp::from_second(s).ok());
             out.push(SnapshotInfo {
                 time: crate::snapname::parse(&name).or(creation),
                 name,
@@ -111,16 +144,31 @@ impl ZfsStore {
     /// Destroys read clones left by processes that died: they clutter the pool and keep their
     /// snapshot from being destroyed by prune. Best effort; a failure here only logs.
     fn cleanup_stale_clones(&self) {
-        let Ok(children) = self.zfs.children(&self.parent) else { return };
-        let clones: Vec<&str> =
-            children.iter().map(|c| c.as_str()).filter(|c| c.rsplit('/').next().is_some_and(|n| n.starts_with("rvread-"))).collect();
+        let Ok(children) = self.zfs.children(&self.parent) else {
+            return;
+        };
+        let clones: Vec<&str> = children
+            .iter()
+            .map(|c| c.as_str())
+            .filter(|c| {
+                c.rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with("rvread-"))
+            })
+            .collect();
         if clones.is_empty() {
             return;
         }
-        let Ok(props) = self.zfs.get(&clones, &[PROP_READ_CLONE]) else { return };
+        let Ok(props) = self.zfs.get(&clones, &[PROP_READ_CLONE]) else {
+            return;
+        };
         for p in props.iter().filter(|p| p.value == "yes") {
             // rvread-<job>-<pid>-<seq>
-            let pid = p.name.rsplit('-').nth(1).and_then(|s| s.parse::<i32>().ok());
+            let pid = p
+                .name
+                .rsplit('-')
+                .nth(1)
+                .and_then(|s| s.parse::<i32>().ok());
             let Some(pid) = pid else { continue };
             if pid as u32 == std::process::id() || process_alive(pid) {
                 continue;
@@ -139,7 +187,10 @@ impl ZfsStore {
         match self.zfs.snapshots(ds)?.last() {
             Some(last) => {
                 let managed = self.managed_snapshots(ds, job)?;
-                if !managed.iter().any(|s| last.ends_with(&format!("@{}", s.name))) {
+                if !managed
+                    .iter()
+                    .any(|s| last.ends_with(&format!("@{}", s.name)))
+                {
                     anyhow::bail!(
                         "dataset {ds} holds an interrupted run, and its newest snapshot {last} is not rackvault's; \
                          roll back by hand (zfs rollback) or destroy that snapshot, then run again"
@@ -149,10 +200,17 @@ impl ZfsStore {
                 self.zfs.rollback(last)?;
             }
             None => {
-                tracing::warn!(dataset = ds, "emptying the dataset after an interrupted first run");
+                tracing::warn!(
+                    dataset = ds,
+                    "emptying the dataset after an interrupted first run"
+                );
                 for e in std::fs::read_dir(root)?.flatten() {
                     let p = e.path();
-                    if e.file_type()?.is_dir() { remove_tree(&p)? } else { std::fs::remove_file(&p)? }
+                    if e.file_type()?.is_dir() {
+                        remove_tree(&p)?
+                    } else {
+                        std::fs::remove_file(&p)?
+                    }
                 }
             }
         }
@@ -166,7 +224,10 @@ impl Store for ZfsStore {
     }
 
     fn root_path(&self) -> PathBuf {
-        self.zfs.get_one(&self.parent, "mountpoint").map(PathBuf::from).unwrap_or_default()
+        self.zfs
+            .get_one(&self.parent, "mountpoint")
+            .map(PathBuf::from)
+            .unwrap_or_default()
     }
 
     fn snapshots(&self, job: &str) -> Result<Vec<SnapshotInfo>> {
@@ -183,7 +244,10 @@ impl Store for ZfsStore {
         self.recover(&ds, job, &root)?;
         let mut warnings = Vec::new();
         let base = match Manifest::load(&root.join(MANIFEST_FILE)) {
-            Ok(m) => Some(Base { root: root.clone(), manifest: m }),
+            Ok(m) => Some(Base {
+                root: root.clone(),
+                manifest: m,
+            }),
             Err(e) => {
                 if root.join(MANIFEST_FILE).exists() {
                     warnings.push(format!("the dataset's manifest is unusable ({e}); comparing every file with the dataset"));
@@ -197,16 +261,27 @@ impl Store for ZfsStore {
         std::fs::write(&marker, format!("{name}\n"))?;
         std::fs::File::open(&marker)?.sync_all()?;
         std::fs::File::open(&meta)?.sync_all()?;
-        Ok(Staging { name: name.to_string(), root, mode: WriteMode::InPlace, base, warnings, writeback: false })
+        Ok(Staging {
+            name: name.to_string(),
+            root,
+            mode: WriteMode::InPlace,
+            base,
+            warnings,
+            writeback: false,
+        })
     }
 
     fn publish(&self, job: &str, staging: &Staging, manifest: &Manifest) -> Result<()> {
         let ds = self.dataset(job);
-        manifest.save(&staging.root.join(MANIFEST_FILE)).context("cannot write the manifest")?;
+        manifest
+            .save(&staging.root.join(MANIFEST_FILE))
+            .context("cannot write the manifest")?;
         std::fs::remove_file(staging.root.join(INCOMPLETE_MARKER))?;
         sync_filesystem(&staging.root).context("cannot sync the dataset")?;
         let full = format!("{ds}@{}", staging.name);
-        self.zfs.snapshot(&full, &[(PROP_MANAGED, "yes"), (PROP_JOB, job)]).with_context(|| format!("cannot snapshot {full}"))?;
+        self.zfs
+            .snapshot(&full, &[(PROP_MANAGED, "yes"), (PROP_JOB, job)])
+            .with_context(|| format!("cannot snapshot {full}"))?;
         Ok(())
     }
 
@@ -214,9 +289,13 @@ impl Store for ZfsStore {
         let ds = self.dataset(job);
         // Free the space the failed run used; with no snapshot, the marker makes the next run clean up.
         if let Some(last) = self.zfs.snapshots(&ds)?.last()
-            && self.managed_snapshots(&ds, job)?.iter().any(|s| last.ends_with(&format!("@{}", s.name))) {
-                self.zfs.rollback(last)?;
-            }
+            && self
+                .managed_snapshots(&ds, job)?
+                .iter()
+                .any(|s| last.ends_with(&format!("@{}", s.name)))
+        {
+            self.zfs.rollback(last)?;
+        }
         let _ = staging;
         Ok(())
     }
@@ -224,7 +303,10 @@ impl Store for ZfsStore {
     fn open(&self, job: &str, name: &str) -> Result<SnapshotView> {
         let ds = self.dataset(job);
         if !self.snapshots(job)?.iter().any(|s| s.name == name) {
-            anyhow::bail!("snapshot {name} of job {job} not found in {}", self.describe());
+            anyhow::bail!(
+                "snapshot {name} of job {job} not found in {}",
+                self.describe()
+            );
         }
         let root = self.mountpoint(&ds)?;
         self.cleanup_stale_clones();
@@ -239,7 +321,15 @@ impl Store for ZfsStore {
         std::fs::create_dir_all(&self.mount_dir)?;
         let mps = mp.to_string_lossy().into_owned();
         self.zfs
-            .clone_snapshot(&format!("{ds}@{name}"), &clone, &[("readonly", "on"), ("mountpoint", &mps), (PROP_READ_CLONE, "yes")])
+            .clone_snapshot(
+                &format!("{ds}@{name}"),
+                &clone,
+                &[
+                    ("readonly", "on"),
+                    ("mountpoint", &mps),
+                    (PROP_READ_CLONE, "yes"),
+                ],
+            )
             .with_context(|| format!("cannot clone {ds}@{name} for reading"))?;
         let zfs = self.zfs.clone();
         let cleanup_name = clone.clone();
@@ -252,7 +342,10 @@ impl Store for ZfsStore {
 
     fn delete(&self, job: &str, name: &str) -> Result<()> {
         if !self.snapshots(job)?.iter().any(|s| s.name == name) {
-            anyhow::bail!("refusing to destroy {}@{name}: not a rackvault snapshot of job {job}", self.dataset(job));
+            anyhow::bail!(
+                "refusing to destroy {}@{name}: not a rackvault snapshot of job {job}",
+                self.dataset(job)
+            );
         }
         self.cleanup_stale_clones();
         self.zfs.destroy(&format!("{}@{name}", self.dataset(job)))?;
@@ -271,7 +364,9 @@ fn destroy_with_retry(zfs: &Zfs, name: &str) -> bool {
     for attempt in 0..30 {
         match zfs.destroy(name) {
             Ok(()) => return true,
-            Err(e) if attempt == 29 => tracing::warn!(clone = %name, error = %e, "cannot destroy a read clone"),
+            Err(e) if attempt == 29 => {
+                tracing::warn!(clone = %name, error = %e, "cannot destroy a read clone")
+            }
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
     }

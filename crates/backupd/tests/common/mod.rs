@@ -25,7 +25,11 @@ impl Env {
             format!("state_dir = \"state\"\n\n[store]\n{store_toml}\n\n[[job]]\nname = \"j\"\nsource = \"src\"\n{job_extra}\n"),
         )
         .unwrap();
-        Env { dir, config, source }
+        Env {
+            dir,
+            config,
+            source,
+        }
     }
 
     pub fn dir_store(job_extra: &str) -> Env {
@@ -38,7 +42,10 @@ impl Env {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_backupd"));
-        c.arg("--config").arg(&self.config).args(args).env("RACKVAULT_LOG", "warn");
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RACKVAULT_LOG", "warn");
         c
     }
 
@@ -49,7 +56,13 @@ impl Env {
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "backupd {args:?} failed ({}):\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "backupd {args:?} failed ({}):\n{}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8(o.stdout).unwrap()
     }
 
@@ -67,7 +80,12 @@ impl Env {
     }
 
     pub fn snapshots(&self) -> Vec<String> {
-        self.json(&["snapshots", "j"]).as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+        self.json(&["snapshots", "j"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -80,8 +98,27 @@ pub fn write(p: &Path, data: &[u8]) {
 
 pub fn set_mtime(p: &Path, sec: i64, nsec: u32) {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let t = [libc::timespec { tv_sec: sec, tv_nsec: 0 }, libc::timespec { tv_sec: sec, tv_nsec: nsec as i64 }];
-    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }, 0);
+    let t = [
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec as i64,
+        },
+    ];
+    assert_eq!(
+        unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                t.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        },
+        0
+    );
 }
 
 pub fn chmod(p: &Path, mode: u32) {
@@ -108,7 +145,13 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// A POSIX ACL in its xattr encoding: user::rw-, user:1234:r--, group::r--, mask::r--, other::---.
 pub fn sample_acl() -> Vec<u8> {
     let mut v = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 4, 1234), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 0, u32::MAX)] {
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 4, 1234),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
         v.extend_from_slice(&tag.to_le_bytes());
         v.extend_from_slice(&perm.to_le_bytes());
         v.extend_from_slice(&id.to_le_bytes());
@@ -126,7 +169,11 @@ pub fn rich_tree(root: &Path) {
     write(&root.join("odd names/späße ☃.txt"), b"unicode");
     write(&root.join("odd names/with\nnewline"), b"nl");
     write(&root.join("odd names/-dash"), b"dash");
-    std::fs::write(root.join(std::ffi::OsStr::from_bytes(b"odd names/bad-utf8-\xff")), b"bytes").unwrap();
+    std::fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"odd names/bad-utf8-\xff")),
+        b"bytes",
+    )
+    .unwrap();
     std::os::unix::fs::symlink("dir/nested/deep.bin", root.join("link-rel")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", root.join("link-dangling")).unwrap();
     write(&root.join("hard-a"), b"linked content");
@@ -137,16 +184,31 @@ pub fn rich_tree(root: &Path) {
         use std::os::unix::fs::FileExt;
         f.write_all_at(b"middle", 3 << 20).unwrap();
     }
-    xattr::set(root.join("plain.txt"), "user.rackvault.test", b"value\x00with nul").unwrap();
-    xattr::set(root.join("plain.txt"), "system.posix_acl_access", &sample_acl()).unwrap();
+    xattr::set(
+        root.join("plain.txt"),
+        "user.rackvault.test",
+        b"value\x00with nul",
+    )
+    .unwrap();
+    xattr::set(
+        root.join("plain.txt"),
+        "system.posix_acl_access",
+        &sample_acl(),
+    )
+    .unwrap();
     chmod(&root.join("plain.txt"), 0o640);
     chmod(&root.join("dir/nested"), 0o750);
     chmod(&root.join("hard-a"), 0o4755);
     if is_root() {
-        std::os::unix::fs::lchown(root.join("dir/nested/deep.bin"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::lchown(root.join("dir/nested/deep.bin"), Some(1234), Some(5678))
+            .unwrap();
         std::os::unix::fs::lchown(root.join("link-rel"), Some(4321), Some(8765)).unwrap();
     }
-    set_mtime(&root.join("dir/nested/deep.bin"), 1_600_000_000, 123_456_789);
+    set_mtime(
+        &root.join("dir/nested/deep.bin"),
+        1_600_000_000,
+        123_456_789,
+    );
     set_mtime(&root.join("link-rel"), 1_500_000_000, 987_654_321);
     set_mtime(&root.join("dir/nested"), 1_400_000_000, 5);
 }
@@ -172,38 +234,79 @@ pub fn snapshot_tree(root: &Path) -> BTreeMap<String, Node> {
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, inodes: &mut BTreeMap<u64, String>) {
-    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, Node>,
+    inodes: &mut BTreeMap<u64, String>,
+) {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     for n in names {
         if dir == root && n == ".rackvault" {
             continue;
         }
         let p = dir.join(&n);
-        let rel = String::from_utf8_lossy(p.strip_prefix(root).unwrap().as_os_str().as_bytes()).into_owned();
+        let rel = String::from_utf8_lossy(p.strip_prefix(root).unwrap().as_os_str().as_bytes())
+            .into_owned();
         let md = std::fs::symlink_metadata(&p).unwrap();
-        let kind = if md.is_dir() { 'd' } else if md.file_type().is_symlink() { 'l' } else { 'f' };
+        let kind = if md.is_dir() {
+            'd'
+        } else if md.file_type().is_symlink() {
+            'l'
+        } else {
+            'f'
+        };
         let content = match kind {
             'f' => std::fs::read(&p).unwrap(),
-            'l' => std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec(),
+            'l' => std::fs::read_link(&p)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
             _ => vec![],
         };
         let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = if kind == 'l' {
             vec![]
         } else {
-            xattr::list(&p).unwrap().map(|k| (k.as_bytes().to_vec(), xattr::get(&p, &k).unwrap().unwrap_or_default())).collect()
+            xattr::list(&p)
+                .unwrap()
+                .map(|k| {
+                    (
+                        k.as_bytes().to_vec(),
+                        xattr::get(&p, &k).unwrap().unwrap_or_default(),
+                    )
+                })
+                .collect()
         };
         xattrs.sort();
         let link_group = if kind == 'f' && md.nlink() > 1 {
             // Only links inside this tree count.
-            Some(inodes.entry(md.ino()).or_insert_with(|| rel.clone()).clone())
+            Some(
+                inodes
+                    .entry(md.ino())
+                    .or_insert_with(|| rel.clone())
+                    .clone(),
+            )
         } else {
             None
         };
         let mtime = (md.mtime(), md.mtime_nsec());
         out.insert(
             rel.clone(),
-            Node { kind, mode: if kind == 'l' { 0 } else { md.mode() & 0o7777 }, uid: md.uid(), gid: md.gid(), mtime, content, xattrs, link_group },
+            Node {
+                kind,
+                mode: if kind == 'l' { 0 } else { md.mode() & 0o7777 },
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime,
+                content,
+                xattrs,
+                link_group,
+            },
         );
         if kind == 'd' {
             walk(root, &p, out, inodes);
@@ -214,24 +317,52 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, inodes: &mut 
 /// Asserts two trees are equal in content and metadata, with a readable first difference.
 pub fn assert_same_tree(a: &Path, b: &Path) {
     let (ra, rb) = (std::fs::metadata(a).unwrap(), std::fs::metadata(b).unwrap());
-    assert_eq!((ra.mode(), ra.mtime(), ra.mtime_nsec()), (rb.mode(), rb.mtime(), rb.mtime_nsec()), "root directories differ: {} vs {}", a.display(), b.display());
+    assert_eq!(
+        (ra.mode(), ra.mtime(), ra.mtime_nsec()),
+        (rb.mode(), rb.mtime(), rb.mtime_nsec()),
+        "root directories differ: {} vs {}",
+        a.display(),
+        b.display()
+    );
     let (ta, tb) = (snapshot_tree(a), snapshot_tree(b));
     let ka: Vec<_> = ta.keys().collect();
     let kb: Vec<_> = tb.keys().collect();
-    assert_eq!(ka, kb, "different paths in {} and {}", a.display(), b.display());
+    assert_eq!(
+        ka,
+        kb,
+        "different paths in {} and {}",
+        a.display(),
+        b.display()
+    );
     for (k, na) in &ta {
         let nb = &tb[k];
         if na.link_group.is_some() != nb.link_group.is_some() {
-            panic!("{k}: hard-link structure differs: {:?} vs {:?}", na.link_group, nb.link_group);
+            panic!(
+                "{k}: hard-link structure differs: {:?} vs {:?}",
+                na.link_group, nb.link_group
+            );
         }
-        let strip = |n: &Node| Node { link_group: None, content: vec![], ..*clone_node(n) };
+        let strip = |n: &Node| Node {
+            link_group: None,
+            content: vec![],
+            ..*clone_node(n)
+        };
         assert_eq!(strip(na), strip(nb), "{k}: metadata differs");
         assert!(na.content == nb.content, "{k}: content differs");
     }
 }
 
 fn clone_node(n: &Node) -> Box<Node> {
-    Box::new(Node { kind: n.kind, mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime, content: n.content.clone(), xattrs: n.xattrs.clone(), link_group: n.link_group.clone() })
+    Box::new(Node {
+        kind: n.kind,
+        mode: n.mode,
+        uid: n.uid,
+        gid: n.gid,
+        mtime: n.mtime,
+        content: n.content.clone(),
+        xattrs: n.xattrs.clone(),
+        link_group: n.link_group.clone(),
+    })
 }
 
 /// Allocated bytes of a file (to check holes survived).
