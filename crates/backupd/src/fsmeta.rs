@@ -26,7 +26,7 @@ pub enum Target {
     /// Any existing file: everything is set, stale xattrs removed.
     Existing,
     /// Created by this process with this mode, owned by our uid/gid, in a directory without
-    /// default ACLs or setgid: nothing that already matches is set again.
+    /// default ACLs or setgid (see `store::dir::isolate`): nothing that already matches is set again.
     Created { mode: u32 },
 }
 

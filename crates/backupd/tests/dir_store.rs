@@ -555,3 +555,21 @@ fn xattr_change_alone_is_picked_up() {
     };
     assert_eq!((tag(0), tag(2)), (b"one".to_vec(), b"two".to_vec()));
 }
+
+#[test]
+fn a_setgid_store_directory_with_a_default_acl_does_not_leak_into_snapshots() {
+    let env = Env::dir_store("");
+    write(&env.source.join("d/f"), b"data");
+    chmod(&env.source.join("d/f"), 0o640);
+    let store = env.path("store");
+    std::fs::create_dir(&store).unwrap();
+    // A shared group directory: setgid, another group, and a default ACL granting user 1234 rwx.
+    std::os::unix::fs::chown(&store, None, Some(4242)).unwrap();
+    chmod(&store, 0o2775);
+    let mut acl = sample_acl();
+    acl[4..6].copy_from_slice(&1u16.to_le_bytes());
+    xattr::set(&store, "system.posix_acl_default", &acl).unwrap();
+    env.backup();
+    let snap = env.path("store/j/snapshots").join(&env.snapshots()[0]);
+    assert_same_tree(&env.source, &snap);
+}

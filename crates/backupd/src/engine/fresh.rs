@@ -54,12 +54,7 @@ pub(super) fn fresh(
         })?;
     let skipped = skipped.into_inner().expect("not poisoned");
     // Followers of hard-link groups: link to their leader inside the new tree.
-    let group_leaders = leaders(entries);
-    let by_path: HashMap<RelPath, Hashes> = entries
-        .iter()
-        .filter(|e| e.kind == Kind::File && e.link.is_none() && group_leaders.contains(&e.path))
-        .map(|e| (e.path.clone(), (e.hash, e.blocks.clone(), e.block_size)))
-        .collect();
+    let by_path = leader_hashes(entries, &leaders(entries));
     for e in entries.iter_mut().filter(|e| e.link.is_some()) {
         let leader = e.link.clone().expect("filtered");
         let dst = e.path.under(root);
@@ -121,7 +116,7 @@ fn fresh_file(
         o.size == e.size && o.mtime == e.mtime && o.mtime_ns == e.mtime_ns && o.hash.is_some()
     }) {
         let mut probe = e.clone();
-        if read_source(source, &mut probe, Dest::None, false, c, pg)?.is_none() {
+        if !read_source(source, &mut probe, Dest::None, false, c, pg)? {
             e.hash = None;
             return Ok(FileOutcome::Skipped);
         }
@@ -133,9 +128,9 @@ fn fresh_file(
             }
         }
     }
-    let (f, mut target) =
+    let (f, target) =
         create_new(&dst, e).with_context(|| format!("cannot create {}", dst.display()))?;
-    if read_source(source, e, Dest::Fresh(&f), false, c, pg)?.is_none() {
+    if !read_source(source, e, Dest::Fresh(&f), false, c, pg)? {
         drop(f);
         let _ = std::fs::remove_file(&dst);
         e.hash = None;
@@ -145,23 +140,6 @@ fn fresh_file(
         start_writeback(&f);
     }
     drop(f);
-    if let Some(o) = o
-        && o.same_content(e)
-        && e.same_inode_metadata(o)
-    {
-        // Content and metadata equal after all: share the previous snapshot's copy.
-        std::fs::remove_file(&dst)?;
-        if link_prev(e) {
-            c.unchanged_files.fetch_add(1, Relaxed);
-            return Ok(FileOutcome::Done);
-        }
-        let (f, t) = create_new(&dst, e)?;
-        target = t;
-        read_source(source, e, Dest::Fresh(&f), false, c, pg)?;
-        if writeback {
-            start_writeback(&f);
-        }
-    }
     apply_meta_to(&dst, e, target, c)?;
     c.count_written(o, e);
     Ok(FileOutcome::Done)
@@ -174,10 +152,17 @@ fn start_writeback(f: &File) {
     unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
-/// Directory metadata last, deepest first, so creating children does not disturb it.
+/// Directory metadata last, deepest first, so creating children does not disturb it. The
+/// directories below the root were made here by `mkdir_private` (mode 0700, nothing inherited,
+/// see `DirStore::begin`); the root was made by the store.
 fn finish_dirs(root: &Path, entries: &[Entry], c: &Counters) -> Result<()> {
     for e in entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
-        apply_meta(&e.path.under(root), e, c)?;
+        let target = if e.path.is_root() {
+            Target::Existing
+        } else {
+            Target::Created { mode: 0o700 }
+        };
+        apply_meta_to(&e.path.under(root), e, target, c)?;
     }
     Ok(())
 }

@@ -91,10 +91,9 @@ pub(super) fn in_place(
             }
             Kind::Symlink => {
                 let o = old.and_then(|m| m.get(&e.path).copied());
-                let keep = o.is_some_and(|o| o.same_content(e))
-                    && std::fs::symlink_metadata(&dst).is_ok_and(|m| m.is_symlink());
-                if keep {
-                    if !o.is_some_and(|o| o.same_inode_metadata(e) && o.uid == e.uid) {
+                // The tree holds what the old manifest says: an unchanged link is left alone.
+                if o.is_some_and(|o| o.same_content(e)) {
+                    if !o.is_some_and(|o| o.same_inode_metadata(e)) {
                         apply_meta(&dst, e, c)?;
                     }
                 } else {
@@ -119,11 +118,7 @@ pub(super) fn in_place(
             pg.file_done();
             Ok(())
         })?;
-    let hashes: HashMap<RelPath, Hashes> = entries
-        .iter()
-        .filter(|e| new_leaders.contains(&e.path))
-        .map(|e| (e.path.clone(), (e.hash, e.blocks.clone(), e.block_size)))
-        .collect();
+    let hashes = leader_hashes(entries, &new_leaders);
     for e in entries.iter_mut().filter(|e| e.link.is_some()) {
         let leader = e.link.clone().expect("filtered");
         let (h, b, bs) = hashes.get(&leader).cloned().unwrap_or_default();
@@ -136,19 +131,14 @@ pub(super) fn in_place(
             in_place_file(source, root, e, o, old.is_some(), c, pg, &touched)?;
             continue;
         }
-        let dst = e.path.under(root);
-        let lp = leader.under(root);
-        let same = match (
-            std::fs::symlink_metadata(&dst),
-            std::fs::symlink_metadata(&lp),
-        ) {
-            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-            _ => false,
-        };
-        if !same {
+        // Step 1 removed every path whose grouping changed, so a link the old manifest records
+        // with the same leader is still in place.
+        let linked = old.is_some_and(|m| m.get(&e.path).is_some_and(|o| o.link == e.link));
+        if !linked {
+            let dst = e.path.under(root);
             touched.touch(&e.path);
             remove_any(&dst)?;
-            std::fs::hard_link(&lp, &dst)
+            std::fs::hard_link(leader.under(root), &dst)
                 .with_context(|| format!("cannot link {}", dst.display()))?;
         }
         e.hash = h;
@@ -162,7 +152,7 @@ pub(super) fn in_place(
     for e in entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
         let unchanged = old
             .and_then(|m| m.get(&e.path))
-            .is_some_and(|o| o.same_inode_metadata(e) && o.uid == e.uid && o.gid == e.gid);
+            .is_some_and(|o| o.same_inode_metadata(e));
         if !unchanged || touched.contains(&e.path) {
             apply_meta(&e.path.under(root), e, c)?;
         }
@@ -220,7 +210,7 @@ fn in_place_file(
         return Ok(());
     }
     let existing = std::fs::symlink_metadata(&dst).ok().filter(|m| m.is_file());
-    let done = match existing {
+    let read = match existing {
         Some(_) => {
             let f = File::options()
                 .read(true)
@@ -243,7 +233,7 @@ fn in_place_file(
             read_source(source, e, Dest::Fresh(&f), true, c, pg)?
         }
     };
-    if done.is_none() {
+    if !read {
         e.hash = None;
         remove_any(&dst)?;
         return Ok(());

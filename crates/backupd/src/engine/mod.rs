@@ -2,9 +2,10 @@
 //! manifest and writes only what changed into a staging tree.
 //!
 //! Fast path: same size, mtime, ctime, device and inode as recorded means unchanged, and the
-//! content is not read. Otherwise the file is read once, hashed whole and per block, and written
-//! (fresh tree) or patched block by block (in place). A file whose content and metadata turn out
-//! equal after all (e.g. `touch`ed back) is still shared with the previous snapshot.
+//! content is not read. Otherwise the file is read once and hashed (per block too, in place),
+//! and written as a new file (fresh tree) or patched block by block (in place). A file with the
+//! same size and mtime but a new ctime or inode is hashed first, and shared with the previous
+//! snapshot if its content and metadata are equal.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -227,6 +228,7 @@ fn apply_meta_to(dst: &Path, e: &Entry, target: Target, c: &Counters) -> Result<
 }
 
 /// Reads the source file once and writes it to `dest`, filling in the entry's hashes.
+/// Returns false (with a warning) when the source could not be read and is left out.
 fn read_source(
     source: &Path,
     e: &mut Entry,
@@ -234,13 +236,13 @@ fn read_source(
     want_blocks: bool,
     c: &Counters,
     pg: &Progress,
-) -> Result<Option<u64>> {
+) -> Result<bool> {
     let sp = e.path.under(source);
     let mut src = match fsmeta::open_read_nofollow(&sp) {
         Ok(f) => f,
         Err(err) if is_vanished(&err) => {
             c.warn(format!("{}: not backed up, cannot open: {err}", e.path));
-            return Ok(None);
+            return Ok(false);
         }
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", sp.display())),
     };
@@ -250,7 +252,7 @@ fn read_source(
             "{}: not backed up, it is no longer a regular file",
             e.path
         ));
-        return Ok(None);
+        return Ok(false);
     }
     let h = copy_hashed_from(&mut src, &md, dest, want_blocks, &mut |n| pg.bytes(n))
         .with_context(|| format!("cannot copy {}", e.path))?;
@@ -270,7 +272,7 @@ fn read_source(
     }
     c.bytes_read.fetch_add(h.size, Relaxed);
     c.bytes_written.fetch_add(h.bytes_written, Relaxed);
-    Ok(Some(h.bytes_written))
+    Ok(true)
 }
 
 /// A file's content hashes: whole-file hash, block hashes, block size.
@@ -282,9 +284,18 @@ fn reuse_hashes(e: &mut Entry, o: &Entry) {
     e.block_size = o.block_size;
 }
 
-/// Hard-link groups: leader path -> whether it leads a group.
+/// Paths that lead a hard-link group (other entries link to them).
 fn leaders(entries: &[Entry]) -> HashSet<RelPath> {
     entries.iter().filter_map(|e| e.link.clone()).collect()
+}
+
+/// The hashes of each group leader, for its followers (read once, shared by all links).
+fn leader_hashes(entries: &[Entry], leaders: &HashSet<RelPath>) -> HashMap<RelPath, Hashes> {
+    entries
+        .iter()
+        .filter(|e| leaders.contains(&e.path))
+        .map(|e| (e.path.clone(), (e.hash, e.blocks.clone(), e.block_size)))
+        .collect()
 }
 
 /// Removes entries of files that were not backed up (left without a hash).

@@ -86,6 +86,7 @@ impl Store for DirStore {
         Self::clear(&jd.join(".trash"))?;
         let root = jd.join(".incomplete").join(name);
         std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+        isolate(&root)?;
         let mut warnings = Vec::new();
         let mut base = None;
         for prev in self.snapshots(job)?.iter().rev() {
@@ -161,5 +162,26 @@ impl Store for DirStore {
         let tmp = trash.join(format!("{name}.{}", std::process::id()));
         std::fs::rename(&src, &tmp).with_context(|| format!("cannot delete {}", src.display()))?;
         remove_tree(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))
+    }
+}
+
+/// Makes a new staging root pass nothing on to what is created below it: no setgid bit (new
+/// files would take the directory's group) and no default ACL (they would inherit it). The
+/// engine relies on that to skip setting what a file it creates already has; the root gets the
+/// source's own metadata when the tree is finished.
+fn isolate(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set permissions on {}", root.display()))?;
+    match xattr::remove(root, "system.posix_acl_default") {
+        Err(e)
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::ENODATA) | Some(libc::ENOTSUP) | Some(libc::ENOSYS)
+            ) =>
+        {
+            Err(e).with_context(|| format!("cannot remove the default ACL of {}", root.display()))
+        }
+        _ => Ok(()),
     }
 }
