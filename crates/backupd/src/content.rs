@@ -49,8 +49,12 @@ fn read_full(src: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn is_zero(b: &[u8]) -> bool {
-    let (pre, mid, post) = unsafe { b.align_to::<u128>() };
-    pre.iter().all(|x| *x == 0) && mid.iter().all(|x| *x == 0) && post.iter().all(|x| *x == 0)
+    let words = b.chunks_exact(16);
+    let tail = words.remainder();
+    words
+        .into_iter()
+        .all(|w| u128::from_ne_bytes(w.try_into().expect("16 bytes")) == 0)
+        && tail.iter().all(|x| *x == 0)
 }
 
 /// Copies with block hashes (see [`copy_hashed_from`]).

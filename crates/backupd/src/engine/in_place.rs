@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
@@ -17,7 +16,7 @@ use crate::content::Dest;
 use crate::manifest::{Entry, Kind, META_DIR};
 use crate::progress::Progress;
 use crate::relpath::RelPath;
-use crate::store::Staging;
+use crate::store::{Staging, remove_path};
 
 /// New entries by path: type, hard-link leader, and whether it leads a group.
 type NewIndex = HashMap<RelPath, (Kind, Option<RelPath>, bool)>;
@@ -67,7 +66,7 @@ pub(super) fn in_place(
                     deleted += 1;
                 }
                 touched.touch(p);
-                remove_any(&p.under(root))?;
+                remove_path(&p.under(root))?;
             }
         }
         None => {
@@ -98,7 +97,7 @@ pub(super) fn in_place(
                     }
                 } else {
                     touched.touch(&e.path);
-                    remove_any(&dst)?;
+                    remove_path(&dst)?;
                     make_symlink(e, &dst, c)?;
                 }
             }
@@ -137,7 +136,7 @@ pub(super) fn in_place(
         if !linked {
             let dst = e.path.under(root);
             touched.touch(&e.path);
-            remove_any(&dst)?;
+            remove_path(&dst)?;
             std::fs::hard_link(leader.under(root), &dst)
                 .with_context(|| format!("cannot link {}", dst.display()))?;
         }
@@ -235,23 +234,12 @@ fn in_place_file(
     };
     if !read {
         e.hash = None;
-        remove_any(&dst)?;
+        remove_path(&dst)?;
         return Ok(());
     }
     apply_meta(&dst, e, c)?;
     c.count_written(o, e);
     Ok(())
-}
-
-fn remove_any(p: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => {
-            crate::store::remove_tree(p).with_context(|| format!("cannot remove {}", p.display()))
-        }
-        Ok(_) => std::fs::remove_file(p).with_context(|| format!("cannot remove {}", p.display())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", p.display())),
-    }
 }
 
 /// Without a usable manifest, the tree's content is unknown: remove whatever the new snapshot
@@ -283,7 +271,7 @@ fn reconcile_extras(root: &Path, rel: &RelPath, index: &NewIndex) -> Result<u64>
                 }
             }
             _ => {
-                remove_any(&child.under(root))?;
+                remove_path(&child.under(root))?;
                 n += 1;
             }
         }

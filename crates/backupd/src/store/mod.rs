@@ -141,6 +141,19 @@ pub fn sync_filesystem(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Removes whatever is at `p` (a tree, a file or a symlink, never followed); nothing there is fine.
+pub fn remove_path(p: &Path) -> Result<()> {
+    use anyhow::Context;
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            remove_tree(p).with_context(|| format!("cannot remove {}", p.display()))
+        }
+        Ok(_) => std::fs::remove_file(p).with_context(|| format!("cannot remove {}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", p.display())),
+    }
+}
+
 /// Removes a tree, making read-only directories writable first if needed (non-root runs).
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {

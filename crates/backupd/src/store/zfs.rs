@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use jiff::Timestamp;
 
 use super::{
-    Base, SnapshotInfo, SnapshotView, Staging, Store, WriteMode, remove_tree, sync_filesystem,
+    Base, SnapshotInfo, SnapshotView, Staging, Store, WriteMode, remove_path, sync_filesystem,
 };
 use crate::manifest::{MANIFEST_FILE, META_DIR, Manifest};
 use crate::zfs::Zfs;
@@ -179,25 +179,34 @@ impl ZfsStore {
         }
     }
 
+    /// The dataset's newest snapshot, and whether it is one of this job's (only then may a run
+    /// roll the dataset back to it).
+    fn newest_snapshot(&self, ds: &str, job: &str) -> Result<Option<(String, bool)>> {
+        let Some(last) = self.zfs.snapshots(ds)?.pop() else {
+            return Ok(None);
+        };
+        let ours = self
+            .managed_snapshots(ds, job)?
+            .last()
+            .is_some_and(|s| last == format!("{ds}@{}", s.name));
+        Ok(Some((last, ours)))
+    }
+
     /// Brings the live dataset back to its last snapshot after an interrupted run.
     fn recover(&self, ds: &str, job: &str, root: &Path) -> Result<()> {
         if !root.join(INCOMPLETE_MARKER).exists() {
             return Ok(());
         }
-        match self.zfs.snapshots(ds)?.last() {
-            Some(last) => {
-                let managed = self.managed_snapshots(ds, job)?;
-                if !managed
-                    .iter()
-                    .any(|s| last.ends_with(&format!("@{}", s.name)))
-                {
+        match self.newest_snapshot(ds, job)? {
+            Some((last, ours)) => {
+                if !ours {
                     anyhow::bail!(
                         "dataset {ds} holds an interrupted run, and its newest snapshot {last} is not rackvault's; \
                          roll back by hand (zfs rollback) or destroy that snapshot, then run again"
                     );
                 }
                 tracing::warn!(dataset = ds, snapshot = %last, "rolling back an interrupted run");
-                self.zfs.rollback(last)?;
+                self.zfs.rollback(&last)?;
             }
             None => {
                 tracing::warn!(
@@ -205,12 +214,7 @@ impl ZfsStore {
                     "emptying the dataset after an interrupted first run"
                 );
                 for e in std::fs::read_dir(root)?.flatten() {
-                    let p = e.path();
-                    if e.file_type()?.is_dir() {
-                        remove_tree(&p)?
-                    } else {
-                        std::fs::remove_file(&p)?
-                    }
+                    remove_path(&e.path())?;
                 }
             }
         }
@@ -288,13 +292,8 @@ impl Store for ZfsStore {
     fn abort(&self, job: &str, staging: &Staging) -> Result<()> {
         let ds = self.dataset(job);
         // Free the space the failed run used; with no snapshot, the marker makes the next run clean up.
-        if let Some(last) = self.zfs.snapshots(&ds)?.last()
-            && self
-                .managed_snapshots(&ds, job)?
-                .iter()
-                .any(|s| last.ends_with(&format!("@{}", s.name)))
-        {
-            self.zfs.rollback(last)?;
+        if let Some((last, true)) = self.newest_snapshot(&ds, job)? {
+            self.zfs.rollback(&last)?;
         }
         let _ = staging;
         Ok(())
