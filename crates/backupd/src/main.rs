@@ -14,7 +14,7 @@ use backupd::config::{Config, ConfigError};
 use backupd::manifest::Kind;
 use backupd::progress::Progress;
 use backupd::relpath::RelPath;
-use backupd::store::{self, Store};
+use backupd::store;
 use backupd::{diff, prune, restore, run, verify};
 
 mod output;
@@ -424,6 +424,3 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
         }
     }
 }
-
-#[allow(dead_code)]
-fn _assert_object_safe(_: &dyn Store) {}

@@ -5,8 +5,8 @@
 //! with O_EXCL|O_NOFOLLOW, and nothing existing is replaced without `overwrite`. Conflicts are
 //! found before anything is written. Content is hashed while copied and checked against the manifest.
 
-use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::collections::HashSet;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -35,17 +35,15 @@ pub fn select<'m>(manifest: &'m Manifest, paths: &[RelPath]) -> Result<Vec<&'m E
             anyhow::bail!("{} is not in snapshot {}", p, manifest.header.snapshot);
         }
     }
-    let mut wanted: HashSet<&RelPath> = HashSet::new();
     let ancestors: Vec<RelPath> = paths.iter().flat_map(|p| p.ancestors()).collect();
     Ok(manifest
         .entries
         .iter()
         .filter(|e| {
-            let keep = paths.is_empty()
+            paths.is_empty()
                 || e.path.is_root()
                 || paths.iter().any(|p| e.path.starts_with(p))
-                || ancestors.contains(&e.path);
-            keep && wanted.insert(&e.path)
+                || ancestors.contains(&e.path)
         })
         .collect())
 }
@@ -76,8 +74,8 @@ pub fn restore(
         );
     }
     let mut report = RestoreReport::default();
-    let restored: HashSet<&RelPath> = chosen.iter().map(|e| &e.path).collect();
-    let mut inode_of: HashMap<&RelPath, u64> = HashMap::new();
+    // Files copied so far: a hard link whose leader is among them is linked, not copied again.
+    let mut copied: HashSet<&RelPath> = HashSet::new();
     for e in &chosen {
         let dst = e.path.under(target);
         match e.kind {
@@ -109,7 +107,7 @@ pub fn restore(
                 if let Some(leader) = e
                     .link
                     .as_ref()
-                    .filter(|l| restored.contains(l) && inode_of.contains_key(l))
+                    .filter(|l| copied.contains(l))
                 {
                     std::fs::hard_link(leader.under(target), &dst)
                         .with_context(|| format!("cannot link {}", dst.display()))?;
@@ -136,7 +134,7 @@ pub fn restore(
                         e.path
                     ));
                 }
-                inode_of.insert(&e.path, out.metadata()?.ino());
+                copied.insert(&e.path);
                 drop(out);
                 apply_meta(&dst, e, &mut report)?;
                 report.files += 1;
