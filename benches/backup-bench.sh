@@ -251,6 +251,31 @@ rm -rf "$WORK/mutref"     # (deleted long before the create-heavy measurements b
 # ---------------------------------------------------------------- directory store
 # Nothing is deleted during this section: every repetition gets fresh directories (the ext4 here slows
 # file creation for minutes after a bulk delete).
+# dir_incremental PHASE LABEL ORDER PREP LD_BASE LD_NEW: one incremental run of every dir-store tool, in ORDER,
+# each after PREP (sync or drop_caches) and a warm read of the source; rsync --link-dest links LD_NEW to LD_BASE.
+dir_incremental() {
+    local phase=$1 label=$2 order=$3 prep=$4 ldb=$5 ldn=$6 tool sn a0 l0
+    for tool in $order; do
+        $prep; warm "$SRC"
+        case $tool in
+        bd-sync|bd-nosync)
+            sn=$SN_S; [ $tool = bd-nosync ] && sn=$SN_N
+            a0=$(du_app "$sn"); l0=$(du_alloc "$sn")
+            bd_run "dir$r-$tool-$phase" "$D/$tool.toml"
+            record dir "$r" "$tool" "$phase" "$T" "$BW" $(( $(du_app "$sn") - a0 )) $(( $(du_alloc "$sn") - l0 )) - ;;
+        rsync)
+            timed "dir$r-rsync-$phase" rsync -a "$SRC/" "$D/rs/"
+            record dir "$r" rsync "$phase" "$T" - - - - ;;
+        rsync-ld)
+            a0=$(du_app "$D/$ldb"); l0=$(du_alloc "$D/$ldb")
+            timed "dir$r-rsyncld-$phase" rsync -a --link-dest="$D/$ldb" "$SRC/" "$D/$ldn/"
+            record dir "$r" rsync-ld "$phase" "$T" - $(( $(du_app "$D/$ldb" "$D/$ldn") - a0 )) \
+                $(( $(du_alloc "$D/$ldb" "$D/$ldn") - l0 )) - ;;
+        esac
+        log "  $tool $label: $T s"
+    done
+}
+
 for r in $(seq 1 "$REPS"); do
     D="$WORK/dir$r"; mkdir -p "$D"
     SRC="$D/corpus"
@@ -284,50 +309,14 @@ for r in $(seq 1 "$REPS"); do
     log "dir rep $r/$REPS: no change"
     # warm, no drop: every tool's previous tree was just written and is in cache; flush dirty data only
     if [ $((r % 2)) = 1 ]; then order="bd-sync bd-nosync rsync rsync-ld"; else order="rsync-ld rsync bd-nosync bd-sync"; fi
-    for tool in $order; do
-        sync; warm "$SRC"
-        case $tool in
-        bd-sync|bd-nosync)
-            sn=$SN_S; [ $tool = bd-nosync ] && sn=$SN_N
-            a0=$(du_app "$sn"); l0=$(du_alloc "$sn")
-            bd_run "dir$r-$tool-nochange" "$D/$tool.toml"
-            record dir "$r" "$tool" nochange "$T" "$BW" $(( $(du_app "$sn") - a0 )) $(( $(du_alloc "$sn") - l0 )) - ;;
-        rsync)
-            timed "dir$r-rsync-nochange" rsync -a "$SRC/" "$D/rs/"
-            record dir "$r" rsync nochange "$T" - - - - ;;
-        rsync-ld)
-            a0=$(du_app "$D/rs"); l0=$(du_alloc "$D/rs")
-            timed "dir$r-rsyncld-nochange" rsync -a --link-dest="$D/rs" "$SRC/" "$D/rsl1/"
-            record dir "$r" rsync-ld nochange "$T" - $(( $(du_app "$D/rs" "$D/rsl1") - a0 )) \
-                $(( $(du_alloc "$D/rs" "$D/rsl1") - l0 )) - ;;
-        esac
-        log "  $tool no change: $T s"
-    done
+    dir_incremental nochange "no change" "$order" sync rs rsl1
 
     log "dir rep $r/$REPS: after mutate"
     python3 "$CORPUS_PY" mutate "$SRC" --percent "$PERCENT" >"$LOGS/dir$r-mutate.json"
     # rsync -a (in place into its copy) must run after rsync-ld, which links against the unmutated rsl1 tree:
     # rsl1 stays untouched, so the order between them does not matter; alternate the rest.
     if [ $((r % 2)) = 1 ]; then order="bd-sync bd-nosync rsync-ld rsync"; else order="rsync rsync-ld bd-nosync bd-sync"; fi
-    for tool in $order; do
-        drop_caches; warm "$SRC"
-        case $tool in
-        bd-sync|bd-nosync)
-            sn=$SN_S; [ $tool = bd-nosync ] && sn=$SN_N
-            a0=$(du_app "$sn"); l0=$(du_alloc "$sn")
-            bd_run "dir$r-$tool-mutate" "$D/$tool.toml"
-            record dir "$r" "$tool" mutate "$T" "$BW" $(( $(du_app "$sn") - a0 )) $(( $(du_alloc "$sn") - l0 )) - ;;
-        rsync)
-            timed "dir$r-rsync-mutate" rsync -a "$SRC/" "$D/rs/"
-            record dir "$r" rsync mutate "$T" - - - - ;;
-        rsync-ld)
-            a0=$(du_app "$D/rsl1"); l0=$(du_alloc "$D/rsl1")
-            timed "dir$r-rsyncld-mutate" rsync -a --link-dest="$D/rsl1" "$SRC/" "$D/rsl2/"
-            record dir "$r" rsync-ld mutate "$T" - $(( $(du_app "$D/rsl1" "$D/rsl2") - a0 )) \
-                $(( $(du_alloc "$D/rsl1" "$D/rsl2") - l0 )) - ;;
-        esac
-        log "  $tool after mutate: $T s"
-    done
+    dir_incremental mutate "after mutate" "$order" drop_caches rsl1 rsl2
     if [ "$r" = "$REPS" ]; then
         for st in sync nosync; do
             sn=$SN_S; [ $st = nosync ] && sn=$SN_N
