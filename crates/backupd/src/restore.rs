@@ -104,11 +104,7 @@ pub fn restore(
             }
             Kind::File => {
                 remove_existing(&dst, overwrite)?;
-                if let Some(leader) = e
-                    .link
-                    .as_ref()
-                    .filter(|l| copied.contains(l))
-                {
+                if let Some(leader) = e.link.as_ref().filter(|l| copied.contains(l)) {
                     std::fs::hard_link(leader.under(target), &dst)
                         .with_context(|| format!("cannot link {}", dst.display()))?;
                     report.files += 1;
