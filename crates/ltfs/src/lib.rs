@@ -1,0 +1,9 @@
+//! LTFS 2.4: the on-tape format, written and read over the [`TapeDevice`] trait.
+//!
+//! This crate knows nothing about SCSI: `tapectl` implements [`TapeDevice`] for real and virtual drives.
+
+pub mod device;
+pub mod mam;
+
+pub use device::{DeviceError, Position, ReadOutcome, TapeDevice, WriteOutcome};
+pub use mam::{Attribute, AttributeFormat};

@@ -1,0 +1,1 @@
+//! A virtual IBM TS3200 tape library.
