@@ -1,1 +1,5 @@
 //! Tape library control: the LTO drive and SCSI medium changer command sets over any [`scsi::Transport`].
+
+pub mod changer;
+pub mod config;
+pub mod lock;
