@@ -121,6 +121,12 @@ start() {
         sleep 0.05
     done
     [ -n "$ok" ] || { cat "$V/tgtd.log" >&2; stop_tgtd; die "tgtd did not get ready on 127.0.0.1:$port in 5 s"; }
+    # tgtd keeps running when it cannot bind its portal (and the probe above may have reached someone
+    # else's listener): its log is the only sign.
+    if grep -q "failed to create/bind to portal" "$V/tgtd.log"; then
+        stop_tgtd
+        die "127.0.0.1:$port is already in use (tgtd could not bind it)"
+    fi
 
     # From here on any failure leaves a half-built library: stop tgtd before reporting it.
     trap 'stop_tgtd; die "setting up the library failed (see $V/tgtd.log)"' ERR

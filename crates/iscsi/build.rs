@@ -25,7 +25,10 @@ fn main() {
     };
 
     let mut build = cc::Build::new();
-    build.file("csrc/shim.c").warnings(true).extra_warnings(true);
+    build
+        .file("csrc/shim.c")
+        .warnings(true)
+        .extra_warnings(true);
     if let Some(dir) = include {
         build.include(dir);
     }
@@ -36,7 +39,9 @@ fn main() {
 /// `Some(extra include dir)` when libiscsi's headers are usable: pkg-config first (it also tells
 /// the library directory), then the Debian path.
 fn find_libiscsi() -> Option<Option<PathBuf>> {
-    if let Ok(out) = Command::new("pkg-config").args(["--cflags-only-I", "--libs-only-L", "libiscsi"]).output()
+    if let Ok(out) = Command::new("pkg-config")
+        .args(["--cflags-only-I", "--libs-only-L", "libiscsi"])
+        .output()
         && out.status.success()
     {
         let flags = String::from_utf8_lossy(&out.stdout);
@@ -48,7 +53,9 @@ fn find_libiscsi() -> Option<Option<PathBuf>> {
                 println!("cargo::rustc-link-search=native={dir}");
             }
         }
-        let header_ok = include.as_ref().is_some_and(|d| d.join("iscsi/iscsi.h").exists())
+        let header_ok = include
+            .as_ref()
+            .is_some_and(|d| d.join("iscsi/iscsi.h").exists())
             || PathBuf::from("/usr/include/iscsi/iscsi.h").exists();
         if header_ok {
             return Some(include);

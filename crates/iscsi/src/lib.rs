@@ -143,7 +143,10 @@ unsafe impl Send for IscsiDevice {}
 
 impl std::fmt::Debug for IscsiDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IscsiDevice").field("url", &self.desc).field("connected", &self.ctx.is_some()).finish()
+        f.debug_struct("IscsiDevice")
+            .field("url", &self.desc)
+            .field("connected", &self.ctx.is_some())
+            .finish()
     }
 }
 
@@ -162,7 +165,10 @@ impl IscsiDevice {
         login_timeout: Duration,
     ) -> Result<IscsiDevice, TransportError> {
         let desc = url.to_string();
-        let other = |message: String| TransportError::Other { device: desc.clone(), message };
+        let other = |message: String| TransportError::Other {
+            device: desc.clone(),
+            message,
+        };
         if !supported() {
             return Err(other(NO_SUPPORT.to_string()));
         }
@@ -210,9 +216,10 @@ impl IscsiDevice {
                 self.ctx = Some(ctx);
                 Ok(ctx)
             }
-            None if timed_out != 0 => {
-                Err(TransportError::Timeout { device: self.desc.clone(), timeout: self.login_timeout })
-            }
+            None if timed_out != 0 => Err(TransportError::Timeout {
+                device: self.desc.clone(),
+                timeout: self.login_timeout,
+            }),
             None => {
                 // SAFETY: shim_connect NUL-terminates err (snprintf).
                 let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
@@ -238,11 +245,22 @@ impl IscsiDevice {
 }
 
 impl Transport for IscsiDevice {
-    fn execute(&mut self, cdb: &[u8], data: DataDir<'_>, timeout: Duration) -> Result<Completion, TransportError> {
+    fn execute(
+        &mut self,
+        cdb: &[u8],
+        data: DataDir<'_>,
+        timeout: Duration,
+    ) -> Result<Completion, TransportError> {
         let device = self.desc.clone();
-        let other = |message: String| TransportError::Other { device: device.clone(), message };
+        let other = |message: String| TransportError::Other {
+            device: device.clone(),
+            message,
+        };
         if cdb.is_empty() || cdb.len() > 16 {
-            return Err(other(format!("CDB length {} is not 1 to 16 bytes", cdb.len())));
+            return Err(other(format!(
+                "CDB length {} is not 1 to 16 bytes",
+                cdb.len()
+            )));
         }
         let (dir, buf, len): (c_int, *mut u8, usize) = match data {
             DataDir::None => (0, std::ptr::null_mut(), 0),
@@ -250,7 +268,8 @@ impl Transport for IscsiDevice {
             // The shim never writes through an out buffer; libiscsi takes it as `unsigned char *`.
             DataDir::Out(b) => (2, b.as_ptr().cast_mut(), b.len()),
         };
-        let buflen = c_int::try_from(len).map_err(|_| other(format!("transfer of {len} bytes is too large")))?;
+        let buflen = c_int::try_from(len)
+            .map_err(|_| other(format!("transfer of {len} bytes is too large")))?;
         let ctx = match self.ctx {
             Some(ctx) => ctx,
             None => {
@@ -283,23 +302,38 @@ impl Transport for IscsiDevice {
         match rc {
             0..=255 => {
                 let sense = sense[..(sense_len.clamp(0, SENSE_CAP as c_int) as usize)].to_vec();
-                Ok(Completion { status: Status(rc as u8), sense, transferred: (xfer.max(0) as usize).min(len) })
+                Ok(Completion {
+                    status: Status(rc as u8),
+                    sense,
+                    transferred: (xfer.max(0) as usize).min(len),
+                })
             }
             ffi::SHIM_TIMEOUT => {
                 self.drop_session();
-                Err(TransportError::Timeout { device: self.desc.clone(), timeout })
+                Err(TransportError::Timeout {
+                    device: self.desc.clone(),
+                    timeout,
+                })
             }
             ffi::SHIM_POLL => {
                 let e = std::io::Error::last_os_error();
                 self.drop_session();
-                Err(TransportError::Io { device: self.desc.clone(), source: e })
+                Err(TransportError::Io {
+                    device: self.desc.clone(),
+                    source: e,
+                })
             }
             _ => {
                 // SAFETY: ctx is live; libiscsi returns a NUL-terminated string it owns, copied here
                 // before the context goes away.
-                let why = unsafe { CStr::from_ptr(ffi::shim_error(ctx.as_ptr())) }.to_string_lossy().into_owned();
+                let why = unsafe { CStr::from_ptr(ffi::shim_error(ctx.as_ptr())) }
+                    .to_string_lossy()
+                    .into_owned();
                 self.drop_session();
-                Err(other(format!("iSCSI command {:#04x} failed: {why}", cdb[0])))
+                Err(other(format!(
+                    "iSCSI command {:#04x} failed: {why}",
+                    cdb[0]
+                )))
             }
         }
     }
@@ -344,7 +378,9 @@ mod tests {
     #[test]
     fn bad_initiator_is_refused_before_any_network() {
         let url: IscsiUrl = "iscsi://127.0.0.1:1/iqn.x:y/0".parse().unwrap();
-        let e = IscsiDevice::connect(&url, "bad name").unwrap_err().to_string();
+        let e = IscsiDevice::connect(&url, "bad name")
+            .unwrap_err()
+            .to_string();
         if supported() {
             assert!(e.contains("bad initiator name"), "{e}");
         } else {
@@ -355,7 +391,9 @@ mod tests {
     #[test]
     fn unsupported_build_says_what_to_do() {
         let url: IscsiUrl = "iscsi://127.0.0.1:1/iqn.x:y/0".parse().unwrap();
-        let e = IscsiDevice::connect(&url, DEFAULT_INITIATOR).unwrap_err().to_string();
+        let e = IscsiDevice::connect(&url, DEFAULT_INITIATOR)
+            .unwrap_err()
+            .to_string();
         if supported() {
             // Nothing listens on port 1: a clear login error, not a hang.
             assert!(e.contains("iSCSI login to 127.0.0.1:1"), "{e}");

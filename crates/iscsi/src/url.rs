@@ -36,13 +36,22 @@ impl IscsiUrl {
 
     /// The same target with another LUN (a library's drives and changer share one target).
     pub fn with_lun(&self, lun: u16) -> IscsiUrl {
-        IscsiUrl { lun, ..self.clone() }
+        IscsiUrl {
+            lun,
+            ..self.clone()
+        }
     }
 }
 
 impl fmt::Display for IscsiUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "iscsi://{}/{}/{}", self.portal(), self.target_iqn, self.lun)
+        write!(
+            f,
+            "iscsi://{}/{}/{}",
+            self.portal(),
+            self.target_iqn,
+            self.lun
+        )
     }
 }
 
@@ -61,26 +70,41 @@ impl FromStr for IscsiUrl {
     type Err = UrlError;
 
     fn from_str(input: &str) -> Result<IscsiUrl, UrlError> {
-        let err = |reason: &str| UrlError { input: truncate(input), reason: reason.to_string() };
-        let rest = input.strip_prefix("iscsi://").ok_or_else(|| err("it must start with iscsi://"))?;
+        let err = |reason: &str| UrlError {
+            input: truncate(input),
+            reason: reason.to_string(),
+        };
+        let rest = input
+            .strip_prefix("iscsi://")
+            .ok_or_else(|| err("it must start with iscsi://"))?;
         if rest.contains(['?', '#']) {
             return Err(err("query strings and fragments are not supported"));
         }
-        let (authority, path) = rest.split_once('/').ok_or_else(|| err("the target name is missing"))?;
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| err("the target name is missing"))?;
         if authority.contains('@') {
-            return Err(err("credentials in the URL (user%password@) are not supported"));
+            return Err(err(
+                "credentials in the URL (user%password@) are not supported",
+            ));
         }
         let (host, port) = split_host_port(authority).map_err(|r| err(&r))?;
 
-        let (target, lun) = path.split_once('/').ok_or_else(|| err("the LUN is missing after the target name"))?;
+        let (target, lun) = path
+            .split_once('/')
+            .ok_or_else(|| err("the LUN is missing after the target name"))?;
         if target.is_empty() {
             return Err(err("the target name is empty"));
         }
         if target.len() > MAX_NAME_LEN {
-            return Err(err(&format!("the target name is longer than {MAX_NAME_LEN} bytes")));
+            return Err(err(&format!(
+                "the target name is longer than {MAX_NAME_LEN} bytes"
+            )));
         }
         if !target.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(err("the target name may hold only printable ASCII without spaces"));
+            return Err(err(
+                "the target name may hold only printable ASCII without spaces",
+            ));
         }
         if lun.contains('/') {
             return Err(err("unexpected path after the LUN"));
@@ -93,19 +117,31 @@ impl FromStr for IscsiUrl {
             .ok()
             .filter(|l| *l <= MAX_LUN && lun.bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(|| err(&format!("the LUN must be a number from 0 to {MAX_LUN}")))?;
-        Ok(IscsiUrl { host, port, target_iqn: target.to_string(), lun })
+        Ok(IscsiUrl {
+            host,
+            port,
+            target_iqn: target.to_string(),
+            lun,
+        })
     }
 }
 
 fn split_host_port(authority: &str) -> Result<(String, u16), String> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or("unclosed '[' in the host")?;
-        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err("bad IPv6 address in brackets".into());
         }
         match after {
             "" => (host, None),
-            p => (host, Some(p.strip_prefix(':').ok_or("junk after ']' in the host")?)),
+            p => (
+                host,
+                Some(p.strip_prefix(':').ok_or("junk after ']' in the host")?),
+            ),
         }
     } else {
         match authority.split_once(':') {
@@ -116,7 +152,10 @@ fn split_host_port(authority: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err("the host is missing".into());
     }
-    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':') {
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':')
+    {
         return Err("the host may hold only letters, digits, '-' and '.'".into());
     }
     let port = match port {
@@ -168,10 +207,16 @@ mod tests {
             }
         );
         assert_eq!(u.portal(), "127.0.0.1:3270");
-        assert_eq!(u.to_string(), "iscsi://127.0.0.1:3270/iqn.2024-01.org.rackvault:vtl/3");
+        assert_eq!(
+            u.to_string(),
+            "iscsi://127.0.0.1:3270/iqn.2024-01.org.rackvault:vtl/3"
+        );
         let u = url("iscsi://tapes.example/iqn.2024-01.org.rackvault:vtl/0");
         assert_eq!((u.host.as_str(), u.port, u.lun), ("tapes.example", 3260, 0));
-        assert_eq!(u.with_lun(1).to_string(), "iscsi://tapes.example:3260/iqn.2024-01.org.rackvault:vtl/1");
+        assert_eq!(
+            u.with_lun(1).to_string(),
+            "iscsi://tapes.example:3260/iqn.2024-01.org.rackvault:vtl/1"
+        );
     }
 
     #[test]
@@ -208,7 +253,10 @@ mod tests {
         let long = format!("iscsi://h/{}/1", "i".repeat(300));
         assert!(reason(&long).contains("longer than 223"));
         let e = "iscsi://h".parse::<IscsiUrl>().unwrap_err().to_string();
-        assert!(e.contains("expected iscsi://HOST[:PORT]/TARGET-IQN/LUN"), "{e}");
+        assert!(
+            e.contains("expected iscsi://HOST[:PORT]/TARGET-IQN/LUN"),
+            "{e}"
+        );
     }
 
     proptest! {
