@@ -77,7 +77,7 @@ ls /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so >/dev/null 2>&1 ||
 # busybox must be static: the guest runs it before anything else.
 if ldd /bin/busybox >/dev/null 2>&1; then die "/bin/busybox is dynamically linked: apt-get install busybox-static"; fi
 
-cache=${cache:-${XDG_CACHE_HOME:-$HOME/.cache}/rackvault/qemu}
+cache=${cache:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/rackvault/qemu}
 mkdir -p "$cache"
 cache=$(realpath "$cache")
 work=$(mktemp -d "${TMPDIR:-/tmp}/qemu-sgio.XXXXXX")

@@ -17,7 +17,8 @@ fn main() {
         let msg = "libiscsi not found (no iscsi/iscsi.h, no pkg-config libiscsi): building without iSCSI \
                    support; install libiscsi-dev (Debian) and rebuild";
         if std::env::var("RACKVAULT_REQUIRE_ISCSI").is_ok_and(|v| v == "1") {
-            panic!("RACKVAULT_REQUIRE_ISCSI=1 but {msg}");
+            eprintln!("error: RACKVAULT_REQUIRE_ISCSI=1 but {msg}");
+            std::process::exit(1);
         }
         println!("cargo::warning={msg}");
         println!("cargo::rustc-cfg=no_libiscsi");

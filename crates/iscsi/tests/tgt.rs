@@ -30,12 +30,16 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/tgt-vtl.sh")
 }
 
+fn require_libiscsi() {
+    assert!(
+        iscsi::supported(),
+        "this build of the iscsi crate has no libiscsi: install libiscsi-dev (apt-get install libiscsi-dev) and rebuild"
+    );
+}
+
 impl Tgt {
     fn start() -> Tgt {
-        assert!(
-            iscsi::supported(),
-            "this build of the iscsi crate has no libiscsi: install libiscsi-dev (apt-get install libiscsi-dev) and rebuild"
-        );
+        require_libiscsi();
         for tool in ["tgtd", "tgtadm", "tgtimg"] {
             let found = Command::new("sh")
                 .args([
@@ -434,6 +438,7 @@ fn bad_cdb_is_refused_and_session_survives() {
 
 #[test]
 fn login_errors_are_clear_and_bounded() {
+    require_libiscsi();
     // Nothing listens: refused at once.
     let free = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free.local_addr().unwrap().port();
