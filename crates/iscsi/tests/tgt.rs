@@ -533,3 +533,27 @@ fn command_timeout_drops_the_session_and_the_next_command_logs_in_again() {
         DeviceType::Changer
     );
 }
+
+#[test]
+fn target_gone_is_an_error_not_a_hang() {
+    let tgt = Tgt::start();
+    let mut changer = tgt.lun(3);
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("stop")
+        .arg(tgt.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t0 = Instant::now();
+    let e = scsi::inquiry::test_unit_ready(&mut changer).expect_err("TUR after tgtd stopped");
+    assert!(matches!(e, ScsiError::Transport(_)), "{e}");
+    // The next command tries a new login, which is refused.
+    let e = scsi::inquiry::test_unit_ready(&mut changer).expect_err("TUR with no target");
+    assert!(e.to_string().contains("iSCSI login"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+}
