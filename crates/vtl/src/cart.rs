@@ -1,0 +1,342 @@
+//! A cartridge directory in the LTFS reference implementation's file-backend layout
+//! (`<p>_<blk>_R|F|E`, `attr_<p>_<id hex>`, `filedebug_tc_conf.xml`) plus `rackvault-cartridge.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CLEANING_USES, DriveModel, VtlError, is_cleaning_barcode};
+
+pub(crate) const META_FILE: &str = "rackvault-cartridge.json";
+pub(crate) const CONF_FILE: &str = "filedebug_tc_conf.xml";
+pub(crate) const MIB: u64 = 1 << 20;
+
+/// `rackvault-cartridge.json`: what the file backend has no place for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CartMeta {
+    pub barcode: String,
+    pub generation: DriveModel,
+    /// Native capacity of the whole cartridge, MiB.
+    pub capacity_mb: u64,
+    /// Number of partitions (1 when fresh, 2..4 after FORMAT MEDIUM with partitioning).
+    pub partitions: u8,
+    /// Size of each partition in MiB (sums to at most `capacity_mb`).
+    pub partition_mb: Vec<u64>,
+    pub write_protected: bool,
+    pub cleaning: bool,
+    #[serde(default)]
+    pub cleaning_uses_left: u32,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// Thread count (volume statistics "volume mounts").
+    #[serde(default)]
+    pub mounts: u64,
+    #[serde(default)]
+    pub bytes_written: u64,
+    #[serde(default)]
+    pub bytes_read: u64,
+    #[serde(default)]
+    pub records_written: u64,
+    #[serde(default)]
+    pub records_read: u64,
+    #[serde(default)]
+    pub last_mount_bytes_written: u64,
+    #[serde(default)]
+    pub last_mount_bytes_read: u64,
+}
+
+impl CartMeta {
+    pub fn new(barcode: &str, generation: DriveModel, capacity_mb: u64, write_protected: bool) -> CartMeta {
+        let cleaning = is_cleaning_barcode(barcode);
+        CartMeta {
+            barcode: barcode.to_string(),
+            generation,
+            capacity_mb,
+            partitions: 1,
+            partition_mb: vec![capacity_mb],
+            write_protected,
+            cleaning,
+            cleaning_uses_left: if cleaning { CLEANING_USES } else { 0 },
+            created: crate::util::now_secs(),
+            mounts: 0,
+            bytes_written: 0,
+            bytes_read: 0,
+            records_written: 0,
+            records_read: 0,
+            last_mount_bytes_written: 0,
+            last_mount_bytes_read: 0,
+        }
+    }
+
+    pub fn partition_bytes(&self, p: usize) -> u64 {
+        self.partition_mb.get(p).copied().unwrap_or(0).saturating_mul(MIB)
+    }
+}
+
+pub(crate) fn meta_path(dir: &Path) -> PathBuf {
+    dir.join(META_FILE)
+}
+
+pub(crate) fn load_meta(dir: &Path) -> Result<CartMeta, VtlError> {
+    let p = meta_path(dir);
+    let b = fs::read(&p).map_err(|e| VtlError::io(&p, e))?;
+    let mut m: CartMeta = serde_json::from_slice(&b).map_err(|e| VtlError::Corrupt { path: p.clone(), message: e.to_string() })?;
+    if m.partitions == 0 || m.partitions > 4 || m.partition_mb.len() != m.partitions as usize {
+        return Err(VtlError::Corrupt { path: p, message: "partition count and sizes disagree".into() });
+    }
+    m.capacity_mb = m.capacity_mb.max(1);
+    Ok(m)
+}
+
+pub(crate) fn save_meta(dir: &Path, m: &CartMeta) -> Result<(), VtlError> {
+    let p = meta_path(dir);
+    let bytes = serde_json::to_vec_pretty(m).map_err(|e| VtlError::Corrupt { path: p.clone(), message: e.to_string() })?;
+    write_atomic(&p, &bytes)
+}
+
+fn write_atomic(p: &Path, bytes: &[u8]) -> Result<(), VtlError> {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = p.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = File::create(&tmp).map_err(|e| VtlError::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| VtlError::io(&tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, p).map_err(|e| VtlError::io(p, e))
+}
+
+/// `filedebug_tc_conf.xml`, as the reference backend writes it (4-space indent, libxml2 style).
+pub(crate) fn write_conf(dir: &Path, m: &CartMeta) -> Result<(), VtlError> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<filedebug_cartridge_config>\n    <dummy_io>false</dummy_io>\n    \
+         <emulate_readonly>{}</emulate_readonly>\n    <capacity_mb>{}</capacity_mb>\n    <cart_type>{}</cart_type>\n    \
+         <density_code>{:x}</density_code>\n    <delay_mode>None</delay_mode>\n    <wraps>40</wraps>\n    \
+         <eot_to_bot_sec>12</eot_to_bot_sec>\n    <change_direction_us>2000000</change_direction_us>\n    \
+         <change_track_us>10000</change_track_us>\n    <threading_sec>12</threading_sec>\n</filedebug_cartridge_config>\n",
+        m.write_protected,
+        m.capacity_mb,
+        if m.cleaning { "CLN" } else { m.generation.cart_type() },
+        m.generation.density_code(),
+    );
+    write_atomic(&dir.join(CONF_FILE), xml.as_bytes())
+}
+
+/// Makes a fresh cartridge: one empty partition (`0_0_E`), VCR 1, conf and meta.
+pub(crate) fn create(dir: &Path, m: &CartMeta) -> Result<(), VtlError> {
+    fs::create_dir_all(dir).map_err(|e| VtlError::io(dir, e))?;
+    let e = rec_path(dir, 0, 0, 'E');
+    File::create(&e).map_err(|err| VtlError::io(&e, err))?;
+    write_vcr(dir, 1)?;
+    write_conf(dir, m)?;
+    save_meta(dir, m)
+}
+
+/// The cartridges directory's barcodes (subdirectories holding a meta file).
+pub(crate) fn list_cartridges(dir: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(dir) else { return Vec::new() };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| e.path().join(META_FILE).is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect()
+}
+
+pub(crate) fn rec_path(dir: &Path, p: usize, blk: u64, kind: char) -> PathBuf {
+    dir.join(format!("{p}_{blk}_{kind}"))
+}
+
+pub(crate) fn attr_path(dir: &Path, p: usize, id: u16) -> PathBuf {
+    dir.join(format!("attr_{p}_{id:x}"))
+}
+
+/// The volume change reference (attribute 0x0009 in `attr_0_9`, 4-byte value).
+pub(crate) fn read_vcr(dir: &Path) -> Option<u32> {
+    let b = fs::read(attr_path(dir, 0, 0x0009)).ok()?;
+    let v = b.get(5..)?;
+    match v.len() {
+        4 => Some(u32::from_be_bytes(v.try_into().ok()?)),
+        8 => Some(u64::from_be_bytes(v.try_into().ok()?) as u32),
+        _ => None,
+    }
+}
+
+pub(crate) fn write_vcr(dir: &Path, v: u32) -> Result<(), VtlError> {
+    let mut b = vec![0x00, 0x09, 0x00, 0x00, 0x04];
+    b.extend_from_slice(&v.to_be_bytes());
+    let p = attr_path(dir, 0, 0x0009);
+    fs::write(&p, b).map_err(|e| VtlError::io(&p, e))
+}
+
+/// Host attributes stored as `attr_<p>_<id>` (id ≥ 0x0800), raw file contents (header + value).
+pub(crate) fn list_attrs(dir: &Path, partition: usize) -> BTreeMap<u16, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = fs::read_dir(dir) else { return out };
+    let prefix = format!("attr_{partition}_");
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(hex) = name.strip_prefix(&prefix) else { continue };
+        let Ok(id) = u16::from_str_radix(hex, 16) else { continue };
+        if id < 0x0800 {
+            continue;
+        }
+        if let Ok(b) = fs::read(e.path())
+            && b.len() >= 5
+        {
+            out.insert(id, b);
+        }
+    }
+    out
+}
+
+/// What a scan of one partition found.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PartScan {
+    /// First block after the contiguous run of records and filemarks from block 0.
+    pub eod: u64,
+    pub filemarks: BTreeSet<u64>,
+    /// Sum of record sizes below EOD.
+    pub bytes: u64,
+    /// Blocks holding an `_E` marker.
+    pub eod_markers: Vec<u64>,
+    /// Records or filemarks beyond a gap (unreachable, not valid in the layout).
+    pub orphans: Vec<(u64, char)>,
+}
+
+/// Scans a cartridge directory. Partitions beyond `partitions` are ignored.
+pub(crate) fn scan(dir: &Path, partitions: usize) -> Result<Vec<PartScan>, VtlError> {
+    let mut recs: Vec<BTreeMap<u64, (bool, u64)>> = vec![BTreeMap::new(); partitions]; // blk -> (is_fm, size)
+    let mut markers: Vec<Vec<u64>> = vec![Vec::new(); partitions];
+    let rd = fs::read_dir(dir).map_err(|e| VtlError::io(dir, e))?;
+    for e in rd {
+        let e = e.map_err(|err| VtlError::io(dir, err))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((p, blk, kind)) = parse_rec_name(name) else { continue };
+        if p >= partitions {
+            continue;
+        }
+        match kind {
+            'E' => markers[p].push(blk),
+            'F' => {
+                recs[p].insert(blk, (true, 0));
+            }
+            'R' => {
+                let size = e.metadata().map_err(|err| VtlError::io(e.path(), err))?.len();
+                recs[p].entry(blk).or_insert((false, size));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::with_capacity(partitions);
+    for p in 0..partitions {
+        let mut s = PartScan::default();
+        let mut next = 0u64;
+        for (&blk, &(fm, size)) in &recs[p] {
+            if blk == next {
+                if fm {
+                    s.filemarks.insert(blk);
+                } else {
+                    s.bytes += size;
+                }
+                next += 1;
+            } else {
+                s.orphans.push((blk, if fm { 'F' } else { 'R' }));
+            }
+        }
+        s.eod = next;
+        markers[p].sort_unstable();
+        s.eod_markers = std::mem::take(&mut markers[p]);
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn parse_rec_name(name: &str) -> Option<(usize, u64, char)> {
+    let mut it = name.splitn(3, '_');
+    let p = it.next()?;
+    let blk = it.next()?;
+    let kind = it.next()?;
+    if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) || blk.is_empty() || !blk.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let kind = match kind {
+        "R" => 'R',
+        "F" => 'F',
+        "E" => 'E',
+        _ => return None,
+    };
+    Some((p.parse().ok()?, blk.parse().ok()?, kind))
+}
+
+/// Makes the partition layout valid, like a drive rebuilding EOD: orphans beyond a gap and stray `_E`
+/// markers are removed, and exactly one `_E` is put at EOD. Returns true when something was repaired.
+pub(crate) fn repair(dir: &Path, p: usize, s: &mut PartScan) -> Result<bool, VtlError> {
+    let mut repaired = false;
+    for &(blk, kind) in &s.orphans {
+        tracing::warn!(cartridge = %dir.display(), partition = p, block = blk, "removing {kind} beyond end of data (unreachable)");
+        remove_if_exists(&rec_path(dir, p, blk, kind))?;
+        repaired = true;
+    }
+    s.orphans.clear();
+    let mut has_eod = false;
+    for &blk in &s.eod_markers {
+        if blk == s.eod {
+            has_eod = true;
+        } else {
+            tracing::warn!(cartridge = %dir.display(), partition = p, block = blk, eod = s.eod, "removing a stray end-of-data marker");
+            remove_if_exists(&rec_path(dir, p, blk, 'E'))?;
+            repaired = true;
+        }
+    }
+    if !has_eod {
+        tracing::warn!(cartridge = %dir.display(), partition = p, eod = s.eod, "end-of-data marker missing (interrupted write); rebuilt EOD after the last record");
+        let e = rec_path(dir, p, s.eod, 'E');
+        File::create(&e).map_err(|err| VtlError::io(&e, err))?;
+        repaired = true;
+    }
+    s.eod_markers = vec![s.eod];
+    Ok(repaired)
+}
+
+pub(crate) fn remove_if_exists(p: &Path) -> Result<(), VtlError> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(VtlError::io(p, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_rec_name("0_12_R"), Some((0, 12, 'R')));
+        assert_eq!(parse_rec_name("1_0_E"), Some((1, 0, 'E')));
+        assert_eq!(parse_rec_name("attr_0_9"), None);
+        assert_eq!(parse_rec_name("0_x_R"), None);
+        assert_eq!(parse_rec_name("0_1_RR"), None);
+    }
+
+    #[test]
+    fn scan_and_repair() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        fs::write(dir.join("0_0_R"), b"abc").unwrap();
+        fs::write(dir.join("0_1_F"), b"").unwrap();
+        fs::write(dir.join("0_2_R"), b"de").unwrap();
+        fs::write(dir.join("0_4_R"), b"orphan").unwrap();
+        fs::write(dir.join("0_1_E"), b"").unwrap();
+        let mut s = scan(dir, 1).unwrap().remove(0);
+        assert_eq!(s.eod, 3);
+        assert_eq!(s.bytes, 5);
+        assert_eq!(s.filemarks.iter().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(repair(dir, 0, &mut s).unwrap());
+        assert!(dir.join("0_3_E").exists() && !dir.join("0_1_E").exists() && !dir.join("0_4_R").exists());
+        let mut again = scan(dir, 1).unwrap().remove(0);
+        assert!(!repair(dir, 0, &mut again).unwrap());
+    }
+}
