@@ -2,4 +2,5 @@
 
 pub mod changer;
 pub mod config;
+pub mod drive;
 pub mod lock;
