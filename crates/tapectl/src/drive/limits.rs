@@ -21,7 +21,11 @@ pub struct BlockLimits {
 impl BlockLimits {
     /// Needs the 6 bytes of the response.
     pub fn decode(b: &[u8]) -> Option<BlockLimits> {
-        Some(BlockLimits { granularity: *b.first()? & 0x1f, max: be::u24_at(b, 1)?, min: be::u16_at(b, 4)? })
+        Some(BlockLimits {
+            granularity: *b.first()? & 0x1f,
+            max: be::u24_at(b, 1)?,
+            min: be::u16_at(b, 4)?,
+        })
     }
 
     pub fn encode(&self) -> [u8; 6] {
@@ -100,7 +104,11 @@ impl DensityDescriptor {
         be::put(&mut d, 8, 2, self.media_width as u64);
         be::put(&mut d, 10, 2, self.tracks as u64);
         be::put(&mut d, 12, 4, self.capacity_mb as u64);
-        for (range, s) in [(16..24, &self.organization), (24..32, &self.name), (32..52, &self.description)] {
+        for (range, s) in [
+            (16..24, &self.organization),
+            (24..32, &self.name),
+            (32..52, &self.description),
+        ] {
             for (dst, c) in d[range].iter_mut().zip(s.bytes()) {
                 *dst = c;
             }
@@ -112,9 +120,15 @@ impl DensityDescriptor {
 /// Decodes REPORT DENSITY SUPPORT data: a 4-byte header (available length) and 52-byte descriptors.
 /// Trusts neither the header (clamped to the bytes present) nor a cut last descriptor (dropped).
 pub fn decode_density_report(b: &[u8]) -> Vec<DensityDescriptor> {
-    let Some(avail) = be::u16_at(b, 0) else { return Vec::new() };
+    let Some(avail) = be::u16_at(b, 0) else {
+        return Vec::new();
+    };
     let end = b.len().min(2 + avail as usize);
-    b.get(4..end).unwrap_or(&[]).chunks_exact(DENSITY_DESCRIPTOR_LEN).filter_map(DensityDescriptor::decode).collect()
+    b.get(4..end)
+        .unwrap_or(&[])
+        .chunks_exact(DENSITY_DESCRIPTOR_LEN)
+        .filter_map(DensityDescriptor::decode)
+        .collect()
 }
 
 pub fn encode_density_report(descriptors: &[DensityDescriptor]) -> Vec<u8> {
@@ -164,7 +178,11 @@ pub fn density_name(density: u8) -> Option<&'static str> {
 
 /// The drive's generation: the highest LTO generation among the densities it reports (media = false).
 pub fn drive_generation(descriptors: &[DensityDescriptor]) -> Option<u8> {
-    descriptors.iter().flat_map(|d| [d.primary, d.secondary]).filter_map(lto_generation).max()
+    descriptors
+        .iter()
+        .flat_map(|d| [d.primary, d.secondary])
+        .filter_map(lto_generation)
+        .max()
 }
 
 #[cfg(test)]
@@ -190,12 +208,23 @@ mod tests {
 
     #[test]
     fn block_limits() {
-        let l = BlockLimits { granularity: 0, max: 0x80_0000, min: 1 };
+        let l = BlockLimits {
+            granularity: 0,
+            max: 0x80_0000,
+            min: 1,
+        };
         assert_eq!(BlockLimits::decode(&l.encode()), Some(l));
         assert_eq!(l.max_record(), 0x80_0000);
         assert_eq!(BlockLimits { max: 0, ..l }.max_record(), 0xff_ffff);
         // tgt: 1 MiB max, granularity 2.
-        assert_eq!(BlockLimits::decode(&[2, 0x10, 0, 0, 0, 4]), Some(BlockLimits { granularity: 2, max: 1 << 20, min: 4 }));
+        assert_eq!(
+            BlockLimits::decode(&[2, 0x10, 0, 0, 0, 4]),
+            Some(BlockLimits {
+                granularity: 2,
+                max: 1 << 20,
+                min: 4
+            })
+        );
         for cut in 0..6 {
             assert_eq!(BlockLimits::decode(&l.encode()[..cut]), None);
         }
@@ -203,7 +232,11 @@ mod tests {
 
     #[test]
     fn density_report_gives_generation() {
-        let report = encode_density_report(&[lto(0x5a, "U-616", false), lto(0x5c, "U-732", true), lto(0x5e, "U-832", true)]);
+        let report = encode_density_report(&[
+            lto(0x5a, "U-616", false),
+            lto(0x5c, "U-732", true),
+            lto(0x5e, "U-832", true),
+        ]);
         let d = decode_density_report(&report);
         assert_eq!(d.len(), 3);
         assert_eq!(d[1].name, "U-732");

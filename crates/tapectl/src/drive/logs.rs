@@ -18,7 +18,18 @@ pub const PAGE_TAPE_CAPACITY: u8 = 0x31;
 
 /// LOG SENSE with PC = 01b (current cumulative values), parameter pointer 0.
 pub fn log_sense_cdb(page: u8, subpage: u8, alloc: u16) -> [u8; 10] {
-    let mut c = [LOG_SENSE, 0, 0x40 | (page & 0x3f), subpage, 0, 0, 0, 0, 0, 0];
+    let mut c = [
+        LOG_SENSE,
+        0,
+        0x40 | (page & 0x3f),
+        subpage,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
     be::put(&mut c, 7, 2, alloc as u64);
     c
 }
@@ -46,7 +57,11 @@ impl<'a> LogPage<'a> {
         let subpage = *b.get(1)?;
         let len = be::u16_at(b, 2)? as usize;
         let end = b.len().min(4 + len);
-        Some(LogPage { page, subpage, body: &b[4..end] })
+        Some(LogPage {
+            page,
+            subpage,
+            body: &b[4..end],
+        })
     }
 
     /// The parameters, in order. A parameter whose header or value is cut ends the walk.
@@ -56,7 +71,11 @@ impl<'a> LogPage<'a> {
             let h = rest.get(..4)?;
             let len = h[3] as usize;
             let value = rest.get(4..4 + len)?;
-            let p = LogParameter { code: u16::from_be_bytes([h[0], h[1]]), control: h[2], value };
+            let p = LogParameter {
+                code: u16::from_be_bytes([h[0], h[1]]),
+                control: h[2],
+                value,
+            };
             rest = &rest[4 + len..];
             Some(p)
         })
@@ -69,7 +88,12 @@ impl<'a> LogPage<'a> {
 
 /// Builds a log page (for test transports and the virtual library).
 pub fn encode_log_page(page: u8, subpage: u8, params: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut b = vec![page & 0x3f | if subpage != 0 { 0x40 } else { 0 }, subpage, 0, 0];
+    let mut b = vec![
+        page & 0x3f | if subpage != 0 { 0x40 } else { 0 },
+        subpage,
+        0,
+        0,
+    ];
     for (code, value) in params {
         b.extend_from_slice(&code.to_be_bytes());
         b.push(0x03); // TSD | ETC=0 | format: binary list (LBIN, LP)
@@ -141,7 +165,10 @@ pub const TAPE_ALERT_FLAGS: [(&str, Severity); 64] = [
     ("loader magazine (obsolete)", C),
     ("loader predictive failure (obsolete)", W),
     ("external data encryption control: communication failure", W),
-    ("external data encryption control: key manager returned an error", W),
+    (
+        "external data encryption control: key manager returned an error",
+        W,
+    ),
     ("diminished native capacity", W),
     ("lost statistics", W),
     ("tape directory invalid at unload", W),
@@ -193,7 +220,11 @@ impl TapeAlerts {
     pub fn flags(&self) -> impl Iterator<Item = TapeAlertFlag> + '_ {
         (1..=64u8).filter(|&n| self.is_set(n)).map(|n| {
             let (name, severity) = TAPE_ALERT_FLAGS[n as usize - 1];
-            TapeAlertFlag { number: n, name, severity }
+            TapeAlertFlag {
+                number: n,
+                name,
+                severity,
+            }
         })
     }
 
@@ -237,13 +268,19 @@ impl TapeAlerts {
 
     /// Encodes page 0x12 (for test transports).
     pub fn encode_response_page(&self) -> Vec<u8> {
-        encode_log_page(PAGE_TAPE_ALERT_RESPONSE, 0, &[(0, &self.0.reverse_bits().to_be_bytes())])
+        encode_log_page(
+            PAGE_TAPE_ALERT_RESPONSE,
+            0,
+            &[(0, &self.0.reverse_bits().to_be_bytes())],
+        )
     }
 
     /// Encodes page 0x2E (for test transports).
     pub fn encode_page(&self) -> Vec<u8> {
         let values: Vec<[u8; 1]> = (1..=64u8).map(|n| [self.is_set(n) as u8]).collect();
-        let params: Vec<(u16, &[u8])> = (1..=64u16).map(|n| (n, &values[n as usize - 1][..])).collect();
+        let params: Vec<(u16, &[u8])> = (1..=64u16)
+            .map(|n| (n, &values[n as usize - 1][..]))
+            .collect();
         encode_log_page(PAGE_TAPE_ALERT, 0, &params)
     }
 }
@@ -326,10 +363,16 @@ pub fn decode_volume_statistics(b: &[u8]) -> Option<Vec<VolumeStatistic>> {
                 let value = match p.code {
                     0x0040..=0x007f => StatValue::Text(be::ascii(p.value)),
                     0x0200..=0x02ff => StatValue::Partitions(partition_records(p.value)),
-                    _ if (1..=8).contains(&p.value.len()) => StatValue::Counter(be::uint_at(p.value, 0, p.value.len()).unwrap_or(0)),
+                    _ if (1..=8).contains(&p.value.len()) => {
+                        StatValue::Counter(be::uint_at(p.value, 0, p.value.len()).unwrap_or(0))
+                    }
                     _ => StatValue::Raw(p.value.to_vec()),
                 };
-                VolumeStatistic { code: p.code, name: volume_statistic_name(p.code), value }
+                VolumeStatistic {
+                    code: p.code,
+                    name: volume_statistic_name(p.code),
+                    value,
+                }
             })
             .collect(),
     )
@@ -346,7 +389,9 @@ fn partition_records(mut b: &[u8]) -> Vec<(u16, u64)> {
             break;
         }
         let vlen = (total - 4).min(8);
-        let (Some(part), Some(v)) = (be::u16_at(d, 2), be::uint_at(d, 4, vlen)) else { break };
+        let (Some(part), Some(v)) = (be::u16_at(d, 2), be::uint_at(d, 4, vlen)) else {
+            break;
+        };
         out.push((part, v));
         b = &b[total..];
     }
@@ -402,7 +447,10 @@ mod tests {
 
     #[test]
     fn cdb() {
-        assert_eq!(log_sense_cdb(0x12, 0, 0x40), [0x4d, 0, 0x52, 0, 0, 0, 0, 0, 0x40, 0]);
+        assert_eq!(
+            log_sense_cdb(0x12, 0, 0x40),
+            [0x4d, 0, 0x52, 0, 0, 0, 0, 0, 0x40, 0]
+        );
     }
 
     #[test]
@@ -411,12 +459,21 @@ mod tests {
         let page = encode_log_page(0x12, 0, &[(0, &[0x80, 0, 0x10, 0, 0, 0, 0, 0x01])]);
         let t = TapeAlerts::decode_response_page(&page).unwrap();
         assert!(t.is_set(1) && t.is_set(0x14) && t.is_set(64));
-        assert_eq!(t.flags().map(|f| f.number).collect::<Vec<_>>(), vec![1, 0x14, 64]);
+        assert_eq!(
+            t.flags().map(|f| f.number).collect::<Vec<_>>(),
+            vec![1, 0x14, 64]
+        );
         assert!(t.needs_cleaning() && t.is_critical());
         assert!(!TapeAlerts(1).is_critical());
-        assert_eq!(TapeAlerts::decode_response_page(&t.encode_response_page()), Some(t));
+        assert_eq!(
+            TapeAlerts::decode_response_page(&t.encode_response_page()),
+            Some(t)
+        );
         assert_eq!(TAPE_ALERT_FLAGS[0x14 - 1].0, "clean now");
-        assert_eq!(TAPE_ALERT_FLAGS[0x3c - 1].0, "WORM medium: overwrite attempted");
+        assert_eq!(
+            TAPE_ALERT_FLAGS[0x3c - 1].0,
+            "WORM medium: overwrite attempted"
+        );
     }
 
     #[test]
@@ -440,14 +497,18 @@ mod tests {
         t.set(0x40);
         let resp = t.encode_response_page();
         for cut in 0..resp.len() {
-            assert_eq!(TapeAlerts::decode_response_page(&resp[..cut]), None, "cut {cut}");
+            assert_eq!(
+                TapeAlerts::decode_response_page(&resp[..cut]),
+                None,
+                "cut {cut}"
+            );
         }
         let page = t.encode_page();
         for cut in 0..page.len() {
             let d = TapeAlerts::decode_page(&page[..cut]);
             assert_eq!(d.is_some(), cut >= 4);
             // Flag 64 is the last parameter: set only when it is whole.
-            assert_eq!(d.is_some_and(|d| d.is_set(0x40)), false, "cut {cut}");
+            assert!(!d.is_some_and(|d| d.is_set(0x40)), "cut {cut}");
         }
         assert_eq!(TapeAlerts::decode_page(&page), Some(t));
     }
@@ -494,10 +555,20 @@ mod tests {
         );
         let v = decode_volume_statistics(&page).unwrap();
         assert_eq!(v.len(), 6);
-        assert_eq!(v[1], VolumeStatistic { code: 1, name: Some("thread count"), value: StatValue::Counter(107) });
+        assert_eq!(
+            v[1],
+            VolumeStatistic {
+                code: 1,
+                name: Some("thread count"),
+                value: StatValue::Counter(107)
+            }
+        );
         assert_eq!(v[2].value, StatValue::Counter(151_840));
         assert_eq!(v[3].value, StatValue::Text("QIM001L6".into()));
-        assert_eq!(v[4].value, StatValue::Partitions(vec![(0, 35_000), (1, 2_300_000)]));
+        assert_eq!(
+            v[4].value,
+            StatValue::Partitions(vec![(0, 35_000), (1, 2_300_000)])
+        );
         assert_eq!(v[5].value, StatValue::Raw(vec![0; 12]));
         assert_eq!(v[5].name, None);
         for cut in 0..page.len() {
@@ -512,7 +583,16 @@ mod tests {
 
     #[test]
     fn tape_capacity_page() {
-        let page = encode_log_page(0x31, 0, &[(1, &35_043u32.to_be_bytes()), (2, &2_175_076u32.to_be_bytes()), (3, &35_060u32.to_be_bytes()), (4, &2_314_062u32.to_be_bytes())]);
+        let page = encode_log_page(
+            0x31,
+            0,
+            &[
+                (1, &35_043u32.to_be_bytes()),
+                (2, &2_175_076u32.to_be_bytes()),
+                (3, &35_060u32.to_be_bytes()),
+                (4, &2_314_062u32.to_be_bytes()),
+            ],
+        );
         let c = TapeCapacity::decode(&page).unwrap();
         assert_eq!(c.remaining, [Some(35_043), Some(2_175_076)]);
         assert_eq!(c.maximum, [Some(35_060), Some(2_314_062)]);

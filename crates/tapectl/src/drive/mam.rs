@@ -21,7 +21,12 @@ pub enum ReadAttributeAction {
     List = 1,
 }
 
-pub fn read_attribute_cdb(action: ReadAttributeAction, partition: u8, first_id: u16, alloc: u32) -> [u8; 16] {
+pub fn read_attribute_cdb(
+    action: ReadAttributeAction,
+    partition: u8,
+    first_id: u16,
+    alloc: u32,
+) -> [u8; 16] {
     let mut c = [0u8; 16];
     c[0] = READ_ATTRIBUTE;
     c[1] = action as u8;
@@ -63,12 +68,20 @@ pub fn attribute_data_len(b: &[u8]) -> Option<usize> {
 /// the list is empty, or it is cut.
 pub fn decode_one_attribute(b: &[u8], id: u16) -> Option<Attribute> {
     let (_, body) = body(b)?;
-    Attribute::decode(body).map(|(a, _)| a).filter(|a| a.id == id)
+    Attribute::decode(body)
+        .map(|(a, _)| a)
+        .filter(|a| a.id == id)
 }
 
 /// Decodes service action 1 data: the identifiers of the attributes present.
 pub fn decode_attribute_list(b: &[u8]) -> Vec<u16> {
-    body(b).map(|(_, body)| body.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()).unwrap_or_default()
+    body(b)
+        .map(|(_, body)| {
+            body.chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The WRITE ATTRIBUTE parameter list: 4-byte length, then the attributes.
@@ -102,8 +115,16 @@ pub enum Display {
 
 /// Names of the attributes tapectl shows (SPC-4 MAM attributes, plus IBM's LTFS volume lock).
 pub const KNOWN_ATTRIBUTES: &[(u16, &str, Display)] = &[
-    (0x0000, "remaining capacity in partition", Display::Number(" MiB")),
-    (0x0001, "maximum capacity in partition", Display::Number(" MiB")),
+    (
+        0x0000,
+        "remaining capacity in partition",
+        Display::Number(" MiB"),
+    ),
+    (
+        0x0001,
+        "maximum capacity in partition",
+        Display::Number(" MiB"),
+    ),
     (0x0002, "TapeAlert flags", Display::Hex),
     (0x0003, "load count", Display::Number("")),
     (0x0004, "MAM space remaining", Display::Number(" B")),
@@ -115,10 +136,26 @@ pub const KNOWN_ATTRIBUTES: &[(u16, &str, Display)] = &[
     (0x020b, "device at load n-1", Display::Text),
     (0x020c, "device at load n-2", Display::Text),
     (0x020d, "device at load n-3", Display::Text),
-    (0x0220, "total MiB written in medium life", Display::Number(" MiB")),
-    (0x0221, "total MiB read in medium life", Display::Number(" MiB")),
-    (0x0222, "total MiB written in current/last load", Display::Number(" MiB")),
-    (0x0223, "total MiB read in current/last load", Display::Number(" MiB")),
+    (
+        0x0220,
+        "total MiB written in medium life",
+        Display::Number(" MiB"),
+    ),
+    (
+        0x0221,
+        "total MiB read in medium life",
+        Display::Number(" MiB"),
+    ),
+    (
+        0x0222,
+        "total MiB written in current/last load",
+        Display::Number(" MiB"),
+    ),
+    (
+        0x0223,
+        "total MiB read in current/last load",
+        Display::Number(" MiB"),
+    ),
     (0x0400, "medium manufacturer", Display::Text),
     (0x0401, "medium serial number", Display::Text),
     (0x0402, "medium length", Display::Number(" m")),
@@ -145,20 +182,30 @@ pub const KNOWN_ATTRIBUTES: &[(u16, &str, Display)] = &[
 
 /// The name of a known attribute.
 pub fn attribute_name(id: u16) -> Option<&'static str> {
-    KNOWN_ATTRIBUTES.iter().find(|(i, ..)| *i == id).map(|(_, n, _)| *n)
+    KNOWN_ATTRIBUTES
+        .iter()
+        .find(|(i, ..)| *i == id)
+        .map(|(_, n, _)| *n)
 }
 
 /// The value of an attribute for display: known attributes as their table says, others by their format
 /// (ASCII/text trimmed, binary up to 8 bytes as a number, longer binary as hex).
 pub fn display_value(a: &Attribute) -> String {
-    let how = KNOWN_ATTRIBUTES.iter().find(|(i, ..)| *i == a.id).map(|(.., d)| *d).unwrap_or(match a.format {
-        AttributeFormat::Ascii | AttributeFormat::Text => Display::Text,
-        _ if (1..=8).contains(&a.value.len()) => Display::Number(""),
-        _ => Display::Hex,
-    });
+    let how = KNOWN_ATTRIBUTES
+        .iter()
+        .find(|(i, ..)| *i == a.id)
+        .map(|(.., d)| *d)
+        .unwrap_or(match a.format {
+            AttributeFormat::Ascii | AttributeFormat::Text => Display::Text,
+            _ if (1..=8).contains(&a.value.len()) => Display::Number(""),
+            _ => Display::Hex,
+        });
     match how {
         Display::Number(unit) if (1..=8).contains(&a.value.len()) => {
-            format!("{}{unit}", be::uint_at(&a.value, 0, a.value.len()).unwrap_or(0))
+            format!(
+                "{}{unit}",
+                be::uint_at(&a.value, 0, a.value.len()).unwrap_or(0)
+            )
         }
         Display::Text => a.text(),
         Display::Date => {
@@ -192,7 +239,10 @@ mod tests {
         assert_eq!(c[7], 1);
         assert_eq!(c[8..10], [0x08, 0x0c]);
         assert_eq!(c[10..14], 4096u32.to_be_bytes());
-        assert_eq!(read_attribute_cdb(ReadAttributeAction::List, 0, 0, 512)[1], 1);
+        assert_eq!(
+            read_attribute_cdb(ReadAttributeAction::List, 0, 0, 512)[1],
+            1
+        );
         let w = write_attribute_cdb(0, 41);
         assert_eq!(w[..2], [0x8d, 1]);
         assert_eq!(w[10..14], 41u32.to_be_bytes());
@@ -203,11 +253,17 @@ mod tests {
         let data = encode_attribute_values(&attrs());
         assert_eq!(attribute_data_len(&data), Some(data.len()));
         assert_eq!(decode_attribute_values(&data).unwrap(), attrs());
-        assert_eq!(decode_one_attribute(&data, 0x0000), Some(attrs()[0].clone()));
+        assert_eq!(
+            decode_one_attribute(&data, 0x0000),
+            Some(attrs()[0].clone())
+        );
         // Asked for 0x0001, got the next one present: missing.
         let later = encode_attribute_values(&attrs()[1..]);
         assert_eq!(decode_one_attribute(&later, 0x0001), None);
-        assert_eq!(decode_one_attribute(&encode_attribute_values(&[]), 0x0806), None);
+        assert_eq!(
+            decode_one_attribute(&encode_attribute_values(&[]), 0x0806),
+            None
+        );
     }
 
     #[test]
@@ -246,9 +302,22 @@ mod tests {
         assert_eq!(display_value(&a[1]), "2023-01-15");
         assert_eq!(display_value(&a[2]), "RV0001L6");
         assert_eq!(attribute_name(0x0806), Some("barcode"));
-        assert_eq!(display_value(&Attribute::new(0x9999, AttributeFormat::Binary, vec![1, 2])), "258");
-        assert_eq!(display_value(&Attribute::new(0x080c, AttributeFormat::Binary, vec![0xab, 1])), "ab01");
-        assert_eq!(display_value(&Attribute::new(0x0000, AttributeFormat::Binary, vec![])), "");
+        assert_eq!(
+            display_value(&Attribute::new(0x9999, AttributeFormat::Binary, vec![1, 2])),
+            "258"
+        );
+        assert_eq!(
+            display_value(&Attribute::new(
+                0x080c,
+                AttributeFormat::Binary,
+                vec![0xab, 1]
+            )),
+            "ab01"
+        );
+        assert_eq!(
+            display_value(&Attribute::new(0x0000, AttributeFormat::Binary, vec![])),
+            ""
+        );
         assert_eq!(display_value(&Attribute::ascii(0x0406, "2023", 8)), "2023");
     }
 

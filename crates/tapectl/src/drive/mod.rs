@@ -110,13 +110,34 @@ impl Quirks {
     /// One line per quirk seen, for status output.
     pub fn describe(&self) -> Vec<&'static str> {
         [
-            (self.mode_6_only, "MODE SENSE/SELECT(10) unsupported: using the 6-byte commands"),
-            (self.read_position_short_only, "READ POSITION long form unsupported: using the short form"),
-            (self.read_position_stub, "READ POSITION returns zeros: positions come from tapectl's own bookkeeping"),
-            (self.no_locate_16, "LOCATE(16) unsupported: using LOCATE(10)"),
-            (self.no_locate, "LOCATE unsupported: positioning by REWIND and SPACE (partition 0 only)"),
-            (self.no_locate_eod, "LOCATE to end of data unsupported: using SPACE to EOD"),
-            (self.tape_alert_page_2e, "TapeAlert Response page unsupported: reading page 0x2E clears the flags"),
+            (
+                self.mode_6_only,
+                "MODE SENSE/SELECT(10) unsupported: using the 6-byte commands",
+            ),
+            (
+                self.read_position_short_only,
+                "READ POSITION long form unsupported: using the short form",
+            ),
+            (
+                self.read_position_stub,
+                "READ POSITION returns zeros: positions come from tapectl's own bookkeeping",
+            ),
+            (
+                self.no_locate_16,
+                "LOCATE(16) unsupported: using LOCATE(10)",
+            ),
+            (
+                self.no_locate,
+                "LOCATE unsupported: positioning by REWIND and SPACE (partition 0 only)",
+            ),
+            (
+                self.no_locate_eod,
+                "LOCATE to end of data unsupported: using SPACE to EOD",
+            ),
+            (
+                self.tape_alert_page_2e,
+                "TapeAlert Response page unsupported: reading page 0x2E clears the flags",
+            ),
         ]
         .into_iter()
         .filter_map(|(on, text)| on.then_some(text))
@@ -129,20 +150,43 @@ impl Quirks {
 pub enum DriveError {
     /// The command completed with sense data (or was refused before it was sent).
     #[error("{device}: {command}: {kind}")]
-    Command { device: String, command: &'static str, kind: DeviceError },
+    Command {
+        device: String,
+        command: &'static str,
+        kind: DeviceError,
+    },
     /// The path to the device failed, or a status without usable sense (BUSY, RESERVATION CONFLICT).
     #[error(transparent)]
     Scsi(ScsiError),
     #[error(
         "{device} is a {kind} device ({vendor} {product}), not a tape drive: give the device node of the drive itself (a library's changer is a separate SCSI device)"
     )]
-    NotATape { device: String, kind: &'static str, vendor: String, product: String },
+    NotATape {
+        device: String,
+        kind: &'static str,
+        vendor: String,
+        product: String,
+    },
     #[error("{device}: {command}: malformed response: {detail}")]
-    BadResponse { device: String, command: &'static str, detail: String },
-    #[error("{device}: not ready after waiting {waited:?} (last: {last}); is a cartridge still loading or calibrating?")]
-    NotReadyTimeout { device: String, waited: Duration, last: String },
+    BadResponse {
+        device: String,
+        command: &'static str,
+        detail: String,
+    },
+    #[error(
+        "{device}: not ready after waiting {waited:?} (last: {last}); is a cartridge still loading or calibrating?"
+    )]
+    NotReadyTimeout {
+        device: String,
+        waited: Duration,
+        last: String,
+    },
     #[error("{device}: {context}: {source}")]
-    Io { device: String, context: &'static str, source: std::io::Error },
+    Io {
+        device: String,
+        context: &'static str,
+        source: std::io::Error,
+    },
 }
 
 impl DriveError {
@@ -163,13 +207,27 @@ impl From<DriveError> for DeviceError {
     /// Keeps the classification; the device and command go into the message where the variant has one.
     fn from(e: DriveError) -> DeviceError {
         match e {
-            DriveError::Command { device, command, kind } => match kind {
-                DeviceError::NotReady(s) => DeviceError::NotReady(format!("{device}: {command}: {s}")),
-                DeviceError::Medium { partition, block, detail } => {
-                    DeviceError::Medium { partition, block, detail: format!("{device}: {command}: {detail}") }
+            DriveError::Command {
+                device,
+                command,
+                kind,
+            } => match kind {
+                DeviceError::NotReady(s) => {
+                    DeviceError::NotReady(format!("{device}: {command}: {s}"))
                 }
+                DeviceError::Medium {
+                    partition,
+                    block,
+                    detail,
+                } => DeviceError::Medium {
+                    partition,
+                    block,
+                    detail: format!("{device}: {command}: {detail}"),
+                },
                 DeviceError::Unsupported(s) => DeviceError::Unsupported(format!("{s} ({device})")),
-                DeviceError::IllegalRequest(s) => DeviceError::IllegalRequest(format!("{device}: {command}: {s}")),
+                DeviceError::IllegalRequest(s) => {
+                    DeviceError::IllegalRequest(format!("{device}: {command}: {s}"))
+                }
                 DeviceError::Other(s) => DeviceError::Other(format!("{device}: {command}: {s}")),
                 unit => unit,
             },
@@ -211,7 +269,9 @@ impl<T: Transport> Drive<T> {
         let inquiry = loop {
             match scsi::inquiry::inquiry(&mut transport) {
                 Ok(i) => break i,
-                Err(ScsiError::Sense { sense, .. }) if sense.is_unit_attention() && attempts < UNIT_ATTENTION_RETRIES => {
+                Err(ScsiError::Sense { sense, .. })
+                    if sense.is_unit_attention() && attempts < UNIT_ATTENTION_RETRIES =>
+                {
                     attempts += 1;
                 }
                 Err(e) => return Err(DriveError::Scsi(e)),
@@ -242,7 +302,10 @@ impl<T: Transport> Drive<T> {
             poll_interval: Duration::from_secs(1),
             quirks: Quirks::default(),
             position: None,
-            last_known: Position { partition: 0, block: 0 },
+            last_known: Position {
+                partition: 0,
+                block: 0,
+            },
             early_warning: false,
             limits: None,
         })
@@ -309,7 +372,12 @@ impl<T: Transport> Drive<T> {
         let mut unit_attentions = 0;
         loop {
             let cdb = [rw::TEST_UNIT_READY, 0, 0, 0, 0, 0];
-            let sense = match scsi::execute(&mut self.transport, &cdb, DataDir::None, self.timeouts.short) {
+            let sense = match scsi::execute(
+                &mut self.transport,
+                &cdb,
+                DataDir::None,
+                self.timeouts.short,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(ScsiError::Sense { sense, .. }) => sense,
                 Err(e) => return Err(DriveError::Scsi(e)),
@@ -338,7 +406,10 @@ impl<T: Transport> Drive<T> {
     pub fn load(&mut self) -> Result<(), DriveError> {
         self.cmd("LOAD", &rw::load_unload_cdb(true, false), Buf::None, true)?;
         self.early_warning = false;
-        self.set_position(Position { partition: 0, block: 0 });
+        self.set_position(Position {
+            partition: 0,
+            block: 0,
+        });
         self.wait_until_ready(self.timeouts.positioning)
     }
 
@@ -360,8 +431,13 @@ impl<T: Transport> Drive<T> {
 
     /// PREVENT (true) or ALLOW (false) MEDIUM REMOVAL.
     pub fn prevent_removal(&mut self, prevent: bool) -> Result<(), DriveError> {
-        let name = if prevent { "PREVENT MEDIUM REMOVAL" } else { "ALLOW MEDIUM REMOVAL" };
-        self.cmd(name, &rw::prevent_allow_cdb(prevent), Buf::None, true).map(|_| ())
+        let name = if prevent {
+            "PREVENT MEDIUM REMOVAL"
+        } else {
+            "ALLOW MEDIUM REMOVAL"
+        };
+        self.cmd(name, &rw::prevent_allow_cdb(prevent), Buf::None, true)
+            .map(|_| ())
     }
 
     /// ERASE from the current position: `long == false` writes end of data here; `long == true` erases
@@ -374,7 +450,12 @@ impl<T: Transport> Drive<T> {
 
     /// Sends one command; UNIT ATTENTION is retried when `retry_unit_attention` (commands that are safe to
     /// repeat: queries and absolute positioning), and always forgets the cached position.
-    pub(crate) fn raw(&mut self, cdb: &[u8], mut data: Buf<'_>, retry_unit_attention: bool) -> Result<usize, ScsiError> {
+    pub(crate) fn raw(
+        &mut self,
+        cdb: &[u8],
+        mut data: Buf<'_>,
+        retry_unit_attention: bool,
+    ) -> Result<usize, ScsiError> {
         let timeout = self.timeouts.for_cdb(cdb);
         let mut attempts = 0;
         loop {
@@ -384,14 +465,24 @@ impl<T: Transport> Drive<T> {
                 Buf::Out(b) => DataDir::Out(b),
             };
             match scsi::execute(&mut self.transport, cdb, dir, timeout) {
-                Err(ScsiError::Sense { sense, device, opcode_name, transferred }) if sense.is_unit_attention() => {
+                Err(ScsiError::Sense {
+                    sense,
+                    device,
+                    opcode_name,
+                    transferred,
+                }) if sense.is_unit_attention() => {
                     self.lose_position();
                     attempts += 1;
                     if retry_unit_attention && attempts <= UNIT_ATTENTION_RETRIES {
                         tracing::debug!(device = %self.device, %sense, "unit attention, retrying");
                         continue;
                     }
-                    return Err(ScsiError::Sense { sense, device, opcode_name, transferred });
+                    return Err(ScsiError::Sense {
+                        sense,
+                        device,
+                        opcode_name,
+                        transferred,
+                    });
                 }
                 r => return r,
             }
@@ -399,8 +490,15 @@ impl<T: Transport> Drive<T> {
     }
 
     /// [`Drive::raw`] with errors classified.
-    pub(crate) fn cmd(&mut self, command: &'static str, cdb: &[u8], data: Buf<'_>, retry_unit_attention: bool) -> Result<usize, DriveError> {
-        self.raw(cdb, data, retry_unit_attention).map_err(|e| self.classify(command, e))
+    pub(crate) fn cmd(
+        &mut self,
+        command: &'static str,
+        cdb: &[u8],
+        data: Buf<'_>,
+        retry_unit_attention: bool,
+    ) -> Result<usize, DriveError> {
+        self.raw(cdb, data, retry_unit_attention)
+            .map_err(|e| self.classify(command, e))
     }
 
     /// Maps a failed command to a [`DriveError`], naming this device and the command.
@@ -416,11 +514,23 @@ impl<T: Transport> Drive<T> {
     }
 
     pub(crate) fn error(&self, command: &'static str, kind: DeviceError) -> DriveError {
-        DriveError::Command { device: self.device.clone(), command, kind }
+        DriveError::Command {
+            device: self.device.clone(),
+            command,
+            kind,
+        }
     }
 
-    pub(crate) fn bad_response(&self, command: &'static str, detail: impl Into<String>) -> DriveError {
-        DriveError::BadResponse { device: self.device.clone(), command, detail: detail.into() }
+    pub(crate) fn bad_response(
+        &self,
+        command: &'static str,
+        detail: impl Into<String>,
+    ) -> DriveError {
+        DriveError::BadResponse {
+            device: self.device.clone(),
+            command,
+            detail: detail.into(),
+        }
     }
 
     /// The sense-data mapping shared by every command.
@@ -434,13 +544,19 @@ impl<T: Transport> Drive<T> {
             SenseKey::MediumError => DeviceError::Medium {
                 partition: self.last_known.partition,
                 block: self.last_known.block,
-                detail: if self.position == Some(self.last_known) { text } else { format!("{text} (position approximate)") },
+                detail: if self.position == Some(self.last_known) {
+                    text
+                } else {
+                    format!("{text} (position approximate)")
+                },
             },
-            SenseKey::IllegalRequest if sense.asc == 0x20 => DeviceError::Unsupported(format!("{command} ({text})")),
-            SenseKey::IllegalRequest => DeviceError::IllegalRequest(text),
-            SenseKey::UnitAttention => {
-                DeviceError::Other(format!("{text}: the drive was reset or the cartridge changed; the position is lost"))
+            SenseKey::IllegalRequest if sense.asc == 0x20 => {
+                DeviceError::Unsupported(format!("{command} ({text})"))
             }
+            SenseKey::IllegalRequest => DeviceError::IllegalRequest(text),
+            SenseKey::UnitAttention => DeviceError::Other(format!(
+                "{text}: the drive was reset or the cartridge changed; the position is lost"
+            )),
             _ => DeviceError::Other(text),
         }
     }
@@ -465,7 +581,8 @@ impl<T: Transport> Drive<T> {
 
 /// ILLEGAL REQUEST 20/00: the command (operation code) is not implemented.
 pub(crate) fn is_invalid_opcode(e: &ScsiError) -> bool {
-    e.sense().is_some_and(|s| s.key == SenseKey::IllegalRequest && s.asc == 0x20)
+    e.sense()
+        .is_some_and(|s| s.key == SenseKey::IllegalRequest && s.asc == 0x20)
 }
 
 /// Any ILLEGAL REQUEST: the command or one of its fields is not supported.
@@ -483,12 +600,21 @@ mod tests {
     fn timeouts_by_class() {
         let t = Timeouts::default();
         assert_eq!(t.for_cdb(&[0x00]), Duration::from_secs(30));
-        assert_eq!(t.for_cdb(&rw::read_position_cdb(rw::PositionForm::Long)), t.short);
+        assert_eq!(
+            t.for_cdb(&rw::read_position_cdb(rw::PositionForm::Long)),
+            t.short
+        );
         assert_eq!(t.for_cdb(&rw::read6_cdb(10)), t.default);
         assert_eq!(t.for_cdb(&rw::write6_cdb(10)), Duration::from_secs(600));
         assert_eq!(t.for_cdb(&rw::rewind_cdb(false)), Duration::from_secs(900));
-        assert_eq!(t.for_cdb(&rw::locate16_cdb(rw::LocateTarget::Object(1), None, false)), t.positioning);
-        assert_eq!(t.for_cdb(&rw::erase_cdb(true, false)), Duration::from_secs(4 * 3600));
+        assert_eq!(
+            t.for_cdb(&rw::locate16_cdb(rw::LocateTarget::Object(1), None, false)),
+            t.positioning
+        );
+        assert_eq!(
+            t.for_cdb(&rw::erase_cdb(true, false)),
+            Duration::from_secs(4 * 3600)
+        );
         assert_eq!(t.for_cdb(&rw::erase_cdb(false, false)), t.positioning);
         assert_eq!(t.for_cdb(&mode::format_medium_cdb(1, false)), t.long);
         assert_eq!(t.for_cdb(&[]), t.default);
@@ -496,22 +622,32 @@ mod tests {
 
     #[test]
     fn refuses_a_changer() {
-        let s = Script::new(vec![Step::data(&[0x12], scsi::Inquiry {
-            device_type: DeviceType::Changer,
-            removable: true,
-            vendor: "IBM".into(),
-            product: "3573-TL".into(),
-            revision: "F.11".into(),
-        }
-        .encode())]);
+        let s = Script::new(vec![Step::data(
+            &[0x12],
+            scsi::Inquiry {
+                device_type: DeviceType::Changer,
+                removable: true,
+                vendor: "IBM".into(),
+                product: "3573-TL".into(),
+                revision: "F.11".into(),
+            }
+            .encode(),
+        )]);
         let e = Drive::new(s).err().unwrap();
         assert!(matches!(e, DriveError::NotATape { .. }));
-        assert!(e.to_string().contains("medium changer device (IBM 3573-TL), not a tape drive"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("medium changer device (IBM 3573-TL), not a tape drive"),
+            "{e}"
+        );
     }
 
     #[test]
     fn opens_a_tape_drive_through_a_unit_attention() {
-        let mut steps = vec![Step::sense(&[0x12], Sense::new(SenseKey::UnitAttention, 0x29, 0))];
+        let mut steps = vec![Step::sense(
+            &[0x12],
+            Sense::new(SenseKey::UnitAttention, 0x29, 0),
+        )];
         steps.extend(Script::open_steps());
         let d = Drive::new(Script::new(steps)).unwrap();
         assert_eq!(d.serial(), Some("10WT000123"));
@@ -534,17 +670,35 @@ mod tests {
 
     #[test]
     fn wait_until_ready_no_medium_and_timeout() {
-        let mut d = Script::drive(vec![Step::sense(&[0x00], Sense::new(SenseKey::NotReady, 0x3a, 0))]);
+        let mut d = Script::drive(vec![Step::sense(
+            &[0x00],
+            Sense::new(SenseKey::NotReady, 0x3a, 0),
+        )]);
         let e = d.wait_until_ready(Duration::from_secs(5)).unwrap_err();
         assert!(e.is_no_medium(), "{e}");
-        assert_eq!(e.to_string(), "script: TEST UNIT READY: no cartridge is loaded in the drive");
+        assert_eq!(
+            e.to_string(),
+            "script: TEST UNIT READY: no cartridge is loaded in the drive"
+        );
 
-        let mut d = Script::drive(vec![Step::sense(&[0x00], Sense::new(SenseKey::NotReady, 0x04, 0x07)); 3]);
+        let mut d = Script::drive(vec![
+            Step::sense(
+                &[0x00],
+                Sense::new(SenseKey::NotReady, 0x04, 0x07)
+            );
+            3
+        ]);
         d.set_poll_interval(Duration::from_millis(20));
         let e = d.wait_until_ready(Duration::from_millis(50)).unwrap_err();
         assert!(matches!(e, DriveError::NotReadyTimeout { .. }), "{e}");
 
-        let mut d = Script::drive(vec![Step::sense(&[0x00], Sense::new(SenseKey::UnitAttention, 0x29, 0)); 6]);
+        let mut d = Script::drive(vec![
+            Step::sense(
+                &[0x00],
+                Sense::new(SenseKey::UnitAttention, 0x29, 0)
+            );
+            6
+        ]);
         let e = d.wait_until_ready(Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("position is lost"), "{e}");
     }
@@ -558,7 +712,10 @@ mod tests {
             (Sense::new(SenseKey::VolumeOverflow, 0, 2), "EndOfMedium"),
             (Sense::new(SenseKey::MediumError, 0x11, 0), "Medium"),
             (Sense::new(SenseKey::IllegalRequest, 0x20, 0), "Unsupported"),
-            (Sense::new(SenseKey::IllegalRequest, 0x24, 0), "IllegalRequest"),
+            (
+                Sense::new(SenseKey::IllegalRequest, 0x24, 0),
+                "IllegalRequest",
+            ),
             (Sense::new(SenseKey::HardwareError, 0x44, 0), "Other"),
             (Sense::new(SenseKey::NotReady, 0x04, 0x03), "NotReady"),
         ];
@@ -579,13 +736,22 @@ mod tests {
             Step::ok(&[0x1b, 0, 0, 0, 1]),
             Step::sense(&[0x00], Sense::new(SenseKey::NotReady, 0x04, 0x01)),
             Step::ok(&[0x00]),
-            Step::sense(&[0x1b, 0, 0, 0, 0], Sense::new(SenseKey::IllegalRequest, 0x53, 0x02)),
+            Step::sense(
+                &[0x1b, 0, 0, 0, 0],
+                Sense::new(SenseKey::IllegalRequest, 0x53, 0x02),
+            ),
             Step::ok(&[0x1e, 0, 0, 0, 0]),
             Step::ok(&[0x1b, 0, 0, 0, 0]),
         ]);
         d.set_poll_interval(Duration::from_millis(1));
         d.load().unwrap();
-        assert_eq!(d.cached_position(), Some(Position { partition: 0, block: 0 }));
+        assert_eq!(
+            d.cached_position(),
+            Some(Position {
+                partition: 0,
+                block: 0
+            })
+        );
         d.unload().unwrap();
         assert_eq!(d.cached_position(), None);
         assert!(d.transport().done());
@@ -593,7 +759,11 @@ mod tests {
 
     #[test]
     fn quirks_describe() {
-        let q = Quirks { read_position_stub: true, no_locate: true, ..Quirks::default() };
+        let q = Quirks {
+            read_position_stub: true,
+            no_locate: true,
+            ..Quirks::default()
+        };
         assert_eq!(q.describe().len(), 2);
         assert!(Quirks::default().describe().is_empty());
     }

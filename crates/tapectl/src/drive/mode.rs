@@ -32,12 +32,30 @@ pub enum PageControl {
 
 /// MODE SENSE(6), block descriptors included (DBD = 0).
 pub fn mode_sense6_cdb(page: u8, pc: PageControl, alloc: u8) -> [u8; 6] {
-    [MODE_SENSE_6, 0, (pc as u8) << 6 | (page & 0x3f), 0, alloc, 0]
+    [
+        MODE_SENSE_6,
+        0,
+        (pc as u8) << 6 | (page & 0x3f),
+        0,
+        alloc,
+        0,
+    ]
 }
 
 /// MODE SENSE(10), block descriptors included, short (8-byte) descriptors.
 pub fn mode_sense10_cdb(page: u8, pc: PageControl, alloc: u16) -> [u8; 10] {
-    let mut c = [MODE_SENSE_10, 0, (pc as u8) << 6 | (page & 0x3f), 0, 0, 0, 0, 0, 0, 0];
+    let mut c = [
+        MODE_SENSE_10,
+        0,
+        (pc as u8) << 6 | (page & 0x3f),
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
     be::put(&mut c, 7, 2, alloc as u64);
     c
 }
@@ -72,7 +90,11 @@ pub struct BlockDescriptor {
 
 impl BlockDescriptor {
     fn decode(b: &[u8]) -> Option<BlockDescriptor> {
-        Some(BlockDescriptor { density: *b.first()?, blocks: be::u24_at(b, 1)?, block_length: be::u24_at(b, 5)? })
+        Some(BlockDescriptor {
+            density: *b.first()?,
+            blocks: be::u24_at(b, 1)?,
+            block_length: be::u24_at(b, 5)?,
+        })
     }
     fn encode(&self) -> [u8; 8] {
         let mut b = [0u8; 8];
@@ -118,12 +140,26 @@ impl ModeData {
     }
 
     pub fn decode(ten: bool, b: &[u8]) -> Option<ModeData> {
-        if ten { Self::decode10(b) } else { Self::decode6(b) }
+        if ten {
+            Self::decode10(b)
+        } else {
+            Self::decode6(b)
+        }
     }
 
-    fn decode_rest(b: &[u8], medium_type: u8, dev: u8, header: usize, bd_len: usize) -> Option<ModeData> {
+    fn decode_rest(
+        b: &[u8],
+        medium_type: u8,
+        dev: u8,
+        header: usize,
+        bd_len: usize,
+    ) -> Option<ModeData> {
         let pages_at = header.checked_add(bd_len)?;
-        let block_descriptor = if bd_len >= 8 { b.get(header..header + 8).and_then(BlockDescriptor::decode) } else { None };
+        let block_descriptor = if bd_len >= 8 {
+            b.get(header..header + 8).and_then(BlockDescriptor::decode)
+        } else {
+            None
+        };
         Some(ModeData {
             medium_type,
             write_protected: dev & 0x80 != 0,
@@ -148,7 +184,10 @@ impl ModeData {
     /// clear, the block descriptor as sensed, and the pages with their PS bit clear.
     pub fn encode_select(&self, ten: bool) -> Vec<u8> {
         let dev = (self.buffered_mode & 0x07) << 4 | (self.speed & 0x0f);
-        let bd: Vec<u8> = self.block_descriptor.map(|d| d.encode().to_vec()).unwrap_or_default();
+        let bd: Vec<u8> = self
+            .block_descriptor
+            .map(|d| d.encode().to_vec())
+            .unwrap_or_default();
         let mut out = if ten {
             let mut h = vec![0u8, 0, self.medium_type, dev, 0, 0, 0, 0];
             be::put(&mut h, 6, 2, bd.len() as u64);
@@ -198,9 +237,14 @@ fn page_span(pages: &[u8], code: u8) -> Option<(usize, usize)> {
     while at < pages.len() {
         let first = pages[at];
         let len = if first & 0x40 != 0 {
-            be::u16_at(pages, at + 2).map(|l| l as usize + 4).unwrap_or(pages.len() - at)
+            be::u16_at(pages, at + 2)
+                .map(|l| l as usize + 4)
+                .unwrap_or(pages.len() - at)
         } else {
-            pages.get(at + 1).map(|&l| l as usize + 2).unwrap_or(pages.len() - at)
+            pages
+                .get(at + 1)
+                .map(|&l| l as usize + 2)
+                .unwrap_or(pages.len() - at)
         };
         let len = len.min(pages.len() - at);
         if first & 0x3f == code & 0x3f && first & 0x40 == 0 {
@@ -234,7 +278,11 @@ impl CompressionPage {
             return None;
         }
         let (b2, b3) = (*page.get(2)?, *page.get(3)?);
-        Some(CompressionPage { dce: b2 & 0x80 != 0, dcc: b2 & 0x40 != 0, dde: b3 & 0x80 != 0 })
+        Some(CompressionPage {
+            dce: b2 & 0x80 != 0,
+            dcc: b2 & 0x40 != 0,
+            dde: b3 & 0x80 != 0,
+        })
     }
 
     /// Sets or clears DCE in page bytes; false when the page is too short or is not page 0x0F.
@@ -280,7 +328,10 @@ impl PartitionPage {
         let flags = *p.get(4)?;
         let units = *p.get(6)?;
         p.get(7)?;
-        let sizes = p[8..].chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+        let sizes = p[8..]
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
         Some(PartitionPage {
             max_additional: p[2],
             additional_defined: p[3],
@@ -297,7 +348,12 @@ impl PartitionPage {
 
     /// Encodes the page (PS clear) with room for `sizes`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut p = vec![PAGE_MEDIUM_PARTITION, (6 + 2 * self.sizes.len()) as u8, self.max_additional, self.additional_defined];
+        let mut p = vec![
+            PAGE_MEDIUM_PARTITION,
+            (6 + 2 * self.sizes.len()) as u8,
+            self.max_additional,
+            self.additional_defined,
+        ];
         p.push(
             (self.fdp as u8) << 7
                 | (self.sdp as u8) << 6
@@ -346,7 +402,11 @@ mod tests {
             write_protected: true,
             buffered_mode: 1,
             speed: 0,
-            block_descriptor: Some(BlockDescriptor { density: 0x5a, blocks: 0, block_length: 0 }),
+            block_descriptor: Some(BlockDescriptor {
+                density: 0x5a,
+                blocks: 0,
+                block_length: 0,
+            }),
             pages: page,
         }
     }
@@ -362,8 +422,14 @@ mod tests {
 
     #[test]
     fn cdbs() {
-        assert_eq!(mode_sense6_cdb(0x0f, PageControl::Current, 0xff), [0x1a, 0, 0x0f, 0, 0xff, 0]);
-        assert_eq!(mode_sense10_cdb(0x11, PageControl::Changeable, 512), [0x5a, 0, 0x51, 0, 0, 0, 0, 2, 0, 0]);
+        assert_eq!(
+            mode_sense6_cdb(0x0f, PageControl::Current, 0xff),
+            [0x1a, 0, 0x0f, 0, 0xff, 0]
+        );
+        assert_eq!(
+            mode_sense10_cdb(0x11, PageControl::Changeable, 512),
+            [0x5a, 0, 0x51, 0, 0, 0, 0, 2, 0, 0]
+        );
         assert_eq!(mode_select6_cdb(28), [0x15, 0x10, 0, 0, 28, 0]);
         assert_eq!(mode_select10_cdb(32), [0x55, 0x10, 0, 0, 0, 0, 0, 0, 32, 0]);
         assert_eq!(format_medium_cdb(1, false), [0x04, 0, 1, 0, 0, 0]);
@@ -379,14 +445,24 @@ mod tests {
             expect.pages[0] &= 0x7f;
             assert_eq!(d, expect, "ten={ten}");
             let c = CompressionPage::decode(d.page(PAGE_COMPRESSION).unwrap()).unwrap();
-            assert_eq!(c, CompressionPage { dce: false, dcc: true, dde: true });
+            assert_eq!(
+                c,
+                CompressionPage {
+                    dce: false,
+                    dcc: true,
+                    dde: true
+                }
+            );
         }
     }
 
     #[test]
     fn select_clears_length_wp_and_ps() {
         let mut m = sample(compression_page());
-        assert!(CompressionPage::set_dce(m.page_mut(PAGE_COMPRESSION).unwrap(), true));
+        assert!(CompressionPage::set_dce(
+            m.page_mut(PAGE_COMPRESSION).unwrap(),
+            true
+        ));
         m.block_descriptor.as_mut().unwrap().block_length = 0;
         let sel = m.encode_select(true);
         assert_eq!(&sel[..8], &[0, 0, 0x78, 0x10, 0, 0, 0, 8]);
@@ -425,10 +501,8 @@ mod tests {
             for cut in 0..enc.len() {
                 let d = ModeData::decode(ten, &enc[..cut]);
                 assert_eq!(d.is_some(), cut >= header, "ten={ten} cut={cut}");
-                if let Some(d) = d {
-                    if let Some(p) = d.page(PAGE_COMPRESSION) {
-                        let _ = CompressionPage::decode(p);
-                    }
+                if let Some(p) = d.as_ref().and_then(|d| d.page(PAGE_COMPRESSION)) {
+                    let _ = CompressionPage::decode(p);
                 }
             }
         }
@@ -440,7 +514,15 @@ mod tests {
         let mut sensed = vec![0x91, 0x0e, 3, 0, 0x18, 3, 9, 0];
         sensed.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0, 0, 0]);
         let p = PartitionPage::decode(&sensed).unwrap();
-        assert_eq!((p.max_additional, p.additional_defined, p.psum, p.partition_units), (3, 0, 3, 9));
+        assert_eq!(
+            (
+                p.max_additional,
+                p.additional_defined,
+                p.psum,
+                p.partition_units
+            ),
+            (3, 0, 3, 9)
+        );
         assert_eq!(p.sizes, vec![0xffff, 0, 0, 0]);
         let new = two_partition_page(&sensed, 37_000).unwrap();
         assert_eq!(new.len(), 16);
@@ -452,9 +534,24 @@ mod tests {
         assert_eq!(q.sizes, vec![37_000, 0xffff, 0, 0]);
         assert_eq!(new[0] & 0x80, 0);
         // A minimal page (length 6) grows to hold two sizes.
-        let small = PartitionPage { max_additional: 1, additional_defined: 0, fdp: false, sdp: false, idp: false, psum: 0, pofm: false, medium_format_recognition: 0, partition_units: 0, sizes: vec![] }.encode();
+        let small = PartitionPage {
+            max_additional: 1,
+            additional_defined: 0,
+            fdp: false,
+            sdp: false,
+            idp: false,
+            psum: 0,
+            pofm: false,
+            medium_format_recognition: 0,
+            partition_units: 0,
+            sizes: vec![],
+        }
+        .encode();
         let grown = two_partition_page(&small, 100).unwrap();
-        assert_eq!(PartitionPage::decode(&grown).unwrap().sizes, vec![100, 0xffff]);
+        assert_eq!(
+            PartitionPage::decode(&grown).unwrap().sizes,
+            vec![100, 0xffff]
+        );
         assert_eq!(two_partition_page(&compression_page(), 1), None);
         for cut in 0..sensed.len() {
             let d = PartitionPage::decode(&sensed[..cut]);
@@ -468,7 +565,10 @@ mod tests {
         let mut pages = compression_page();
         pages.extend_from_slice(&[0x11, 0x0a, 1, 1, 0x30, 3, 0, 0, 0, 10, 0xff, 0xff]);
         let m = sample(pages);
-        assert_eq!(PartitionPage::decode(m.page(0x11).unwrap()).unwrap().sizes, vec![10, 0xffff]);
+        assert_eq!(
+            PartitionPage::decode(m.page(0x11).unwrap()).unwrap().sizes,
+            vec![10, 0xffff]
+        );
         assert!(m.page(0x1d).is_none());
         // Zero-length page bodies do not loop forever.
         let z = sample(vec![0x00, 0x00, 0x00, 0x00]);

@@ -196,7 +196,12 @@ impl PositionData {
     /// Every field zero and no flag: what tgt's stub READ POSITION returns wherever the tape is (a real
     /// drive at block 0 also sets BOP).
     pub fn looks_like_stub(&self) -> bool {
-        self.partition == 0 && self.block == 0 && !self.bop && !self.eop && !self.unknown && self.file.unwrap_or(0) == 0
+        self.partition == 0
+            && self.block == 0
+            && !self.bop
+            && !self.eop
+            && !self.unknown
+            && self.file.unwrap_or(0) == 0
     }
 
     /// Encodes the long form (for test transports and the virtual library).
@@ -216,7 +221,10 @@ impl PositionData {
     /// Encodes the short form (for test transports).
     pub fn encode_short(&self) -> [u8; 20] {
         let mut b = [0u8; 20];
-        b[0] = (self.bop as u8) << 7 | (self.eop as u8) << 6 | (self.unknown as u8) << 2 | self.bpew as u8;
+        b[0] = (self.bop as u8) << 7
+            | (self.eop as u8) << 6
+            | (self.unknown as u8) << 2
+            | self.bpew as u8;
         b[1] = self.partition as u8;
         be::put(&mut b, 4, 4, self.block.min(u32::MAX as u64));
         be::put(&mut b, 8, 4, self.block.min(u32::MAX as u64));
@@ -259,8 +267,14 @@ mod tests {
 
     #[test]
     fn space_cdbs_encode_negative_counts() {
-        assert_eq!(space6_cdb(SpaceCode::Filemarks, -1), Some([0x11, 1, 0xff, 0xff, 0xff, 0]));
-        assert_eq!(space6_cdb(SpaceCode::EndOfData, 0), Some([0x11, 3, 0, 0, 0, 0]));
+        assert_eq!(
+            space6_cdb(SpaceCode::Filemarks, -1),
+            Some([0x11, 1, 0xff, 0xff, 0xff, 0])
+        );
+        assert_eq!(
+            space6_cdb(SpaceCode::EndOfData, 0),
+            Some([0x11, 3, 0, 0, 0, 0])
+        );
         assert_eq!(space6_cdb(SpaceCode::Blocks, MAX_SPACE_6 + 1), None);
         assert!(space6_cdb(SpaceCode::Blocks, -MAX_SPACE_6 - 1).is_some());
         let c = space16_cdb(SpaceCode::Filemarks, -2);
@@ -275,7 +289,10 @@ mod tests {
         assert_eq!(c[4..12], 0x0102u64.to_be_bytes());
         assert_eq!(locate16_cdb(LocateTarget::EndOfData, None, false)[1], 0x18);
         assert_eq!(locate16_cdb(LocateTarget::File(3), Some(0), true)[1], 0x0b);
-        assert_eq!(locate10_cdb(7, Some(1), false), [0x2b, 0x02, 0, 0, 0, 0, 7, 0, 1, 0]);
+        assert_eq!(
+            locate10_cdb(7, Some(1), false),
+            [0x2b, 0x02, 0, 0, 0, 0, 7, 0, 1, 0]
+        );
     }
 
     #[test]
@@ -285,7 +302,10 @@ mod tests {
         assert_eq!(load_unload_cdb(true, false), [0x1b, 0, 0, 0, 1, 0]);
         assert_eq!(load_unload_cdb(false, false), [0x1b, 0, 0, 0, 0, 0]);
         assert_eq!(prevent_allow_cdb(true), [0x1e, 0, 0, 0, 1, 0]);
-        assert_eq!(read_position_cdb(PositionForm::Long), [0x34, 6, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            read_position_cdb(PositionForm::Long),
+            [0x34, 6, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
@@ -302,11 +322,29 @@ mod tests {
         assert_eq!(PositionData::decode_long(&p.encode_long()), Some(p));
         let mut unknown_file = p;
         unknown_file.file = None;
-        assert_eq!(PositionData::decode_long(&unknown_file.encode_long()), Some(unknown_file));
-        let short = PositionData { block: 5, file: None, ..p };
-        assert_eq!(PositionData::decode_short(&short.encode_short()), Some(short));
-        assert!(PositionData::decode_long(&[0u8; 32]).unwrap().looks_like_stub());
-        assert!(PositionData::decode_short(&[0u8; 20]).unwrap().looks_like_stub());
+        assert_eq!(
+            PositionData::decode_long(&unknown_file.encode_long()),
+            Some(unknown_file)
+        );
+        let short = PositionData {
+            block: 5,
+            file: None,
+            ..p
+        };
+        assert_eq!(
+            PositionData::decode_short(&short.encode_short()),
+            Some(short)
+        );
+        assert!(
+            PositionData::decode_long(&[0u8; 32])
+                .unwrap()
+                .looks_like_stub()
+        );
+        assert!(
+            PositionData::decode_short(&[0u8; 20])
+                .unwrap()
+                .looks_like_stub()
+        );
         let mut bot = [0u8; 32];
         bot[0] = 0x80;
         assert!(!PositionData::decode_long(&bot).unwrap().looks_like_stub());
@@ -314,15 +352,29 @@ mod tests {
 
     #[test]
     fn position_truncation_is_none_not_panic() {
-        let long = PositionData { partition: 1, block: 9, file: Some(1), bop: false, eop: false, bpew: false, unknown: false }
-            .encode_long();
+        let long = PositionData {
+            partition: 1,
+            block: 9,
+            file: Some(1),
+            bop: false,
+            eop: false,
+            bpew: false,
+            unknown: false,
+        }
+        .encode_long();
         for cut in 0..long.len() {
             let d = PositionData::decode_long(&long[..cut]);
             assert_eq!(d.is_some(), cut >= 24, "cut {cut}");
         }
-        let short = [0x80u8, 1, 0, 0, 0, 0, 0, 9, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0];
+        let short = [
+            0x80u8, 1, 0, 0, 0, 0, 0, 9, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
         for cut in 0..short.len() {
-            assert_eq!(PositionData::decode_short(&short[..cut]).is_some(), cut >= 8, "cut {cut}");
+            assert_eq!(
+                PositionData::decode_short(&short[..cut]).is_some(),
+                cut >= 8,
+                "cut {cut}"
+            );
         }
     }
 

@@ -19,24 +19,40 @@ pub struct Step {
 
 impl Step {
     pub fn ok(cdb: &[u8]) -> Step {
-        Step { cdb: cdb.to_vec(), data_in: Vec::new(), completion: Completion::good(0) }
+        Step {
+            cdb: cdb.to_vec(),
+            data_in: Vec::new(),
+            completion: Completion::good(0),
+        }
     }
 
     /// GOOD with `data` as data in (transferred = its length).
     pub fn data(cdb: &[u8], data: impl Into<Vec<u8>>) -> Step {
         let data_in = data.into();
-        Step { cdb: cdb.to_vec(), completion: Completion::good(data_in.len()), data_in }
+        Step {
+            cdb: cdb.to_vec(),
+            completion: Completion::good(data_in.len()),
+            data_in,
+        }
     }
 
     /// CHECK CONDITION with fixed-format sense, nothing transferred.
     pub fn sense(cdb: &[u8], sense: Sense) -> Step {
-        Step { cdb: cdb.to_vec(), data_in: Vec::new(), completion: Completion::check_condition(sense.encode_fixed(), 0) }
+        Step {
+            cdb: cdb.to_vec(),
+            data_in: Vec::new(),
+            completion: Completion::check_condition(sense.encode_fixed(), 0),
+        }
     }
 
     /// CHECK CONDITION after `data` was transferred.
     pub fn sense_with_data(cdb: &[u8], sense: Sense, data: impl Into<Vec<u8>>) -> Step {
         let data_in = data.into();
-        Step { cdb: cdb.to_vec(), completion: Completion::check_condition(sense.encode_fixed(), data_in.len()), data_in }
+        Step {
+            cdb: cdb.to_vec(),
+            completion: Completion::check_condition(sense.encode_fixed(), data_in.len()),
+            data_in,
+        }
     }
 }
 
@@ -50,7 +66,11 @@ pub struct Script {
 
 impl Script {
     pub fn new(steps: Vec<Step>) -> Script {
-        Script { steps: steps.into(), sent: Vec::new(), cdbs: Vec::new() }
+        Script {
+            steps: steps.into(),
+            sent: Vec::new(),
+            cdbs: Vec::new(),
+        }
     }
 
     pub fn done(&self) -> bool {
@@ -66,7 +86,13 @@ impl Script {
             product: "ULT3580-TD6".into(),
             revision: "J451".into(),
         };
-        vec![Step::data(&[0x12, 0], inq.encode()), Step::data(&[0x12, 1, 0x80], scsi::inquiry::encode_serial_vpd(1, "10WT000123"))]
+        vec![
+            Step::data(&[0x12, 0], inq.encode()),
+            Step::data(
+                &[0x12, 1, 0x80],
+                scsi::inquiry::encode_serial_vpd(1, "10WT000123"),
+            ),
+        ]
     }
 
     /// A drive opened over a script of `steps` (after the opening INQUIRYs).
@@ -78,9 +104,21 @@ impl Script {
 }
 
 impl Transport for Script {
-    fn execute(&mut self, cdb: &[u8], data: DataDir<'_>, _timeout: Duration) -> Result<Completion, TransportError> {
-        let step = self.steps.pop_front().unwrap_or_else(|| panic!("unexpected CDB {cdb:02x?}: the script is over"));
-        assert!(cdb.starts_with(&step.cdb), "CDB {cdb:02x?} does not match the script's {:02x?}", step.cdb);
+    fn execute(
+        &mut self,
+        cdb: &[u8],
+        data: DataDir<'_>,
+        _timeout: Duration,
+    ) -> Result<Completion, TransportError> {
+        let step = self
+            .steps
+            .pop_front()
+            .unwrap_or_else(|| panic!("unexpected CDB {cdb:02x?}: the script is over"));
+        assert!(
+            cdb.starts_with(&step.cdb),
+            "CDB {cdb:02x?} does not match the script's {:02x?}",
+            step.cdb
+        );
         self.cdbs.push(cdb.to_vec());
         let mut completion = step.completion;
         match data {

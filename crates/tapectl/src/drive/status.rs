@@ -15,7 +15,8 @@ use super::{Drive, DriveError};
 
 /// MAM attributes shown in the status (partition 0).
 const STATUS_ATTRIBUTES: &[u16] = &[
-    0x0003, 0x0009, 0x0220, 0x0221, 0x0400, 0x0401, 0x0406, 0x0800, 0x0801, 0x0802, 0x0803, 0x0808, 0x080b, 0x1623,
+    0x0003, 0x0009, 0x0220, 0x0221, 0x0400, 0x0401, 0x0406, 0x0800, 0x0801, 0x0802, 0x0803, 0x0808,
+    0x080b, 0x1623,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,10 +140,14 @@ impl<T: Transport> Drive<T> {
     }
 
     fn medium_status(&mut self, s: &mut DriveStatus) {
-        let mode = self.mode_sense(mode::PAGE_COMPRESSION).or_else(|e| match e.kind() {
-            Some(DeviceError::IllegalRequest(_) | DeviceError::Unsupported(_)) => self.mode_sense(0),
-            _ => Err(e),
-        });
+        let mode = self
+            .mode_sense(mode::PAGE_COMPRESSION)
+            .or_else(|e| match e.kind() {
+                Some(DeviceError::IllegalRequest(_) | DeviceError::Unsupported(_)) => {
+                    self.mode_sense(0)
+                }
+                _ => Err(e),
+            });
         match mode {
             Ok(m) => {
                 s.write_protected = Some(m.write_protected);
@@ -153,15 +158,22 @@ impl<T: Transport> Drive<T> {
                     s.medium_generation = lto_generation(bd.density);
                     s.block_length = Some(bd.block_length);
                 }
-                s.compression = m.page(mode::PAGE_COMPRESSION).and_then(CompressionPage::decode).map(|c| c.dce);
+                s.compression = m
+                    .page(mode::PAGE_COMPRESSION)
+                    .and_then(CompressionPage::decode)
+                    .map(|c| c.dce);
             }
             Err(e) => s.note("MODE SENSE", &e),
         }
 
         match self.mode_sense(mode::PAGE_MEDIUM_PARTITION) {
             Ok(m) => {
-                s.partitions =
-                    Some(m.page(mode::PAGE_MEDIUM_PARTITION).and_then(PartitionPage::decode).map(|p| p.additional_defined.saturating_add(1)).unwrap_or(1))
+                s.partitions = Some(
+                    m.page(mode::PAGE_MEDIUM_PARTITION)
+                        .and_then(PartitionPage::decode)
+                        .map(|p| p.additional_defined.saturating_add(1))
+                        .unwrap_or(1),
+                )
             }
             Err(e) => s.note("MODE SENSE page 0x11", &e),
         }
@@ -170,19 +182,50 @@ impl<T: Transport> Drive<T> {
 
         match self.attributes(0) {
             Ok(attrs) => {
-                s.barcode = attrs.iter().find(|a| a.id == 0x0806).map(|a| a.text()).filter(|t| !t.is_empty());
+                s.barcode = attrs
+                    .iter()
+                    .find(|a| a.id == 0x0806)
+                    .map(|a| a.text())
+                    .filter(|t| !t.is_empty());
                 s.attributes = attrs
                     .iter()
                     .filter(|a| STATUS_ATTRIBUTES.contains(&a.id))
-                    .map(|a| AttributeEntry { id: a.id, name: attribute_name(a.id), value: display_value(a) })
+                    .map(|a| AttributeEntry {
+                        id: a.id,
+                        name: attribute_name(a.id),
+                        value: display_value(a),
+                    })
                     .collect();
-                let cap = |id| attrs.iter().find(|a| a.id == id).and_then(|a| scsi::be::uint_at(&a.value, 0, a.value.len()));
+                let cap = |id| {
+                    attrs
+                        .iter()
+                        .find(|a| a.id == id)
+                        .and_then(|a| scsi::be::uint_at(&a.value, 0, a.value.len()))
+                };
                 if cap(0x0000).is_some() || cap(0x0001).is_some() {
-                    s.capacity.push(PartitionCapacity { partition: 0, remaining_mib: cap(0x0000), maximum_mib: cap(0x0001), source: "MAM" });
+                    s.capacity.push(PartitionCapacity {
+                        partition: 0,
+                        remaining_mib: cap(0x0000),
+                        maximum_mib: cap(0x0001),
+                        source: "MAM",
+                    });
                     for p in 1..s.partitions.unwrap_or(1) {
-                        let rem = self.attribute(p, 0x0000).ok().flatten().and_then(|a| scsi::be::uint_at(&a.value, 0, a.value.len()));
-                        let max = self.attribute(p, 0x0001).ok().flatten().and_then(|a| scsi::be::uint_at(&a.value, 0, a.value.len()));
-                        s.capacity.push(PartitionCapacity { partition: p, remaining_mib: rem, maximum_mib: max, source: "MAM" });
+                        let rem = self
+                            .attribute(p, 0x0000)
+                            .ok()
+                            .flatten()
+                            .and_then(|a| scsi::be::uint_at(&a.value, 0, a.value.len()));
+                        let max = self
+                            .attribute(p, 0x0001)
+                            .ok()
+                            .flatten()
+                            .and_then(|a| scsi::be::uint_at(&a.value, 0, a.value.len()));
+                        s.capacity.push(PartitionCapacity {
+                            partition: p,
+                            remaining_mib: rem,
+                            maximum_mib: max,
+                            source: "MAM",
+                        });
                     }
                 }
             }
@@ -194,7 +237,12 @@ impl<T: Transport> Drive<T> {
                 Ok(c) => {
                     for p in 0..s.partitions.unwrap_or(1).min(2) {
                         let i = p as usize;
-                        s.capacity.push(PartitionCapacity { partition: p, remaining_mib: c.remaining[i], maximum_mib: c.maximum[i], source: "log page 0x31" });
+                        s.capacity.push(PartitionCapacity {
+                            partition: p,
+                            remaining_mib: c.remaining[i],
+                            maximum_mib: c.maximum[i],
+                            source: "log page 0x31",
+                        });
                     }
                 }
                 Err(e) => s.note("LOG SENSE page 0x31", &e),
@@ -210,19 +258,25 @@ impl<T: Transport> Drive<T> {
     fn status_position(&mut self, s: &mut DriveStatus) -> Option<StatusPosition> {
         if !self.quirks.read_position_stub {
             match self.read_position_data() {
-                Ok(pd) if !pd.unknown && !(pd.looks_like_stub() && self.position.is_some_and(|p| p.block > 0)) => {
-                    let partition = u8::try_from(pd.partition).ok()?;
-                    self.set_position(ltfs::Position { partition, block: pd.block });
-                    return Some(StatusPosition {
-                        partition,
-                        block: pd.block,
-                        file: pd.file,
-                        beginning_of_partition: pd.bop,
-                        end_of_partition: pd.eop,
-                        source: "drive",
-                    });
+                Ok(pd) => {
+                    // Zeros after records moved: a stub; read_position below records the quirk.
+                    let stub = pd.looks_like_stub() && self.position.is_some_and(|p| p.block > 0);
+                    if !pd.unknown && !stub {
+                        let partition = u8::try_from(pd.partition).ok()?;
+                        self.set_position(ltfs::Position {
+                            partition,
+                            block: pd.block,
+                        });
+                        return Some(StatusPosition {
+                            partition,
+                            block: pd.block,
+                            file: pd.file,
+                            beginning_of_partition: pd.bop,
+                            end_of_partition: pd.eop,
+                            source: "drive",
+                        });
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     s.note("READ POSITION", &e);
                     return None;
@@ -236,7 +290,11 @@ impl<T: Transport> Drive<T> {
                 file: None,
                 beginning_of_partition: p.block == 0,
                 end_of_partition: false,
-                source: if self.quirks.read_position_stub { "cached" } else { "drive" },
+                source: if self.quirks.read_position_stub {
+                    "cached"
+                } else {
+                    "drive"
+                },
             }),
             Err(e) => {
                 s.note("READ POSITION", &e);
@@ -261,7 +319,11 @@ mod tests {
             write_protected: false,
             buffered_mode: 1,
             speed: 0,
-            block_descriptor: Some(BlockDescriptor { density: 0x5a, blocks: 0, block_length: 0 }),
+            block_descriptor: Some(BlockDescriptor {
+                density: 0x5a,
+                blocks: 0,
+                block_length: 0,
+            }),
             pages,
         }
     }
@@ -276,7 +338,15 @@ mod tests {
         alerts.set(TapeAlerts::CLEAN_NOW);
         let compression = vec![0x0f, 0x0e, 0xc0, 0x80, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0];
         let partition = vec![0x11, 0x0a, 1, 1, 0x30, 3, 0, 0, 0, 10, 0xff, 0xff];
-        let pos = PositionData { partition: 1, block: 42, file: Some(3), bop: false, eop: false, bpew: false, unknown: false };
+        let pos = PositionData {
+            partition: 1,
+            block: 42,
+            file: Some(3),
+            bop: false,
+            eop: false,
+            bpew: false,
+            unknown: false,
+        };
         let attrs = mam_values(&[
             Attribute::new(0x0000, AttributeFormat::Binary, 1000u64.to_be_bytes()),
             Attribute::new(0x0001, AttributeFormat::Binary, 2000u64.to_be_bytes()),
@@ -292,8 +362,22 @@ mod tests {
             Step::data(&[0x5a, 0, 0x11], mode_data(partition).encode_sense(true)),
             Step::data(&[0x34, 6], pos.encode_long()),
             Step::data(&[0x8c, 0, 0, 0, 0, 0, 0, 0], attrs),
-            Step::data(&[0x8c, 0, 0, 0, 0, 0, 0, 1, 0, 0], mam_values(&[Attribute::new(0, AttributeFormat::Binary, 500u64.to_be_bytes())])),
-            Step::data(&[0x8c, 0, 0, 0, 0, 0, 0, 1, 0, 1], mam_values(&[Attribute::new(1, AttributeFormat::Binary, 900u64.to_be_bytes())])),
+            Step::data(
+                &[0x8c, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+                mam_values(&[Attribute::new(
+                    0,
+                    AttributeFormat::Binary,
+                    500u64.to_be_bytes(),
+                )]),
+            ),
+            Step::data(
+                &[0x8c, 0, 0, 0, 0, 0, 0, 1, 0, 1],
+                mam_values(&[Attribute::new(
+                    1,
+                    AttributeFormat::Binary,
+                    900u64.to_be_bytes(),
+                )]),
+            ),
             Step::data(&[0x4d, 0, 0x57], vol),
         ]);
         let s = d.status();
@@ -301,12 +385,26 @@ mod tests {
         assert!(s.notes.is_empty(), "{:?}", s.notes);
         assert_eq!(s.medium_present, Some(true));
         assert_eq!(s.barcode.as_deref(), Some("RV0001L6"));
-        assert_eq!((s.density_code, s.density_name, s.medium_generation), (Some(0x5a), Some("LTO-6"), Some(6)));
-        assert_eq!((s.compression, s.block_length, s.partitions), (Some(true), Some(0), Some(2)));
-        assert_eq!(s.position.as_ref().map(|p| (p.partition, p.block, p.file, p.source)), Some((1, 42, Some(3), "drive")));
+        assert_eq!(
+            (s.density_code, s.density_name, s.medium_generation),
+            (Some(0x5a), Some("LTO-6"), Some(6))
+        );
+        assert_eq!(
+            (s.compression, s.block_length, s.partitions),
+            (Some(true), Some(0), Some(2))
+        );
+        assert_eq!(
+            s.position
+                .as_ref()
+                .map(|p| (p.partition, p.block, p.file, p.source)),
+            Some((1, 42, Some(3), "drive"))
+        );
         assert!(s.needs_cleaning && s.critical_alert);
         assert_eq!(s.capacity.len(), 2);
-        assert_eq!((s.capacity[1].remaining_mib, s.capacity[1].maximum_mib), (Some(500), Some(900)));
+        assert_eq!(
+            (s.capacity[1].remaining_mib, s.capacity[1].maximum_mib),
+            (Some(500), Some(900))
+        );
         assert_eq!(s.attributes.len(), 1);
         assert_eq!(s.attributes[0].value, "FUJI");
         assert_eq!(s.volume_statistics.len(), 1);
@@ -339,10 +437,18 @@ mod tests {
         assert_eq!(s.medium_present, Some(true));
         assert_eq!(s.partitions, Some(1));
         assert_eq!(s.compression, None);
-        assert_eq!(s.position.as_ref().map(|p| (p.partition, p.block)), Some((0, 0)));
+        assert_eq!(
+            s.position.as_ref().map(|p| (p.partition, p.block)),
+            Some((0, 0))
+        );
         assert_eq!(s.tape_alerts, None);
         assert_eq!(s.notes.len(), 5, "{:#?}", s.notes);
-        assert!(s.notes.iter().any(|n| n.starts_with("READ ATTRIBUTE: script: READ ATTRIBUTE: the drive does not support")), "{:#?}", s.notes);
+        assert!(
+            s.notes.iter().any(|n| n
+                .starts_with("READ ATTRIBUTE: script: READ ATTRIBUTE: the drive does not support")),
+            "{:#?}",
+            s.notes
+        );
         assert!(s.quirks.len() >= 3, "{:?}", s.quirks);
     }
 
@@ -351,7 +457,10 @@ mod tests {
         let mut d = Script::drive(vec![
             Step::sense(&[0x00], Sense::new(SenseKey::NotReady, 0x3a, 0)),
             Step::data(&[0x44, 0], super::super::limits::encode_density_report(&[])),
-            Step::data(&[0x4d, 0, 0x52], TapeAlerts::default().encode_response_page()),
+            Step::data(
+                &[0x4d, 0, 0x52],
+                TapeAlerts::default().encode_response_page(),
+            ),
         ]);
         let s = d.status();
         assert!(d.transport().done());

@@ -35,11 +35,23 @@ pub struct StreamStats {
 impl<T: Transport> Drive<T> {
     /// Writes `reader` to tape as records of `record_size` bytes (the last one may be shorter), from the
     /// current position. Writes no filemark: the caller ends the file with [`Drive::write_marks`].
-    pub fn write_records_from<R: Read>(&mut self, mut reader: R, record_size: usize) -> Result<StreamStats, DriveError> {
+    pub fn write_records_from<R: Read>(
+        &mut self,
+        mut reader: R,
+        record_size: usize,
+    ) -> Result<StreamStats, DriveError> {
         let mut buf = AlignedBuf::new(record_size.max(1));
-        let mut stats = StreamStats { records: 0, bytes: 0, end: StreamEnd::EndOfInput };
+        let mut stats = StreamStats {
+            records: 0,
+            bytes: 0,
+            end: StreamEnd::EndOfInput,
+        };
         loop {
-            let n = fill(&mut reader, &mut buf).map_err(|source| DriveError::Io { device: self.device.clone(), context: "reading the input", source })?;
+            let n = fill(&mut reader, &mut buf).map_err(|source| DriveError::Io {
+                device: self.device.clone(),
+                context: "reading the input",
+                source,
+            })?;
             if n == 0 {
                 return Ok(stats);
             }
@@ -58,13 +70,27 @@ impl<T: Transport> Drive<T> {
 
     /// Reads records from the current position into `writer` until a filemark or end of data. Records
     /// longer than `max_record` fail with [`ltfs::DeviceError::RecordTooLong`].
-    pub fn read_records_to<W: Write>(&mut self, mut writer: W, max_record: usize) -> Result<StreamStats, DriveError> {
+    pub fn read_records_to<W: Write>(
+        &mut self,
+        mut writer: W,
+        max_record: usize,
+    ) -> Result<StreamStats, DriveError> {
         let mut buf = AlignedBuf::new(max_record.max(1));
-        let mut stats = StreamStats { records: 0, bytes: 0, end: StreamEnd::EndOfData };
+        let mut stats = StreamStats {
+            records: 0,
+            bytes: 0,
+            end: StreamEnd::EndOfData,
+        };
         loop {
             match self.read_record(&mut buf)? {
                 ReadOutcome::Data(n) => {
-                    writer.write_all(&buf[..n]).map_err(|source| DriveError::Io { device: self.device.clone(), context: "writing the output", source })?;
+                    writer
+                        .write_all(&buf[..n])
+                        .map_err(|source| DriveError::Io {
+                            device: self.device.clone(),
+                            context: "writing the output",
+                            source,
+                        })?;
                     stats.records += 1;
                     stats.bytes += n as u64;
                 }
@@ -78,7 +104,11 @@ impl<T: Transport> Drive<T> {
                 }
             }
         }
-        writer.flush().map_err(|source| DriveError::Io { device: self.device.clone(), context: "writing the output", source })?;
+        writer.flush().map_err(|source| DriveError::Io {
+            device: self.device.clone(),
+            context: "writing the output",
+            source,
+        })?;
         Ok(stats)
     }
 }
@@ -117,9 +147,20 @@ mod tests {
     #[test]
     fn writes_full_records_then_a_short_one() {
         let data: Vec<u8> = (0..25u8).collect();
-        let mut d = Script::drive(vec![Step::ok(&[0x0a, 0, 0, 0, 10]), Step::ok(&[0x0a, 0, 0, 0, 10]), Step::ok(&[0x0a, 0, 0, 0, 5])]);
+        let mut d = Script::drive(vec![
+            Step::ok(&[0x0a, 0, 0, 0, 10]),
+            Step::ok(&[0x0a, 0, 0, 0, 10]),
+            Step::ok(&[0x0a, 0, 0, 0, 5]),
+        ]);
         let s = d.write_records_from(Trickle(&data), 10).unwrap();
-        assert_eq!(s, StreamStats { records: 3, bytes: 25, end: StreamEnd::EndOfInput });
+        assert_eq!(
+            s,
+            StreamStats {
+                records: 3,
+                bytes: 25,
+                end: StreamEnd::EndOfInput
+            }
+        );
         let t = d.transport();
         assert_eq!(t.sent.concat(), data);
         assert!(t.done());
@@ -135,7 +176,14 @@ mod tests {
         ew.eom = true;
         let mut d = Script::drive(vec![Step::ok(&[0x0a]), Step::sense(&[0x0a], ew)]);
         let s = d.write_records_from(&[1u8; 100][..], 10).unwrap();
-        assert_eq!(s, StreamStats { records: 2, bytes: 20, end: StreamEnd::EarlyWarning });
+        assert_eq!(
+            s,
+            StreamStats {
+                records: 2,
+                bytes: 20,
+                end: StreamEnd::EarlyWarning
+            }
+        );
         assert!(d.early_warning());
     }
 
@@ -155,11 +203,25 @@ mod tests {
         ]);
         let mut out = Vec::new();
         let s = d.read_records_to(&mut out, 16).unwrap();
-        assert_eq!(s, StreamStats { records: 2, bytes: 20, end: StreamEnd::Filemark });
+        assert_eq!(
+            s,
+            StreamStats {
+                records: 2,
+                bytes: 20,
+                end: StreamEnd::Filemark
+            }
+        );
         assert_eq!(out.len(), 20);
         assert_eq!(&out[16..], &[2u8; 4]);
         let s = d.read_records_to(&mut out, 16).unwrap();
-        assert_eq!(s, StreamStats { records: 0, bytes: 0, end: StreamEnd::EndOfData });
+        assert_eq!(
+            s,
+            StreamStats {
+                records: 0,
+                bytes: 0,
+                end: StreamEnd::EndOfData
+            }
+        );
     }
 
     #[test]
