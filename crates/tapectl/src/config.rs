@@ -64,8 +64,12 @@ pub fn default_vtl_dir() -> PathBuf {
     base.join("rackvault/vtl")
 }
 
-/// Lock files go to /run/lock/rackvault when writable (root, a service), else the user's runtime dir.
+/// Lock files go to $RACKVAULT_LOCK_DIR, else /run/lock/rackvault when writable (root, a service), else
+/// the user's runtime dir.
 pub fn default_lock_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RACKVAULT_LOCK_DIR") {
+        return PathBuf::from(d);
+    }
     let run = Path::new("/run/lock");
     // SAFETY: access(2) with a valid NUL-terminated path only reads.
     let writable = unsafe { libc::access(c"/run/lock".as_ptr(), libc::W_OK) == 0 };

@@ -1,6 +1,8 @@
 //! Tape library control: the LTO drive and SCSI medium changer command sets over any [`scsi::Transport`].
 
+pub mod backend;
 pub mod changer;
 pub mod config;
 pub mod drive;
+pub mod library;
 pub mod lock;

@@ -1,1 +1,24 @@
-fn main() {}
+//! `tapectl`: drive a tape library (changer and LTO drives) over SG_IO, iSCSI or the virtual library.
+
+mod cli;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    let filter = if args.verbose { "debug" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RACKVAULT_LOG").unwrap_or_else(|_| filter.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapectl: {e:#}");
+            ExitCode::from(cli::exit_code(&e))
+        }
+    }
+}
