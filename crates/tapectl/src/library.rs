@@ -365,6 +365,12 @@ impl Library {
     /// Finds the drive device behind changer drive element `n`: by the serial the changer reports
     /// (DVCID), else by position.
     fn drive_device(&self, inv: &Inventory, n: u16) -> Result<Drive<BoxedTransport>> {
+        let mut d = self.find_drive_device(inv, n)?;
+        absorb_unit_attentions(&mut d);
+        Ok(d)
+    }
+
+    fn find_drive_device(&self, inv: &Inventory, n: u16) -> Result<Drive<BoxedTransport>> {
         let element = inv.drives.get(n as usize).ok_or_else(|| anyhow!("the library has no drive {n}"))?;
         let want = element.drive_id.as_ref().map(|id| id.serial.clone());
         let count = self.backend.drive_count();
@@ -395,6 +401,20 @@ impl Library {
         let lock = self.lock_drive(&inv, n)?;
         let d = self.drive_device(&inv, n)?;
         Ok((d, lock))
+    }
+}
+
+/// A new session (an iSCSI login, a reset on the bus) starts with UNIT ATTENTION pending; take it with
+/// TEST UNIT READY so the first real command does not fail. Anything else (no medium, not ready) is left
+/// for the command that cares.
+fn absorb_unit_attentions(d: &mut Drive<BoxedTransport>) {
+    for _ in 0..8 {
+        match scsi::inquiry::test_unit_ready(d.transport_mut()) {
+            Err(scsi::ScsiError::Sense { sense, .. }) if sense.is_unit_attention() => {
+                tracing::debug!(device = d.device_name(), %sense, "unit attention at session start");
+            }
+            _ => return,
+        }
     }
 }
 
