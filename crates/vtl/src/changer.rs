@@ -323,7 +323,10 @@ fn read_element_status(st: &State, cdb: &[u8], data: DataDir<'_>) -> Completion 
     if etype == 0 || etype == 4 {
         all.extend((0..st.drives.len()).map(Elem::Drive));
     }
-    let chosen: Vec<Elem> = all.into_iter().filter(|e| e.address() >= start).take(count).collect();
+    // Report from the element at the starting address (or the first one after it in report order), then
+    // onwards in report order, so a caller can page through with "last address + 1".
+    let from = all.iter().position(|e| e.address() == start).or_else(|| all.iter().position(|e| e.address() >= start));
+    let chosen: Vec<Elem> = from.map_or(Vec::new(), |f| all[f..].iter().copied().take(count).collect());
 
     let mut body = Vec::new();
     let mut i = 0;

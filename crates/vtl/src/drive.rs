@@ -8,7 +8,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use scsi::{Completion, DataDir, DeviceType, Inquiry, Sense, SenseKey, Transport, TransportError};
 
@@ -21,8 +21,6 @@ use crate::{DriveModel, Fault, Library, ReadOrWrite, VtlError};
 pub const MAX_BLOCK: usize = 0x80_0000;
 /// WRITE FILEMARKS accepts at most this many filemarks per command (each is a file).
 pub const MAX_FILEMARKS_PER_COMMAND: u32 = 1024;
-/// How long a READ/WRITE stream may go on from the in-memory model without looking at `library.json`.
-const STREAM_WINDOW: Duration = Duration::from_secs(2);
 
 /// An LTO drive. Implements [`scsi::Transport`].
 pub struct VirtualDrive {
@@ -33,8 +31,10 @@ pub struct VirtualDrive {
     media: Option<Media>,
     /// The loaded cartridge could not be opened (its directory is missing or corrupt).
     media_broken: bool,
-    /// READ/WRITE may use the in-memory model without a state transaction until then.
-    fast_until: Option<Instant>,
+    /// READ/WRITE may use the in-memory model without a state transaction while `library.json` is still
+    /// the version the last transaction left (one stat per record instead of lock + parse).
+    fast: Option<crate::state::StateId>,
+    state_file: PathBuf,
 }
 
 struct Part {
@@ -689,7 +689,8 @@ impl Media {
 
 impl VirtualDrive {
     pub(crate) fn new(lib: Library, index: usize, model: DriveModel, serial: String) -> Self {
-        Self { lib, index, model, serial, media: None, media_broken: false, fast_until: None }
+        let state_file = crate::state::state_path(lib.dir());
+        Self { lib, index, model, serial, media: None, media_broken: false, fast: None, state_file }
     }
 
     pub fn index(&self) -> usize {
@@ -705,7 +706,9 @@ impl VirtualDrive {
     }
 
     fn fast_ok(&self) -> bool {
-        self.fast_until.is_some_and(|t| Instant::now() < t) && self.media.as_ref().is_some_and(|m| m.threaded && !m.meta.cleaning)
+        self.fast.is_some()
+            && self.media.as_ref().is_some_and(|m| m.threaded && !m.meta.cleaning)
+            && crate::state::state_id(&self.state_file) == self.fast
     }
 
     /// The tape was taken out of the drive (by the changer, possibly in another process) while this
@@ -803,18 +806,15 @@ impl VirtualDrive {
         let now = util::now_secs();
         st.settle_faults(now);
         self.sync_media(st);
-        if op != 0x0a
-            && let Some(m) = self.media.as_mut()
-        {
-            m.finish_run_logged();
+        if let Some(m) = self.media.as_mut() {
+            // TapeAlert events from the streaming path.
+            st.drives[self.index].tapealert |= std::mem::take(&mut m.ta_events);
+            if op != 0x0a {
+                m.finish_run_logged();
+            }
         }
         let c = self.dispatch(st, cdb, data, now);
         self.persist(st);
-        self.fast_until = if matches!(op, 0x08 | 0x0a) && self.media.as_ref().is_some_and(|m| m.threaded) {
-            Some(Instant::now() + STREAM_WINDOW)
-        } else {
-            None
-        };
         c
     }
 
@@ -1520,16 +1520,18 @@ impl Transport for VirtualDrive {
             return Ok(m.write6(cdb, data));
         }
         let dir = self.lib.dir().to_path_buf();
-        state_result(self.describe(), crate::state::transact(&dir, |st| self.slow(st, cdb, data)))
+        self.fast = None;
+        let (c, id) = crate::state::transact_id(&dir, |st| self.slow(st, cdb, data))
+            .map_err(|e| TransportError::Other { device: self.describe(), message: e.to_string() })?;
+        if matches!(op, 0x08 | 0x0a) {
+            self.fast = id;
+        }
+        Ok(c)
     }
 
     fn describe(&self) -> String {
         format!("vtl {} drive {}", self.lib.dir().display(), self.index)
     }
-}
-
-fn state_result(device: String, r: Result<Completion, VtlError>) -> Result<Completion, TransportError> {
-    r.map_err(|e| TransportError::Other { device, message: e.to_string() })
 }
 
 impl Drop for VirtualDrive {

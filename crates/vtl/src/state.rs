@@ -242,12 +242,11 @@ fn load(dir: &Path) -> Result<(State, Vec<u8>), VtlError> {
     Ok((st, bytes))
 }
 
-fn store(dir: &Path, st: &State) -> Result<(), VtlError> {
+fn store(dir: &Path, bytes: &[u8]) -> Result<(), VtlError> {
     let p = state_path(dir);
     let tmp = dir.join(format!(".library.json.{}.tmp", std::process::id()));
-    let bytes = serde_json::to_vec_pretty(st).map_err(|e| VtlError::Corrupt { path: p.clone(), message: e.to_string() })?;
     let mut f = File::create(&tmp).map_err(|e| VtlError::io(&tmp, e))?;
-    f.write_all(&bytes).map_err(|e| VtlError::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| VtlError::io(&tmp, e))?;
     drop(f);
     std::fs::rename(&tmp, &p).map_err(|e| VtlError::io(&p, e))
 }
@@ -257,7 +256,8 @@ pub(crate) fn create(dir: &Path, st: &State) -> Result<(), VtlError> {
     if state_path(dir).exists() {
         return Err(VtlError::AlreadyExists { dir: dir.to_path_buf() });
     }
-    store(dir, st)
+    let bytes = serde_json::to_vec_pretty(st).map_err(|e| VtlError::Corrupt { path: state_path(dir), message: e.to_string() })?;
+    store(dir, &bytes)
 }
 
 pub(crate) fn read(dir: &Path) -> Result<State, VtlError> {
@@ -268,11 +268,39 @@ pub(crate) fn read(dir: &Path) -> Result<State, VtlError> {
 /// Runs `f` on the state under the exclusive lock and writes the state back if it changed.
 pub(crate) fn transact<R>(dir: &Path, f: impl FnOnce(&mut State) -> R) -> Result<R, VtlError> {
     let _l = lock(dir, true)?;
+    transact_locked(dir, f)
+}
+
+fn transact_locked<R>(dir: &Path, f: impl FnOnce(&mut State) -> R) -> Result<R, VtlError> {
     let (mut st, before) = load(dir)?;
     let r = f(&mut st);
     let after = serde_json::to_vec_pretty(&st).map_err(|e| VtlError::Corrupt { path: state_path(dir), message: e.to_string() })?;
     if after != before {
-        store(dir, &st)?;
+        store(dir, &after)?;
     }
     Ok(r)
+}
+
+/// Identifies one version of `library.json`: every write replaces the file (new inode) and sets its
+/// mtime, so a different identity means someone changed the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StateId {
+    dev: u64,
+    ino: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    size: u64,
+}
+
+pub(crate) fn state_id(path: &Path) -> Option<StateId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(StateId { dev: m.dev(), ino: m.ino(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec(), size: m.size() })
+}
+
+/// [`transact`], also returning the identity of `library.json` as the transaction left it.
+pub(crate) fn transact_id<R>(dir: &Path, f: impl FnOnce(&mut State) -> R) -> Result<(R, Option<StateId>), VtlError> {
+    let _l = lock(dir, true)?;
+    let r = transact_locked(dir, f)?;
+    Ok((r, state_id(&state_path(dir))))
 }
