@@ -10,6 +10,7 @@
 #   tgt-vtl.sh stop DIR                    stop the tgtd started for DIR
 #   tgt-vtl.sh insert DIR PORT ADDR BARCODE  operator puts a cartridge into I/E slot ADDR (16..18)
 #   tgt-vtl.sh clear DIR PORT ADDR           operator takes the cartridge out of I/E slot ADDR
+# Environment: TGT_TAPE_MB (256) is the size of each data cartridge created.
 #
 # Every PORT gets its own tgtd control socket (-C PORT), so several libraries can run side by side.
 # Needs root and the Debian package `tgt` (libiscsi-bin to look at it: iscsi-ls -s iscsi://127.0.0.1:PORT).
@@ -70,7 +71,7 @@ changer() { tgt --mode logicalunit --op update --tid 1 --lun $CHANGER_LUN --para
 # Creates the cartridge file for BARCODE if missing (the changer loads media_home/<barcode>, so the file
 # name must equal the barcode).
 cartridge() {
-    local b=$1 type=${2:-data} size=${3:-256}
+    local b=$1 type=${2:-data} size=${3:-${TGT_TAPE_MB:-256}}
     [ -f "$V/$b" ] && return 0
     tgtimg --op new --device-type tape --barcode "$b" --size "$size" --type "$type" \
         --file "$V/$b" --thin-provisioning >/dev/null || die "tgtimg could not create cartridge $b in $V"

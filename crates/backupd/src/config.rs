@@ -73,6 +73,9 @@ struct RawConfig {
     store: Spanned<RawStore>,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
+    /// The tape library; validated by tapectl's own parser below.
+    #[allow(dead_code)]
+    library: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +129,14 @@ impl Config {
         };
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| err_at(e.span(), e.message().to_string()))?;
+        if raw.library.is_some() {
+            tapectl::config::Settings::parse(text, path).map_err(|e| ConfigError {
+                file: e.file,
+                line: e.line,
+                col: e.col,
+                msg: e.msg,
+            })?;
+        }
         let base = path
             .parent()
             .map(|p| {
@@ -428,6 +439,11 @@ retention = { keep_last = 3, keep_daily = 7 }
                 "twice",
             ),
             ("[store\nkind=1".to_string(), 1, ""),
+            (
+                format!("{GOOD}\n[library]\ntransport = \"sgio\"\nurl = \"x\"\n"),
+                17,
+                "`url` does not apply",
+            ),
         ];
         for (text, line, needle) in cases {
             let e = parse(&text).unwrap_err();
@@ -435,6 +451,11 @@ retention = { keep_last = 3, keep_daily = 7 }
             assert!(e.to_string().contains(needle), "{e}");
             assert!(e.to_string().starts_with("/etc/rv/rackvault.toml:"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_valid_library_table_is_accepted() {
+        parse(&format!("{GOOD}\n[library]\ntransport = \"virtual\"\ndir = \"vtl\"\n")).unwrap();
     }
 
     #[test]
