@@ -62,7 +62,7 @@ impl<T: Transport> Drive<T> {
             self.advance(1);
             return Ok(ReadOutcome::Filemark);
         }
-        if sense.key == SenseKey::BlankCheck {
+        if is_end_of_data(&sense) {
             return Ok(ReadOutcome::EndOfData);
         }
         if sense.ili && matches!(sense.key, SenseKey::NoSense | SenseKey::RecoveredError) {
@@ -256,7 +256,7 @@ impl<T: Transport> Drive<T> {
 
     fn locate_failure(&mut self, command: &'static str, e: ScsiError, to: Position) -> DriveError {
         let err = match e.sense() {
-            Some(s) if s.key == SenseKey::BlankCheck => self.error(
+            Some(s) if is_end_of_data(s) => self.error(
                 command,
                 DeviceError::IllegalRequest(format!(
                     "partition {} block {} is past the end of data",
@@ -451,28 +451,27 @@ impl<T: Transport> Drive<T> {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
-        let passed = |info: Option<i64>| {
-            count
-                .unsigned_abs()
-                .saturating_sub(info.unwrap_or(0).unsigned_abs())
+        // "after 1 of 3"; without an INFORMATION field (tgt) the count is unknown: "before 3".
+        let passed = |info: Option<i64>| match info {
+            Some(i) => format!(
+                "after {} of {}",
+                count.unsigned_abs().saturating_sub(i.unsigned_abs()),
+                count.unsigned_abs()
+            ),
+            None => format!("before {}", count.unsigned_abs()),
         };
         match e.sense() {
-            Some(s) if s.key == SenseKey::BlankCheck => Err(self.error(
+            Some(s) if is_end_of_data(s) => Err(self.error(
                 command,
-                DeviceError::Other(format!(
-                    "end of data after {} of {} filemarks",
-                    passed(s.information),
-                    count.unsigned_abs()
-                )),
+                DeviceError::Other(format!("end of data {} filemarks", passed(s.information))),
             )),
             Some(s) if s.eom && s.key == SenseKey::NoSense => {
                 let edge = if count < 0 { "beginning" } else { "end" };
                 Err(self.error(
                     command,
                     DeviceError::Other(format!(
-                        "{edge} of partition after {} of {} filemarks",
-                        passed(s.information),
-                        count.unsigned_abs()
+                        "{edge} of partition {} filemarks",
+                        passed(s.information)
                     )),
                 ))
             }
@@ -545,34 +544,35 @@ impl<T: Transport> Drive<T> {
             .ok_or_else(|| self.bad_response("MODE SENSE(6)", format!("{n} bytes")))
     }
 
-    /// MODE SELECT of sensed-and-modified mode data, in the form MODE SENSE worked with.
+    /// MODE SELECT of sensed-and-modified mode data: the 10-byte command, or the 6-byte one on drives
+    /// that lack it (tgt has MODE SENSE(10) but not MODE SELECT(10)).
     pub fn mode_select(&mut self, data: &ModeData) -> Result<(), DriveError> {
-        if self.quirks.mode_6_only {
-            let p = data.encode_select(false);
-            let Ok(len) = u8::try_from(p.len()) else {
-                return Err(self.error(
-                    "MODE SELECT(6)",
-                    DeviceError::IllegalRequest(format!("{} bytes of mode data", p.len())),
-                ));
-            };
-            self.cmd(
-                "MODE SELECT(6)",
-                &mode::mode_select6_cdb(len),
-                Buf::Out(&p),
-                true,
-            )
-            .map(|_| ())
-        } else {
+        if !self.quirks.mode_6_only {
             let p = data.encode_select(true);
             let len = u16::try_from(p.len()).unwrap_or(u16::MAX);
-            self.cmd(
-                "MODE SELECT(10)",
-                &mode::mode_select10_cdb(len),
-                Buf::Out(&p),
-                true,
-            )
-            .map(|_| ())
+            match self.raw(&mode::mode_select10_cdb(len), Buf::Out(&p), true) {
+                Ok(_) => return Ok(()),
+                Err(e) if is_invalid_opcode(&e) => {
+                    tracing::info!(device = %self.device, "MODE SELECT(10) unsupported, using MODE SELECT(6)");
+                    self.quirks.mode_6_only = true;
+                }
+                Err(e) => return Err(self.classify("MODE SELECT(10)", e)),
+            }
         }
+        let p = data.encode_select(false);
+        let Ok(len) = u8::try_from(p.len()) else {
+            return Err(self.error(
+                "MODE SELECT(6)",
+                DeviceError::IllegalRequest(format!("{} bytes of mode data", p.len())),
+            ));
+        };
+        self.cmd(
+            "MODE SELECT(6)",
+            &mode::mode_select6_cdb(len),
+            Buf::Out(&p),
+            true,
+        )
+        .map(|_| ())
     }
 
     /// Mode data with page 0x0F when the drive has it, else header and block descriptor only.
@@ -618,20 +618,17 @@ impl<T: Transport> Drive<T> {
     /// Hardware compression (page 0x0F DCE). `Ok(false)` when the drive has no compression page.
     pub fn set_compression(&mut self, on: bool) -> Result<bool, DriveError> {
         let mut m = self.mode_for_change()?;
-        let Some(page) = m.page_mut(mode::PAGE_COMPRESSION) else {
+        let Some(page) = compression_page_with_dce(&mut m, on) else {
             return Ok(false);
         };
-        if !CompressionPage::set_dce(page, on) {
-            return Ok(false);
-        }
-        let page = page.to_vec();
         m.pages = page;
         self.mode_select(&m)?;
         Ok(true)
     }
 
-    /// The defaults tapectl writes with: variable blocks, buffered mode, compression on (when the drive
-    /// has a compression page), in one MODE SELECT.
+    /// The defaults tapectl writes with: variable blocks, buffered mode, compression on, in one MODE
+    /// SELECT. Compression is left alone when the drive is not compression capable (DCC clear, as on tgt)
+    /// or refuses the compression page (26/00: then the rest is selected without it).
     pub fn set_default_modes(&mut self) -> Result<(), DriveError> {
         let mut m = self.mode_for_change()?;
         m.block_descriptor
@@ -642,17 +639,19 @@ impl<T: Transport> Drive<T> {
             })
             .block_length = 0;
         m.buffered_mode = 1;
-        let compression = m
-            .page_mut(mode::PAGE_COMPRESSION)
-            .is_some_and(|p| CompressionPage::set_dce(p, true));
-        m.pages = match m.page(mode::PAGE_COMPRESSION) {
-            Some(p) if compression => p.to_vec(),
-            _ => {
-                tracing::info!(device = %self.device, "no data compression mode page: compression left as it is");
-                Vec::new()
+        m.pages = compression_page_with_dce(&mut m, true).unwrap_or_default();
+        if m.pages.is_empty() {
+            tracing::info!(device = %self.device, "the drive cannot compress: compression left as it is");
+            return self.mode_select(&m);
+        }
+        match self.mode_select(&m) {
+            Err(e) if matches!(e.kind(), Some(DeviceError::IllegalRequest(_))) => {
+                tracing::info!(device = %self.device, error = %e, "compression page refused: selecting without it");
+                m.pages.clear();
+                self.mode_select(&m)
             }
-        };
-        self.mode_select(&m)
+            r => r,
+        }
     }
 
     /// Partitions on the loaded cartridge (page 0x11); 1 when the drive has no medium partition page.
@@ -817,23 +816,22 @@ impl<T: Transport> Drive<T> {
                     if let Some(t) = TapeAlerts::decode_response_page(&b) {
                         return Ok(t);
                     }
-                    self.quirks.tape_alert_page_2e = true;
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        Some(DeviceError::IllegalRequest(_) | DeviceError::Unsupported(_))
-                    ) =>
-                {
-                    self.quirks.tape_alert_page_2e = true;
-                }
+                // No LOG SENSE at all (tgt): page 0x2E will not be there either.
+                Err(e) if matches!(e.kind(), Some(DeviceError::Unsupported(_))) => return Err(e),
+                Err(e) if matches!(e.kind(), Some(DeviceError::IllegalRequest(_))) => {}
                 Err(e) => return Err(e),
             }
         }
         let b = self.log_sense(logs::PAGE_TAPE_ALERT, 0)?;
-        TapeAlerts::decode_page(&b).ok_or_else(|| {
+        let t = TapeAlerts::decode_page(&b).ok_or_else(|| {
             self.bad_response("LOG SENSE", format!("TapeAlert page of {} bytes", b.len()))
-        })
+        })?;
+        if !self.quirks.tape_alert_page_2e {
+            tracing::info!(device = %self.device, "no TapeAlert Response page: reading page 0x2E, which clears the flags");
+            self.quirks.tape_alert_page_2e = true;
+        }
+        Ok(t)
     }
 
     /// Volume statistics (page 0x17), decoded generically.
@@ -857,6 +855,22 @@ impl<T: Transport> Drive<T> {
             )
         })
     }
+}
+
+/// Page 0x0F from `m` with DCE set to `on`, when the drive has the page and is compression capable (DCC).
+fn compression_page_with_dce(m: &mut ModeData, on: bool) -> Option<Vec<u8>> {
+    let page = m.page_mut(mode::PAGE_COMPRESSION)?;
+    if !CompressionPage::decode(page).is_some_and(|c| c.dcc) || !CompressionPage::set_dce(page, on)
+    {
+        return None;
+    }
+    Some(page.to_vec())
+}
+
+/// End of data: BLANK CHECK (SSC), or NO SENSE 00/05 "end-of-data detected" as tgt reports it when a
+/// SPACE runs into end of data.
+fn is_end_of_data(s: &scsi::Sense) -> bool {
+    s.key == SenseKey::BlankCheck || (s.key == SenseKey::NoSense && s.asc == 0x00 && s.ascq == 0x05)
 }
 
 impl<T: Transport> TapeDevice for Drive<T> {
@@ -1358,6 +1372,82 @@ mod tests {
             vec![0, 0, 0x10, 8, 0x5c, 0, 0, 0, 0, 0, 0, 0]
         );
         assert!(d.quirks().mode_6_only);
+        assert!(d.transport().done());
+    }
+
+    #[test]
+    fn mode_select_10_missing_but_mode_sense_10_present() {
+        // tgt: MODE SENSE(10) works, MODE SELECT(10) is an invalid opcode.
+        let compression = vec![0x0f, 0x0e, 0x40, 0x80, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0];
+        let mut d = Script::drive(vec![
+            Step::data(&[0x5a, 0, 0x0f], mode10(compression)),
+            Step::sense(&[0x55], sense(SenseKey::IllegalRequest, 0x20, 0)),
+            Step::ok(&[0x15, 0x10, 0, 0, 28]),
+        ]);
+        d.set_default_modes().unwrap();
+        let six = &d.transport().sent[1];
+        assert_eq!(&six[..4], &[0, 0, 0x10, 8]);
+        assert_eq!(six[14], 0xc0);
+        assert!(d.quirks().mode_6_only);
+        assert!(d.transport().done());
+    }
+
+    #[test]
+    fn tgt_reports_end_of_data_as_no_sense() {
+        let eod = with(sense(SenseKey::NoSense, 0, 5), |s| s.information = Some(4));
+        let mut d = Script::drive(vec![
+            Step::sense(&[0x11, 1], eod.clone()),
+            Step::sense(&[0x08], eod),
+        ]);
+        let e = d.space_marks(5).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "script: SPACE(6): end of data after 1 of 5 filemarks"
+        );
+        assert_eq!(
+            d.read_record(&mut [0u8; 16]).unwrap(),
+            ReadOutcome::EndOfData
+        );
+        assert!(d.transport().done());
+    }
+
+    #[test]
+    fn tape_alerts_without_log_sense() {
+        let mut d = Script::drive(vec![Step::sense(
+            &[0x4d, 0, 0x52],
+            sense(SenseKey::IllegalRequest, 0x20, 0),
+        )]);
+        assert!(matches!(
+            d.tape_alerts().unwrap_err().kind(),
+            Some(DeviceError::Unsupported(_))
+        ));
+        assert!(!d.quirks().tape_alert_page_2e);
+        assert!(d.transport().done());
+    }
+
+    #[test]
+    fn default_modes_skip_or_drop_the_compression_page() {
+        // tgt: page 0x0F all zeros (DCC clear): not sent at all.
+        let mut tgt_page = vec![0u8; 16];
+        tgt_page[..2].copy_from_slice(&[0x0f, 0x0e]);
+        let capable = vec![0x0f, 0x0e, 0x40, 0x80, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0];
+        let mut d = Script::drive(vec![
+            Step::data(&[0x5a, 0, 0x0f], mode10(tgt_page.clone())),
+            Step::ok(&[0x55, 0x10, 0, 0, 0, 0, 0, 0, 16]),
+            // A drive that refuses the page: the rest is selected without it.
+            Step::data(&[0x5a, 0, 0x0f], mode10(capable)),
+            Step::sense(&[0x55], sense(SenseKey::IllegalRequest, 0x26, 0)),
+            Step::ok(&[0x55, 0x10, 0, 0, 0, 0, 0, 0, 16]),
+            Step::data(&[0x5a, 0, 0x0f], mode10(tgt_page)),
+        ]);
+        d.set_default_modes().unwrap();
+        d.set_default_modes().unwrap();
+        assert!(!d.set_compression(true).unwrap());
+        let sent = &d.transport().sent;
+        assert_eq!(
+            sent.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![16, 32, 16]
+        );
         assert!(d.transport().done());
     }
 
