@@ -251,25 +251,23 @@ impl<T: Transport> Drive<T> {
     fn status_position(&mut self, s: &mut DriveStatus) -> Option<StatusPosition> {
         if !self.quirks.read_position_stub {
             match self.read_position_data() {
-                Ok(pd) => {
-                    // Zeros after records moved: a stub; read_position below records the quirk.
-                    let stub = pd.looks_like_stub() && self.position.is_some_and(|p| p.block > 0);
-                    if !pd.unknown && !stub {
-                        let partition = u8::try_from(pd.partition).ok()?;
-                        self.set_position(ltfs::Position {
-                            partition,
-                            block: pd.block,
-                        });
-                        return Some(StatusPosition {
-                            partition,
-                            block: pd.block,
-                            file: pd.file,
-                            beginning_of_partition: pd.bop,
-                            end_of_partition: pd.eop,
-                            source: "drive",
-                        });
-                    }
+                Ok(pd) if !pd.unknown && !pd.looks_like_stub() => {
+                    let partition = u8::try_from(pd.partition).ok()?;
+                    self.set_position(ltfs::Position {
+                        partition,
+                        block: pd.block,
+                    });
+                    return Some(StatusPosition {
+                        partition,
+                        block: pd.block,
+                        file: pd.file,
+                        beginning_of_partition: pd.bop,
+                        end_of_partition: pd.eop,
+                        source: "drive",
+                    });
                 }
+                // Unknown, or zeros that may be a stub: read_position below sorts it out.
+                Ok(_) => {}
                 Err(e) => {
                     s.note("READ POSITION", &e);
                     return None;
@@ -421,6 +419,7 @@ mod tests {
             Step::data(&[0x1a, 0, 0x11], mode_data(vec![]).encode_sense(false)),
             Step::data(&[0x34, 6], [0u8; 20]),
             Step::data(&[0x34, 0], [0u8; 20]),
+            Step::data(&[0x34, 0], [0u8; 20]),
             Step::sense(&[0x8c], illegal(0x20)),
             Step::sense(&[0x4d, 0, 0x71], illegal(0x20)),
             Step::sense(&[0x4d, 0, 0x57], illegal(0x20)),
@@ -430,12 +429,15 @@ mod tests {
         assert_eq!(s.medium_present, Some(true));
         assert_eq!(s.partitions, Some(1));
         assert_eq!(s.compression, None);
-        assert_eq!(
-            s.position.as_ref().map(|p| (p.partition, p.block)),
-            Some((0, 0))
+        // Zeros without BOP and no bookkeeping to check them against: unknown, not 0/0.
+        assert_eq!(s.position, None);
+        assert!(
+            s.notes.iter().any(|n| n.contains("rewind or locate first")),
+            "{:#?}",
+            s.notes
         );
         assert_eq!(s.tape_alerts, None);
-        assert_eq!(s.notes.len(), 5, "{:#?}", s.notes);
+        assert_eq!(s.notes.len(), 6, "{:#?}", s.notes);
         assert!(
             s.notes.iter().any(|n| n
                 .starts_with("READ ATTRIBUTE: script: READ ATTRIBUTE: the drive does not support")),

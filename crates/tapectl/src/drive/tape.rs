@@ -327,13 +327,25 @@ impl<T: Transport> Drive<T> {
                 DeviceError::Other("the drive does not know its position".into()),
             ));
         }
-        if pd.looks_like_stub()
-            && let Some(cached) = self.position
-            && cached.block > 0
-        {
-            tracing::warn!(device = %self.device, ?cached, "READ POSITION says 0/0 after records moved: treating it as a stub");
-            self.quirks.read_position_stub = true;
-            return Ok(cached);
+        // All zeros and no BOP flag (an SSC drive at block 0 sets BOP): tgt's stub. Believe it only where
+        // it agrees with our own bookkeeping.
+        if pd.looks_like_stub() {
+            match self.position {
+                Some(cached) if cached.block > 0 => {
+                    tracing::warn!(device = %self.device, ?cached, "READ POSITION says 0/0 after records moved: treating it as a stub");
+                    self.quirks.read_position_stub = true;
+                    return Ok(cached);
+                }
+                Some(cached) => return Ok(cached),
+                None => {
+                    return Err(self.error(
+                        "READ POSITION",
+                        DeviceError::Unsupported(
+                            "READ POSITION (the drive answered zeros without the beginning-of-partition flag, and tapectl does not know the position: rewind or locate first)".into(),
+                        ),
+                    ));
+                }
+            }
         }
         let Ok(partition) = u8::try_from(pd.partition) else {
             return Err(self.bad_response(
@@ -1201,6 +1213,22 @@ mod tests {
         d.space_marks(1).unwrap();
         let e = d.read_position().unwrap_err();
         assert!(matches!(e.kind(), Some(DeviceError::Unsupported(_))), "{e}");
+        assert!(d.transport().done());
+    }
+
+    #[test]
+    fn zeros_without_bop_are_not_believed_when_the_position_is_unknown() {
+        let mut d = Script::drive(vec![
+            Step::data(&[0x34, 6], [0u8; 32]),
+            Step::ok(&[0x01]),
+            Step::data(&[0x34, 6], [0u8; 32]),
+            Step::data(&[0x34, 6], [0u8; 32]),
+        ]);
+        let e = d.read_position().unwrap_err();
+        assert!(e.to_string().contains("rewind or locate first"), "{e}");
+        assert!(!d.quirks().read_position_stub);
+        d.rewind_to_bot().unwrap();
+        assert_eq!(d.read_position().unwrap(), pos(0, 0));
         assert!(d.transport().done());
     }
 
