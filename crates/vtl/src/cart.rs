@@ -50,7 +50,12 @@ pub(crate) struct CartMeta {
 }
 
 impl CartMeta {
-    pub fn new(barcode: &str, generation: DriveModel, capacity_mb: u64, write_protected: bool) -> CartMeta {
+    pub fn new(
+        barcode: &str,
+        generation: DriveModel,
+        capacity_mb: u64,
+        write_protected: bool,
+    ) -> CartMeta {
         let cleaning = is_cleaning_barcode(barcode);
         CartMeta {
             barcode: barcode.to_string(),
@@ -73,7 +78,11 @@ impl CartMeta {
     }
 
     pub fn partition_bytes(&self, p: usize) -> u64 {
-        self.partition_mb.get(p).copied().unwrap_or(0).saturating_mul(MIB)
+        self.partition_mb
+            .get(p)
+            .copied()
+            .unwrap_or(0)
+            .saturating_mul(MIB)
     }
 }
 
@@ -84,9 +93,15 @@ pub(crate) fn meta_path(dir: &Path) -> PathBuf {
 pub(crate) fn load_meta(dir: &Path) -> Result<CartMeta, VtlError> {
     let p = meta_path(dir);
     let b = fs::read(&p).map_err(|e| VtlError::io(&p, e))?;
-    let mut m: CartMeta = serde_json::from_slice(&b).map_err(|e| VtlError::Corrupt { path: p.clone(), message: e.to_string() })?;
+    let mut m: CartMeta = serde_json::from_slice(&b).map_err(|e| VtlError::Corrupt {
+        path: p.clone(),
+        message: e.to_string(),
+    })?;
     if m.partitions == 0 || m.partitions > 4 || m.partition_mb.len() != m.partitions as usize {
-        return Err(VtlError::Corrupt { path: p, message: "partition count and sizes disagree".into() });
+        return Err(VtlError::Corrupt {
+            path: p,
+            message: "partition count and sizes disagree".into(),
+        });
     }
     m.capacity_mb = m.capacity_mb.max(1);
     Ok(m)
@@ -94,7 +109,10 @@ pub(crate) fn load_meta(dir: &Path) -> Result<CartMeta, VtlError> {
 
 pub(crate) fn save_meta(dir: &Path, m: &CartMeta) -> Result<(), VtlError> {
     let p = meta_path(dir);
-    let bytes = serde_json::to_vec_pretty(m).map_err(|e| VtlError::Corrupt { path: p.clone(), message: e.to_string() })?;
+    let bytes = serde_json::to_vec_pretty(m).map_err(|e| VtlError::Corrupt {
+        path: p.clone(),
+        message: e.to_string(),
+    })?;
     write_atomic(&p, &bytes)
 }
 
@@ -117,7 +135,11 @@ pub(crate) fn write_conf(dir: &Path, m: &CartMeta) -> Result<(), VtlError> {
          <change_track_us>10000</change_track_us>\n    <threading_sec>12</threading_sec>\n</filedebug_cartridge_config>\n",
         m.write_protected,
         m.capacity_mb,
-        if m.cleaning { "CLN" } else { m.generation.cart_type() },
+        if m.cleaning {
+            "CLN"
+        } else {
+            m.generation.cart_type()
+        },
         m.generation.density_code(),
     );
     write_atomic(&dir.join(CONF_FILE), xml.as_bytes())
@@ -135,7 +157,9 @@ pub(crate) fn create(dir: &Path, m: &CartMeta) -> Result<(), VtlError> {
 
 /// The cartridges directory's barcodes (subdirectories holding a meta file).
 pub(crate) fn list_cartridges(dir: &Path) -> Vec<String> {
-    let Ok(rd) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
     rd.filter_map(|e| e.ok())
         .filter(|e| e.path().join(META_FILE).is_file())
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
@@ -171,13 +195,19 @@ pub(crate) fn write_vcr(dir: &Path, v: u32) -> Result<(), VtlError> {
 /// Host attributes stored as `attr_<p>_<id>` (id ≥ 0x0800), raw file contents (header + value).
 pub(crate) fn list_attrs(dir: &Path, partition: usize) -> BTreeMap<u16, Vec<u8>> {
     let mut out = BTreeMap::new();
-    let Ok(rd) = fs::read_dir(dir) else { return out };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
     let prefix = format!("attr_{partition}_");
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(hex) = name.strip_prefix(&prefix) else { continue };
-        let Ok(id) = u16::from_str_radix(hex, 16) else { continue };
+        let Some(hex) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Ok(id) = u16::from_str_radix(hex, 16) else {
+            continue;
+        };
         if id < 0x0800 {
             continue;
         }
@@ -208,12 +238,15 @@ pub(crate) struct PartScan {
 pub(crate) fn scan(dir: &Path, partitions: usize) -> Result<Vec<PartScan>, VtlError> {
     let mut recs: Vec<BTreeMap<u64, (bool, u64)>> = vec![BTreeMap::new(); partitions]; // blk -> (is_fm, size)
     let mut markers: Vec<Vec<u64>> = vec![Vec::new(); partitions];
+    let mut empties: Vec<Vec<u64>> = vec![Vec::new(); partitions];
     let rd = fs::read_dir(dir).map_err(|e| VtlError::io(dir, e))?;
     for e in rd {
         let e = e.map_err(|err| VtlError::io(dir, err))?;
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some((p, blk, kind)) = parse_rec_name(name) else { continue };
+        let Some((p, blk, kind)) = parse_rec_name(name) else {
+            continue;
+        };
         if p >= partitions {
             continue;
         }
@@ -223,8 +256,16 @@ pub(crate) fn scan(dir: &Path, partitions: usize) -> Result<Vec<PartScan>, VtlEr
                 recs[p].insert(blk, (true, 0));
             }
             'R' => {
-                let size = e.metadata().map_err(|err| VtlError::io(e.path(), err))?.len();
-                recs[p].entry(blk).or_insert((false, size));
+                let size = e
+                    .metadata()
+                    .map_err(|err| VtlError::io(e.path(), err))?
+                    .len();
+                if size == 0 {
+                    // Never a record: a file pre-created for a write that did not happen.
+                    empties[p].push(blk);
+                } else {
+                    recs[p].entry(blk).or_insert((false, size));
+                }
             }
             _ => {}
         }
@@ -246,6 +287,11 @@ pub(crate) fn scan(dir: &Path, partitions: usize) -> Result<Vec<PartScan>, VtlEr
             }
         }
         s.eod = next;
+        for &blk in &empties[p] {
+            if !s.filemarks.contains(&blk) {
+                s.orphans.push((blk, 'R'));
+            }
+        }
         markers[p].sort_unstable();
         s.eod_markers = std::mem::take(&mut markers[p]);
         out.push(s);
@@ -258,7 +304,11 @@ fn parse_rec_name(name: &str) -> Option<(usize, u64, char)> {
     let p = it.next()?;
     let blk = it.next()?;
     let kind = it.next()?;
-    if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) || blk.is_empty() || !blk.bytes().all(|c| c.is_ascii_digit()) {
+    if p.is_empty()
+        || !p.bytes().all(|c| c.is_ascii_digit())
+        || blk.is_empty()
+        || !blk.bytes().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     let kind = match kind {
@@ -335,7 +385,11 @@ mod tests {
         assert_eq!(s.bytes, 5);
         assert_eq!(s.filemarks.iter().copied().collect::<Vec<_>>(), vec![1]);
         assert!(repair(dir, 0, &mut s).unwrap());
-        assert!(dir.join("0_3_E").exists() && !dir.join("0_1_E").exists() && !dir.join("0_4_R").exists());
+        assert!(
+            dir.join("0_3_E").exists()
+                && !dir.join("0_1_E").exists()
+                && !dir.join("0_4_R").exists()
+        );
         let mut again = scan(dir, 1).unwrap().remove(0);
         assert!(!repair(dir, 0, &mut again).unwrap());
     }

@@ -6,7 +6,10 @@ use scsi::{Completion, DataDir, DeviceType, Inquiry, SenseKey, Transport, Transp
 
 use crate::state::{Loaded, Slot, State};
 use crate::util::{self, bad_cdb, bad_opcode, illegal, respond, ta_bit, u16_at, u24_at};
-use crate::{FIRST_DRIVE_ADDRESS, FIRST_IE_ADDRESS, FIRST_STORAGE_ADDRESS, Fault, Library, TRANSPORT_ADDRESS, cart};
+use crate::{
+    FIRST_DRIVE_ADDRESS, FIRST_IE_ADDRESS, FIRST_STORAGE_ADDRESS, Fault, Library,
+    TRANSPORT_ADDRESS, cart,
+};
 
 /// The medium changer. Implements [`scsi::Transport`]; every command is one short transaction on
 /// `library.json`.
@@ -61,7 +64,10 @@ impl Elem {
 
 impl VirtualChanger {
     pub(crate) fn new(lib: Library, seen_door_events: u64) -> Self {
-        Self { lib, seen_door_events }
+        Self {
+            lib,
+            seen_door_events,
+        }
     }
 
     fn run(&mut self, st: &mut State, cdb: &[u8], data: DataDir<'_>) -> Completion {
@@ -135,7 +141,10 @@ impl VirtualChanger {
         if cdb[10] & 0x01 != 0 {
             return bad_cdb(); // INVERT: LTO cartridges cannot be turned over
         }
-        let (Some(src), Some(dst)) = (Elem::from_address(st, u16_at(cdb, 4)), Elem::from_address(st, u16_at(cdb, 6))) else {
+        let (Some(src), Some(dst)) = (
+            Elem::from_address(st, u16_at(cdb, 4)),
+            Elem::from_address(st, u16_at(cdb, 6)),
+        ) else {
             return illegal(0x21, 0x01);
         };
         if src == Elem::Transport || dst == Elem::Transport {
@@ -170,8 +179,20 @@ impl VirtualChanger {
             Elem::Transport => unreachable!("rejected above"),
         };
         match dst {
-            Elem::Storage(i) => st.storage[i] = Some(Slot { barcode, source: carried_source, imported: false }),
-            Elem::Ie(i) => st.ie[i] = Some(Slot { barcode, source: carried_source, imported: false }),
+            Elem::Storage(i) => {
+                st.storage[i] = Some(Slot {
+                    barcode,
+                    source: carried_source,
+                    imported: false,
+                })
+            }
+            Elem::Ie(i) => {
+                st.ie[i] = Some(Slot {
+                    barcode,
+                    source: carried_source,
+                    imported: false,
+                })
+            }
             Elem::Drive(d) => {
                 st.load_counter += 1;
                 let dir = self.lib.cartridge_dir(&barcode);
@@ -198,12 +219,17 @@ impl VirtualChanger {
 }
 
 /// What happens when a cartridge is threaded in a drive: mount count, and cleaning for a cleaner.
-pub(crate) fn loaded_into_drive(st: &mut State, d: usize, dir: &std::path::Path) -> Result<(), crate::VtlError> {
+pub(crate) fn loaded_into_drive(
+    st: &mut State,
+    d: usize,
+    dir: &std::path::Path,
+) -> Result<(), crate::VtlError> {
     let mut meta = cart::load_meta(dir)?;
     if meta.cleaning {
         if meta.cleaning_uses_left > 0 {
             meta.cleaning_uses_left -= 1;
-            st.faults.retain(|e| !matches!(e.fault, Fault::NeedsCleaning { drive } if drive == d));
+            st.faults
+                .retain(|e| !matches!(e.fault, Fault::NeedsCleaning { drive } if drive == d));
             st.drives[d].tapealert &= !(ta_bit(0x14) | ta_bit(0x15) | ta_bit(0x16) | ta_bit(0x17));
             tracing::info!(drive = d, cartridge = %meta.barcode, uses_left = meta.cleaning_uses_left, "drive cleaned");
         } else {
@@ -220,9 +246,14 @@ pub(crate) fn loaded_into_drive(st: &mut State, d: usize, dir: &std::path::Path)
 fn contents(st: &State, e: Elem) -> Option<(String, Option<u16>)> {
     match e {
         Elem::Transport => None,
-        Elem::Storage(i) => st.storage[i].as_ref().map(|s| (s.barcode.clone(), s.source)),
+        Elem::Storage(i) => st.storage[i]
+            .as_ref()
+            .map(|s| (s.barcode.clone(), s.source)),
         Elem::Ie(i) => st.ie[i].as_ref().map(|s| (s.barcode.clone(), s.source)),
-        Elem::Drive(d) => st.drives[d].loaded.as_ref().map(|l| (l.barcode.clone(), l.source)),
+        Elem::Drive(d) => st.drives[d]
+            .loaded
+            .as_ref()
+            .map(|l| (l.barcode.clone(), l.source)),
     }
 }
 
@@ -231,7 +262,11 @@ fn mode_sense(st: &State, cdb: &[u8], data: DataDir<'_>) -> Completion {
     let pc = cdb[2] >> 6;
     let page = cdb[2] & 0x3f;
     let subpage = cdb[3];
-    let alloc = if ten { u16_at(cdb, 7) as usize } else { cdb[4] as usize };
+    let alloc = if ten {
+        u16_at(cdb, 7) as usize
+    } else {
+        cdb[4] as usize
+    };
     if subpage != 0 && !(page == 0x3f && subpage == 0xff) {
         return bad_cdb();
     }
@@ -278,7 +313,7 @@ fn mode_sense(st: &State, cdb: &[u8], data: DataDir<'_>) -> Completion {
         pages.extend_from_slice(&p);
     };
     match page {
-        0x1d | 0x1e | 0x1f => add(page),
+        0x1d..=0x1f => add(page),
         0x3f => {
             add(0x1d);
             add(0x1e);
@@ -325,8 +360,13 @@ fn read_element_status(st: &State, cdb: &[u8], data: DataDir<'_>) -> Completion 
     }
     // Report from the element at the starting address (or the first one after it in report order), then
     // onwards in report order, so a caller can page through with "last address + 1".
-    let from = all.iter().position(|e| e.address() == start).or_else(|| all.iter().position(|e| e.address() >= start));
-    let chosen: Vec<Elem> = from.map_or(Vec::new(), |f| all[f..].iter().copied().take(count).collect());
+    let from = all
+        .iter()
+        .position(|e| e.address() == start)
+        .or_else(|| all.iter().position(|e| e.address() >= start));
+    let chosen: Vec<Elem> = from.map_or(Vec::new(), |f| {
+        all[f..].iter().copied().take(count).collect()
+    });
 
     let mut body = Vec::new();
     let mut i = 0;
@@ -364,13 +404,21 @@ fn descriptor(st: &State, e: Elem, voltag: bool, with_id: bool, dlen: usize) -> 
     d[0..2].copy_from_slice(&e.address().to_be_bytes());
     let (full, source, imported) = match e {
         Elem::Transport => (None, None, false),
-        Elem::Storage(i) => (st.storage[i].as_ref().map(|s| s.barcode.as_str()), st.storage[i].as_ref().and_then(|s| s.source), false),
+        Elem::Storage(i) => (
+            st.storage[i].as_ref().map(|s| s.barcode.as_str()),
+            st.storage[i].as_ref().and_then(|s| s.source),
+            false,
+        ),
         Elem::Ie(i) => (
             st.ie[i].as_ref().map(|s| s.barcode.as_str()),
             st.ie[i].as_ref().and_then(|s| s.source),
             st.ie[i].as_ref().is_some_and(|s| s.imported),
         ),
-        Elem::Drive(i) => (st.drives[i].loaded.as_ref().map(|l| l.barcode.as_str()), st.drives[i].loaded.as_ref().and_then(|l| l.source), false),
+        Elem::Drive(i) => (
+            st.drives[i].loaded.as_ref().map(|l| l.barcode.as_str()),
+            st.drives[i].loaded.as_ref().and_then(|l| l.source),
+            false,
+        ),
     };
     let mut flags = if full.is_some() { 0x01 } else { 0 };
     match e {
@@ -390,29 +438,43 @@ fn descriptor(st: &State, e: Elem, voltag: bool, with_id: bool, dlen: usize) -> 
         }
         at += 36;
     }
-    if with_id {
-        if let Elem::Drive(i) = e {
+    if with_id && let Elem::Drive(i) = e {
+        {
             let model = st.spec.drives[i];
             d[at] = 0x02; // code set: ASCII
             d[at + 1] = 0x01; // identifier type: T10 vendor identification
             d[at + 3] = 34;
             util::pad(&mut d[at + 4..at + 12], "IBM");
             util::pad(&mut d[at + 12..at + 28], model.product());
-            util::pad(&mut d[at + 28..at + 38], &crate::drive_serial(&st.spec.serial, i));
+            util::pad(
+                &mut d[at + 28..at + 38],
+                &crate::drive_serial(&st.spec.serial, i),
+            );
         }
     }
     d
 }
 
 impl Transport for VirtualChanger {
-    fn execute(&mut self, cdb: &[u8], data: DataDir<'_>, _timeout: Duration) -> Result<Completion, TransportError> {
-        let Some(&op) = cdb.first() else { return Ok(bad_opcode()) };
+    fn execute(
+        &mut self,
+        cdb: &[u8],
+        data: DataDir<'_>,
+        _timeout: Duration,
+    ) -> Result<Completion, TransportError> {
+        let Some(&op) = cdb.first() else {
+            return Ok(bad_opcode());
+        };
         if cdb.len() < util::cdb_len(op) {
             return Ok(bad_cdb());
         }
         let dir = self.lib.dir().to_path_buf();
-        crate::state::transact(&dir, |st| self.run(st, cdb, data))
-            .map_err(|e| TransportError::Other { device: self.describe(), message: e.to_string() })
+        crate::state::transact(&dir, |st| self.run(st, cdb, data)).map_err(|e| {
+            TransportError::Other {
+                device: self.describe(),
+                message: e.to_string(),
+            }
+        })
     }
 
     fn describe(&self) -> String {

@@ -14,7 +14,10 @@ use scsi::{Completion, DataDir, DeviceType, Inquiry, Sense, SenseKey, Transport,
 
 use crate::cart::{self, CartMeta, MIB};
 use crate::state::{Loaded, PartitionRequest, State};
-use crate::util::{self, bad_cdb, bad_opcode, bad_param, check, fail, illegal, respond, ta_bit, u16_at, u24_at, u32_at, u64_at};
+use crate::util::{
+    self, bad_cdb, bad_opcode, bad_param, check, fail, illegal, respond, ta_bit, u16_at, u24_at,
+    u32_at, u64_at,
+};
 use crate::{DriveModel, Fault, Library, ReadOrWrite, VtlError};
 
 /// Largest record READ BLOCK LIMITS reports and WRITE(6) accepts.
@@ -62,16 +65,31 @@ impl MediaFaults {
         for e in &st.faults {
             match &e.fault {
                 Fault::WriteProtect { barcode: b } if b == barcode => f.write_protect = true,
-                Fault::EarlyWarningAt { barcode: b, partition, bytes } if b == barcode => f.early_warning.push((*partition, *bytes)),
-                Fault::EndOfMediumAt { barcode: b, partition, bytes } if b == barcode => f.end_of_medium.push((*partition, *bytes)),
-                Fault::MediumError { barcode: b, partition, block, on } if b == barcode => f.errors.push((*partition, *block, *on)),
+                Fault::EarlyWarningAt {
+                    barcode: b,
+                    partition,
+                    bytes,
+                } if b == barcode => f.early_warning.push((*partition, *bytes)),
+                Fault::EndOfMediumAt {
+                    barcode: b,
+                    partition,
+                    bytes,
+                } if b == barcode => f.end_of_medium.push((*partition, *bytes)),
+                Fault::MediumError {
+                    barcode: b,
+                    partition,
+                    block,
+                    on,
+                } if b == barcode => f.errors.push((*partition, *block, *on)),
                 _ => {}
             }
         }
         f
     }
     fn error_at(&self, p: usize, blk: u64, on: ReadOrWrite) -> bool {
-        self.errors.iter().any(|&(fp, fb, fo)| fp as usize == p && fb == blk && fo == on)
+        self.errors
+            .iter()
+            .any(|&(fp, fb, fo)| fp as usize == p && fb == blk && fo == on)
     }
 }
 
@@ -97,15 +115,29 @@ struct Media {
     can_write: bool,
     /// TapeAlert flags raised since the last persist.
     ta_events: u64,
+    /// Creates the files of the next blocks while a stream of large records is written.
+    precreate: crate::writer::Precreator,
 }
 
-fn io_fail(what: &str, path: &std::path::Path, e: &dyn std::fmt::Display, key: SenseKey, asc: u8, ascq: u8) -> Completion {
+fn io_fail(
+    what: &str,
+    path: &std::path::Path,
+    e: &dyn std::fmt::Display,
+    key: SenseKey,
+    asc: u8,
+    ascq: u8,
+) -> Completion {
     tracing::error!(path = %path.display(), "{what} failed: {e}");
     fail(key, asc, ascq)
 }
 
 impl Media {
-    fn open(dir: PathBuf, l: &Loaded, faults: MediaFaults, model: DriveModel) -> Result<Media, VtlError> {
+    fn open(
+        dir: PathBuf,
+        l: &Loaded,
+        faults: MediaFaults,
+        model: DriveModel,
+    ) -> Result<Media, VtlError> {
         let meta = cart::load_meta(&dir)?;
         let mut scans = cart::scan(&dir, meta.partitions as usize)?;
         for (p, s) in scans.iter_mut().enumerate() {
@@ -149,6 +181,7 @@ impl Media {
             changed: false,
             faults,
             ta_events: 0,
+            precreate: Default::default(),
         })
     }
 
@@ -212,6 +245,7 @@ impl Media {
 
     /// Deletes every record, filemark and EOD marker at `at` and beyond in partition `p`.
     fn truncate(&mut self, p: usize, at: u64) -> Result<(), VtlError> {
+        self.precreate.cancel();
         let eod = self.parts[p].eod;
         for blk in at..eod {
             if self.parts[p].filemarks.contains(&blk) {
@@ -254,6 +288,7 @@ impl Media {
 
     /// Ends a write run: puts the EOD marker back, so the layout is valid whenever the drive is idle.
     fn finish_run(&mut self) -> Result<(), VtlError> {
+        self.precreate.cancel();
         for p in 0..self.parts.len() {
             if !self.parts[p].eod_on_disk {
                 let e = self.rec(p, self.parts[p].eod, 'E');
@@ -272,8 +307,11 @@ impl Media {
 
     /// A sync point: records written since the last one reach the disk, and the directory too.
     fn sync(&mut self) -> Result<(), VtlError> {
+        self.precreate.cancel();
         for p in 0..self.parts.len() {
-            let Some(from) = self.parts[p].unsynced_from.take() else { continue };
+            let Some(from) = self.parts[p].unsynced_from.take() else {
+                continue;
+            };
             let eod = self.parts[p].eod;
             if eod.saturating_sub(from) <= 64 {
                 for blk in from..eod {
@@ -337,7 +375,15 @@ impl Media {
         }
         self.bump_vcr();
         let path = self.rec(p, blk, 'R');
-        let written = File::create(&path).and_then(|mut f| f.write_all(buf));
+        let pre = if len >= crate::writer::PRECREATE_MIN {
+            self.precreate.take(&self.dir, p, blk)
+        } else {
+            None
+        };
+        let written = match pre {
+            Some(mut f) => f.write_all(buf),
+            None => File::create(&path).and_then(|mut f| f.write_all(buf)),
+        };
         if let Err(e) = written {
             let _ = fs::remove_file(&path);
             return io_fail("write", &path, &e, SenseKey::MediumError, 0x0c, 0x00);
@@ -373,7 +419,9 @@ impl Media {
         if !self.can_read {
             return fail(SenseKey::MediumError, 0x30, 0x00);
         }
-        let DataDir::In(buf) = data else { return bad_cdb() };
+        let DataDir::In(buf) = data else {
+            return bad_cdb();
+        };
         let (p, blk) = (self.partition, self.block);
         if blk >= self.parts[p].eod {
             let mut s = self.eom_sense(Sense::new(SenseKey::BlankCheck, 0x00, 0x05));
@@ -436,7 +484,14 @@ impl Media {
                 return fail(SenseKey::MediumError, 0x0c, 0x00);
             }
             if let Err(e) = self.begin_write() {
-                return io_fail("write filemark", &self.dir, &e, SenseKey::MediumError, 0x0c, 0x00);
+                return io_fail(
+                    "write filemark",
+                    &self.dir,
+                    &e,
+                    SenseKey::MediumError,
+                    0x0c,
+                    0x00,
+                );
             }
             if self.parts[p].bytes >= self.end_of_medium(p) {
                 let mut s = Sense::new(SenseKey::VolumeOverflow, 0x00, 0x02);
@@ -448,7 +503,14 @@ impl Media {
             for _ in 0..n {
                 let path = self.rec(p, self.block, 'F');
                 if let Err(e) = File::create(&path) {
-                    return io_fail("write filemark", &path, &e, SenseKey::MediumError, 0x0c, 0x00);
+                    return io_fail(
+                        "write filemark",
+                        &path,
+                        &e,
+                        SenseKey::MediumError,
+                        0x0c,
+                        0x00,
+                    );
                 }
                 self.parts[p].filemarks.insert(self.block);
                 self.block += 1;
@@ -570,7 +632,11 @@ impl Media {
                 if id == 0 {
                     0
                 } else {
-                    match self.parts[p].filemarks.iter().nth((id - 1).min(usize::MAX as u64) as usize) {
+                    match self.parts[p]
+                        .filemarks
+                        .iter()
+                        .nth((id - 1).min(usize::MAX as u64) as usize)
+                    {
                         Some(&fm) => fm,
                         None => u64::MAX,
                     }
@@ -581,7 +647,10 @@ impl Media {
         };
         if target > eod {
             self.block = eod;
-            return check(self.eom_sense(Sense::new(SenseKey::BlankCheck, 0x00, 0x05)), 0);
+            return check(
+                self.eom_sense(Sense::new(SenseKey::BlankCheck, 0x00, 0x05)),
+                0,
+            );
         }
         self.block = target;
         Completion::good(0)
@@ -636,7 +705,11 @@ impl Media {
             return c;
         }
         let (p, at) = (self.partition, self.block);
-        let r = if at < self.parts[p].eod { self.truncate(p, at) } else { Ok(()) };
+        let r = if at < self.parts[p].eod {
+            self.truncate(p, at)
+        } else {
+            Ok(())
+        };
         if let Err(e) = r.and_then(|_| self.finish_run()).and_then(|_| self.sync()) {
             return io_fail("erase", &self.dir, &e, SenseKey::MediumError, 0x0c, 0x00);
         }
@@ -645,7 +718,10 @@ impl Media {
 
     /// Erases the whole cartridge and makes `sizes_mb.len()` empty partitions.
     fn format(&mut self, sizes_mb: Vec<u64>) -> Result<(), VtlError> {
-        for e in fs::read_dir(&self.dir).map_err(|e| VtlError::io(&self.dir, e))?.flatten() {
+        for e in fs::read_dir(&self.dir)
+            .map_err(|e| VtlError::io(&self.dir, e))?
+            .flatten()
+        {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
             let is_rec = {
@@ -653,7 +729,11 @@ impl Media {
                 let a = it.next().unwrap_or("");
                 let b = it.next().unwrap_or("");
                 let c = it.next().unwrap_or("");
-                !a.is_empty() && a.bytes().all(|x| x.is_ascii_digit()) && !b.is_empty() && b.bytes().all(|x| x.is_ascii_digit()) && matches!(c, "R" | "F" | "E")
+                !a.is_empty()
+                    && a.bytes().all(|x| x.is_ascii_digit())
+                    && !b.is_empty()
+                    && b.bytes().all(|x| x.is_ascii_digit())
+                    && matches!(c, "R" | "F" | "E")
             };
             let is_host_attr = name.starts_with("attr_") && name != "attr_0_9";
             if is_rec || is_host_attr {
@@ -683,14 +763,25 @@ impl Media {
     }
 
     fn remaining_mib(&self, p: usize) -> u64 {
-        self.parts.get(p).map_or(0, |x| x.capacity.saturating_sub(x.bytes) / MIB)
+        self.parts
+            .get(p)
+            .map_or(0, |x| x.capacity.saturating_sub(x.bytes) / MIB)
     }
 }
 
 impl VirtualDrive {
     pub(crate) fn new(lib: Library, index: usize, model: DriveModel, serial: String) -> Self {
         let state_file = crate::state::state_path(lib.dir());
-        Self { lib, index, model, serial, media: None, media_broken: false, fast: None, state_file }
+        Self {
+            lib,
+            index,
+            model,
+            serial,
+            media: None,
+            media_broken: false,
+            fast: None,
+            state_file,
+        }
     }
 
     pub fn index(&self) -> usize {
@@ -707,13 +798,17 @@ impl VirtualDrive {
 
     fn fast_ok(&self) -> bool {
         self.fast.is_some()
-            && self.media.as_ref().is_some_and(|m| m.threaded && !m.meta.cleaning)
+            && self
+                .media
+                .as_ref()
+                .is_some_and(|m| m.threaded && !m.meta.cleaning)
             && crate::state::state_id(&self.state_file) == self.fast
     }
 
     /// The tape was taken out of the drive (by the changer, possibly in another process) while this
     /// handle may still have had a write run open: rebuild the cartridge's EOD markers from its files.
-    fn orphan(m: Media) {
+    fn orphan(mut m: Media) {
+        m.precreate.cancel();
         if m.parts.iter().all(|p| p.eod_on_disk) {
             return;
         }
@@ -781,7 +876,9 @@ impl VirtualDrive {
         let ds = &mut st.drives[self.index];
         let Some(m) = self.media.as_mut() else { return };
         ds.tapealert |= std::mem::take(&mut m.ta_events);
-        let Some(l) = ds.loaded.as_mut().filter(|l| l.load_seq == m.load_seq) else { return };
+        let Some(l) = ds.loaded.as_mut().filter(|l| l.load_seq == m.load_seq) else {
+            return;
+        };
         l.partition = m.partition as u8;
         l.block = m.block;
         l.threaded = m.threaded;
@@ -796,7 +893,9 @@ impl VirtualDrive {
         if m.meta_dirty {
             match cart::save_meta(&m.dir, &m.meta) {
                 Ok(()) => m.meta_dirty = false,
-                Err(e) => tracing::warn!(cartridge = %m.barcode, "cartridge statistics not saved: {e}"),
+                Err(e) => {
+                    tracing::warn!(cartridge = %m.barcode, "cartridge statistics not saved: {e}")
+                }
             }
         }
     }
@@ -826,7 +925,23 @@ impl VirtualDrive {
         {
             return fail(SenseKey::UnitAttention, asc, ascq);
         }
-        let needs_medium = matches!(op, 0x00 | 0x01 | 0x04 | 0x08 | 0x0a | 0x10 | 0x11 | 0x19 | 0x1b | 0x2b | 0x34 | 0x8c | 0x8d | 0x91 | 0x92);
+        let needs_medium = matches!(
+            op,
+            0x00 | 0x01
+                | 0x04
+                | 0x08
+                | 0x0a
+                | 0x10
+                | 0x11
+                | 0x19
+                | 0x1b
+                | 0x2b
+                | 0x34
+                | 0x8c
+                | 0x8d
+                | 0x91
+                | 0x92
+        );
         if needs_medium {
             if st.becoming_ready(i, now) {
                 return fail(SenseKey::NotReady, 0x04, 0x01);
@@ -870,11 +985,17 @@ impl VirtualDrive {
             0x11 => {
                 let raw = u24_at(cdb, 2);
                 let count = ((raw << 8) as i32 >> 8) as i64;
-                self.media.as_mut().expect("checked").space(cdb[1] & 0x0f, count)
+                self.media
+                    .as_mut()
+                    .expect("checked")
+                    .space(cdb[1] & 0x0f, count)
             }
             0x91 => {
                 let count = u64_at(cdb, 4) as i64;
-                self.media.as_mut().expect("checked").space(cdb[1] & 0x0f, count)
+                self.media
+                    .as_mut()
+                    .expect("checked")
+                    .space(cdb[1] & 0x0f, count)
             }
             0x12 => {
                 let inq = Inquiry {
@@ -906,7 +1027,11 @@ impl VirtualDrive {
                 let m = self.media.as_mut().expect("checked");
                 m.locate(cp.then_some(cdb[3]), dest, u64_at(cdb, 4))
             }
-            0x34 => self.media.as_ref().expect("checked").read_position(cdb, data),
+            0x34 => self
+                .media
+                .as_ref()
+                .expect("checked")
+                .read_position(cdb, data),
             0x44 => {
                 if cdb[1] & 0x02 != 0 {
                     return bad_cdb();
@@ -930,7 +1055,13 @@ impl VirtualDrive {
         }
     }
 
-    fn request_sense(&mut self, st: &mut State, cdb: &[u8], data: DataDir<'_>, now: u64) -> Completion {
+    fn request_sense(
+        &mut self,
+        st: &mut State,
+        cdb: &[u8],
+        data: DataDir<'_>,
+        now: u64,
+    ) -> Completion {
         if cdb[1] & 0x01 != 0 {
             return bad_cdb();
         }
@@ -951,7 +1082,9 @@ impl VirtualDrive {
     fn load_unload(&mut self, st: &mut State, cdb: &[u8]) -> Completion {
         let load = cdb[4] & 0x01 != 0;
         let i = self.index;
-        let Some(m) = self.media.as_mut() else { return fail(SenseKey::NotReady, 0x3a, 0x00) };
+        let Some(m) = self.media.as_mut() else {
+            return fail(SenseKey::NotReady, 0x3a, 0x00);
+        };
         if load {
             if !m.threaded {
                 if m.meta_dirty && cart::save_meta(&m.dir, &m.meta).is_ok() {
@@ -1016,7 +1149,11 @@ impl VirtualDrive {
         let pc = cdb[2] >> 6;
         let page = cdb[2] & 0x3f;
         let subpage = cdb[3];
-        let alloc = if ten { u16_at(cdb, 7) as usize } else { cdb[4] as usize };
+        let alloc = if ten {
+            u16_at(cdb, 7) as usize
+        } else {
+            cdb[4] as usize
+        };
         if subpage != 0 && !(page == 0x3f && subpage == 0xff) {
             return bad_cdb();
         }
@@ -1036,9 +1173,17 @@ impl VirtualDrive {
         }
         let m = self.media.as_ref().filter(|m| m.threaded);
         let wp = m.is_some_and(|m| m.write_protected() || !m.can_write);
-        let dev_specific = if changeable { 0 } else { 0x10 | if wp { 0x80 } else { 0 } };
+        let dev_specific = if changeable {
+            0
+        } else {
+            0x10 | if wp { 0x80 } else { 0 }
+        };
         let density = m.map_or(0, |m| m.meta.generation.density_code());
-        let bd: Vec<u8> = if dbd { Vec::new() } else { vec![if changeable { 0 } else { density }, 0, 0, 0, 0, 0, 0, 0] };
+        let bd: Vec<u8> = if dbd {
+            Vec::new()
+        } else {
+            vec![if changeable { 0 } else { density }, 0, 0, 0, 0, 0, 0, 0]
+        };
         let mut resp = if ten {
             let mut h = vec![0u8; 8];
             h[3] = dev_specific;
@@ -1069,7 +1214,12 @@ impl VirtualDrive {
                     p[2] = 0x80;
                     return p;
                 }
-                p[2] = 0x40 | if st.drives[self.index].compression() { 0x80 } else { 0 };
+                p[2] = 0x40
+                    | if st.drives[self.index].compression() {
+                        0x80
+                    } else {
+                        0
+                    };
                 p[3] = 0x80;
                 p[7] = 0x01;
                 p[11] = 0x01;
@@ -1102,7 +1252,9 @@ impl VirtualDrive {
                 p[2] = max_add;
                 p[4] = 0x1c; // PSUM = 11b (units), POFM
                 p[5] = 0x03;
-                let sizes: Vec<u64> = m.map_or(Vec::new(), |m| m.meta.partition_mb.iter().map(|mb| mb * MIB).collect());
+                let sizes: Vec<u64> = m.map_or(Vec::new(), |m| {
+                    m.meta.partition_mb.iter().map(|mb| mb * MIB).collect()
+                });
                 p[3] = sizes.len().saturating_sub(1) as u8;
                 let mut units = 6u8;
                 let unit = |u: u8| 10u64.pow(u as u32);
@@ -1131,7 +1283,11 @@ impl VirtualDrive {
         if cdb[1] & 0x01 != 0 {
             return bad_cdb(); // SP: saving pages is not supported
         }
-        let len = if ten { u16_at(cdb, 7) as usize } else { cdb[4] as usize };
+        let len = if ten {
+            u16_at(cdb, 7) as usize
+        } else {
+            cdb[4] as usize
+        };
         if len == 0 {
             return Completion::good(0);
         }
@@ -1143,7 +1299,11 @@ impl VirtualDrive {
         if b.len() < hlen {
             return illegal(0x1a, 0x00);
         }
-        let bdlen = if ten { u16_at(b, 6) as usize } else { b[3] as usize };
+        let bdlen = if ten {
+            u16_at(b, 6) as usize
+        } else {
+            b[3] as usize
+        };
         let mut at = hlen;
         if bdlen % 8 != 0 || at + bdlen > b.len() {
             return illegal(0x1a, 0x00);
@@ -1183,11 +1343,17 @@ impl VirtualDrive {
                         }
                         let add = page[3];
                         let flags = page[4];
-                        let (fdp, sdp, idp) = (flags & 0x80 != 0, flags & 0x40 != 0, flags & 0x20 != 0);
-                        if add > self.model.max_additional_partitions() || (fdp as u8 + sdp as u8 + idp as u8) > 1 {
+                        let (fdp, sdp, idp) =
+                            (flags & 0x80 != 0, flags & 0x40 != 0, flags & 0x20 != 0);
+                        if add > self.model.max_additional_partitions()
+                            || (fdp as u8 + sdp as u8 + idp as u8) > 1
+                        {
                             return bad_param();
                         }
-                        let sizes = page[8.min(page.len())..].chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                        let sizes = page[8.min(page.len())..]
+                            .chunks_exact(2)
+                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                            .collect();
                         partition = Some(PartitionRequest {
                             additional: add,
                             fdp,
@@ -1263,11 +1429,25 @@ impl VirtualDrive {
                     params.push((0x0007, 0x03, mt.records_read.to_be_bytes().to_vec()));
                     params.push((0x0008, 0x03, 0u32.to_be_bytes().to_vec()));
                     params.push((0x0009, 0x03, 0u32.to_be_bytes().to_vec()));
-                    params.push((0x000e, 0x03, (mb(mt.last_mount_bytes_written) as u32).to_be_bytes().to_vec()));
-                    params.push((0x000f, 0x03, (mb(mt.last_mount_bytes_read) as u32).to_be_bytes().to_vec()));
+                    params.push((
+                        0x000e,
+                        0x03,
+                        (mb(mt.last_mount_bytes_written) as u32)
+                            .to_be_bytes()
+                            .to_vec(),
+                    ));
+                    params.push((
+                        0x000f,
+                        0x03,
+                        (mb(mt.last_mount_bytes_read) as u32).to_be_bytes().to_vec(),
+                    ));
                     params.push((0x0010, 0x03, mb(mt.bytes_written).to_be_bytes().to_vec()));
                     params.push((0x0011, 0x03, mb(mt.bytes_read).to_be_bytes().to_vec()));
-                    params.push((0x0016, 0x03, (mb(mt.capacity_mb * MIB) as u32).to_be_bytes().to_vec()));
+                    params.push((
+                        0x0016,
+                        0x03,
+                        (mb(mt.capacity_mb * MIB) as u32).to_be_bytes().to_vec(),
+                    ));
                     params.push((0x0017, 0x03, (mb(used) as u32).to_be_bytes().to_vec()));
                     params.push((0x0040, 0x01, util::padded(&mt.barcode, 32)));
                     params.push((0x0080, 0x03, vec![u8::from(m.write_protected())]));
@@ -1301,14 +1481,30 @@ impl VirtualDrive {
         };
         let mt = &m.meta;
         dev(0x0000, 0, m.remaining_mib(p).to_be_bytes().to_vec());
-        dev(0x0001, 0, (m.parts[p].capacity / MIB).to_be_bytes().to_vec());
+        dev(
+            0x0001,
+            0,
+            (m.parts[p].capacity / MIB).to_be_bytes().to_vec(),
+        );
         dev(0x0003, 0, mt.mounts.to_be_bytes().to_vec());
-        dev(0x0009, 0, cart::read_vcr(&m.dir).unwrap_or(1).to_be_bytes().to_vec());
+        dev(
+            0x0009,
+            0,
+            cart::read_vcr(&m.dir).unwrap_or(1).to_be_bytes().to_vec(),
+        );
         dev(0x0220, 0, (mt.bytes_written / MIB).to_be_bytes().to_vec());
         dev(0x0221, 0, (mt.bytes_read / MIB).to_be_bytes().to_vec());
         dev(0x0400, 1, util::padded("VIRTUAL", 8));
         dev(0x0401, 1, util::padded(&format!("RV{}", mt.barcode), 32));
-        dev(0x0405, 0, vec![if mt.cleaning { 0 } else { mt.generation.density_code() }]);
+        dev(
+            0x0405,
+            0,
+            vec![if mt.cleaning {
+                0
+            } else {
+                mt.generation.density_code()
+            }],
+        );
         let (y, mo, d) = util::civil_from_days((mt.created / 86_400) as i64);
         dev(0x0406, 1, format!("{y:04}{mo:02}{d:02}").into_bytes());
         dev(0x0408, 0, vec![if mt.cleaning { 0x01 } else { 0x00 }]);
@@ -1343,7 +1539,8 @@ impl VirtualDrive {
                 let attrs = self.attributes(m, p);
                 let mut body = Vec::new();
                 if sa == 0x00 {
-                    let chosen: Vec<&(u16, Vec<u8>)> = attrs.iter().filter(|(id, _)| *id >= first).collect();
+                    let chosen: Vec<&(u16, Vec<u8>)> =
+                        attrs.iter().filter(|(id, _)| *id >= first).collect();
                     if chosen.is_empty() {
                         return bad_cdb();
                     }
@@ -1417,7 +1614,14 @@ impl VirtualDrive {
                 fs::write(&path, raw).map_err(|e| VtlError::io(&path, e))
             };
             if let Err(e) = r {
-                return io_fail("write attribute", &path, &e, SenseKey::MediumError, 0x0c, 0x00);
+                return io_fail(
+                    "write attribute",
+                    &path,
+                    &e,
+                    SenseKey::MediumError,
+                    0x0c,
+                    0x00,
+                );
             }
         }
         Completion::good(0)
@@ -1465,7 +1669,9 @@ fn partition_sizes(req: Option<&PartitionRequest>, cap: u64, max_add: u8) -> Opt
         2 => 1_000_000,
         _ => 10u64.checked_pow(r.units as u32).unwrap_or(u64::MAX),
     };
-    let sizes: Vec<u16> = (0..n).map(|k| r.sizes.get(k).copied().unwrap_or(0)).collect();
+    let sizes: Vec<u16> = (0..n)
+        .map(|k| r.sizes.get(k).copied().unwrap_or(0))
+        .collect();
     if sizes.iter().all(|&s| s == 0) {
         return Some(default());
     }
@@ -1506,8 +1712,15 @@ fn partition_sizes(req: Option<&PartitionRequest>, cap: u64, max_add: u8) -> Opt
 }
 
 impl Transport for VirtualDrive {
-    fn execute(&mut self, cdb: &[u8], data: DataDir<'_>, _timeout: Duration) -> Result<Completion, TransportError> {
-        let Some(&op) = cdb.first() else { return Ok(bad_opcode()) };
+    fn execute(
+        &mut self,
+        cdb: &[u8],
+        data: DataDir<'_>,
+        _timeout: Duration,
+    ) -> Result<Completion, TransportError> {
+        let Some(&op) = cdb.first() else {
+            return Ok(bad_opcode());
+        };
         if cdb.len() < util::cdb_len(op) {
             return Ok(bad_cdb());
         }
@@ -1521,8 +1734,13 @@ impl Transport for VirtualDrive {
         }
         let dir = self.lib.dir().to_path_buf();
         self.fast = None;
-        let (c, id) = crate::state::transact_id(&dir, |st| self.slow(st, cdb, data))
-            .map_err(|e| TransportError::Other { device: self.describe(), message: e.to_string() })?;
+        let (c, id) =
+            crate::state::transact_id(&dir, |st| self.slow(st, cdb, data)).map_err(|e| {
+                TransportError::Other {
+                    device: self.describe(),
+                    message: e.to_string(),
+                }
+            })?;
         if matches!(op, 0x08 | 0x0a) {
             self.fast = id;
         }
@@ -1555,7 +1773,10 @@ impl Drop for VirtualDrive {
             }
         });
         if let Err(e) = r {
-            tracing::error!(drive = self.index, "could not save the drive state on close: {e}");
+            tracing::error!(
+                drive = self.index,
+                "could not save the drive state on close: {e}"
+            );
             if let Some(m) = self.media.as_mut() {
                 m.finish_run_logged();
             }
@@ -1568,20 +1789,49 @@ mod tests {
     use super::*;
 
     fn req(add: u8, idp: bool, psum: u8, units: u8, sizes: &[u16]) -> PartitionRequest {
-        PartitionRequest { additional: add, fdp: false, sdp: false, idp, psum, units, sizes: sizes.to_vec() }
+        PartitionRequest {
+            additional: add,
+            fdp: false,
+            sdp: false,
+            idp,
+            psum,
+            units,
+            sizes: sizes.to_vec(),
+        }
     }
 
     #[test]
     fn partition_sizing() {
         assert_eq!(partition_sizes(None, 100, 1), Some(vec![100]));
         // LTFS: p0 = 1 GB (units 10^9), p1 = rest.
-        assert_eq!(partition_sizes(Some(&req(1, true, 3, 9, &[1, 0xffff])), 4096, 1), Some(vec![954, 3142]));
+        assert_eq!(
+            partition_sizes(Some(&req(1, true, 3, 9, &[1, 0xffff])), 4096, 1),
+            Some(vec![954, 3142])
+        );
         // Too big for a small cartridge: the 5% default instead.
-        assert_eq!(partition_sizes(Some(&req(1, true, 3, 9, &[1, 0xffff])), 100, 1), Some(vec![5, 95]));
-        assert_eq!(partition_sizes(Some(&req(1, true, 3, 9, &[0, 0])), 200, 1), Some(vec![10, 190]));
-        assert_eq!(partition_sizes(Some(&req(1, true, 2, 0, &[10, 20])), 200, 1), Some(vec![10, 20]));
-        assert_eq!(partition_sizes(Some(&req(3, true, 3, 6, &[1, 1, 1, 0xffff])), 200, 3), Some(vec![1, 1, 1, 197]));
-        assert_eq!(partition_sizes(Some(&req(2, true, 3, 6, &[1, 1, 0xffff])), 200, 1), None);
-        assert_eq!(partition_sizes(Some(&req(1, false, 0, 0, &[])), 200, 1), Some(vec![10, 190]));
+        assert_eq!(
+            partition_sizes(Some(&req(1, true, 3, 9, &[1, 0xffff])), 100, 1),
+            Some(vec![5, 95])
+        );
+        assert_eq!(
+            partition_sizes(Some(&req(1, true, 3, 9, &[0, 0])), 200, 1),
+            Some(vec![10, 190])
+        );
+        assert_eq!(
+            partition_sizes(Some(&req(1, true, 2, 0, &[10, 20])), 200, 1),
+            Some(vec![10, 20])
+        );
+        assert_eq!(
+            partition_sizes(Some(&req(3, true, 3, 6, &[1, 1, 1, 0xffff])), 200, 3),
+            Some(vec![1, 1, 1, 197])
+        );
+        assert_eq!(
+            partition_sizes(Some(&req(2, true, 3, 6, &[1, 1, 0xffff])), 200, 1),
+            None
+        );
+        assert_eq!(
+            partition_sizes(Some(&req(1, false, 0, 0, &[])), 200, 1),
+            Some(vec![10, 190])
+        );
     }
 }

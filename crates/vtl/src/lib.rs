@@ -12,6 +12,7 @@ mod density;
 mod drive;
 mod state;
 mod util;
+mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -78,8 +79,13 @@ pub enum DriveModel {
 }
 
 impl DriveModel {
-    pub const ALL: [DriveModel; 5] =
-        [DriveModel::Lto5, DriveModel::Lto6, DriveModel::Lto7, DriveModel::Lto8, DriveModel::Lto9];
+    pub const ALL: [DriveModel; 5] = [
+        DriveModel::Lto5,
+        DriveModel::Lto6,
+        DriveModel::Lto7,
+        DriveModel::Lto8,
+        DriveModel::Lto9,
+    ];
 
     pub fn generation(self) -> u8 {
         match self {
@@ -174,14 +180,20 @@ impl FromStr for DriveModel {
     type Err = String;
     /// Accepts "LTO-5", "lto5", "LTO5", "5", case-insensitively.
     fn from_str(s: &str) -> Result<Self, String> {
-        let t: String = s.trim().chars().filter(|c| *c != '-' && *c != '_' && *c != ' ').collect();
+        let t: String = s
+            .trim()
+            .chars()
+            .filter(|c| *c != '-' && *c != '_' && *c != ' ')
+            .collect();
         let t = t.to_ascii_lowercase();
         let digits = t.strip_prefix("lto").unwrap_or(&t);
         digits
             .parse::<u8>()
             .ok()
             .and_then(DriveModel::from_generation)
-            .ok_or_else(|| format!("unknown drive model {s:?}: expected LTO-5, LTO-6, LTO-7, LTO-8 or LTO-9"))
+            .ok_or_else(|| {
+                format!("unknown drive model {s:?}: expected LTO-5, LTO-6, LTO-7, LTO-8 or LTO-9")
+            })
     }
 }
 
@@ -222,15 +234,28 @@ pub enum ReadOrWrite {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
     /// MEDIUM ERROR 11/00 when that block is read, 0C/00 when it is written.
-    MediumError { barcode: String, partition: u8, block: u64, on: ReadOrWrite },
+    MediumError {
+        barcode: String,
+        partition: u8,
+        block: u64,
+        on: ReadOrWrite,
+    },
     /// The next command on that drive (or the changer when `None`) gets UNIT ATTENTION 29/00, once.
     UnitAttention { drive: Option<usize> },
     /// NOT READY 04/01 ("becoming ready") on that drive for this many seconds from when it was set.
     NotReadyFor { drive: usize, seconds: u64 },
     /// Early warning once this many bytes are on the partition.
-    EarlyWarningAt { barcode: String, partition: u8, bytes: u64 },
+    EarlyWarningAt {
+        barcode: String,
+        partition: u8,
+        bytes: u64,
+    },
     /// Hard end of medium (VOLUME OVERFLOW) once this many bytes are on the partition.
-    EndOfMediumAt { barcode: String, partition: u8, bytes: u64 },
+    EndOfMediumAt {
+        barcode: String,
+        partition: u8,
+        bytes: u64,
+    },
     /// The cartridge behaves as if its write-protect tab were set.
     WriteProtect { barcode: String },
     /// TapeAlert 0x14 "clean now" until a cleaning cartridge is loaded into that drive.
@@ -263,10 +288,15 @@ pub enum VtlError {
     #[error("invalid library spec: {0}")]
     InvalidSpec(String),
     #[error("invalid barcode {barcode:?}: {reason}")]
-    InvalidBarcode { barcode: String, reason: &'static str },
+    InvalidBarcode {
+        barcode: String,
+        reason: &'static str,
+    },
     #[error("cartridge {barcode} is already in the library ({location})")]
     BarcodeInLibrary { barcode: String, location: String },
-    #[error("cartridge {barcode} is not in an import/export slot but in {location}; move it to one with the changer first")]
+    #[error(
+        "cartridge {barcode} is not in an import/export slot but in {location}; move it to one with the changer first"
+    )]
     NotInIeSlot { barcode: String, location: String },
     #[error("no cartridge {0} in the library's import/export slots")]
     UnknownBarcode(String),
@@ -280,7 +310,9 @@ pub enum VtlError {
     IeSlotEmpty(u16),
     #[error("all import/export slots are full; remove a cartridge first")]
     NoFreeIeSlot,
-    #[error("the import/export door is locked (PREVENT MEDIUM REMOVAL is in effect on the changer); send ALLOW first")]
+    #[error(
+        "the import/export door is locked (PREVENT MEDIUM REMOVAL is in effect on the changer); send ALLOW first"
+    )]
     DoorLocked,
     #[error("invalid fault: {0}")]
     InvalidFault(String),
@@ -288,7 +320,10 @@ pub enum VtlError {
 
 impl VtlError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        VtlError::Io { path: path.into(), source }
+        VtlError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -354,14 +389,24 @@ impl Library {
     pub fn create(dir: &Path, spec: &LibrarySpec) -> Result<Library, VtlError> {
         validate_spec(spec)?;
         if state::state_path(dir).exists() {
-            return Err(VtlError::AlreadyExists { dir: dir.to_path_buf() });
+            return Err(VtlError::AlreadyExists {
+                dir: dir.to_path_buf(),
+            });
         }
         std::fs::create_dir_all(dir.join("cartridges")).map_err(|e| VtlError::io(dir, e))?;
-        let lib = Library { inner: Arc::new(LibInner { dir: dir.to_path_buf() }) };
+        let lib = Library {
+            inner: Arc::new(LibInner {
+                dir: dir.to_path_buf(),
+            }),
+        };
         let mut st = State::new(spec.clone());
         for (i, bc) in spec.barcodes.iter().enumerate() {
             lib.ensure_cartridge(bc, &CartridgeOptions::default(), spec, false)?;
-            st.storage[i] = Some(Slot { barcode: bc.clone(), source: None, imported: false });
+            st.storage[i] = Some(Slot {
+                barcode: bc.clone(),
+                source: None,
+                imported: false,
+            });
         }
         state::create(dir, &st)?;
         Ok(lib)
@@ -370,9 +415,15 @@ impl Library {
     /// Opens an existing library.
     pub fn open(dir: &Path) -> Result<Library, VtlError> {
         if !state::state_path(dir).is_file() {
-            return Err(VtlError::NotALibrary { dir: dir.to_path_buf() });
+            return Err(VtlError::NotALibrary {
+                dir: dir.to_path_buf(),
+            });
         }
-        let lib = Library { inner: Arc::new(LibInner { dir: dir.to_path_buf() }) };
+        let lib = Library {
+            inner: Arc::new(LibInner {
+                dir: dir.to_path_buf(),
+            }),
+        };
         state::read(dir)?;
         Ok(lib)
     }
@@ -383,7 +434,9 @@ impl Library {
 
     /// The medium changer. Each handle sees operator door activity since it was made as UNIT ATTENTION 28/01.
     pub fn changer(&self) -> VirtualChanger {
-        let seen = state::read(&self.inner.dir).map(|s| s.door_events).unwrap_or(0);
+        let seen = state::read(&self.inner.dir)
+            .map(|s| s.door_events)
+            .unwrap_or(0);
         VirtualChanger::new(self.clone(), seen)
     }
 
@@ -391,12 +444,23 @@ impl Library {
     pub fn drive(&self, index: usize) -> Result<VirtualDrive, VtlError> {
         let st = state::read(&self.inner.dir)?;
         let count = st.drives.len();
-        let model = *st.spec.drives.get(index).ok_or(VtlError::NoSuchDrive { index, count })?;
-        Ok(VirtualDrive::new(self.clone(), index, model, drive_serial(&st.spec.serial, index)))
+        let model = *st
+            .spec
+            .drives
+            .get(index)
+            .ok_or(VtlError::NoSuchDrive { index, count })?;
+        Ok(VirtualDrive::new(
+            self.clone(),
+            index,
+            model,
+            drive_serial(&st.spec.serial, index),
+        ))
     }
 
     pub fn drive_count(&self) -> usize {
-        state::read(&self.inner.dir).map(|s| s.drives.len()).unwrap_or(0)
+        state::read(&self.inner.dir)
+            .map(|s| s.drives.len())
+            .unwrap_or(0)
     }
 
     pub fn spec(&self) -> Result<LibrarySpec, VtlError> {
@@ -432,7 +496,9 @@ impl Library {
                     block: d.loaded.as_ref().map_or(0, |l| l.block),
                     source: d.loaded.as_ref().and_then(|l| l.source),
                     prevent_removal: d.prevent,
-                    tapealert: (1..=64u8).filter(|f| flags & (1u64 << (f - 1)) != 0).collect(),
+                    tapealert: (1..=64u8)
+                        .filter(|f| flags & (1u64 << (f - 1)) != 0)
+                        .collect(),
                 }
             })
             .collect();
@@ -447,8 +513,18 @@ impl Library {
             serial: st.spec.serial.clone(),
             dvcid_supported: st.spec.dvcid_supported,
             door_locked: st.door_locked,
-            storage: st.storage.iter().enumerate().map(|(i, s)| slot(i, FIRST_STORAGE_ADDRESS, s)).collect(),
-            ie: st.ie.iter().enumerate().map(|(i, s)| slot(i, FIRST_IE_ADDRESS, s)).collect(),
+            storage: st
+                .storage
+                .iter()
+                .enumerate()
+                .map(|(i, s)| slot(i, FIRST_STORAGE_ADDRESS, s))
+                .collect(),
+            ie: st
+                .ie
+                .iter()
+                .enumerate()
+                .map(|(i, s)| slot(i, FIRST_IE_ADDRESS, s))
+                .collect(),
             drives,
             offsite,
             faults: st.faults.iter().map(|f| f.fault.clone()).collect(),
@@ -458,25 +534,47 @@ impl Library {
     /// The operator puts a cartridge into an import/export slot (the first free one when `ie_slot` is
     /// `None`). A barcode the library has never seen becomes a new blank cartridge; one that was removed
     /// earlier (offsite) comes back with its data. Returns the 1-based I/E slot.
-    pub fn insert(&self, barcode: &str, ie_slot: Option<u16>, opts: &CartridgeOptions) -> Result<u16, VtlError> {
+    pub fn insert(
+        &self,
+        barcode: &str,
+        ie_slot: Option<u16>,
+        opts: &CartridgeOptions,
+    ) -> Result<u16, VtlError> {
         validate_barcode(barcode)?;
         state::transact(&self.inner.dir, |st| {
             if st.door_locked {
                 return Err(VtlError::DoorLocked);
             }
-            if let Some((_, loc)) = st.barcodes_inside().into_iter().find(|(b, _)| *b == barcode) {
-                return Err(VtlError::BarcodeInLibrary { barcode: barcode.to_string(), location: loc });
+            if let Some((_, loc)) = st
+                .barcodes_inside()
+                .into_iter()
+                .find(|(b, _)| *b == barcode)
+            {
+                return Err(VtlError::BarcodeInLibrary {
+                    barcode: barcode.to_string(),
+                    location: loc,
+                });
             }
             let count = st.ie.len() as u16;
             let idx = match ie_slot {
-                Some(n) if n == 0 || n > count => return Err(VtlError::NoSuchIeSlot { slot: n, count }),
+                Some(n) if n == 0 || n > count => {
+                    return Err(VtlError::NoSuchIeSlot { slot: n, count });
+                }
                 Some(n) if st.ie[n as usize - 1].is_some() => return Err(VtlError::IeSlotFull(n)),
                 Some(n) => n as usize - 1,
-                None => st.ie.iter().position(|s| s.is_none()).ok_or(VtlError::NoFreeIeSlot)?,
+                None => st
+                    .ie
+                    .iter()
+                    .position(|s| s.is_none())
+                    .ok_or(VtlError::NoFreeIeSlot)?,
             };
             let spec = st.spec.clone();
             self.ensure_cartridge(barcode, opts, &spec, true)?;
-            st.ie[idx] = Some(Slot { barcode: barcode.to_string(), source: None, imported: true });
+            st.ie[idx] = Some(Slot {
+                barcode: barcode.to_string(),
+                source: None,
+                imported: true,
+            });
             st.door_events += 1;
             Ok(idx as u16 + 1)
         })?
@@ -500,11 +598,20 @@ impl Library {
                     }
                     *n as usize - 1
                 }
-                DoorTarget::Barcode(b) => match st.ie.iter().position(|s| s.as_ref().is_some_and(|s| &s.barcode == b)) {
+                DoorTarget::Barcode(b) => match st
+                    .ie
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|s| &s.barcode == b))
+                {
                     Some(i) => i,
                     None => {
-                        if let Some((_, loc)) = st.barcodes_inside().into_iter().find(|(x, _)| x == b) {
-                            return Err(VtlError::NotInIeSlot { barcode: b.clone(), location: loc });
+                        if let Some((_, loc)) =
+                            st.barcodes_inside().into_iter().find(|(x, _)| x == b)
+                        {
+                            return Err(VtlError::NotInIeSlot {
+                                barcode: b.clone(),
+                                location: loc,
+                            });
                         }
                         return Err(VtlError::UnknownBarcode(b.clone()));
                     }
@@ -521,7 +628,9 @@ impl Library {
             let drives = st.drives.len();
             let check_drive = |d: usize| {
                 if d >= drives {
-                    Err(VtlError::InvalidFault(format!("no drive {d}: the library has {drives}")))
+                    Err(VtlError::InvalidFault(format!(
+                        "no drive {d}: the library has {drives}"
+                    )))
                 } else {
                     Ok(())
                 }
@@ -529,21 +638,32 @@ impl Library {
             let check_cart = |b: &str, p: u8| {
                 validate_barcode(b).map_err(|e| VtlError::InvalidFault(e.to_string()))?;
                 if p > 3 {
-                    return Err(VtlError::InvalidFault(format!("partition {p}: LTO has at most 4 partitions")));
+                    return Err(VtlError::InvalidFault(format!(
+                        "partition {p}: LTO has at most 4 partitions"
+                    )));
                 }
                 Ok(())
             };
             match &fault {
-                Fault::MediumError { barcode, partition, .. }
-                | Fault::EarlyWarningAt { barcode, partition, .. }
-                | Fault::EndOfMediumAt { barcode, partition, .. } => check_cart(barcode, *partition)?,
-                Fault::WriteProtect { barcode } => check_cart(barcode, 0)?,
-                Fault::UnitAttention { drive: Some(d) } | Fault::NotReadyFor { drive: d, .. } | Fault::NeedsCleaning { drive: d } => {
-                    check_drive(*d)?
+                Fault::MediumError {
+                    barcode, partition, ..
                 }
+                | Fault::EarlyWarningAt {
+                    barcode, partition, ..
+                }
+                | Fault::EndOfMediumAt {
+                    barcode, partition, ..
+                } => check_cart(barcode, *partition)?,
+                Fault::WriteProtect { barcode } => check_cart(barcode, 0)?,
+                Fault::UnitAttention { drive: Some(d) }
+                | Fault::NotReadyFor { drive: d, .. }
+                | Fault::NeedsCleaning { drive: d } => check_drive(*d)?,
                 Fault::UnitAttention { drive: None } => {}
             }
-            st.faults.push(FaultEntry { fault, set_at: util::now_secs() });
+            st.faults.push(FaultEntry {
+                fault,
+                set_at: util::now_secs(),
+            });
             Ok(())
         })?
     }
@@ -559,7 +679,13 @@ impl Library {
 
     /// Creates the cartridge directory if it does not exist; an existing one keeps its data (only the
     /// write-protect tab follows `opts` when `apply_wp`).
-    fn ensure_cartridge(&self, barcode: &str, opts: &CartridgeOptions, spec: &LibrarySpec, apply_wp: bool) -> Result<(), VtlError> {
+    fn ensure_cartridge(
+        &self,
+        barcode: &str,
+        opts: &CartridgeOptions,
+        spec: &LibrarySpec,
+        apply_wp: bool,
+    ) -> Result<(), VtlError> {
         validate_barcode(barcode)?;
         let dir = self.cartridge_dir(barcode);
         if cart::meta_path(&dir).is_file() {
@@ -578,7 +704,10 @@ impl Library {
             .or_else(|| generation_from_barcode(barcode))
             .or_else(|| spec.drives.first().copied())
             .unwrap_or(DriveModel::Lto6);
-        let capacity = opts.capacity_mb.unwrap_or(spec.cartridge_capacity_mb).max(1);
+        let capacity = opts
+            .capacity_mb
+            .unwrap_or(spec.cartridge_capacity_mb)
+            .max(1);
         let meta = cart::CartMeta::new(barcode, generation, capacity, opts.write_protected);
         cart::create(&dir, &meta)
     }
@@ -587,7 +716,10 @@ impl Library {
 /// Drive serial numbers: the last 8 characters of the library serial (zero-padded) plus a 2-digit
 /// drive number; 10 characters, as the DVCID identifier wants.
 pub fn drive_serial(library_serial: &str, index: usize) -> String {
-    let s: Vec<char> = library_serial.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let s: Vec<char> = library_serial
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
     let tail: String = s[s.len().saturating_sub(8)..].iter().collect();
     format!("{tail:0>8}{:02}", index % 100)
 }
@@ -606,14 +738,22 @@ pub(crate) fn is_cleaning_barcode(barcode: &str) -> bool {
 }
 
 fn validate_barcode(barcode: &str) -> Result<(), VtlError> {
-    let bad = |reason| Err(VtlError::InvalidBarcode { barcode: barcode.to_string(), reason });
+    let bad = |reason| {
+        Err(VtlError::InvalidBarcode {
+            barcode: barcode.to_string(),
+            reason,
+        })
+    };
     if barcode.is_empty() {
         return bad("empty");
     }
     if barcode.len() > 32 {
         return bad("longer than the 32 characters of a volume tag");
     }
-    if !barcode.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+    if !barcode
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    {
         return bad("only letters, digits, '-' and '_' are allowed");
     }
     Ok(())
@@ -622,7 +762,10 @@ fn validate_barcode(barcode: &str) -> Result<(), VtlError> {
 fn validate_spec(spec: &LibrarySpec) -> Result<(), VtlError> {
     let bad = |m: String| Err(VtlError::InvalidSpec(m));
     if spec.storage_slots == 0 || spec.storage_slots > 4000 {
-        return bad(format!("storage_slots {} must be 1..=4000", spec.storage_slots));
+        return bad(format!(
+            "storage_slots {} must be 1..=4000",
+            spec.storage_slots
+        ));
     }
     if spec.ie_slots > 200 {
         return bad(format!("ie_slots {} must be 0..=200", spec.ie_slots));
@@ -633,11 +776,21 @@ fn validate_spec(spec: &LibrarySpec) -> Result<(), VtlError> {
     if spec.cartridge_capacity_mb == 0 {
         return bad("cartridge_capacity_mb must be at least 1".into());
     }
-    if spec.serial.is_empty() || spec.serial.len() > 32 || !spec.serial.bytes().all(|c| c.is_ascii_graphic()) {
-        return bad(format!("serial {:?} must be 1..=32 printable ASCII characters", spec.serial));
+    if spec.serial.is_empty()
+        || spec.serial.len() > 32
+        || !spec.serial.bytes().all(|c| c.is_ascii_graphic())
+    {
+        return bad(format!(
+            "serial {:?} must be 1..=32 printable ASCII characters",
+            spec.serial
+        ));
     }
     if spec.barcodes.len() > spec.storage_slots as usize {
-        return bad(format!("{} barcodes but only {} storage slots", spec.barcodes.len(), spec.storage_slots));
+        return bad(format!(
+            "{} barcodes but only {} storage slots",
+            spec.barcodes.len(),
+            spec.storage_slots
+        ));
     }
     for (i, b) in spec.barcodes.iter().enumerate() {
         validate_barcode(b)?;
@@ -658,8 +811,14 @@ mod tests {
             assert_eq!(s.parse::<DriveModel>().unwrap(), DriveModel::Lto5);
         }
         assert!("lto4".parse::<DriveModel>().is_err());
-        assert_eq!(serde_json::to_string(&DriveModel::Lto9).unwrap(), "\"LTO-9\"");
-        assert_eq!(serde_json::from_str::<DriveModel>("\"lto7\"").unwrap(), DriveModel::Lto7);
+        assert_eq!(
+            serde_json::to_string(&DriveModel::Lto9).unwrap(),
+            "\"LTO-9\""
+        );
+        assert_eq!(
+            serde_json::from_str::<DriveModel>("\"lto7\"").unwrap(),
+            DriveModel::Lto7
+        );
     }
 
     #[test]
@@ -673,9 +832,17 @@ mod tests {
 
     #[test]
     fn fault_json_shape() {
-        let f = Fault::MediumError { barcode: "A00001L6".into(), partition: 1, block: 7, on: ReadOrWrite::Read };
+        let f = Fault::MediumError {
+            barcode: "A00001L6".into(),
+            partition: 1,
+            block: 7,
+            on: ReadOrWrite::Read,
+        };
         let j = serde_json::to_string(&f).unwrap();
-        assert_eq!(j, r#"{"kind":"medium_error","barcode":"A00001L6","partition":1,"block":7,"on":"read"}"#);
+        assert_eq!(
+            j,
+            r#"{"kind":"medium_error","barcode":"A00001L6","partition":1,"block":7,"on":"read"}"#
+        );
         assert_eq!(serde_json::from_str::<Fault>(&j).unwrap(), f);
         let u: Fault = serde_json::from_str(r#"{"kind":"unit_attention","drive":null}"#).unwrap();
         assert_eq!(u, Fault::UnitAttention { drive: None });

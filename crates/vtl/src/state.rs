@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{FIRST_DRIVE_ADDRESS, FIRST_IE_ADDRESS, FIRST_STORAGE_ADDRESS, Fault, LibrarySpec, VtlError};
+use crate::{
+    FIRST_DRIVE_ADDRESS, FIRST_IE_ADDRESS, FIRST_STORAGE_ADDRESS, Fault, LibrarySpec, VtlError,
+};
 
 const FORMAT: u32 = 1;
 
@@ -129,17 +131,37 @@ impl State {
         let mut v = Vec::new();
         for (i, s) in self.storage.iter().enumerate() {
             if let Some(s) = s {
-                v.push((s.barcode.as_str(), format!("storage slot {} (element {:#06x})", i + 1, FIRST_STORAGE_ADDRESS + i as u16)));
+                v.push((
+                    s.barcode.as_str(),
+                    format!(
+                        "storage slot {} (element {:#06x})",
+                        i + 1,
+                        FIRST_STORAGE_ADDRESS + i as u16
+                    ),
+                ));
             }
         }
         for (i, s) in self.ie.iter().enumerate() {
             if let Some(s) = s {
-                v.push((s.barcode.as_str(), format!("import/export slot {} (element {:#06x})", i + 1, FIRST_IE_ADDRESS + i as u16)));
+                v.push((
+                    s.barcode.as_str(),
+                    format!(
+                        "import/export slot {} (element {:#06x})",
+                        i + 1,
+                        FIRST_IE_ADDRESS + i as u16
+                    ),
+                ));
             }
         }
         for (i, d) in self.drives.iter().enumerate() {
             if let Some(l) = &d.loaded {
-                v.push((l.barcode.as_str(), format!("drive {i} (element {:#06x})", FIRST_DRIVE_ADDRESS + i as u16)));
+                v.push((
+                    l.barcode.as_str(),
+                    format!(
+                        "drive {i} (element {:#06x})",
+                        FIRST_DRIVE_ADDRESS + i as u16
+                    ),
+                ));
             }
         }
         v
@@ -178,7 +200,9 @@ impl State {
     }
 
     pub fn needs_cleaning(&self, drive: usize) -> bool {
-        self.faults.iter().any(|e| matches!(e.fault, Fault::NeedsCleaning { drive: d } if d == drive))
+        self.faults
+            .iter()
+            .any(|e| matches!(e.fault, Fault::NeedsCleaning { drive: d } if d == drive))
     }
 
     /// The TapeAlert flags of a drive: latched event flags plus those faults imply.
@@ -211,7 +235,11 @@ fn lock(dir: &Path, exclusive: bool) -> Result<Lock, VtlError> {
         .truncate(false)
         .open(&p)
         .map_err(|e| VtlError::io(&p, e))?;
-    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
     loop {
         // SAFETY: flock on a file descriptor we own.
         let r = unsafe { libc::flock(f.as_raw_fd(), op) };
@@ -229,15 +257,31 @@ fn load(dir: &Path) -> Result<(State, Vec<u8>), VtlError> {
     let p = state_path(dir);
     let bytes = match std::fs::read(&p) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(VtlError::NotALibrary { dir: dir.to_path_buf() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(VtlError::NotALibrary {
+                dir: dir.to_path_buf(),
+            });
+        }
         Err(e) => return Err(VtlError::io(&p, e)),
     };
-    let st: State = serde_json::from_slice(&bytes).map_err(|e| VtlError::Corrupt { path: p.clone(), message: e.to_string() })?;
+    let st: State = serde_json::from_slice(&bytes).map_err(|e| VtlError::Corrupt {
+        path: p.clone(),
+        message: e.to_string(),
+    })?;
     if st.format != FORMAT {
-        return Err(VtlError::Corrupt { path: p, message: format!("unknown format {} (this build reads {FORMAT})", st.format) });
+        return Err(VtlError::Corrupt {
+            path: p,
+            message: format!("unknown format {} (this build reads {FORMAT})", st.format),
+        });
     }
-    if st.drives.len() != st.spec.drives.len() || st.storage.len() != st.spec.storage_slots as usize || st.ie.len() != st.spec.ie_slots as usize {
-        return Err(VtlError::Corrupt { path: p, message: "element counts do not match the spec".into() });
+    if st.drives.len() != st.spec.drives.len()
+        || st.storage.len() != st.spec.storage_slots as usize
+        || st.ie.len() != st.spec.ie_slots as usize
+    {
+        return Err(VtlError::Corrupt {
+            path: p,
+            message: "element counts do not match the spec".into(),
+        });
     }
     Ok((st, bytes))
 }
@@ -254,9 +298,14 @@ fn store(dir: &Path, bytes: &[u8]) -> Result<(), VtlError> {
 pub(crate) fn create(dir: &Path, st: &State) -> Result<(), VtlError> {
     let _l = lock(dir, true)?;
     if state_path(dir).exists() {
-        return Err(VtlError::AlreadyExists { dir: dir.to_path_buf() });
+        return Err(VtlError::AlreadyExists {
+            dir: dir.to_path_buf(),
+        });
     }
-    let bytes = serde_json::to_vec_pretty(st).map_err(|e| VtlError::Corrupt { path: state_path(dir), message: e.to_string() })?;
+    let bytes = serde_json::to_vec_pretty(st).map_err(|e| VtlError::Corrupt {
+        path: state_path(dir),
+        message: e.to_string(),
+    })?;
     store(dir, &bytes)
 }
 
@@ -274,7 +323,10 @@ pub(crate) fn transact<R>(dir: &Path, f: impl FnOnce(&mut State) -> R) -> Result
 fn transact_locked<R>(dir: &Path, f: impl FnOnce(&mut State) -> R) -> Result<R, VtlError> {
     let (mut st, before) = load(dir)?;
     let r = f(&mut st);
-    let after = serde_json::to_vec_pretty(&st).map_err(|e| VtlError::Corrupt { path: state_path(dir), message: e.to_string() })?;
+    let after = serde_json::to_vec_pretty(&st).map_err(|e| VtlError::Corrupt {
+        path: state_path(dir),
+        message: e.to_string(),
+    })?;
     if after != before {
         store(dir, &after)?;
     }
@@ -295,11 +347,20 @@ pub(crate) struct StateId {
 pub(crate) fn state_id(path: &Path) -> Option<StateId> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some(StateId { dev: m.dev(), ino: m.ino(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec(), size: m.size() })
+    Some(StateId {
+        dev: m.dev(),
+        ino: m.ino(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+        size: m.size(),
+    })
 }
 
 /// [`transact`], also returning the identity of `library.json` as the transaction left it.
-pub(crate) fn transact_id<R>(dir: &Path, f: impl FnOnce(&mut State) -> R) -> Result<(R, Option<StateId>), VtlError> {
+pub(crate) fn transact_id<R>(
+    dir: &Path,
+    f: impl FnOnce(&mut State) -> R,
+) -> Result<(R, Option<StateId>), VtlError> {
     let _l = lock(dir, true)?;
     let r = transact_locked(dir, f)?;
     Ok((r, state_id(&state_path(dir))))

@@ -4,7 +4,9 @@
 use scsi::{Completion, DataDir, Sense, SenseKey};
 
 pub(crate) fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// TapeAlert flag `n` (1..=64) as a bit in a u64 (bit n-1).
@@ -91,7 +93,13 @@ pub(crate) fn padded(s: &str, len: usize) -> Vec<u8> {
 }
 
 /// Standard INQUIRY and the VPD pages both device types answer (0x00, 0x80, 0x83).
-pub(crate) fn inquiry(cdb: &[u8], data: DataDir<'_>, std_inq: &scsi::Inquiry, dtype: u8, serial: &str) -> Completion {
+pub(crate) fn inquiry(
+    cdb: &[u8],
+    data: DataDir<'_>,
+    std_inq: &scsi::Inquiry,
+    dtype: u8,
+    serial: &str,
+) -> Completion {
     let evpd = cdb[1] & 0x01 != 0;
     let page = cdb[2];
     let alloc = u16_at(cdb, 3) as usize;

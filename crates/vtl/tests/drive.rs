@@ -20,7 +20,10 @@ fn inquiry_vpd_block_limits_and_no_medium() {
     good(&c);
     let inq = scsi::Inquiry::decode(&b).unwrap();
     assert_eq!(inq.device_type, scsi::DeviceType::Tape);
-    assert_eq!((inq.vendor.as_str(), inq.product.as_str()), ("IBM", "ULT3580-HH6"));
+    assert_eq!(
+        (inq.vendor.as_str(), inq.product.as_str()),
+        ("IBM", "ULT3580-HH6")
+    );
     assert_eq!(inq.revision.len(), 4);
     let (_, b) = run_in(&mut d, &[0x12, 1, 0x80, 0, 255, 0], 255);
     assert_eq!(scsi::inquiry::decode_serial_vpd(&b).unwrap(), d.serial());
@@ -37,8 +40,17 @@ fn inquiry_vpd_block_limits_and_no_medium() {
     expect(&write(&mut d, b"x"), SenseKey::NotReady, 0x3a, 0);
     let (c, s) = run_in(&mut d, &[0x03, 0, 0, 0, 252, 0], 252);
     good(&c);
-    assert!(scsi::Sense::decode(&s).unwrap().is(SenseKey::NotReady, 0x3a, 0));
-    expect(&run(&mut d, &[0xc0, 0, 0, 0, 0, 0]), SenseKey::IllegalRequest, 0x20, 0);
+    assert!(
+        scsi::Sense::decode(&s)
+            .unwrap()
+            .is(SenseKey::NotReady, 0x3a, 0)
+    );
+    expect(
+        &run(&mut d, &[0xc0, 0, 0, 0, 0, 0]),
+        SenseKey::IllegalRequest,
+        0x20,
+        0,
+    );
     expect(&run(&mut d, &[0x08]), SenseKey::IllegalRequest, 0x24, 0);
 }
 
@@ -53,7 +65,13 @@ fn write_read_filemarks_and_ili() {
     good(&write(&mut d, &[3u8; 50]));
     assert_eq!(position(&mut d), (0, 4, 1));
     let dir = lib.cartridge_dir("AAA001L6");
-    assert_eq!(tree(&dir).into_iter().filter(|n| n.starts_with("0_")).collect::<BTreeSet<_>>(), names(&["0_0_R", "0_1_R", "0_2_F", "0_3_R", "0_4_E"]));
+    assert_eq!(
+        tree(&dir)
+            .into_iter()
+            .filter(|n| n.starts_with("0_"))
+            .collect::<BTreeSet<_>>(),
+        names(&["0_0_R", "0_1_R", "0_2_F", "0_3_R", "0_4_E"])
+    );
     assert_eq!(std::fs::read(dir.join("0_1_R")).unwrap(), vec![2u8; 200]);
 
     good(&run(&mut d, &[0x01, 0, 0, 0, 0, 0]));
@@ -90,8 +108,18 @@ fn write_read_filemarks_and_ili() {
     good(&c);
     assert_eq!(b.len(), 100);
     // Fixed-block mode is refused.
-    expect(&run_in(&mut d, &[0x08, 1, 0, 0, 1, 0], 512).0, SenseKey::IllegalRequest, 0x24, 0);
-    expect(&run_out(&mut d, &[0x0a, 1, 0, 0, 1, 0], &[0; 512]), SenseKey::IllegalRequest, 0x24, 0);
+    expect(
+        &run_in(&mut d, &[0x08, 1, 0, 0, 1, 0], 512).0,
+        SenseKey::IllegalRequest,
+        0x24,
+        0,
+    );
+    expect(
+        &run_out(&mut d, &[0x0a, 1, 0, 0, 1, 0], &[0; 512]),
+        SenseKey::IllegalRequest,
+        0x24,
+        0,
+    );
     // Zero-length transfers do nothing.
     good(&read(&mut d, 0, false).0);
     assert_eq!(position(&mut d), (0, 1, 0));
@@ -141,7 +169,11 @@ fn space_locate_and_read_position() {
     // Back over BOP: NO SENSE 00/04 with EOM, at block 0.
     let s = expect(&space(&mut d, 1, -5), SenseKey::NoSense, 0, 4);
     assert!(s.eom);
-    assert_eq!(s.information, Some(5), "the filemark at the position is not behind it");
+    assert_eq!(
+        s.information,
+        Some(5),
+        "the filemark at the position is not behind it"
+    );
     assert_eq!(position(&mut d).1, 0);
     good(&locate(&mut d, 0, 1));
     let s = expect(&space(&mut d, 0, -3), SenseKey::NoSense, 0, 4);
@@ -178,7 +210,12 @@ fn space_locate_and_read_position() {
     good(&run(&mut d, &[0x01, 0, 0, 0, 0, 0]));
     let (_, b) = run_in(&mut d, &[0x34, 6, 0, 0, 0, 0, 0, 0, 0, 0], 32);
     assert_eq!(b[0] & 0x80, 0x80, "BOP");
-    expect(&run_in(&mut d, &[0x34, 3, 0, 0, 0, 0, 0, 0, 0, 0], 32).0, SenseKey::IllegalRequest, 0x24, 0);
+    expect(
+        &run_in(&mut d, &[0x34, 3, 0, 0, 0, 0, 0, 0, 0, 0], 32).0,
+        SenseKey::IllegalRequest,
+        0x24,
+        0,
+    );
 }
 
 #[test]
@@ -188,16 +225,37 @@ fn format_two_partitions_and_ltfs_label_tree() {
     good(&write(&mut d, b"old data"));
     lib.cartridge_dir("AAA001L6");
     // FORMAT refuses when not at BOP 0.
-    expect(&run(&mut d, &[0x04, 0, 0x01, 0, 0, 0]), SenseKey::IllegalRequest, 0x3b, 0x0c);
+    expect(
+        &run(&mut d, &[0x04, 0, 0x01, 0, 0, 0]),
+        SenseKey::IllegalRequest,
+        0x3b,
+        0x0c,
+    );
     good(&run(&mut d, &[0x1b, 0, 0, 0, 1, 0]));
     // A host attribute that the format must clear, and the VCR that it keeps.
-    let attr = [0u8, 0, 0, 13, 0x08, 0x06, 0x01, 0, 8, b'A', b'A', b'A', b'0', b'0', b'1', b'L', b'6'];
-    good(&run_out(&mut d, &[0x8d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0], &attr));
+    let attr = [
+        0u8, 0, 0, 13, 0x08, 0x06, 0x01, 0, 8, b'A', b'A', b'A', b'0', b'0', b'1', b'L', b'6',
+    ];
+    good(&run_out(
+        &mut d,
+        &[0x8d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0],
+        &attr,
+    ));
     format_two_partitions(&mut d);
     let dir = lib.cartridge_dir("AAA001L6");
     let t = tree(&dir);
-    assert!(t.contains("0_0_E") && t.contains("1_0_E") && !t.contains("0_0_R") && !t.contains("attr_0_806"), "{t:?}");
-    assert!(t.contains("attr_0_9") && t.contains("filedebug_tc_conf.xml") && t.contains("rackvault-cartridge.json"));
+    assert!(
+        t.contains("0_0_E")
+            && t.contains("1_0_E")
+            && !t.contains("0_0_R")
+            && !t.contains("attr_0_806"),
+        "{t:?}"
+    );
+    assert!(
+        t.contains("attr_0_9")
+            && t.contains("filedebug_tc_conf.xml")
+            && t.contains("rackvault-cartridge.json")
+    );
     // Page 0x11 now shows two partitions; the sizes are those LTFS asked for, cut to fit the cartridge.
     let (_, b) = run_in(&mut d, &[0x5a, 0x08, 0x11, 0, 0, 0, 0, 0, 64, 0], 64);
     let p = &b[8..];
@@ -219,7 +277,11 @@ fn format_two_partitions_and_ltfs_label_tree() {
         good(&write(&mut d, b"<ltfsindex/>"));
         good(&wfm(&mut d, 1));
     }
-    let mut expected = names(&["attr_0_9", "filedebug_tc_conf.xml", "rackvault-cartridge.json"]);
+    let mut expected = names(&[
+        "attr_0_9",
+        "filedebug_tc_conf.xml",
+        "rackvault-cartridge.json",
+    ]);
     for p in 0..2 {
         for n in ["0_R", "1_F", "2_R", "3_F", "4_F", "5_R", "6_F", "7_E"] {
             expected.insert(format!("{p}_{n}"));
@@ -227,7 +289,11 @@ fn format_two_partitions_and_ltfs_label_tree() {
     }
     assert_eq!(tree(&dir), expected);
     let conf = std::fs::read_to_string(dir.join("filedebug_tc_conf.xml")).unwrap();
-    assert!(conf.contains("<cart_type>L6</cart_type>") && conf.contains("<density_code>5a</density_code>") && conf.contains("<capacity_mb>64</capacity_mb>"));
+    assert!(
+        conf.contains("<cart_type>L6</cart_type>")
+            && conf.contains("<density_code>5a</density_code>")
+            && conf.contains("<capacity_mb>64</capacity_mb>")
+    );
     // VCR went 1 -> 2 at the first write of this load and stays for the rest of it.
     let vcr = std::fs::read(dir.join("attr_0_9")).unwrap();
     assert_eq!(vcr, vec![0, 9, 0, 0, 4, 0, 0, 0, 2]);
@@ -238,21 +304,40 @@ fn format_two_partitions_and_ltfs_label_tree() {
     good(&write(&mut d, b"<ltfsindex gen=2/>"));
     good(&write(&mut d, b"more"));
     good(&wfm(&mut d, 1));
-    let p0: BTreeSet<String> = tree(&dir).into_iter().filter(|n| n.starts_with("0_")).collect();
-    assert_eq!(p0, names(&["0_0_R", "0_1_F", "0_2_R", "0_3_F", "0_4_F", "0_5_R", "0_6_R", "0_7_F", "0_8_E"]));
+    let p0: BTreeSet<String> = tree(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("0_"))
+        .collect();
+    assert_eq!(
+        p0,
+        names(&[
+            "0_0_R", "0_1_F", "0_2_R", "0_3_F", "0_4_F", "0_5_R", "0_6_R", "0_7_F", "0_8_E"
+        ])
+    );
     // Overwrite shorter than before: everything after is gone, EOD follows the last object.
     good(&locate(&mut d, 0, 5));
     good(&write(&mut d, b"x"));
     good(&locate(&mut d, 1, 7));
-    let p0: BTreeSet<String> = tree(&dir).into_iter().filter(|n| n.starts_with("0_")).collect();
-    assert_eq!(p0, names(&["0_0_R", "0_1_F", "0_2_R", "0_3_F", "0_4_F", "0_5_R", "0_6_E"]));
+    let p0: BTreeSet<String> = tree(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("0_"))
+        .collect();
+    assert_eq!(
+        p0,
+        names(&[
+            "0_0_R", "0_1_F", "0_2_R", "0_3_F", "0_4_F", "0_5_R", "0_6_E"
+        ])
+    );
     assert_eq!(std::fs::read(dir.join("0_5_R")).unwrap(), b"x");
     assert_eq!(position(&mut d), (1, 7, 4));
 
     // Format 0 goes back to one partition.
     good(&run(&mut d, &[0x1b, 0, 0, 0, 1, 0]));
     good(&run(&mut d, &[0x04, 0, 0x00, 0, 0, 0]));
-    let t: BTreeSet<String> = tree(&dir).into_iter().filter(|n| n.as_bytes()[0].is_ascii_digit()).collect();
+    let t: BTreeSet<String> = tree(&dir)
+        .into_iter()
+        .filter(|n| n.as_bytes()[0].is_ascii_digit())
+        .collect();
     assert_eq!(t, names(&["0_0_E"]));
 }
 
@@ -269,7 +354,14 @@ fn reopen_shows_the_same_state() {
     let other = Library::open(lib.dir()).unwrap();
     let st = other.status().unwrap();
     assert_eq!(st.drives[1].barcode.as_deref(), Some("AAA001L8"));
-    assert_eq!((st.drives[1].partition, st.drives[1].block, st.drives[1].threaded), (0, 3, true));
+    assert_eq!(
+        (
+            st.drives[1].partition,
+            st.drives[1].block,
+            st.drives[1].threaded
+        ),
+        (0, 3, true)
+    );
     assert_eq!(st.drives[1].source, Some(0x1000));
     let mut d = other.drive(1).unwrap();
     assert_eq!(position(&mut d), (0, 3, 1));
@@ -303,8 +395,14 @@ fn lazy_eod_is_recovered_after_a_crash_mid_stream() {
     std::mem::forget(d);
     let mut d = lib.drive(0).unwrap();
     good(&run(&mut d, &[0; 6]));
-    let t: BTreeSet<String> = tree(&dir).into_iter().filter(|n| n.starts_with("0_")).collect();
-    assert_eq!(t, names(&["0_0_R", "0_1_R", "0_2_R", "0_3_R", "0_4_R", "0_5_E"]));
+    let t: BTreeSet<String> = tree(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("0_"))
+        .collect();
+    assert_eq!(
+        t,
+        names(&["0_0_R", "0_1_R", "0_2_R", "0_3_R", "0_4_R", "0_5_E"])
+    );
     good(&space(&mut d, 3, 0));
     assert_eq!(position(&mut d).1, 5);
 
@@ -329,7 +427,15 @@ fn lazy_eod_is_recovered_after_a_crash_mid_stream() {
 #[test]
 fn write_protect_tab_and_fault() {
     let (_d, lib) = library(&["AAA001L7"]);
-    lib.insert("WP0001L6", None, &CartridgeOptions { write_protected: true, ..Default::default() }).unwrap();
+    lib.insert(
+        "WP0001L6",
+        None,
+        &CartridgeOptions {
+            write_protected: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut ch = lib.changer();
     clear_ua(&mut ch);
     good(&move_medium(&mut ch, 0x10, 0x100));
@@ -337,19 +443,33 @@ fn write_protect_tab_and_fault() {
     clear_ua(&mut d);
     expect(&write(&mut d, b"x"), SenseKey::DataProtect, 0x27, 0);
     expect(&wfm(&mut d, 1), SenseKey::DataProtect, 0x27, 0);
-    expect(&run(&mut d, &[0x19, 1, 0, 0, 0, 0]), SenseKey::DataProtect, 0x27, 0);
-    expect(&run(&mut d, &[0x04, 0, 0, 0, 0, 0]), SenseKey::DataProtect, 0x27, 0);
+    expect(
+        &run(&mut d, &[0x19, 1, 0, 0, 0, 0]),
+        SenseKey::DataProtect,
+        0x27,
+        0,
+    );
+    expect(
+        &run(&mut d, &[0x04, 0, 0, 0, 0, 0]),
+        SenseKey::DataProtect,
+        0x27,
+        0,
+    );
     let (_, b) = run_in(&mut d, &[0x1a, 0, 0x3f, 0, 255, 0], 255);
     assert_eq!(b[2] & 0x80, 0x80, "WP in the mode header");
     assert_eq!(b[2] & 0x10, 0x10, "buffered mode");
     // WRITE FILEMARKS 0 (flush) is allowed.
     good(&wfm(&mut d, 0));
-    let conf = std::fs::read_to_string(lib.cartridge_dir("WP0001L6").join("filedebug_tc_conf.xml")).unwrap();
+    let conf = std::fs::read_to_string(lib.cartridge_dir("WP0001L6").join("filedebug_tc_conf.xml"))
+        .unwrap();
     assert!(conf.contains("<emulate_readonly>true</emulate_readonly>"));
 
     let mut d1 = load(&lib, 1, 1);
     good(&write(&mut d1, b"ok"));
-    lib.set_fault(Fault::WriteProtect { barcode: "AAA001L7".into() }).unwrap();
+    lib.set_fault(Fault::WriteProtect {
+        barcode: "AAA001L7".into(),
+    })
+    .unwrap();
     good(&run(&mut d1, &[0; 6]));
     expect(&write(&mut d1, b"no"), SenseKey::DataProtect, 0x27, 0);
     lib.clear_faults().unwrap();
@@ -363,7 +483,15 @@ fn write_protect_tab_and_fault() {
 #[test]
 fn early_warning_then_hard_end_of_medium() {
     let (_d, lib) = library(&[]);
-    lib.insert("SMALL1L6", None, &CartridgeOptions { capacity_mb: Some(4), ..Default::default() }).unwrap();
+    lib.insert(
+        "SMALL1L6",
+        None,
+        &CartridgeOptions {
+            capacity_mb: Some(4),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut ch = lib.changer();
     clear_ua(&mut ch);
     good(&move_medium(&mut ch, 0x10, 0x100));
@@ -396,9 +524,20 @@ fn early_warning_then_hard_end_of_medium() {
     assert!(s.eom);
 
     // Injected limits on a roomy cartridge.
-    lib.insert("BIG001L8", None, &CartridgeOptions::default()).unwrap();
-    lib.set_fault(Fault::EarlyWarningAt { barcode: "BIG001L8".into(), partition: 0, bytes: 2500 }).unwrap();
-    lib.set_fault(Fault::EndOfMediumAt { barcode: "BIG001L8".into(), partition: 0, bytes: 4000 }).unwrap();
+    lib.insert("BIG001L8", None, &CartridgeOptions::default())
+        .unwrap();
+    lib.set_fault(Fault::EarlyWarningAt {
+        barcode: "BIG001L8".into(),
+        partition: 0,
+        bytes: 2500,
+    })
+    .unwrap();
+    lib.set_fault(Fault::EndOfMediumAt {
+        barcode: "BIG001L8".into(),
+        partition: 0,
+        bytes: 4000,
+    })
+    .unwrap();
     clear_ua(&mut ch);
     good(&move_medium(&mut ch, 0x10, 0x101));
     let mut d = lib.drive(1).unwrap();
@@ -418,8 +557,20 @@ fn faults_medium_error_not_ready_unit_attention() {
     for k in 0..3u8 {
         good(&write(&mut d, &[k; 10]));
     }
-    lib.set_fault(Fault::MediumError { barcode: "AAA001L6".into(), partition: 0, block: 1, on: ReadOrWrite::Read }).unwrap();
-    lib.set_fault(Fault::MediumError { barcode: "AAA001L6".into(), partition: 0, block: 3, on: ReadOrWrite::Write }).unwrap();
+    lib.set_fault(Fault::MediumError {
+        barcode: "AAA001L6".into(),
+        partition: 0,
+        block: 1,
+        on: ReadOrWrite::Read,
+    })
+    .unwrap();
+    lib.set_fault(Fault::MediumError {
+        barcode: "AAA001L6".into(),
+        partition: 0,
+        block: 3,
+        on: ReadOrWrite::Write,
+    })
+    .unwrap();
     expect(&write(&mut d, b"z"), SenseKey::MediumError, 0x0c, 0);
     good(&run(&mut d, &[0x01, 0, 0, 0, 0, 0]));
     good(&read(&mut d, 10, false).0);
@@ -428,26 +579,42 @@ fn faults_medium_error_not_ready_unit_attention() {
     let (_, b) = run_in(&mut d, &[0x4d, 0, 0x12, 0, 0, 0, 0, 0, 64, 0], 64);
     assert_eq!(&b[4..8], &[0, 0, 3, 8]);
     let bits = u64::from_be_bytes(b[8..16].try_into().unwrap());
-    assert_eq!(bits, (1 << (64 - 3)) | (1 << (64 - 5)) | (1 << (64 - 6)), "hard error, read and write failure");
+    assert_eq!(
+        bits,
+        (1 << (64 - 3)) | (1 << (64 - 5)) | (1 << (64 - 6)),
+        "hard error, read and write failure"
+    );
     let (_, b) = run_in(&mut d, &[0x4d, 0, 0x2e, 0, 0, 0, 0, 2, 0, 0], 512);
     assert_eq!(u16::from_be_bytes([b[2], b[3]]), 64 * 5);
-    assert_eq!((b[4 + 5 * 2 + 4], b[4 + 5 * 4 + 4], b[4 + 5 * 3 + 4]), (1, 1, 0));
+    assert_eq!(
+        (b[4 + 5 * 2 + 4], b[4 + 5 * 4 + 4], b[4 + 5 * 3 + 4]),
+        (1, 1, 0)
+    );
     let (_, b) = run_in(&mut d, &[0x4d, 0, 0x2e, 0, 0, 0, 0, 2, 0, 0], 512);
     assert!(b[4..].chunks(5).all(|p| p[4] == 0));
     lib.clear_faults().unwrap();
     good(&locate(&mut d, 0, 1));
     good(&read(&mut d, 10, false).0);
 
-    lib.set_fault(Fault::NotReadyFor { drive: 0, seconds: 3600 }).unwrap();
+    lib.set_fault(Fault::NotReadyFor {
+        drive: 0,
+        seconds: 3600,
+    })
+    .unwrap();
     expect(&run(&mut d, &[0; 6]), SenseKey::NotReady, 0x04, 0x01);
     expect(&read(&mut d, 10, false).0, SenseKey::NotReady, 0x04, 0x01);
     good(&run_in(&mut d, &[0x12, 0, 0, 0, 36, 0], 36).0);
     lib.clear_faults().unwrap();
     good(&run(&mut d, &[0; 6]));
-    lib.set_fault(Fault::NotReadyFor { drive: 0, seconds: 0 }).unwrap();
+    lib.set_fault(Fault::NotReadyFor {
+        drive: 0,
+        seconds: 0,
+    })
+    .unwrap();
     good(&run(&mut d, &[0; 6]));
 
-    lib.set_fault(Fault::UnitAttention { drive: Some(0) }).unwrap();
+    lib.set_fault(Fault::UnitAttention { drive: Some(0) })
+        .unwrap();
     good(&run_in(&mut d, &[0x12, 0, 0, 0, 36, 0], 36).0);
     expect(&run(&mut d, &[0; 6]), SenseKey::UnitAttention, 0x29, 0);
     good(&run(&mut d, &[0; 6]));
@@ -462,7 +629,10 @@ fn cleaning() {
     // Real drives stay ready while asking for cleaning.
     good(&run(&mut d, &[0; 6]));
     let (_, b) = run_in(&mut d, &[0x4d, 0, 0x12, 0, 0, 0, 0, 0, 64, 0], 64);
-    assert_eq!(u64::from_be_bytes(b[8..16].try_into().unwrap()), 1 << (64 - 0x14));
+    assert_eq!(
+        u64::from_be_bytes(b[8..16].try_into().unwrap()),
+        1 << (64 - 0x14)
+    );
     // Reading 0x2E does not clear a condition that is still there.
     run_in(&mut d, &[0x4d, 0, 0x2e, 0, 0, 0, 0, 2, 0, 0], 512);
     let (_, b) = run_in(&mut d, &[0x4d, 0, 0x2e, 0, 0, 0, 0, 2, 0, 0], 512);
@@ -476,15 +646,29 @@ fn cleaning() {
     expect(&write(&mut d, b"x"), SenseKey::NotReady, 0x30, 0x03);
     assert!(lib.status().unwrap().drives[0].tapealert.is_empty());
     assert!(lib.status().unwrap().faults.is_empty());
-    let (_, b) = run_in(&mut d, &[0x8c, 0, 0, 0, 0, 0, 0, 0, 0x04, 0x08, 0, 0, 0, 64, 0, 0], 64);
-    assert_eq!((b[4], b[5], b[9]), (0x04, 0x08, 0x01), "medium type: cleaning");
+    let (_, b) = run_in(
+        &mut d,
+        &[0x8c, 0, 0, 0, 0, 0, 0, 0, 0x04, 0x08, 0, 0, 0, 64, 0, 0],
+        64,
+    );
+    assert_eq!(
+        (b[4], b[5], b[9]),
+        (0x04, 0x08, 0x01),
+        "medium type: cleaning"
+    );
 
     // Use up the cleaner: an expired one sets TapeAlert 0x16.
     let dir = lib.cartridge_dir("CLN001L1");
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("rackvault-cartridge.json")).unwrap()).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("rackvault-cartridge.json")).unwrap())
+            .unwrap();
     assert_eq!(meta["cleaning_uses_left"], 49);
     meta["cleaning_uses_left"] = 0.into();
-    std::fs::write(dir.join("rackvault-cartridge.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("rackvault-cartridge.json"),
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
     good(&move_medium(&mut ch, 0x100, 0x1001));
     good(&move_medium(&mut ch, 0x1001, 0x100));
     assert_eq!(lib.status().unwrap().drives[0].tapealert, vec![0x16]);
@@ -514,21 +698,46 @@ fn mode_pages_select_and_density() {
     // MODE SELECT(6): compression off.
     let mut sel = vec![0, 0, 0x10, 8, 0, 0, 0, 0, 0, 0, 0, 0];
     sel.extend_from_slice(&[0x0f, 0x0e, 0x40, 0x80, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
-    good(&run_out(&mut d, &[0x15, 0x10, 0, 0, sel.len() as u8, 0], &sel));
+    good(&run_out(
+        &mut d,
+        &[0x15, 0x10, 0, 0, sel.len() as u8, 0],
+        &sel,
+    ));
     let (_, b) = run_in(&mut d, &[0x1a, 0x08, 0x0f, 0, 255, 0], 255);
     assert_eq!(b[4], 0x0f);
     assert_eq!(b[6] & 0x80, 0);
     // Fixed block length in the descriptor is refused; a truncated page is a length error.
     let mut fixed = sel.clone();
     fixed[11] = 0x02;
-    expect(&run_out(&mut d, &[0x15, 0x10, 0, 0, fixed.len() as u8, 0], &fixed), SenseKey::IllegalRequest, 0x26, 0);
+    expect(
+        &run_out(&mut d, &[0x15, 0x10, 0, 0, fixed.len() as u8, 0], &fixed),
+        SenseKey::IllegalRequest,
+        0x26,
+        0,
+    );
     let cut = &sel[..14];
-    expect(&run_out(&mut d, &[0x15, 0x10, 0, 0, cut.len() as u8, 0], cut), SenseKey::IllegalRequest, 0x1a, 0);
+    expect(
+        &run_out(&mut d, &[0x15, 0x10, 0, 0, cut.len() as u8, 0], cut),
+        SenseKey::IllegalRequest,
+        0x1a,
+        0,
+    );
     // Too many partitions for the drive.
-    let mut p11 = vec![0u8, 0, 0x10, 0, 0x11, 0x0e, 3, 4, 0x3c, 3, 6, 0, 0, 1, 0, 1, 0, 1, 0xff, 0xff];
-    expect(&run_out(&mut d, &[0x15, 0x10, 0, 0, p11.len() as u8, 0], &p11), SenseKey::IllegalRequest, 0x26, 0);
+    let mut p11 = vec![
+        0u8, 0, 0x10, 0, 0x11, 0x0e, 3, 4, 0x3c, 3, 6, 0, 0, 1, 0, 1, 0, 1, 0xff, 0xff,
+    ];
+    expect(
+        &run_out(&mut d, &[0x15, 0x10, 0, 0, p11.len() as u8, 0], &p11),
+        SenseKey::IllegalRequest,
+        0x26,
+        0,
+    );
     p11[7] = 3;
-    good(&run_out(&mut d, &[0x15, 0x10, 0, 0, p11.len() as u8, 0], &p11));
+    good(&run_out(
+        &mut d,
+        &[0x15, 0x10, 0, 0, p11.len() as u8, 0],
+        &p11,
+    ));
     good(&run(&mut d, &[0x04, 0, 0x01, 0, 0, 0]));
     let t = tree(&lib.cartridge_dir("AAA001L6"));
     for p in 0..4 {
@@ -540,8 +749,18 @@ fn mode_pages_select_and_density() {
     // Changeable values.
     let (c, _) = run_in(&mut d, &[0x1a, 0, 0x40 | 0x11, 0, 255, 0], 255);
     good(&c);
-    expect(&run_in(&mut d, &[0x1a, 0, 0xc0 | 0x11, 0, 255, 0], 255).0, SenseKey::IllegalRequest, 0x39, 0);
-    expect(&run_in(&mut d, &[0x1a, 0, 0x01, 0, 255, 0], 255).0, SenseKey::IllegalRequest, 0x24, 0);
+    expect(
+        &run_in(&mut d, &[0x1a, 0, 0xc0 | 0x11, 0, 255, 0], 255).0,
+        SenseKey::IllegalRequest,
+        0x39,
+        0,
+    );
+    expect(
+        &run_in(&mut d, &[0x1a, 0, 0x01, 0, 255, 0], 255).0,
+        SenseKey::IllegalRequest,
+        0x24,
+        0,
+    );
 
     // REPORT DENSITY SUPPORT: drive (LTO-6 reads 4, 5, 6; writes 5, 6) and medium.
     let (c, b) = run_in(&mut d, &[0x44, 0, 0, 0, 0, 0, 0, 0x10, 0, 0], 4096);
@@ -550,7 +769,10 @@ fn mode_pages_select_and_density() {
     let codes: Vec<(u8, u8)> = b[4..].chunks(52).map(|x| (x[0], x[2] & 0xa0)).collect();
     assert_eq!(codes, vec![(0x5a, 0xa0), (0x58, 0x80), (0x46, 0x00)]);
     assert_eq!(&b[4 + 16..4 + 32], b"LTO-CVE U-616   ");
-    assert_eq!(u32::from_be_bytes(b[4 + 12..4 + 16].try_into().unwrap()), 2_500_000);
+    assert_eq!(
+        u32::from_be_bytes(b[4 + 12..4 + 16].try_into().unwrap()),
+        2_500_000
+    );
     let (_, b) = run_in(&mut d, &[0x44, 1, 0, 0, 0, 0, 0, 0x10, 0, 0], 4096);
     assert_eq!(b.len(), 4 + 52);
     assert_eq!(b[4], 0x5a);
@@ -570,19 +792,31 @@ fn attributes() {
     let read_attr = |d: &mut vtl::VirtualDrive, sa: u8, p: u8, first: u16, alloc: u32| {
         let f = first.to_be_bytes();
         let a = alloc.to_be_bytes();
-        run_in(d, &[0x8c, sa, 0, 0, 0, 0, 0, p, f[0], f[1], a[0], a[1], a[2], a[3], 0, 0], alloc as usize)
+        run_in(
+            d,
+            &[
+                0x8c, sa, 0, 0, 0, 0, 0, p, f[0], f[1], a[0], a[1], a[2], a[3], 0, 0,
+            ],
+            alloc as usize,
+        )
     };
     // Device attributes: remaining and maximum capacity (MiB), VCR.
     let (c, b) = read_attr(&mut d, 0, 0, 0x0000, 4096);
     good(&c);
-    assert_eq!(u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize + 4, b.len());
+    assert_eq!(
+        u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize + 4,
+        b.len()
+    );
     assert_eq!(&b[4..9], &[0, 0, 0x80, 0, 8]);
     assert_eq!(u64::from_be_bytes(b[9..17].try_into().unwrap()), 64);
     let (_, b) = read_attr(&mut d, 0, 0, 0x0009, 64);
     assert_eq!(&b[4..13], &[0, 9, 0x80, 0, 4, 0, 0, 0, 1]);
     // Write host attributes, including the per-partition coherency attribute.
     let mut list = vec![0u8; 4];
-    for (id, fmt, v) in [(0x0800u16, 1u8, b"IBM     ".to_vec()), (0x080c, 0, vec![7u8; 70])] {
+    for (id, fmt, v) in [
+        (0x0800u16, 1u8, b"IBM     ".to_vec()),
+        (0x080c, 0, vec![7u8; 70]),
+    ] {
         list.extend_from_slice(&id.to_be_bytes());
         list.push(fmt);
         list.extend_from_slice(&(v.len() as u16).to_be_bytes());
@@ -591,9 +825,18 @@ fn attributes() {
     let n = (list.len() - 4) as u32;
     list[0..4].copy_from_slice(&n.to_be_bytes());
     let l = (list.len() as u32).to_be_bytes();
-    good(&run_out(&mut d, &[0x8d, 0, 0, 0, 0, 0, 0, 0, 0, 0, l[0], l[1], l[2], l[3], 0, 0], &list));
+    good(&run_out(
+        &mut d,
+        &[
+            0x8d, 0, 0, 0, 0, 0, 0, 0, 0, 0, l[0], l[1], l[2], l[3], 0, 0,
+        ],
+        &list,
+    ));
     let dir = lib.cartridge_dir("AAA001L6");
-    assert_eq!(std::fs::read(dir.join("attr_0_800")).unwrap(), b"\x08\x00\x01\x00\x08IBM     ");
+    assert_eq!(
+        std::fs::read(dir.join("attr_0_800")).unwrap(),
+        b"\x08\x00\x01\x00\x08IBM     "
+    );
     assert_eq!(std::fs::read(dir.join("attr_0_80c")).unwrap().len(), 75);
     let (c, b) = read_attr(&mut d, 0, 0, 0x0800, 4096);
     good(&c);
@@ -601,11 +844,24 @@ fn attributes() {
     assert_eq!(&b[4..9], &[8, 0, 1, 0, 8]);
     // The list of identifiers.
     let (_, b) = read_attr(&mut d, 1, 0, 0, 4096);
-    let ids: Vec<u16> = b[4..].chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-    assert!(ids.contains(&0x0000) && ids.contains(&0x0009) && ids.contains(&0x0220) && ids.contains(&0x080c));
+    let ids: Vec<u16> = b[4..]
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    assert!(
+        ids.contains(&0x0000)
+            && ids.contains(&0x0009)
+            && ids.contains(&0x0220)
+            && ids.contains(&0x080c)
+    );
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     // Nothing at or after the first requested id.
-    expect(&read_attr(&mut d, 0, 0, 0x0900, 4096).0, SenseKey::IllegalRequest, 0x24, 0);
+    expect(
+        &read_attr(&mut d, 0, 0, 0x0900, 4096).0,
+        SenseKey::IllegalRequest,
+        0x24,
+        0,
+    );
     // Allocation length truncates, available length still tells the whole size.
     let (c, b) = read_attr(&mut d, 0, 0, 0x0800, 10);
     good(&c);
@@ -613,13 +869,31 @@ fn attributes() {
     assert_eq!(u32::from_be_bytes(b[0..4].try_into().unwrap()), 13 + 75);
     // Device attributes are read-only.
     let ro = [0u8, 0, 0, 9, 0x00, 0x09, 0x00, 0, 4, 0, 0, 0, 5];
-    expect(&run_out(&mut d, &[0x8d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 13, 0, 0], &ro), SenseKey::IllegalRequest, 0x26, 0);
+    expect(
+        &run_out(
+            &mut d,
+            &[0x8d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 13, 0, 0],
+            &ro,
+        ),
+        SenseKey::IllegalRequest,
+        0x26,
+        0,
+    );
     // Zero length deletes.
     let del = [0u8, 0, 0, 5, 0x08, 0x00, 0x01, 0, 0];
-    good(&run_out(&mut d, &[0x8d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0], &del));
+    good(&run_out(
+        &mut d,
+        &[0x8d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0],
+        &del,
+    ));
     assert!(!dir.join("attr_0_800").exists());
     // A partition the cartridge does not have.
-    expect(&read_attr(&mut d, 0, 1, 0, 4096).0, SenseKey::IllegalRequest, 0x24, 0);
+    expect(
+        &read_attr(&mut d, 0, 1, 0, 4096).0,
+        SenseKey::IllegalRequest,
+        0x24,
+        0,
+    );
     let (_, b) = read_attr(&mut d, 3, 0, 0, 64);
     assert_eq!(b, vec![0, 2, 0, 1]);
     // The lifetime counters follow the data.
@@ -639,11 +913,19 @@ fn load_unload_rewind_erase_and_volume_statistics() {
     good(&write(&mut d, &[3; 100]));
     good(&locate(&mut d, 0, 1));
     good(&run(&mut d, &[0x19, 1, 0, 0, 0, 0]));
-    let t: BTreeSet<String> = tree(&lib.cartridge_dir("AAA001L6")).into_iter().filter(|n| n.starts_with("0_")).collect();
+    let t: BTreeSet<String> = tree(&lib.cartridge_dir("AAA001L6"))
+        .into_iter()
+        .filter(|n| n.starts_with("0_"))
+        .collect();
     assert_eq!(t, names(&["0_0_R", "0_1_E"]));
     // PREVENT blocks UNLOAD.
     good(&run(&mut d, &[0x1e, 0, 0, 0, 1, 0]));
-    expect(&run(&mut d, &[0x1b, 0, 0, 0, 0, 0]), SenseKey::IllegalRequest, 0x53, 0x02);
+    expect(
+        &run(&mut d, &[0x1b, 0, 0, 0, 0, 0]),
+        SenseKey::IllegalRequest,
+        0x53,
+        0x02,
+    );
     good(&run(&mut d, &[0x1e, 0, 0, 0, 0, 0]));
     good(&run(&mut d, &[0x1b, 1, 0, 0, 0, 0]));
     expect(&run(&mut d, &[0; 6]), SenseKey::NotReady, 0x3a, 0);
@@ -671,7 +953,12 @@ fn load_unload_rewind_erase_and_volume_statistics() {
     assert_eq!(serial.as_deref(), Some("AAA001L6"));
     let (_, b) = run_in(&mut d, &[0x4d, 0, 0x00, 0, 0, 0, 0, 0, 64, 0], 64);
     assert_eq!(&b[4..], &[0x00, 0x12, 0x17, 0x2e, 0x31]);
-    expect(&run_in(&mut d, &[0x4d, 0, 0x33, 0, 0, 0, 0, 0, 64, 0], 64).0, SenseKey::IllegalRequest, 0x24, 0);
+    expect(
+        &run_in(&mut d, &[0x4d, 0, 0x33, 0, 0, 0, 0, 0, 64, 0], 64).0,
+        SenseKey::IllegalRequest,
+        0x24,
+        0,
+    );
     good(&run(&mut d, &[0x01, 0, 0, 0, 0, 0]));
     assert_eq!(run(&mut d, &[0x00; 6]).status, Status::GOOD);
 }
@@ -679,7 +966,15 @@ fn load_unload_rewind_erase_and_volume_statistics() {
 #[test]
 fn streaming_many_records_is_consistent() {
     let (_d, lib) = library(&[]);
-    lib.insert("STRM01L6", None, &CartridgeOptions { capacity_mb: Some(256), ..Default::default() }).unwrap();
+    lib.insert(
+        "STRM01L6",
+        None,
+        &CartridgeOptions {
+            capacity_mb: Some(256),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut ch = lib.changer();
     clear_ua(&mut ch);
     good(&move_medium(&mut ch, 0x10, 0x100));
@@ -703,7 +998,7 @@ fn streaming_many_records_is_consistent() {
     drop(d);
     let st = lib.status().unwrap();
     assert_eq!(st.drives[0].block, 201);
-    let _ = d_transport_is_send::<vtl::VirtualDrive>();
+    d_transport_is_send::<vtl::VirtualDrive>();
 }
 
 fn d_transport_is_send<T: Transport + Send>() {}

@@ -44,21 +44,35 @@ pub fn run_out(t: &mut dyn Transport, cdb: &[u8], data: &[u8]) -> Completion {
 }
 
 pub fn sense(c: &Completion) -> Sense {
-    assert_eq!(c.status, Status::CHECK_CONDITION, "expected CHECK CONDITION");
+    assert_eq!(
+        c.status,
+        Status::CHECK_CONDITION,
+        "expected CHECK CONDITION"
+    );
     Sense::decode(&c.sense).expect("decodable sense")
 }
 
 #[track_caller]
 pub fn good(c: &Completion) {
     if c.status != Status::GOOD {
-        panic!("expected GOOD, got {:?} {}", c.status, Sense::decode(&c.sense).map(|s| s.to_string()).unwrap_or_default());
+        panic!(
+            "expected GOOD, got {:?} {}",
+            c.status,
+            Sense::decode(&c.sense)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
     }
 }
 
 #[track_caller]
 pub fn expect(c: &Completion, key: SenseKey, asc: u8, ascq: u8) -> Sense {
     let s = sense(c);
-    assert!(s.is(key, asc, ascq), "expected {:?} {asc:02x}/{ascq:02x}, got {s}", key);
+    assert!(
+        s.is(key, asc, ascq),
+        "expected {:?} {asc:02x}/{ascq:02x}, got {s}",
+        key
+    );
     s
 }
 
@@ -86,7 +100,11 @@ pub fn write(d: &mut dyn Transport, data: &[u8]) -> Completion {
 
 pub fn read(d: &mut dyn Transport, len: usize, sili: bool) -> (Completion, Vec<u8>) {
     let l = (len as u32).to_be_bytes();
-    run_in(d, &[0x08, if sili { 2 } else { 0 }, l[1], l[2], l[3], 0], len)
+    run_in(
+        d,
+        &[0x08, if sili { 2 } else { 0 }, l[1], l[2], l[3], 0],
+        len,
+    )
 }
 
 pub fn wfm(d: &mut dyn Transport, n: u32) -> Completion {
@@ -137,7 +155,11 @@ pub fn tree(dir: &Path) -> BTreeSet<String> {
 /// Loads slot `slot` (1-based) into drive `drive` and clears the drive's unit attention.
 pub fn load(lib: &Library, slot: u16, drive: usize) -> vtl::VirtualDrive {
     let mut ch = lib.changer();
-    good(&move_medium(&mut ch, 0x1000 + slot - 1, 0x100 + drive as u16));
+    good(&move_medium(
+        &mut ch,
+        0x1000 + slot - 1,
+        0x100 + drive as u16,
+    ));
     let mut d = lib.drive(drive).unwrap();
     clear_ua(&mut d);
     d
