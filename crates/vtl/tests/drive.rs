@@ -425,6 +425,48 @@ fn lazy_eod_is_recovered_after_a_crash_mid_stream() {
 }
 
 #[test]
+fn crash_during_a_large_record_stream_leaves_no_trace() {
+    let (_d, lib) = library(&["AAA001L6"]);
+    let dir = lib.cartridge_dir("AAA001L6");
+    let mut d = load(&lib, 1, 0);
+    let rec = vec![9u8; 256 * 1024];
+    for _ in 0..6 {
+        good(&write(&mut d, &rec));
+    }
+    // Files for the next blocks are being pre-created: empty `_R` files beyond the data.
+    std::mem::forget(d);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(tree(&dir).iter().filter(|n| n.ends_with("_R")).count() > 6);
+    assert!(!tree(&dir).iter().any(|n| n.ends_with("_E")));
+    let mut d = lib.drive(0).unwrap();
+    good(&run(&mut d, &[0; 6]));
+    let t: BTreeSet<String> = tree(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("0_"))
+        .collect();
+    let mut expected: BTreeSet<String> = (0..6).map(|b| format!("0_{b}_R")).collect();
+    expected.insert("0_6_E".into());
+    assert_eq!(t, expected);
+    // A clean run end removes the unused pre-created files too.
+    good(&space(&mut d, 3, 0));
+    for _ in 0..5 {
+        good(&write(&mut d, &rec));
+    }
+    good(&run(&mut d, &[0x01, 0, 0, 0, 0, 0]));
+    let t: BTreeSet<String> = tree(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("0_"))
+        .collect();
+    let mut expected: BTreeSet<String> = (0..11).map(|b| format!("0_{b}_R")).collect();
+    expected.insert("0_11_E".into());
+    assert_eq!(t, expected);
+    assert!(
+        t.iter().all(|n| n.ends_with("_E")
+            || std::fs::metadata(dir.join(n)).unwrap().len() == rec.len() as u64)
+    );
+}
+
+#[test]
 fn write_protect_tab_and_fault() {
     let (_d, lib) = library(&["AAA001L7"]);
     lib.insert(
