@@ -455,7 +455,10 @@ retention = { keep_last = 3, keep_daily = 7 }
 
     #[test]
     fn a_valid_library_table_is_accepted() {
-        parse(&format!("{GOOD}\n[library]\ntransport = \"virtual\"\ndir = \"vtl\"\n")).unwrap();
+        parse(&format!(
+            "{GOOD}\n[library]\ntransport = \"virtual\"\ndir = \"vtl\"\n"
+        ))
+        .unwrap();
     }
 
     #[test]

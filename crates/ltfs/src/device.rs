@@ -42,7 +42,11 @@ pub enum DeviceError {
     #[error("record of {record} bytes does not fit the {buffer}-byte read buffer")]
     RecordTooLong { record: usize, buffer: usize },
     #[error("medium error at partition {partition} block {block}: {detail}")]
-    Medium { partition: u8, block: u64, detail: String },
+    Medium {
+        partition: u8,
+        block: u64,
+        detail: String,
+    },
     #[error("the drive does not support {0}")]
     Unsupported(String),
     #[error("illegal request: {0}")]

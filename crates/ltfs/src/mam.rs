@@ -40,7 +40,12 @@ pub struct Attribute {
 
 impl Attribute {
     pub fn new(id: u16, format: AttributeFormat, value: impl Into<Vec<u8>>) -> Self {
-        Self { id, format, read_only: false, value: value.into() }
+        Self {
+            id,
+            format,
+            read_only: false,
+            value: value.into(),
+        }
     }
 
     /// An ASCII attribute padded with spaces to `len` (cut if longer).
@@ -89,7 +94,9 @@ impl Attribute {
 
     /// The value as text, trailing spaces and NULs trimmed; lossy for invalid UTF-8.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.value).trim_end_matches([' ', '\0']).to_string()
+        String::from_utf8_lossy(&self.value)
+            .trim_end_matches([' ', '\0'])
+            .to_string()
     }
 }
 
@@ -109,7 +116,9 @@ mod tests {
             assert!(Attribute::decode(&enc[..cut]).is_none());
         }
         let mut two = enc.clone();
-        two.extend_from_slice(&Attribute::new(9, AttributeFormat::Binary, vec![0, 0, 0, 2]).encode());
+        two.extend_from_slice(
+            &Attribute::new(9, AttributeFormat::Binary, vec![0, 0, 0, 2]).encode(),
+        );
         assert_eq!(Attribute::decode_list(&two).len(), 2);
         assert_eq!(Attribute::decode_list(&two[..two.len() - 1]).len(), 1);
     }

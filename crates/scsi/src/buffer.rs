@@ -44,7 +44,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.capacity, ALIGN).expect("layout was valid at allocation");
+        let layout =
+            Layout::from_size_align(self.capacity, ALIGN).expect("layout was valid at allocation");
         // SAFETY: allocated in `new` with this exact layout.
         unsafe { dealloc(self.ptr.as_ptr(), layout) }
     }

@@ -16,7 +16,6 @@ pub enum DeviceType {
     Other(u8),
 }
 
-
 impl DeviceType {
     pub fn from_code(code: u8) -> Self {
         match code & 0x1f {
@@ -124,7 +123,9 @@ pub fn serial_number<T: Transport + ?Sized>(t: &mut T) -> Result<Option<String>,
     let mut buf = [0u8; 255];
     match execute(t, &vpd_cdb(0x80, 255), DataDir::In(&mut buf), SHORT_TIMEOUT) {
         Ok(n) => Ok(decode_serial_vpd(&buf[..n.min(buf.len())])),
-        Err(ScsiError::Sense { sense, .. }) if sense.key == crate::SenseKey::IllegalRequest => Ok(None),
+        Err(ScsiError::Sense { sense, .. }) if sense.key == crate::SenseKey::IllegalRequest => {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -136,7 +137,12 @@ pub fn test_unit_ready<T: Transport + ?Sized>(t: &mut T) -> Result<(), ScsiError
 /// REQUEST SENSE: returns pending sense (a deferred error or unit attention), clearing it.
 pub fn request_sense<T: Transport + ?Sized>(t: &mut T) -> Result<Option<Sense>, ScsiError> {
     let mut buf = [0u8; 252];
-    let n = execute(t, &[0x03, 0, 0, 0, 252, 0], DataDir::In(&mut buf), SHORT_TIMEOUT)?;
+    let n = execute(
+        t,
+        &[0x03, 0, 0, 0, 252, 0],
+        DataDir::In(&mut buf),
+        SHORT_TIMEOUT,
+    )?;
     Ok(Sense::decode(&buf[..n.min(buf.len())]).filter(|s| !s.is(crate::SenseKey::NoSense, 0, 0)))
 }
 

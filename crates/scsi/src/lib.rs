@@ -33,7 +33,11 @@ pub mod be {
         if len == 0 || len > 8 {
             return None;
         }
-        Some(b.get(at..at + len)?.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+        Some(
+            b.get(at..at + len)?
+                .iter()
+                .fold(0u64, |acc, &x| (acc << 8) | x as u64),
+        )
     }
     /// Writes the low `len` bytes of `v` big-endian into `b[at..at+len]`.
     pub fn put(b: &mut [u8], at: usize, len: usize, v: u64) {
@@ -43,6 +47,8 @@ pub mod be {
     }
     /// Space- and NUL-trimmed ASCII, lossy.
     pub fn ascii(b: &[u8]) -> String {
-        String::from_utf8_lossy(b).trim_matches([' ', '\0']).to_string()
+        String::from_utf8_lossy(b)
+            .trim_matches([' ', '\0'])
+            .to_string()
     }
 }

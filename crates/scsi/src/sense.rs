@@ -29,9 +29,22 @@ impl SenseKey {
     pub fn from_code(code: u8) -> Self {
         use SenseKey::*;
         [
-            NoSense, RecoveredError, NotReady, MediumError, HardwareError, IllegalRequest, UnitAttention,
-            DataProtect, BlankCheck, VendorSpecific, CopyAborted, AbortedCommand, Reserved0c,
-            VolumeOverflow, Miscompare, Completed,
+            NoSense,
+            RecoveredError,
+            NotReady,
+            MediumError,
+            HardwareError,
+            IllegalRequest,
+            UnitAttention,
+            DataProtect,
+            BlankCheck,
+            VendorSpecific,
+            CopyAborted,
+            AbortedCommand,
+            Reserved0c,
+            VolumeOverflow,
+            Miscompare,
+            Completed,
         ][(code & 0x0f) as usize]
     }
     pub fn code(self) -> u8 {
@@ -97,14 +110,20 @@ impl Sense {
     fn decode_fixed(b: &[u8], deferred: bool) -> Option<Sense> {
         let flags = *b.get(2)?;
         // The additional length says how much follows byte 7; trust only what is really there.
-        let end = b.len().min(8 + b.get(7).copied().unwrap_or(0) as usize).max(3);
+        let end = b
+            .len()
+            .min(8 + b.get(7).copied().unwrap_or(0) as usize)
+            .max(3);
         let b = &b[..end];
         let information = if b[0] & 0x80 != 0 {
             be::u32_at(b, 3).map(|v| v as i32 as i64)
         } else {
             None
         };
-        let key_specific = b.get(15..18).filter(|s| s[0] & 0x80 != 0).map(|s| [s[0], s[1], s[2]]);
+        let key_specific = b
+            .get(15..18)
+            .filter(|s| s[0] & 0x80 != 0)
+            .map(|s| [s[0], s[1], s[2]]);
         Some(Sense {
             key: SenseKey::from_code(flags),
             asc: b.get(12).copied().unwrap_or(0),
@@ -136,10 +155,16 @@ impl Sense {
         while at + 2 <= end {
             let kind = b[at];
             let len = b[at + 1] as usize;
-            let Some(d) = b.get(at..(at + 2 + len).min(end)) else { break };
+            let Some(d) = b.get(at..(at + 2 + len).min(end)) else {
+                break;
+            };
             match kind {
-                0x00 if d.len() >= 12 && d[2] & 0x80 != 0 => s.information = be::u64_at(d, 4).map(|v| v as i64),
-                0x02 if d.len() >= 7 && d[4] & 0x80 != 0 => s.key_specific = Some([d[4], d[5], d[6]]),
+                0x00 if d.len() >= 12 && d[2] & 0x80 != 0 => {
+                    s.information = be::u64_at(d, 4).map(|v| v as i64)
+                }
+                0x02 if d.len() >= 7 && d[4] & 0x80 != 0 => {
+                    s.key_specific = Some([d[4], d[5], d[6]])
+                }
                 0x04 if d.len() >= 4 => {
                     s.filemark = d[3] & 0x80 != 0;
                     s.eom = d[3] & 0x40 != 0;
@@ -193,11 +218,10 @@ impl Sense {
 
     /// NO SENSE or RECOVERED ERROR with none of the stream flags: the command did what it was asked.
     pub fn is_informational(&self) -> bool {
-        matches!(self.key, SenseKey::NoSense | SenseKey::RecoveredError)
-            && !self.filemark
-            && !self.eom
-            && !self.ili
-            && !(self.key == SenseKey::NoSense && self.asc == 0 && matches!(self.ascq, 0x01..=0x05))
+        let stream_flags = self.filemark || self.eom || self.ili;
+        // 00/01..05 (filemark, EOM, BOP, EOD detected) carry meaning even without the flag bits.
+        let positional = self.key == SenseKey::NoSense && self.asc == 0 && matches!(self.ascq, 0x01..=0x05);
+        matches!(self.key, SenseKey::NoSense | SenseKey::RecoveredError) && !stream_flags && !positional
     }
 
     /// UNIT ATTENTION: medium changed, power on/reset, mode parameters changed. Retry the command.
@@ -207,7 +231,9 @@ impl Sense {
 
     /// NOT READY, cause not reportable / becoming ready / in progress: worth waiting for.
     pub fn is_becoming_ready(&self) -> bool {
-        self.key == SenseKey::NotReady && self.asc == 0x04 && matches!(self.ascq, 0x00 | 0x01 | 0x07 | 0x08)
+        self.key == SenseKey::NotReady
+            && self.asc == 0x04
+            && matches!(self.ascq, 0x00 | 0x01 | 0x07 | 0x08)
     }
 
     /// NOT READY, medium not present (3A/xx).
@@ -228,7 +254,12 @@ impl fmt::Display for Sense {
         if !d.is_empty() {
             write!(f, " ({d})")?;
         }
-        for (on, name) in [(self.filemark, "filemark"), (self.eom, "EOM"), (self.ili, "ILI"), (self.deferred, "deferred")] {
+        for (on, name) in [
+            (self.filemark, "filemark"),
+            (self.eom, "EOM"),
+            (self.ili, "ILI"),
+            (self.deferred, "deferred"),
+        ] {
             if on {
                 write!(f, " [{name}]")?;
             }
@@ -311,7 +342,10 @@ mod tests {
         assert_eq!(s.key, SenseKey::NoSense);
         assert_eq!(s.information, Some(65536));
         assert!(!s.is_informational());
-        assert_eq!(s.to_string(), "NO SENSE 00/01 (filemark detected) [filemark] [ILI] info=65536");
+        assert_eq!(
+            s.to_string(),
+            "NO SENSE 00/01 (filemark detected) [filemark] [ILI] info=65536"
+        );
     }
 
     #[test]
@@ -326,7 +360,8 @@ mod tests {
     #[test]
     fn descriptor_format_with_stream_and_information() {
         let b = [
-            0x72, 0x08, 0x00, 0x05, 0, 0, 0, 18, // header: BLANK CHECK 00/05, 18 bytes of descriptors
+            0x72, 0x08, 0x00, 0x05, 0, 0, 0,
+            18, // header: BLANK CHECK 00/05, 18 bytes of descriptors
             0x00, 0x0a, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x00, // information = 4096
             0x04, 0x02, 0x00, 0x40, // stream: EOM
         ];

@@ -64,12 +64,16 @@ impl SgDevice {
     /// Opens a SCSI generic node. Refuses anything that is not an sg character device (major 21): the
     /// st/nst nodes rewind or write filemarks behind our back on close.
     pub fn open(path: &Path) -> Result<SgDevice, TransportError> {
-        let err = |source| TransportError::Io { device: path.display().to_string(), source };
+        let err = |source| TransportError::Io {
+            device: path.display().to_string(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(err)?;
         if !meta.file_type().is_char_device() || major(meta.rdev()) != SG_MAJOR {
             return Err(TransportError::Other {
                 device: path.display().to_string(),
-                message: "not a SCSI generic device (/dev/sgN); use the sg node, not st/nst/sch".into(),
+                message: "not a SCSI generic device (/dev/sgN); use the sg node, not st/nst/sch"
+                    .into(),
             });
         }
         // O_NONBLOCK so the open itself never waits for the device; cleared right after.
@@ -86,7 +90,11 @@ impl SgDevice {
                 return Err(err(io::Error::last_os_error()));
             }
         }
-        Ok(SgDevice { file, path: path.to_path_buf(), bounce: AlignedBuf::new(0) })
+        Ok(SgDevice {
+            file,
+            path: path.to_path_buf(),
+            bounce: AlignedBuf::new(0),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -99,10 +107,18 @@ fn major(dev: u64) -> u32 {
 }
 
 impl Transport for SgDevice {
-    fn execute(&mut self, cdb: &[u8], data: DataDir<'_>, timeout: Duration) -> Result<Completion, TransportError> {
+    fn execute(
+        &mut self,
+        cdb: &[u8],
+        data: DataDir<'_>,
+        timeout: Duration,
+    ) -> Result<Completion, TransportError> {
         let device = || self.path.display().to_string();
         if cdb.is_empty() || cdb.len() > 16 {
-            return Err(TransportError::Other { device: device(), message: format!("bad CDB length {}", cdb.len()) });
+            return Err(TransportError::Other {
+                device: device(),
+                message: format!("bad CDB length {}", cdb.len()),
+            });
         }
         let (dir, len) = match &data {
             DataDir::None => (SG_DXFER_NONE, 0),
@@ -155,21 +171,35 @@ impl Transport for SgDevice {
         // SAFETY: hdr points at live buffers (cdb, sense, data or bounce) for the duration of the call.
         let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), SG_IO, &mut hdr as *mut SgIoHdr) };
         if rc < 0 {
-            return Err(TransportError::Io { device: device(), source: io::Error::last_os_error() });
+            return Err(TransportError::Io {
+                device: device(),
+                source: io::Error::last_os_error(),
+            });
         }
         let transferred = len.saturating_sub(hdr.resid.max(0) as usize);
         if !aligned && let DataDir::In(b) = data {
             b[..transferred].copy_from_slice(&self.bounce[..transferred]);
         }
         if hdr.host_status == DID_TIME_OUT || (hdr.driver_status & 0x0f) as u16 == DRIVER_TIMEOUT {
-            return Err(TransportError::Timeout { device: device(), timeout });
+            return Err(TransportError::Timeout {
+                device: device(),
+                timeout,
+            });
         }
         let driver = hdr.driver_status & !DRIVER_SENSE;
         if hdr.host_status != 0 || (driver & 0x0f) != 0 {
-            return Err(TransportError::Host { device: device(), host: hdr.host_status, driver: hdr.driver_status });
+            return Err(TransportError::Host {
+                device: device(),
+                host: hdr.host_status,
+                driver: hdr.driver_status,
+            });
         }
         let sense_len = (hdr.sb_len_wr as usize).min(SENSE_LEN);
-        Ok(Completion { status: Status(hdr.status), sense: sense[..sense_len].to_vec(), transferred })
+        Ok(Completion {
+            status: Status(hdr.status),
+            sense: sense[..sense_len].to_vec(),
+            transferred,
+        })
     }
 
     fn describe(&self) -> String {
@@ -192,17 +222,31 @@ pub struct SgNode {
 /// Lists /dev/sg* nodes with their types, from /sys/class/scsi_generic (no commands sent).
 pub fn scan_sysfs(sys_class: &Path) -> Vec<SgNode> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(sys_class) else { return out };
+    let Ok(entries) = std::fs::read_dir(sys_class) else {
+        return out;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         let dev = e.path().join("device");
-        let read = |f: &str| std::fs::read_to_string(dev.join(f)).map(|s| s.trim().to_string()).unwrap_or_default();
-        let Ok(device_type) = read("type").parse::<u8>() else { continue };
+        let read = |f: &str| {
+            std::fs::read_to_string(dev.join(f))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        let Ok(device_type) = read("type").parse::<u8>() else {
+            continue;
+        };
         let hctl = std::fs::canonicalize(&dev)
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
             .unwrap_or_default();
-        out.push(SgNode { path: Path::new("/dev").join(&name), device_type, vendor: read("vendor"), model: read("model"), hctl });
+        out.push(SgNode {
+            path: Path::new("/dev").join(&name),
+            device_type,
+            vendor: read("vendor"),
+            model: read("model"),
+            hctl,
+        });
     }
     out.sort_by_key(|n| {
         let s = n.path.to_string_lossy().to_string();

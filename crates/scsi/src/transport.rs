@@ -49,10 +49,18 @@ pub struct Completion {
 
 impl Completion {
     pub fn good(transferred: usize) -> Self {
-        Self { status: Status::GOOD, sense: Vec::new(), transferred }
+        Self {
+            status: Status::GOOD,
+            sense: Vec::new(),
+            transferred,
+        }
     }
     pub fn check_condition(sense: Vec<u8>, transferred: usize) -> Self {
-        Self { status: Status::CHECK_CONDITION, sense, transferred }
+        Self {
+            status: Status::CHECK_CONDITION,
+            sense,
+            transferred,
+        }
     }
 }
 
@@ -60,11 +68,18 @@ impl Completion {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("{device}: {source}")]
-    Io { device: String, source: std::io::Error },
+    Io {
+        device: String,
+        source: std::io::Error,
+    },
     #[error("{device}: command timed out after {timeout:?}")]
     Timeout { device: String, timeout: Duration },
     #[error("{device}: host adapter status {host:#06x}, driver status {driver:#06x}")]
-    Host { device: String, host: u16, driver: u16 },
+    Host {
+        device: String,
+        host: u16,
+        driver: u16,
+    },
     #[error("{device}: {message}")]
     Other { device: String, message: String },
 }
@@ -104,11 +119,21 @@ pub enum ScsiError {
     Transport(#[from] TransportError),
     /// CHECK CONDITION with decodable sense data. `transferred` is what moved before it.
     #[error("{device}: {opcode_name} failed: {sense}")]
-    Sense { device: String, opcode_name: &'static str, sense: Sense, transferred: usize },
+    Sense {
+        device: String,
+        opcode_name: &'static str,
+        sense: Sense,
+        transferred: usize,
+    },
     /// A status other than GOOD without usable sense data (BUSY, RESERVATION CONFLICT, or sense
     /// bytes that do not decode).
     #[error("{device}: {opcode_name} returned SCSI status {status:#04x}{}", if raw_sense.is_empty() { String::new() } else { format!(" with undecodable sense {raw_sense:02x?}") })]
-    Status { device: String, opcode_name: &'static str, status: u8, raw_sense: Vec<u8> },
+    Status {
+        device: String,
+        opcode_name: &'static str,
+        status: u8,
+        raw_sense: Vec<u8>,
+    },
 }
 
 impl ScsiError {
@@ -153,7 +178,12 @@ fn check<T: Transport + ?Sized>(t: &T, cdb: &[u8], c: Completion) -> Result<usiz
             transferred: c.transferred,
         });
     }
-    Err(ScsiError::Status { device: t.describe(), opcode_name, status: c.status.0, raw_sense: c.sense })
+    Err(ScsiError::Status {
+        device: t.describe(),
+        opcode_name,
+        status: c.status.0,
+        raw_sense: c.sense,
+    })
 }
 
 /// Names of the opcodes this project sends, for error messages.

@@ -13,8 +13,16 @@ pub type BoxedTransport = Box<dyn Transport>;
 
 pub enum Backend {
     Virtual(vtl::Library),
-    Sgio { changer: PathBuf, drives: Vec<PathBuf> },
-    Iscsi { url: String, changer_lun: u16, drive_luns: Vec<u16>, initiator: String },
+    Sgio {
+        changer: PathBuf,
+        drives: Vec<PathBuf>,
+    },
+    Iscsi {
+        url: String,
+        changer_lun: u16,
+        drive_luns: Vec<u16>,
+        initiator: String,
+    },
 }
 
 /// A device found on the host (for `tapectl devices`).
@@ -70,7 +78,12 @@ impl Backend {
         match self {
             Backend::Virtual(lib) => Ok(Box::new(lib.changer())),
             Backend::Sgio { changer, .. } => Ok(Box::new(scsi::sgio::SgDevice::open(changer)?)),
-            Backend::Iscsi { url, changer_lun, initiator, .. } => iscsi_open(url, *changer_lun, initiator),
+            Backend::Iscsi {
+                url,
+                changer_lun,
+                initiator,
+                ..
+            } => iscsi_open(url, *changer_lun, initiator),
         }
     }
 
@@ -88,11 +101,20 @@ impl Backend {
         match self {
             Backend::Virtual(lib) => Ok(Box::new(lib.drive(index)?)),
             Backend::Sgio { drives, .. } => {
-                let path = drives.get(index).with_context(|| format!("no drive device #{index}"))?;
+                let path = drives
+                    .get(index)
+                    .with_context(|| format!("no drive device #{index}"))?;
                 Ok(Box::new(scsi::sgio::SgDevice::open(path)?))
             }
-            Backend::Iscsi { url, drive_luns, initiator, .. } => {
-                let lun = drive_luns.get(index).with_context(|| format!("no drive LUN #{index}"))?;
+            Backend::Iscsi {
+                url,
+                drive_luns,
+                initiator,
+                ..
+            } => {
+                let lun = drive_luns
+                    .get(index)
+                    .with_context(|| format!("no drive LUN #{index}"))?;
                 iscsi_open(url, *lun, initiator)
             }
         }
@@ -122,7 +144,8 @@ impl Backend {
                         DeviceType::Changer => "medium changer",
                         other => other.name(),
                     };
-                    (d.vendor, d.product, d.revision, d.serial) = (i.vendor, i.product, i.revision, s);
+                    (d.vendor, d.product, d.revision, d.serial) =
+                        (i.vendor, i.product, i.revision, s);
                 }
                 Err(e) => d.error = Some(format!("{e:#}")),
             }
@@ -132,7 +155,12 @@ impl Backend {
             Backend::Sgio { .. } => {
                 for n in scsi::sgio::scan_sysfs(std::path::Path::new("/sys/class/scsi_generic")) {
                     if matches!(n.device_type, 1 | 8) {
-                        probe(n.path.display().to_string(), scsi::sgio::SgDevice::open(&n.path).map(|d| Box::new(d) as BoxedTransport).map_err(Into::into));
+                        probe(
+                            n.path.display().to_string(),
+                            scsi::sgio::SgDevice::open(&n.path)
+                                .map(|d| Box::new(d) as BoxedTransport)
+                                .map_err(Into::into),
+                        );
                     }
                 }
             }
@@ -150,22 +178,34 @@ impl Backend {
         match self {
             Backend::Virtual(lib) => lib.changer().describe(),
             Backend::Sgio { changer, .. } => changer.display().to_string(),
-            Backend::Iscsi { url, changer_lun, .. } => format!("{url}/{changer_lun}"),
+            Backend::Iscsi {
+                url, changer_lun, ..
+            } => format!("{url}/{changer_lun}"),
         }
     }
 
     pub fn drive_name(&self, index: usize) -> String {
         match self {
-            Backend::Virtual(lib) => lib.drive(index).map(|d| d.describe()).unwrap_or_else(|_| format!("virtual drive #{index}")),
-            Backend::Sgio { drives, .. } => drives.get(index).map(|p| p.display().to_string()).unwrap_or_default(),
-            Backend::Iscsi { url, drive_luns, .. } => format!("{url}/{}", drive_luns.get(index).copied().unwrap_or(0)),
+            Backend::Virtual(lib) => lib
+                .drive(index)
+                .map(|d| d.describe())
+                .unwrap_or_else(|_| format!("virtual drive #{index}")),
+            Backend::Sgio { drives, .. } => drives
+                .get(index)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            Backend::Iscsi {
+                url, drive_luns, ..
+            } => format!("{url}/{}", drive_luns.get(index).copied().unwrap_or(0)),
         }
     }
 }
 
 fn iscsi_open(url: &str, lun: u16, initiator: &str) -> Result<BoxedTransport> {
     let full = format!("{url}/{lun}");
-    let parsed: iscsi::IscsiUrl = full.parse().with_context(|| format!("bad iSCSI URL {full}"))?;
+    let parsed: iscsi::IscsiUrl = full
+        .parse()
+        .with_context(|| format!("bad iSCSI URL {full}"))?;
     Ok(Box::new(iscsi::IscsiDevice::connect(&parsed, initiator)?))
 }
 
@@ -173,13 +213,21 @@ fn iscsi_open(url: &str, lun: u16, initiator: &str) -> Result<BoxedTransport> {
 fn resolve_sg(spec: &str, nodes: &[scsi::sgio::SgNode], want_type: u8) -> Result<PathBuf> {
     if let Some(serial) = spec.strip_prefix("serial:") {
         for n in nodes.iter().filter(|n| n.device_type == want_type) {
-            let Ok(mut d) = scsi::sgio::SgDevice::open(&n.path) else { continue };
-            if scsi::inquiry::serial_number(&mut d).ok().flatten().as_deref() == Some(serial) {
+            let Ok(mut d) = scsi::sgio::SgDevice::open(&n.path) else {
+                continue;
+            };
+            if scsi::inquiry::serial_number(&mut d)
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(serial)
+            {
                 return Ok(n.path.clone());
             }
         }
         bail!("no /dev/sg* device with serial {serial}");
     }
-    let path = std::fs::canonicalize(spec).with_context(|| format!("device {spec} does not exist"))?;
+    let path =
+        std::fs::canonicalize(spec).with_context(|| format!("device {spec} does not exist"))?;
     Ok(path)
 }

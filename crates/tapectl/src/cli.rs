@@ -16,7 +16,10 @@ use crate::output::{Out, print_devices, print_drive_status, print_library_status
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<ConfigError>().is_some() {
         2
-    } else if e.chain().any(|c| matches!(c.downcast_ref::<LockError>(), Some(LockError::Busy { .. }))) {
+    } else if e
+        .chain()
+        .any(|c| matches!(c.downcast_ref::<LockError>(), Some(LockError::Busy { .. })))
+    {
         3
     } else {
         1
@@ -24,7 +27,11 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 #[derive(Parser)]
-#[command(name = "tapectl", version, about = "Drive a SCSI tape library: changer, LTO drives, and a virtual TS3200")]
+#[command(
+    name = "tapectl",
+    version,
+    about = "Drive a SCSI tape library: changer, LTO drives, and a virtual TS3200"
+)]
 pub struct Args {
     /// rackvault.toml holding a [library] table; without one, the virtual library under
     /// ~/.local/state/rackvault/vtl is used.
@@ -169,7 +176,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
         Some(b'M' | b'm') => (&s[..s.len() - 1], 1024 * 1024),
         _ => (s, 1),
     };
-    let n: usize = num.parse().map_err(|_| format!("bad size {s:?} (e.g. 512K, 1M, 65536)"))?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("bad size {s:?} (e.g. 512K, 1M, 65536)"))?;
     match n.checked_mul(mult) {
         Some(v) if v > 0 && v <= 16 << 20 => Ok(v),
         _ => Err(format!("size {s:?} must be between 1 byte and 16M")),
@@ -199,7 +208,11 @@ impl Args {
 pub fn run(args: Args) -> Result<()> {
     let out = Out { json: args.json };
     let wait = Duration::from_secs(args.wait);
-    let purpose = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect::<Vec<_>>().join(" ");
+    let purpose = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect::<Vec<_>>()
+        .join(" ");
     let purpose = format!("tapectl {purpose}");
     let open = |args: &Args| -> Result<Library> { Library::open(args.settings()?, wait, &purpose) };
     match &args.cmd {
@@ -218,7 +231,10 @@ pub fn run(args: Args) -> Result<()> {
             print_moves(&out, &open(&args)?.load(&target, *drive)?)
         }
         Cmd::Unload { drive } => print_moves(&out, &[open(&args)?.unload(*drive)?]),
-        Cmd::Move { from, to } => print_moves(&out, &[open(&args)?.move_between(&from.parse()?, &to.parse()?)?]),
+        Cmd::Move { from, to } => print_moves(
+            &out,
+            &[open(&args)?.move_between(&from.parse()?, &to.parse()?)?],
+        ),
         Cmd::Export { barcode } => print_moves(&out, &[open(&args)?.export(barcode)?]),
         Cmd::Import => print_moves(&out, &open(&args)?.import()?),
         Cmd::Clean { drive } => print_moves(&out, &open(&args)?.clean(*drive)?),
@@ -234,7 +250,11 @@ fn drive_cmd(_args: &Args, out: &Out, cmd: &DriveCmd, mut lib: Library) -> Resul
     };
     let (mut drive, _lock) = lib.open_drive(n)?;
     // The changer's barcode, for cartridges whose MAM has none (LTFS writes it; a new tape has not).
-    let barcode = lib.inventory().ok().and_then(|inv| inv.drives.get(n as usize).and_then(|e| e.volume_tag.clone()));
+    let barcode = lib.inventory().ok().and_then(|inv| {
+        inv.drives
+            .get(n as usize)
+            .and_then(|e| e.volume_tag.clone())
+    });
     drop(lib); // the changer lock is not needed while we talk to the drive
     match cmd {
         DriveCmd::Status(_) => {
@@ -249,17 +269,47 @@ fn drive_cmd(_args: &Args, out: &Out, cmd: &DriveCmd, mut lib: Library) -> Resul
             drive.rewind()?;
             out.done("rewound")
         }
-        DriveCmd::Write { file, block_size, .. } => {
+        DriveCmd::Write {
+            file, block_size, ..
+        } => {
             use ltfs::TapeDevice;
-            let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-            let stats = drive.write_records_from(std::io::BufReader::with_capacity(*block_size * 2, f), *block_size)?;
+            let f = std::fs::File::open(file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            // Records are large: no BufReader, which would only add a copy.
+            let stats = drive.write_records_from(f, *block_size)?;
             drive.write_filemarks(1)?;
-            out.value(&stats, &format!("wrote {stats:?}"))
+            if stats.bytes < size {
+                bail!(
+                    "the tape reached early warning after {} of {size} bytes of {}: the rest was not written (a filemark ends what was)",
+                    stats.bytes,
+                    file.display()
+                );
+            }
+            let warn = if drive.early_warning() {
+                " (early warning: the tape is nearly full)"
+            } else {
+                ""
+            };
+            out.value(
+                &stats,
+                &format!(
+                    "wrote {} records, {} bytes, and a filemark{warn}",
+                    stats.records, stats.bytes
+                ),
+            )
         }
         DriveCmd::Read { to, block_size, .. } => {
-            let f = std::fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
-            let stats = drive.read_records_to(std::io::BufWriter::with_capacity(*block_size * 2, f), *block_size)?;
-            out.value(&stats, &format!("read {stats:?}"))
+            let f = std::fs::File::create(to)
+                .with_context(|| format!("cannot create {}", to.display()))?;
+            let stats = drive.read_records_to(f, *block_size)?;
+            out.value(
+                &stats,
+                &format!(
+                    "read {} records, {} bytes, up to {:?}",
+                    stats.records, stats.bytes, stats.end
+                ),
+            )
         }
     }
 }
@@ -267,20 +317,49 @@ fn drive_cmd(_args: &Args, out: &Out, cmd: &DriveCmd, mut lib: Library) -> Resul
 fn vtl_cmd(args: &Args, out: &Out, cmd: &VtlCmd) -> Result<()> {
     let dir = args.vtl_dir()?;
     match cmd {
-        VtlCmd::Create { slots, drives, capacity_mb, barcodes, no_dvcid } => {
-            let mut spec = vtl::LibrarySpec { storage_slots: *slots, cartridge_capacity_mb: *capacity_mb, ..Default::default() };
-            spec.drives = drives.iter().map(|d| d.parse()).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
+        VtlCmd::Create {
+            slots,
+            drives,
+            capacity_mb,
+            barcodes,
+            no_dvcid,
+        } => {
+            let mut spec = vtl::LibrarySpec {
+                storage_slots: *slots,
+                cartridge_capacity_mb: *capacity_mb,
+                ..Default::default()
+            };
+            spec.drives = drives
+                .iter()
+                .map(|d| d.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             spec.barcodes = match barcodes {
                 Some(b) => b.clone(),
-                None => (1..=8).map(|i| format!("RV{i:04}L6")).chain(["CLN001L1".to_string()]).collect(),
+                None => (1..=8)
+                    .map(|i| format!("RV{i:04}L6"))
+                    .chain(["CLN001L1".to_string()])
+                    .collect(),
             };
             spec.dvcid_supported = !no_dvcid;
             let lib = vtl::Library::create(&dir, &spec)?;
-            out.value(&lib.status()?, &format!("created a virtual library in {}", dir.display()))
+            out.value(
+                &lib.status()?,
+                &format!("created a virtual library in {}", dir.display()),
+            )
         }
-        VtlCmd::Insert { barcode, ie, write_protected, capacity_mb } => {
+        VtlCmd::Insert {
+            barcode,
+            ie,
+            write_protected,
+            capacity_mb,
+        } => {
             let lib = vtl::Library::open(&dir)?;
-            let opts = vtl::CartridgeOptions { capacity_mb: *capacity_mb, write_protected: *write_protected, generation: None };
+            let opts = vtl::CartridgeOptions {
+                capacity_mb: *capacity_mb,
+                write_protected: *write_protected,
+                generation: None,
+            };
             let slot = lib.insert(barcode, *ie, &opts)?;
             out.done(&format!("{barcode} is in ie {slot}"))
         }
@@ -289,7 +368,9 @@ fn vtl_cmd(args: &Args, out: &Out, cmd: &VtlCmd) -> Result<()> {
             let target = match what.parse::<Target>()? {
                 Target::Place(tapectl::library::Place::Ie(n)) => vtl::DoorTarget::IeSlot(n),
                 Target::Barcode(b) => vtl::DoorTarget::Barcode(b),
-                _ => bail!("the operator can only take cartridges out of import/export slots (ie:N or a barcode)"),
+                _ => bail!(
+                    "the operator can only take cartridges out of import/export slots (ie:N or a barcode)"
+                ),
             };
             let barcode = lib.remove(target)?;
             out.done(&format!("{barcode} taken out of the library"))

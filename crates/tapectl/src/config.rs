@@ -13,9 +13,17 @@ pub enum LibraryConfig {
     Virtual { dir: PathBuf },
     /// Linux SCSI generic nodes. Empty `changer`/`drives` mean: discover by device type.
     /// Entries are /dev/sgN paths, /dev/tape/by-id links, or `serial:<serial>`.
-    Sgio { changer: Option<String>, drives: Vec<String> },
+    Sgio {
+        changer: Option<String>,
+        drives: Vec<String>,
+    },
     /// An iSCSI target: one LUN for the changer, one per drive.
-    Iscsi { url: String, changer_lun: u16, drive_luns: Vec<u16>, initiator: String },
+    Iscsi {
+        url: String,
+        changer_lun: u16,
+        drive_luns: Vec<u16>,
+        initiator: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +86,20 @@ pub fn default_lock_dir() -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) => PathBuf::from(d).join("rackvault/locks"),
-        None => std::env::temp_dir().join(format!("rackvault-locks-{}", unsafe { libc::geteuid() })),
+        None => {
+            std::env::temp_dir().join(format!("rackvault-locks-{}", unsafe { libc::geteuid() }))
+        }
     }
 }
 
 impl Settings {
     pub fn embedded_default() -> Settings {
-        Settings { library: LibraryConfig::Virtual { dir: default_vtl_dir() }, lock_dir: default_lock_dir() }
+        Settings {
+            library: LibraryConfig::Virtual {
+                dir: default_vtl_dir(),
+            },
+            lock_dir: default_lock_dir(),
+        }
     }
 
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
@@ -103,19 +118,39 @@ impl Settings {
         let file = path.display().to_string();
         let err_at = |span: Option<Range<usize>>, msg: String| {
             let (line, col) = span.map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError { file: file.clone(), line, col, msg }
+            ConfigError {
+                file: file.clone(),
+                line,
+                col,
+                msg,
+            }
         };
-        let raw: RawFile = toml::from_str(text).map_err(|e| err_at(e.span(), e.message().to_string()))?;
-        let Some(lib) = raw.library else { return Ok(Self::embedded_default()) };
+        let raw: RawFile =
+            toml::from_str(text).map_err(|e| err_at(e.span(), e.message().to_string()))?;
+        let Some(lib) = raw.library else {
+            return Ok(Self::embedded_default());
+        };
         let lib_span = lib.span();
         let r = lib.into_inner();
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
-        let resolve = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+        let resolve = |p: &str| {
+            if Path::new(p).is_absolute() {
+                PathBuf::from(p)
+            } else {
+                base.join(p)
+            }
+        };
         let kind = r.transport.get_ref().as_str();
         let not_for = |fields: &[(&str, Option<Range<usize>>)]| -> Result<(), ConfigError> {
             match fields.iter().find(|(_, s)| s.is_some()) {
-                Some((f, s)) => Err(err_at(s.clone(), format!("[library] `{f}` does not apply to transport = \"{kind}\""))),
+                Some((f, s)) => Err(err_at(
+                    s.clone(),
+                    format!("[library] `{f}` does not apply to transport = \"{kind}\""),
+                )),
                 None => Ok(()),
             }
         };
@@ -131,7 +166,9 @@ impl Settings {
                     ("initiator", span(&r.initiator)),
                 ])?;
                 let dir = match &r.dir {
-                    Some(d) if d.get_ref().is_empty() => return Err(err_at(Some(d.span()), "[library] dir is empty".into())),
+                    Some(d) if d.get_ref().is_empty() => {
+                        return Err(err_at(Some(d.span()), "[library] dir is empty".into()));
+                    }
                     Some(d) => resolve(d.get_ref()),
                     None => default_vtl_dir(),
                 };
@@ -151,30 +188,59 @@ impl Settings {
                 }
             }
             "iscsi" => {
-                not_for(&[("dir", span(&r.dir)), ("changer", span(&r.changer)), ("drives", r.drives.as_ref().map(|s| s.span()))])?;
+                not_for(&[
+                    ("dir", span(&r.dir)),
+                    ("changer", span(&r.changer)),
+                    ("drives", r.drives.as_ref().map(|s| s.span())),
+                ])?;
                 let url = r.url.ok_or_else(|| {
-                    err_at(Some(lib_span.clone()), "[library] transport = \"iscsi\" needs `url` (iscsi://HOST[:PORT]/IQN)".into())
+                    err_at(
+                        Some(lib_span.clone()),
+                        "[library] transport = \"iscsi\" needs `url` (iscsi://HOST[:PORT]/IQN)"
+                            .into(),
+                    )
                 })?;
                 if !url.get_ref().starts_with("iscsi://") {
-                    return Err(err_at(Some(url.span()), format!("[library] url {:?} must start with iscsi://", url.get_ref())));
+                    return Err(err_at(
+                        Some(url.span()),
+                        format!("[library] url {:?} must start with iscsi://", url.get_ref()),
+                    ));
                 }
-                let changer_lun = r.changer_lun.ok_or_else(|| err_at(Some(lib_span.clone()), "[library] transport = \"iscsi\" needs `changer_lun`".into()))?;
-                let drive_luns = r.drive_luns.ok_or_else(|| err_at(Some(lib_span.clone()), "[library] transport = \"iscsi\" needs `drive_luns`".into()))?;
+                let changer_lun = r.changer_lun.ok_or_else(|| {
+                    err_at(
+                        Some(lib_span.clone()),
+                        "[library] transport = \"iscsi\" needs `changer_lun`".into(),
+                    )
+                })?;
+                let drive_luns = r.drive_luns.ok_or_else(|| {
+                    err_at(
+                        Some(lib_span.clone()),
+                        "[library] transport = \"iscsi\" needs `drive_luns`".into(),
+                    )
+                })?;
                 LibraryConfig::Iscsi {
                     url: url.into_inner().trim_end_matches('/').to_string(),
                     changer_lun: changer_lun.into_inner(),
                     drive_luns: drive_luns.into_inner(),
-                    initiator: r.initiator.map(Spanned::into_inner).unwrap_or_else(|| DEFAULT_INITIATOR.into()),
+                    initiator: r
+                        .initiator
+                        .map(Spanned::into_inner)
+                        .unwrap_or_else(|| DEFAULT_INITIATOR.into()),
                 }
             }
             other => {
                 return Err(err_at(
                     Some(r.transport.span()),
-                    format!("unknown [library] transport {other:?} (use \"virtual\", \"sgio\" or \"iscsi\")"),
+                    format!(
+                        "unknown [library] transport {other:?} (use \"virtual\", \"sgio\" or \"iscsi\")"
+                    ),
                 ));
             }
         };
-        let lock_dir = r.lock_dir.map(|d| resolve(d.get_ref())).unwrap_or_else(default_lock_dir);
+        let lock_dir = r
+            .lock_dir
+            .map(|d| resolve(d.get_ref()))
+            .unwrap_or_else(default_lock_dir);
         Ok(Settings { library, lock_dir })
     }
 }
@@ -196,16 +262,36 @@ mod tests {
 
     #[test]
     fn transports_parse() {
-        let s = parse("[store]\nkind='dir'\n[library]\ntransport = \"virtual\"\ndir = \"vtl\"\n").unwrap();
-        assert_eq!(s.library, LibraryConfig::Virtual { dir: "/etc/rackvault/vtl".into() });
+        let s = parse("[store]\nkind='dir'\n[library]\ntransport = \"virtual\"\ndir = \"vtl\"\n")
+            .unwrap();
+        assert_eq!(
+            s.library,
+            LibraryConfig::Virtual {
+                dir: "/etc/rackvault/vtl".into()
+            }
+        );
         let s = parse("[library]\ntransport = \"sgio\"\ndrives = [\"serial:10WT1\"]\n").unwrap();
-        assert_eq!(s.library, LibraryConfig::Sgio { changer: None, drives: vec!["serial:10WT1".into()] });
+        assert_eq!(
+            s.library,
+            LibraryConfig::Sgio {
+                changer: None,
+                drives: vec!["serial:10WT1".into()]
+            }
+        );
         let s = parse("[library]\ntransport='iscsi'\nurl='iscsi://127.0.0.1:3260/iqn.x:vtl/'\nchanger_lun=3\ndrive_luns=[1,2]\n").unwrap();
         assert_eq!(
             s.library,
-            LibraryConfig::Iscsi { url: "iscsi://127.0.0.1:3260/iqn.x:vtl".into(), changer_lun: 3, drive_luns: vec![1, 2], initiator: DEFAULT_INITIATOR.into() }
+            LibraryConfig::Iscsi {
+                url: "iscsi://127.0.0.1:3260/iqn.x:vtl".into(),
+                changer_lun: 3,
+                drive_luns: vec![1, 2],
+                initiator: DEFAULT_INITIATOR.into()
+            }
         );
-        assert!(matches!(parse("x = 1\n").unwrap().library, LibraryConfig::Virtual { .. }));
+        assert!(matches!(
+            parse("x = 1\n").unwrap().library,
+            LibraryConfig::Virtual { .. }
+        ));
     }
 
     #[test]

@@ -52,7 +52,9 @@ impl std::str::FromStr for Target {
                 Some(h) => u16::from_str_radix(h, 16),
                 None => a.parse(),
             };
-            return Ok(Target::Address(addr.map_err(|_| anyhow!("bad element address {s:?}"))?));
+            return Ok(Target::Address(
+                addr.map_err(|_| anyhow!("bad element address {s:?}"))?,
+            ));
         }
         let lower = s.to_ascii_lowercase();
         for (prefixes, make) in [
@@ -65,7 +67,9 @@ impl std::str::FromStr for Target {
                     && !n.is_empty()
                     && n.bytes().all(|b| b.is_ascii_digit())
                 {
-                    let n: u16 = n.parse().map_err(|_| anyhow!("number out of range in {s:?}"))?;
+                    let n: u16 = n
+                        .parse()
+                        .map_err(|_| anyhow!("number out of range in {s:?}"))?;
                     if n == 0 && !matches!(make(0), Place::Drive(_)) {
                         bail!("{s:?}: slots and ie slots count from 1");
                     }
@@ -129,9 +133,23 @@ impl Library {
     pub fn open(settings: Settings, wait: Duration, purpose: &str) -> Result<Library> {
         let backend = Backend::open(&settings.library)?;
         let name = backend.changer_name();
-        let lock = DeviceLock::acquire(&settings.lock_dir, &format!("changer-{name}"), &format!("changer {name}"), purpose, wait)?;
-        let changer = Changer::new(backend.changer_transport()?).with_context(|| format!("cannot use changer {name}"))?;
-        Ok(Library { settings, backend, changer, _changer_lock: lock, wait, purpose: purpose.to_string() })
+        let lock = DeviceLock::acquire(
+            &settings.lock_dir,
+            &format!("changer-{name}"),
+            &format!("changer {name}"),
+            purpose,
+            wait,
+        )?;
+        let changer = Changer::new(backend.changer_transport()?)
+            .with_context(|| format!("cannot use changer {name}"))?;
+        Ok(Library {
+            settings,
+            backend,
+            changer,
+            _changer_lock: lock,
+            wait,
+            purpose: purpose.to_string(),
+        })
     }
 
     pub fn changer(&mut self) -> &mut Changer<BoxedTransport> {
@@ -174,14 +192,21 @@ impl Library {
     pub fn resolve(&self, inv: &Inventory, target: &Target) -> Result<(Place, Element)> {
         match target {
             Target::Barcode(b) => {
-                let found: Vec<(Place, &Element)> = named(inv).filter(|(_, e)| e.volume_tag.as_deref() == Some(b.as_str())).collect();
+                let found: Vec<(Place, &Element)> = named(inv)
+                    .filter(|(_, e)| e.volume_tag.as_deref() == Some(b.as_str()))
+                    .collect();
                 match found.as_slice() {
                     [(p, e)] => Ok((*p, (*e).clone())),
-                    [] => bail!("no cartridge with barcode {b} is in the library (see `tapectl library status`)"),
+                    [] => bail!(
+                        "no cartridge with barcode {b} is in the library (see `tapectl library status`)"
+                    ),
                     many => bail!(
                         "barcode {b} appears {} times ({}); name the place instead",
                         many.len(),
-                        many.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join(", ")
+                        many.iter()
+                            .map(|(p, _)| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 }
             }
@@ -209,14 +234,23 @@ impl Library {
             bail!("{fp} is empty");
         }
         if te.full {
-            bail!("{tp} is full ({})", te.volume_tag.as_deref().unwrap_or("no barcode"));
+            bail!(
+                "{tp} is full ({})",
+                te.volume_tag.as_deref().unwrap_or("no barcode")
+            );
         }
         let _drive_locks = self.lock_drives_of(&inv, &[fp, tp])?;
         if let Place::Drive(n) = fp {
             self.eject(&inv, n)?;
         }
-        self.changer.move_medium(Self::transport_address(&inv), fe.address, te.address).with_context(|| format!("moving {fp} to {tp}"))?;
-        Ok(Move { barcode: fe.volume_tag, from: fp, to: tp })
+        self.changer
+            .move_medium(Self::transport_address(&inv), fe.address, te.address)
+            .with_context(|| format!("moving {fp} to {tp}"))?;
+        Ok(Move {
+            barcode: fe.volume_tag,
+            from: fp,
+            to: tp,
+        })
     }
 
     /// Loads a cartridge (by barcode or slot) into drive `drive`, unloading whatever is there first,
@@ -230,7 +264,10 @@ impl Library {
             if sp == dp {
                 return Ok(Vec::new());
             }
-            bail!("{} is in {sp}; unload it first", se.volume_tag.as_deref().unwrap_or("the cartridge"));
+            bail!(
+                "{} is in {sp}; unload it first",
+                se.volume_tag.as_deref().unwrap_or("the cartridge")
+            );
         }
         if !se.full {
             bail!("{sp} is empty");
@@ -240,12 +277,23 @@ impl Library {
         if de.full {
             moves.push(self.unload_locked(&inv, drive)?);
         }
-        let inv = if moves.is_empty() { inv } else { self.inventory()? };
-        self.changer.move_medium(Self::transport_address(&inv), se.address, de.address).with_context(|| format!("loading {sp} into {dp}"))?;
-        moves.push(Move { barcode: se.volume_tag.clone(), from: sp, to: dp });
+        let inv = if moves.is_empty() {
+            inv
+        } else {
+            self.inventory()?
+        };
+        self.changer
+            .move_medium(Self::transport_address(&inv), se.address, de.address)
+            .with_context(|| format!("loading {sp} into {dp}"))?;
+        moves.push(Move {
+            barcode: se.volume_tag.clone(),
+            from: sp,
+            to: dp,
+        });
         if !se.volume_tag.as_deref().is_some_and(is_cleaning_cartridge) {
             let mut d = self.drive_device(&inv, drive)?;
-            d.wait_until_ready(Duration::from_secs(600)).with_context(|| format!("{dp} did not become ready"))?;
+            d.wait_until_ready(Duration::from_secs(600))
+                .with_context(|| format!("{dp} did not become ready"))?;
         }
         Ok(moves)
     }
@@ -270,9 +318,18 @@ impl Library {
             .ok_or_else(|| anyhow!("no free storage slot to unload {dp} into"))?
             .clone();
         self.eject(inv, drive)?;
-        self.changer.move_medium(Self::transport_address(inv), de.address, home.address).with_context(|| format!("unloading {dp}"))?;
-        let to = named(inv).find(|(_, e)| e.address == home.address).map(|(p, _)| p).unwrap_or(Place::Slot(0));
-        Ok(Move { barcode: de.volume_tag, from: dp, to })
+        self.changer
+            .move_medium(Self::transport_address(inv), de.address, home.address)
+            .with_context(|| format!("unloading {dp}"))?;
+        let to = named(inv)
+            .find(|(_, e)| e.address == home.address)
+            .map(|(p, _)| p)
+            .unwrap_or(Place::Slot(0));
+        Ok(Move {
+            barcode: de.volume_tag,
+            from: dp,
+            to,
+        })
     }
 
     /// Moves a cartridge to a free import/export slot so it can be taken offsite.
@@ -282,28 +339,59 @@ impl Library {
         if matches!(p, Place::Ie(_)) {
             bail!("{barcode} is already in {p}");
         }
-        let Some((tp, te)) = named(&inv).find(|(p, e)| matches!(p, Place::Ie(_)) && !e.full).map(|(p, e)| (p, e.clone())) else {
+        let Some((tp, te)) = named(&inv)
+            .find(|(p, e)| matches!(p, Place::Ie(_)) && !e.full)
+            .map(|(p, e)| (p, e.clone()))
+        else {
             bail!("every import/export slot is full: take the tapes out of the door first");
         };
-        let _lock = if let Place::Drive(n) = p { Some(self.lock_drive(&inv, n)?) } else { None };
+        let _lock = if let Place::Drive(n) = p {
+            Some(self.lock_drive(&inv, n)?)
+        } else {
+            None
+        };
         if let Place::Drive(n) = p {
             self.eject(&inv, n)?;
         }
-        self.changer.move_medium(Self::transport_address(&inv), e.address, te.address).with_context(|| format!("exporting {barcode}"))?;
-        Ok(Move { barcode: Some(barcode.to_string()), from: p, to: tp })
+        self.changer
+            .move_medium(Self::transport_address(&inv), e.address, te.address)
+            .with_context(|| format!("exporting {barcode}"))?;
+        Ok(Move {
+            barcode: Some(barcode.to_string()),
+            from: p,
+            to: tp,
+        })
     }
 
     /// Moves every cartridge in the import/export slots to free storage slots.
     pub fn import(&mut self) -> Result<Vec<Move>> {
         let inv = self.inventory()?;
-        let mut free = named(&inv).filter(|(p, e)| matches!(p, Place::Slot(_)) && !e.full).map(|(p, e)| (p, e.clone())).collect::<Vec<_>>().into_iter();
+        let mut free = named(&inv)
+            .filter(|(p, e)| matches!(p, Place::Slot(_)) && !e.full)
+            .map(|(p, e)| (p, e.clone()))
+            .collect::<Vec<_>>()
+            .into_iter();
         let mut moves = Vec::new();
-        for (p, e) in named(&inv).filter(|(p, e)| matches!(p, Place::Ie(_)) && e.full).map(|(p, e)| (p, e.clone())).collect::<Vec<_>>() {
+        for (p, e) in named(&inv)
+            .filter(|(p, e)| matches!(p, Place::Ie(_)) && e.full)
+            .map(|(p, e)| (p, e.clone()))
+            .collect::<Vec<_>>()
+        {
             let Some((tp, te)) = free.next() else {
-                bail!("no free storage slot for {} in {p} (moved so far: {})", e.volume_tag.as_deref().unwrap_or("?"), moves.len());
+                bail!(
+                    "no free storage slot for {} in {p} (moved so far: {})",
+                    e.volume_tag.as_deref().unwrap_or("?"),
+                    moves.len()
+                );
             };
-            self.changer.move_medium(Self::transport_address(&inv), e.address, te.address).with_context(|| format!("importing {p}"))?;
-            moves.push(Move { barcode: e.volume_tag.clone(), from: p, to: tp });
+            self.changer
+                .move_medium(Self::transport_address(&inv), e.address, te.address)
+                .with_context(|| format!("importing {p}"))?;
+            moves.push(Move {
+                barcode: e.volume_tag.clone(),
+                from: p,
+                to: tp,
+            });
         }
         Ok(moves)
     }
@@ -312,7 +400,10 @@ impl Library {
     pub fn clean(&mut self, drive: u16) -> Result<Vec<Move>> {
         let inv = self.inventory()?;
         let (cp, ce) = named(&inv)
-            .find(|(p, e)| matches!(p, Place::Slot(_)) && e.volume_tag.as_deref().is_some_and(is_cleaning_cartridge))
+            .find(|(p, e)| {
+                matches!(p, Place::Slot(_))
+                    && e.volume_tag.as_deref().is_some_and(is_cleaning_cartridge)
+            })
             .map(|(p, e)| (p, e.clone()))
             .ok_or_else(|| anyhow!("no cleaning cartridge (barcode CLN…) in a storage slot"))?;
         let _lock = self.lock_drive(&inv, drive)?;
@@ -323,11 +414,18 @@ impl Library {
         }
         let inv = self.inventory()?;
         let (_, de) = self.resolve(&inv, &Target::Place(Place::Drive(drive)))?;
-        self.changer.move_medium(Self::transport_address(&inv), ce.address, de.address).context("loading the cleaning cartridge")?;
-        moves.push(Move { barcode: ce.volume_tag.clone(), from: cp, to: Place::Drive(drive) });
+        self.changer
+            .move_medium(Self::transport_address(&inv), ce.address, de.address)
+            .context("loading the cleaning cartridge")?;
+        moves.push(Move {
+            barcode: ce.volume_tag.clone(),
+            from: cp,
+            to: Place::Drive(drive),
+        });
         // A real drive runs its cleaning cycle (about a minute) and then ejects the cleaner.
         let mut d = self.drive_device(&inv, drive)?;
-        wait_for_cleaning(&mut d, Duration::from_secs(900)).context("waiting for the cleaning cycle")?;
+        wait_for_cleaning(&mut d, Duration::from_secs(900))
+            .context("waiting for the cleaning cycle")?;
         drop(d);
         let inv = self.inventory()?;
         moves.push(self.unload_locked(&inv, drive)?);
@@ -337,15 +435,34 @@ impl Library {
     /// Locks drive `n` (by its changer element) for the duration of a changer operation.
     fn lock_drive(&self, inv: &Inventory, n: u16) -> Result<DeviceLock> {
         let key = self.drive_key(inv, n)?;
-        Ok(DeviceLock::acquire(&self.settings.lock_dir, &key, &format!("drive {n}"), &self.purpose, self.wait)?)
+        Ok(DeviceLock::acquire(
+            &self.settings.lock_dir,
+            &key,
+            &format!("drive {n}"),
+            &self.purpose,
+            self.wait,
+        )?)
     }
 
     fn lock_drives_of(&self, inv: &Inventory, places: &[Place]) -> Result<Vec<DeviceLock>> {
-        places.iter().filter_map(|p| if let Place::Drive(n) = p { Some(*n) } else { None }).map(|n| self.lock_drive(inv, n)).collect()
+        places
+            .iter()
+            .filter_map(|p| {
+                if let Place::Drive(n) = p {
+                    Some(*n)
+                } else {
+                    None
+                }
+            })
+            .map(|n| self.lock_drive(inv, n))
+            .collect()
     }
 
     fn drive_key(&self, inv: &Inventory, n: u16) -> Result<String> {
-        let e = inv.drives.get(n as usize).ok_or_else(|| anyhow!("the library has no drive {n} (it has {})", inv.drives.len()))?;
+        let e = inv
+            .drives
+            .get(n as usize)
+            .ok_or_else(|| anyhow!("the library has no drive {n} (it has {})", inv.drives.len()))?;
         Ok(match e.drive_id.as_ref() {
             Some(id) => format!("drive-{}", id.serial),
             None => format!("drive-{}-{}", self.backend.changer_name(), e.address),
@@ -371,13 +488,18 @@ impl Library {
     }
 
     fn find_drive_device(&self, inv: &Inventory, n: u16) -> Result<Drive<BoxedTransport>> {
-        let element = inv.drives.get(n as usize).ok_or_else(|| anyhow!("the library has no drive {n}"))?;
+        let element = inv
+            .drives
+            .get(n as usize)
+            .ok_or_else(|| anyhow!("the library has no drive {n}"))?;
         let want = element.drive_id.as_ref().map(|id| id.serial.clone());
         let count = self.backend.drive_count();
         if let Some(want) = &want {
             let mut seen = Vec::new();
             for i in 0..count {
-                let Ok(t) = self.backend.drive_transport(i) else { continue };
+                let Ok(t) = self.backend.drive_transport(i) else {
+                    continue;
+                };
                 let Ok(d) = Drive::new(t) else { continue };
                 if d.serial() == Some(want.as_str()) {
                     return Ok(d);
@@ -386,7 +508,11 @@ impl Library {
             }
             bail!(
                 "drive {n}: the changer says its serial is {want}, but no configured drive device has it (found: {})",
-                if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
+                if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.join(", ")
+                }
             );
         }
         if (n as usize) < count {
@@ -453,7 +579,12 @@ fn place_of(kind: ElementKind, index: usize) -> Place {
 }
 
 fn named(inv: &Inventory) -> impl Iterator<Item = (Place, &Element)> {
-    ElementKind::ALL.into_iter().flat_map(move |k| inv.of_kind(k).iter().enumerate().map(move |(i, e)| (place_of(k, i), e)))
+    ElementKind::ALL.into_iter().flat_map(move |k| {
+        inv.of_kind(k)
+            .iter()
+            .enumerate()
+            .map(move |(i, e)| (place_of(k, i), e))
+    })
 }
 
 #[cfg(test)]
@@ -462,14 +593,32 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!("slot:3".parse::<Target>().unwrap(), Target::Place(Place::Slot(3)));
-        assert_eq!("s12".parse::<Target>().unwrap(), Target::Place(Place::Slot(12)));
-        assert_eq!("IE1".parse::<Target>().unwrap(), Target::Place(Place::Ie(1)));
-        assert_eq!("drive0".parse::<Target>().unwrap(), Target::Place(Place::Drive(0)));
+        assert_eq!(
+            "slot:3".parse::<Target>().unwrap(),
+            Target::Place(Place::Slot(3))
+        );
+        assert_eq!(
+            "s12".parse::<Target>().unwrap(),
+            Target::Place(Place::Slot(12))
+        );
+        assert_eq!(
+            "IE1".parse::<Target>().unwrap(),
+            Target::Place(Place::Ie(1))
+        );
+        assert_eq!(
+            "drive0".parse::<Target>().unwrap(),
+            Target::Place(Place::Drive(0))
+        );
         assert_eq!("@0x1000".parse::<Target>().unwrap(), Target::Address(4096));
         assert_eq!("@256".parse::<Target>().unwrap(), Target::Address(256));
-        assert_eq!("RV0001L6".parse::<Target>().unwrap(), Target::Barcode("RV0001L6".into()));
-        assert_eq!("D00001L8".parse::<Target>().unwrap(), Target::Barcode("D00001L8".into()));
+        assert_eq!(
+            "RV0001L6".parse::<Target>().unwrap(),
+            Target::Barcode("RV0001L6".into())
+        );
+        assert_eq!(
+            "D00001L8".parse::<Target>().unwrap(),
+            Target::Barcode("D00001L8".into())
+        );
         assert!("slot:0".parse::<Target>().is_err());
         assert!("@zz".parse::<Target>().is_err());
         assert!("has space".parse::<Target>().is_err());

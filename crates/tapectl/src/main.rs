@@ -11,7 +11,10 @@ fn main() -> ExitCode {
     let args = cli::Args::parse();
     let filter = if args.verbose { "debug" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RACKVAULT_LOG").unwrap_or_else(|_| filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RACKVAULT_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match cli::run(args) {

@@ -66,7 +66,10 @@ fn element_line(e: &NamedElement) -> String {
         s.push_str(&format!("  (from @{src})"));
     }
     if let Some((asc, ascq)) = el.exception {
-        s.push_str(&format!("  EXCEPTION {asc:02X}/{ascq:02X} {}", scsi::sense::asc_description(asc, ascq)));
+        s.push_str(&format!(
+            "  EXCEPTION {asc:02X}/{ascq:02X} {}",
+            scsi::sense::asc_description(asc, ascq)
+        ));
     }
     s
 }
@@ -80,7 +83,11 @@ pub fn print_library_status(out: &Out, st: &LibraryStatus) -> Result<()> {
         st.changer.serial.as_deref().unwrap_or("-"),
         st.changer.device
     );
-    for (title, list) in [("drives", &st.drives), ("import/export", &st.import_export), ("storage", &st.slots)] {
+    for (title, list) in [
+        ("drives", &st.drives),
+        ("import/export", &st.import_export),
+        ("storage", &st.slots),
+    ] {
         let full = list.iter().filter(|e| e.element.full).count();
         s.push_str(&format!("{title} ({full}/{} full):\n", list.len()));
         for e in list {
@@ -100,7 +107,14 @@ pub fn print_moves(out: &Out, moves: &[Move]) -> Result<()> {
     } else {
         moves
             .iter()
-            .map(|m| format!("{}: {} -> {}", m.barcode.as_deref().unwrap_or("(no barcode)"), m.from, m.to))
+            .map(|m| {
+                format!(
+                    "{}: {} -> {}",
+                    m.barcode.as_deref().unwrap_or("(no barcode)"),
+                    m.from,
+                    m.to
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
@@ -117,8 +131,14 @@ pub fn print_drive_status(out: &Out, st: &DriveStatus) -> Result<()> {
         st.device
     );
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
-    s.push_str(&format!("  generation   LTO-{}\n", opt(st.drive_generation.map(|g| g.to_string()))));
-    s.push_str(&format!("  ready        {}\n", if st.ready { "yes" } else { "no" }));
+    s.push_str(&format!(
+        "  generation   LTO-{}\n",
+        opt(st.drive_generation.map(|g| g.to_string()))
+    ));
+    s.push_str(&format!(
+        "  ready        {}\n",
+        if st.ready { "yes" } else { "no" }
+    ));
     match st.medium_present {
         Some(false) => s.push_str("  medium       none\n"),
         _ => {
@@ -138,7 +158,10 @@ pub fn print_drive_status(out: &Out, st: &DriveStatus) -> Result<()> {
                 s.push_str(&format!("  partitions   {p}\n"));
             }
             if let Some(p) = &st.position {
-                s.push_str(&format!("  position     partition {} block {}", p.partition, p.block));
+                s.push_str(&format!(
+                    "  position     partition {} block {}",
+                    p.partition, p.block
+                ));
                 if let Some(f) = p.file {
                     s.push_str(&format!(" file {f}"));
                 }
@@ -158,14 +181,20 @@ pub fn print_drive_status(out: &Out, st: &DriveStatus) -> Result<()> {
         }
     }
     if let Some(c) = st.compression {
-        s.push_str(&format!("  compression  {}\n", if c { "on" } else { "off" }));
+        s.push_str(&format!(
+            "  compression  {}\n",
+            if c { "on" } else { "off" }
+        ));
     }
     match &st.tape_alerts {
         None => s.push_str("  TapeAlert    not available\n"),
         Some(flags) if flags.is_empty() => s.push_str("  TapeAlert    none\n"),
         Some(flags) => {
             for f in flags {
-                s.push_str(&format!("  TapeAlert    {:02X} {} ({:?})\n", f.number, f.name, f.severity));
+                s.push_str(&format!(
+                    "  TapeAlert    {:02X} {} ({:?})\n",
+                    f.number, f.name, f.severity
+                ));
             }
         }
     }
@@ -173,10 +202,20 @@ pub fn print_drive_status(out: &Out, st: &DriveStatus) -> Result<()> {
         s.push_str("  ** the drive asks for cleaning: tapectl clean --drive N **\n");
     }
     for v in &st.volume_statistics {
-        s.push_str(&format!("  stat {:04X}    {} = {:?}\n", v.code, v.name.unwrap_or("?"), v.value));
+        s.push_str(&format!(
+            "  stat {:04X}    {} = {:?}\n",
+            v.code,
+            v.name.unwrap_or("?"),
+            v.value
+        ));
     }
     for a in &st.attributes {
-        s.push_str(&format!("  MAM {:04X}     {} = {}\n", a.id, a.name.unwrap_or("?"), a.value));
+        s.push_str(&format!(
+            "  MAM {:04X}     {} = {}\n",
+            a.id,
+            a.name.unwrap_or("?"),
+            a.value
+        ));
     }
     for q in &st.quirks {
         s.push_str(&format!("  quirk        {q}\n"));

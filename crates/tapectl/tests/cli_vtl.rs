@@ -17,7 +17,11 @@ impl Vtl {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("vtl");
         let locks = tmp.path().join("locks");
-        let v = Vtl { dir, locks, _tmp: tmp };
+        let v = Vtl {
+            dir,
+            locks,
+            _tmp: tmp,
+        };
         let mut args = vec!["vtl", "create", "--capacity-mb", "64"];
         args.extend_from_slice(extra);
         v.ok(&args);
@@ -37,7 +41,12 @@ impl Vtl {
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.cmd(args);
-        assert!(o.status.success(), "tapectl {args:?} failed: {}\n{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+        assert!(
+            o.status.success(),
+            "tapectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
         String::from_utf8(o.stdout).unwrap()
     }
 
@@ -50,7 +59,10 @@ impl Vtl {
     fn fails(&self, args: &[&str]) -> (i32, String) {
         let o = self.cmd(args);
         assert!(!o.status.success(), "tapectl {args:?} should fail");
-        (o.status.code().unwrap(), String::from_utf8_lossy(&o.stderr).to_string())
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
     }
 
     fn tag(status: &Value, list: &str, i: usize) -> Option<String> {
@@ -68,16 +80,28 @@ fn status_shows_a_ts3200_with_barcodes_and_paired_drives() {
     assert_eq!(st["slots"].as_array().unwrap().len(), 24);
     assert_eq!(Vtl::tag(&st, "slots", 0).as_deref(), Some("RV0001L6"));
     assert_eq!(st["slots"][8]["cleaning"], true, "{}", st["slots"][8]);
-    assert!(st["drives"][0]["drive_id"]["serial"].as_str().unwrap().len() > 3);
+    assert!(
+        st["drives"][0]["drive_id"]["serial"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 3
+    );
     let human = v.ok(&["library", "status"]);
-    assert!(human.contains("slot 1") && human.contains("RV0001L6") && human.contains("drive 0"), "{human}");
+    assert!(
+        human.contains("slot 1") && human.contains("RV0001L6") && human.contains("drive 0"),
+        "{human}"
+    );
 }
 
 #[test]
 fn load_write_read_unload_round_trip() {
     let v = Vtl::new(&[]);
     let moves = v.json(&["load", "RV0002L6", "--drive", "1"]);
-    assert_eq!(moves[0]["to"], serde_json::json!({"kind": "drive", "number": 1}));
+    assert_eq!(
+        moves[0]["to"],
+        serde_json::json!({"kind": "drive", "number": 1})
+    );
     let st = v.json(&["library", "status"]);
     assert_eq!(Vtl::tag(&st, "drives", 1).as_deref(), Some("RV0002L6"));
     assert_eq!(st["slots"][1]["full"], false);
@@ -85,21 +109,55 @@ fn load_write_read_unload_round_trip() {
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let src = v.dir.parent().unwrap().join("src.bin");
     std::fs::write(&src, &data).unwrap();
-    v.ok(&["drive", "write", "--drive", "1", src.to_str().unwrap(), "--block-size", "256K"]);
+    v.ok(&[
+        "drive",
+        "write",
+        "--drive",
+        "1",
+        src.to_str().unwrap(),
+        "--block-size",
+        "256K",
+    ]);
     v.ok(&["drive", "rewind", "--drive", "1"]);
     let back = v.dir.parent().unwrap().join("back.bin");
-    v.ok(&["drive", "read", "--drive", "1", "--to", back.to_str().unwrap(), "--block-size", "256K"]);
-    assert!(std::fs::read(&back).unwrap() == data, "data read back differs");
+    v.ok(&[
+        "drive",
+        "read",
+        "--drive",
+        "1",
+        "--to",
+        back.to_str().unwrap(),
+        "--block-size",
+        "256K",
+    ]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "data read back differs"
+    );
     // The cartridge holds the LTFS file-backend layout: 12 records of 256 KiB (the last short), a filemark, EOD.
     let cart = v.dir.join("cartridges/RV0002L6");
-    assert_eq!(std::fs::metadata(cart.join("0_0_R")).unwrap().len(), 256 * 1024);
-    assert!(cart.join("0_11_R").exists() && cart.join("0_12_F").exists() && cart.join("0_13_E").exists());
+    assert_eq!(
+        std::fs::metadata(cart.join("0_0_R")).unwrap().len(),
+        256 * 1024
+    );
+    assert!(
+        cart.join("0_11_R").exists()
+            && cart.join("0_12_F").exists()
+            && cart.join("0_13_E").exists()
+    );
 
     let st = v.json(&["drive", "status", "--drive", "1"]);
-    assert!(st.to_string().contains("RV0002L6"), "drive status lacks the barcode: {st}");
+    assert!(
+        st.to_string().contains("RV0002L6"),
+        "drive status lacks the barcode: {st}"
+    );
 
     let m = v.json(&["unload", "--drive", "1"]);
-    assert_eq!(m[0]["to"], serde_json::json!({"kind": "slot", "number": 2}), "back to its home slot");
+    assert_eq!(
+        m[0]["to"],
+        serde_json::json!({"kind": "slot", "number": 2}),
+        "back to its home slot"
+    );
 }
 
 #[test]
@@ -108,18 +166,30 @@ fn export_import_through_the_door() {
     v.ok(&["load", "slot:3", "--drive", "0"]);
     // Exporting a loaded tape unloads it first.
     let m = v.json(&["export", "RV0003L6"]);
-    assert_eq!(m[0]["from"], serde_json::json!({"kind": "drive", "number": 0}));
+    assert_eq!(
+        m[0]["from"],
+        serde_json::json!({"kind": "drive", "number": 0})
+    );
     assert_eq!(m[0]["to"], serde_json::json!({"kind": "ie", "number": 1}));
     v.ok(&["vtl", "remove", "RV0003L6"]);
     let st = v.json(&["library", "status"]);
-    assert!(st.to_string().find("RV0003L6").is_none(), "RV0003L6 is offsite: {st}");
+    assert!(
+        st.to_string().find("RV0003L6").is_none(),
+        "RV0003L6 is offsite: {st}"
+    );
     // It comes back with a new tape; import puts both into free slots.
     v.ok(&["vtl", "insert", "RV0003L6"]);
     v.ok(&["vtl", "insert", "NEW001L6"]);
     let m = v.json(&["import"]);
     assert_eq!(m.as_array().unwrap().len(), 2);
     let st = v.json(&["library", "status"]);
-    assert!(st["import_export"].as_array().unwrap().iter().all(|e| e["full"] == false));
+    assert!(
+        st["import_export"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["full"] == false)
+    );
     assert_eq!(Vtl::tag(&st, "slots", 2).as_deref(), Some("RV0003L6"));
 }
 
@@ -135,7 +205,12 @@ fn errors_are_clear_and_nothing_moves() {
     assert!(e.contains("slot 20 is empty"), "{e}");
     let (_, e) = v.fails(&["move", "@999", "slot:21"]);
     assert!(e.contains("no element at address 999"), "{e}");
-    let (code, e) = v.fails(&["--config", "/nonexistent/rackvault.toml", "library", "status"]);
+    let (code, e) = v.fails(&[
+        "--config",
+        "/nonexistent/rackvault.toml",
+        "library",
+        "status",
+    ]);
     assert_eq!(code, 2, "{e}");
     let st = v.json(&["library", "status"]);
     assert_eq!(Vtl::tag(&st, "slots", 0).as_deref(), Some("RV0001L6"));
@@ -146,7 +221,10 @@ fn a_busy_drive_names_its_holder() {
     let v = Vtl::new(&[]);
     v.ok(&["load", "RV0001L6"]);
     let st = v.json(&["library", "status"]);
-    let serial = st["drives"][0]["drive_id"]["serial"].as_str().unwrap().to_string();
+    let serial = st["drives"][0]["drive_id"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Hold the drive's lock the way another tapectl would.
     let lock_dir = v.locks.clone();
     std::fs::create_dir_all(&lock_dir).unwrap();
@@ -172,7 +250,10 @@ fn clean_uses_the_cleaning_cartridge_and_returns_it() {
     v.ok(&["vtl", "fault", r#"{"kind": "needs_cleaning", "drive": 0}"#]);
     v.ok(&["load", "RV0004L6"]);
     let ds = v.json(&["drive", "status"]);
-    assert_eq!(ds["needs_cleaning"], true, "TapeAlert 0x14 should be set: {ds}");
+    assert_eq!(
+        ds["needs_cleaning"], true,
+        "TapeAlert 0x14 should be set: {ds}"
+    );
     let m = v.json(&["clean", "--drive", "0"]);
     let moves = m.as_array().unwrap();
     assert_eq!(moves.len(), 3, "unload, load cleaner, unload cleaner: {m}");
@@ -182,7 +263,10 @@ fn clean_uses_the_cleaning_cartridge_and_returns_it() {
     assert_eq!(st["drives"][0]["full"], false);
     v.ok(&["load", "RV0004L6"]);
     let ds = v.json(&["drive", "status"]);
-    assert_eq!(ds["needs_cleaning"], false, "cleaning cleared the flag: {ds}");
+    assert_eq!(
+        ds["needs_cleaning"], false,
+        "cleaning cleared the flag: {ds}"
+    );
 }
 
 #[test]

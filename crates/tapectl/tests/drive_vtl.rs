@@ -438,3 +438,53 @@ fn faults_map_to_device_errors() {
     .unwrap();
     drive.wait_until_ready(Duration::from_secs(10)).unwrap();
 }
+
+/// The virtual drive reads ahead (keeping the next records open); an overwrite in between must never be
+/// served from that window.
+#[test]
+fn read_ahead_never_serves_overwritten_records() {
+    let mut s = setup();
+    let d = &mut s.drive;
+    for i in 0..24 {
+        d.write_block(&record(i, 64 * 1024)).unwrap();
+    }
+    d.rewind().unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    for i in 0..2 {
+        assert_eq!(
+            d.read_block(&mut buf).unwrap(),
+            ReadOutcome::Data(64 * 1024)
+        );
+        assert_eq!(buf, record(i, 64 * 1024));
+    }
+    // Overwrite from block 3 while blocks 2..18 sit in the read-ahead window.
+    d.locate(Position {
+        partition: 0,
+        block: 3,
+    })
+    .unwrap();
+    d.write_block(&record(100, 64 * 1024)).unwrap();
+    d.locate(Position {
+        partition: 0,
+        block: 2,
+    })
+    .unwrap();
+    assert_eq!(
+        d.read_block(&mut buf).unwrap(),
+        ReadOutcome::Data(64 * 1024)
+    );
+    assert_eq!(buf, record(2, 64 * 1024));
+    assert_eq!(
+        d.read_block(&mut buf).unwrap(),
+        ReadOutcome::Data(64 * 1024)
+    );
+    assert!(
+        buf == record(100, 64 * 1024),
+        "block 3 must be the new record"
+    );
+    assert_eq!(
+        d.read_block(&mut buf).unwrap(),
+        ReadOutcome::EndOfData,
+        "the overwrite ended the data"
+    );
+}

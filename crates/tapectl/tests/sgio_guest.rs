@@ -45,7 +45,15 @@ echo "SGIO-EXPORT-DONE"
     let log = work.join("guest.log");
     let out = Command::new("bash")
         .arg(repo().join("scripts/qemu-sgio.sh"))
-        .args(["--iscsi-url", &tgt.url, "--luns", "1,2,3", "--bin", env!("CARGO_BIN_EXE_tapectl"), "--script"])
+        .args([
+            "--iscsi-url",
+            &tgt.url,
+            "--luns",
+            "1,2,3",
+            "--bin",
+            env!("CARGO_BIN_EXE_tapectl"),
+            "--script",
+        ])
         .arg(&guest_script)
         .arg("--out")
         .arg(&log)
@@ -58,7 +66,10 @@ echo "SGIO-EXPORT-DONE"
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(console.contains("SGIO-DATA-VERIFIED") && console.contains("SGIO-EXPORT-DONE"), "{console}");
+    assert!(
+        console.contains("SGIO-DATA-VERIFIED") && console.contains("SGIO-EXPORT-DONE"),
+        "{console}"
+    );
     // The guest really used the kernel's sg driver, not a shortcut.
     assert!(console.contains("/dev/sg"), "{console}");
 }

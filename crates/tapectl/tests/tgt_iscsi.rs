@@ -12,8 +12,17 @@ fn changer_and_drive_over_iscsi() {
     let cfg = tgt.config(&tgt.dir.path().join("locks"));
 
     let devs = json(&cfg, &["devices"]);
-    let kinds: Vec<&str> = devs.as_array().unwrap().iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["medium changer", "tape drive", "tape drive"], "{devs}");
+    let kinds: Vec<&str> = devs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["medium changer", "tape drive", "tape drive"],
+        "{devs}"
+    );
 
     let st = json(&cfg, &["library", "status"]);
     assert_eq!(st["changer"]["product"], "3573-TL");
@@ -31,10 +40,36 @@ fn changer_and_drive_over_iscsi() {
     let src = tgt.dir.path().join("src.bin");
     let back = tgt.dir.path().join("back.bin");
     std::fs::write(&src, &data).unwrap();
-    ok(&cfg, &["drive", "write", "--drive", "0", src.to_str().unwrap(), "--block-size", "64K"]);
+    ok(
+        &cfg,
+        &[
+            "drive",
+            "write",
+            "--drive",
+            "0",
+            src.to_str().unwrap(),
+            "--block-size",
+            "64K",
+        ],
+    );
     ok(&cfg, &["drive", "rewind", "--drive", "0"]);
-    ok(&cfg, &["drive", "read", "--drive", "0", "--to", back.to_str().unwrap(), "--block-size", "64K"]);
-    assert!(std::fs::read(&back).unwrap() == data, "data read back over iSCSI differs");
+    ok(
+        &cfg,
+        &[
+            "drive",
+            "read",
+            "--drive",
+            "0",
+            "--to",
+            back.to_str().unwrap(),
+            "--block-size",
+            "64K",
+        ],
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "data read back over iSCSI differs"
+    );
 
     // Status degrades gracefully where tgt lacks commands.
     let ds = json(&cfg, &["drive", "status", "--drive", "0"]);
@@ -44,7 +79,10 @@ fn changer_and_drive_over_iscsi() {
     let m = json(&cfg, &["export", "RV0002L6"]);
     assert_eq!(m[0]["to"], serde_json::json!({"kind": "ie", "number": 1}));
     let st = json(&cfg, &["library", "status"]);
-    assert_eq!(st["slots"][0]["volume_tag"], "RV0001L6", "unloaded back home");
+    assert_eq!(
+        st["slots"][0]["volume_tag"], "RV0001L6",
+        "unloaded back home"
+    );
     assert_eq!(st["import_export"][0]["volume_tag"], "RV0002L6");
     let m = json(&cfg, &["import"]);
     assert_eq!(m.as_array().unwrap().len(), 1);

@@ -5,7 +5,10 @@ use std::time::Duration;
 use scsi::{Completion, DataDir, DeviceType, Inquiry, SenseKey, Transport, TransportError};
 
 use crate::state::{Loaded, Slot, State};
-use crate::util::{self, bad_cdb, bad_opcode, illegal, respond, ta_bit, u16_at, u24_at};
+use crate::util::{
+    self, ModeSenseCdb, bad_cdb, bad_opcode, illegal, parse_mode_sense, respond, ta_bit, u16_at,
+    u24_at,
+};
 use crate::{
     FIRST_DRIVE_ADDRESS, FIRST_IE_ADDRESS, FIRST_STORAGE_ADDRESS, Fault, Library,
     TRANSPORT_ADDRESS, cart,
@@ -258,22 +261,15 @@ fn contents(st: &State, e: Elem) -> Option<(String, Option<u16>)> {
 }
 
 fn mode_sense(st: &State, cdb: &[u8], data: DataDir<'_>) -> Completion {
-    let ten = cdb[0] == 0x5a;
-    let pc = cdb[2] >> 6;
-    let page = cdb[2] & 0x3f;
-    let subpage = cdb[3];
-    let alloc = if ten {
-        u16_at(cdb, 7) as usize
-    } else {
-        cdb[4] as usize
+    let ModeSenseCdb {
+        ten,
+        changeable,
+        page,
+        alloc,
+    } = match parse_mode_sense(cdb) {
+        Ok(m) => m,
+        Err(c) => return c,
     };
-    if subpage != 0 && !(page == 0x3f && subpage == 0xff) {
-        return bad_cdb();
-    }
-    if pc == 3 {
-        return illegal(0x39, 0x00); // saving parameters not supported
-    }
-    let changeable = pc == 1;
     let mut pages = Vec::new();
     let mut add = |code: u8| {
         let mut p = match code {

@@ -15,8 +15,8 @@ use scsi::{Completion, DataDir, DeviceType, Inquiry, Sense, SenseKey, Transport,
 use crate::cart::{self, CartMeta, MIB};
 use crate::state::{Loaded, PartitionRequest, State};
 use crate::util::{
-    self, bad_cdb, bad_opcode, bad_param, check, fail, illegal, respond, ta_bit, u16_at, u24_at,
-    u32_at, u64_at,
+    self, ModeSenseCdb, bad_cdb, bad_opcode, bad_param, check, fail, illegal, parse_mode_sense,
+    respond, ta_bit, u16_at, u24_at, u32_at, u64_at,
 };
 use crate::{DriveModel, Fault, Library, ReadOrWrite, VtlError};
 
@@ -117,6 +117,11 @@ struct Media {
     ta_events: u64,
     /// Creates the files of the next blocks while a stream of large records is written.
     precreate: crate::writer::Precreator,
+    /// (partition, first block not yet advised) of the read-ahead window.
+    read_ahead: (usize, u64),
+    /// Records advised ahead, kept open for the read that follows. Only valid across consecutive
+    /// fast-path reads: any other command clears it, since a write may replace those files.
+    ahead: std::collections::VecDeque<(usize, u64, File)>,
 }
 
 fn io_fail(
@@ -182,6 +187,8 @@ impl Media {
             faults,
             ta_events: 0,
             precreate: Default::default(),
+            read_ahead: (0, 0),
+            ahead: Default::default(),
         })
     }
 
@@ -225,6 +232,37 @@ impl Media {
             return Some(fail(SenseKey::DataProtect, 0x30, 0x05));
         }
         None
+    }
+
+    /// Reading a tape is sequential, but each record is a file of its own and the kernel's readahead stops
+    /// at every file's end. Advise the next records (POSIX_FADV_WILLNEED) so a cold stream keeps the disk
+    /// busy, like a drive's read buffer.
+    fn read_ahead(&mut self, p: usize, blk: u64) {
+        const WINDOW: u64 = 16;
+        let (rp, next) = self.read_ahead;
+        let continuing = rp == p && next > blk && next <= blk + 1 + WINDOW;
+        if !continuing {
+            self.ahead.clear();
+        }
+        let mut from = if continuing { next } else { blk + 1 };
+        let to = (blk + 1 + WINDOW).min(self.parts[p].eod);
+        while from < to {
+            if !self.parts[p].filemarks.contains(&from)
+                && let Ok(f) = File::open(self.rec(p, from, 'R'))
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: fadvise on a descriptor we own; it only schedules page-cache reads.
+                unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+                self.ahead.push_back((p, from, f));
+            }
+            from += 1;
+        }
+        self.read_ahead = (p, to.max(from));
+    }
+
+    fn forget_read_ahead(&mut self) {
+        self.ahead.clear();
+        self.read_ahead = (0, 0);
     }
 
     fn rec(&self, p: usize, blk: u64, kind: char) -> PathBuf {
@@ -440,10 +478,24 @@ impl Media {
             return check(s, 0);
         }
         let path = self.rec(p, blk, 'R');
-        let mut f = match File::open(&path) {
+        while self
+            .ahead
+            .front()
+            .is_some_and(|(ap, ab, _)| *ap != p || *ab < blk)
+        {
+            self.ahead.pop_front();
+        }
+        let opened = match self.ahead.front() {
+            Some((ap, ab, _)) if *ap == p && *ab == blk => {
+                self.ahead.pop_front().map(|(_, _, f)| f)
+            }
+            _ => None,
+        };
+        let mut f = match opened.map_or_else(|| File::open(&path), Ok) {
             Ok(f) => f,
             Err(e) => return io_fail("read", &path, &e, SenseKey::MediumError, 0x11, 0x00),
         };
+        self.read_ahead(p, blk);
         let size = match f.metadata() {
             Ok(m) => m.len() as usize,
             Err(e) => return io_fail("read", &path, &e, SenseKey::MediumError, 0x11, 0x00),
@@ -1144,23 +1196,16 @@ impl VirtualDrive {
     }
 
     fn mode_sense(&self, st: &State, cdb: &[u8], data: DataDir<'_>) -> Completion {
-        let ten = cdb[0] == 0x5a;
         let dbd = cdb[1] & 0x08 != 0;
-        let pc = cdb[2] >> 6;
-        let page = cdb[2] & 0x3f;
-        let subpage = cdb[3];
-        let alloc = if ten {
-            u16_at(cdb, 7) as usize
-        } else {
-            cdb[4] as usize
+        let ModeSenseCdb {
+            ten,
+            changeable,
+            page,
+            alloc,
+        } = match parse_mode_sense(cdb) {
+            Ok(m) => m,
+            Err(c) => return c,
         };
-        if subpage != 0 && !(page == 0x3f && subpage == 0xff) {
-            return bad_cdb();
-        }
-        if pc == 3 {
-            return illegal(0x39, 0x00);
-        }
-        let changeable = pc == 1;
         let mut pages = Vec::new();
         match page {
             0x0f | 0x10 | 0x11 | 0x1d => pages.extend(self.mode_page(st, page, changeable)),
@@ -1724,6 +1769,11 @@ impl Transport for VirtualDrive {
         if cdb.len() < util::cdb_len(op) {
             return Ok(bad_cdb());
         }
+        if op != 0x08
+            && let Some(m) = self.media.as_mut()
+        {
+            m.forget_read_ahead();
+        }
         if matches!(op, 0x08 | 0x0a) && self.fast_ok() {
             let m = self.media.as_mut().expect("fast_ok checked");
             if op == 0x08 {
@@ -1734,6 +1784,9 @@ impl Transport for VirtualDrive {
         }
         let dir = self.lib.dir().to_path_buf();
         self.fast = None;
+        if let Some(m) = self.media.as_mut() {
+            m.forget_read_ahead();
+        }
         let (c, id) =
             crate::state::transact_id(&dir, |st| self.slow(st, cdb, data)).map_err(|e| {
                 TransportError::Other {

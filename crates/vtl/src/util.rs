@@ -55,6 +55,40 @@ pub(crate) fn respond(data: DataDir<'_>, resp: &[u8], alloc: usize) -> Completio
 }
 
 /// The CDB length an opcode's group implies (SAM: group 0 = 6, 1 and 2 = 10, 4 = 16, 5 = 12).
+/// The fields of a MODE SENSE(6)/(10) CDB, parsed the same way by the changer and the drives.
+pub(crate) struct ModeSenseCdb {
+    pub ten: bool,
+    pub changeable: bool,
+    pub page: u8,
+    pub alloc: usize,
+}
+
+/// Parses MODE SENSE(6)/(10); the error is the CHECK CONDITION to return (a subpage other than "all",
+/// or saved values, which neither device keeps).
+pub(crate) fn parse_mode_sense(cdb: &[u8]) -> Result<ModeSenseCdb, Completion> {
+    let ten = cdb[0] == 0x5a;
+    let pc = cdb[2] >> 6;
+    let page = cdb[2] & 0x3f;
+    let subpage = cdb[3];
+    let alloc = if ten {
+        u16_at(cdb, 7) as usize
+    } else {
+        cdb[4] as usize
+    };
+    if subpage != 0 && !(page == 0x3f && subpage == 0xff) {
+        return Err(bad_cdb());
+    }
+    if pc == 3 {
+        return Err(illegal(0x39, 0x00)); // saving parameters not supported
+    }
+    Ok(ModeSenseCdb {
+        ten,
+        changeable: pc == 1,
+        page,
+        alloc,
+    })
+}
+
 pub(crate) fn cdb_len(op: u8) -> usize {
     match op >> 5 {
         0 => 6,

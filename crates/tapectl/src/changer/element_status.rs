@@ -34,7 +34,12 @@ impl ElementKind {
             _ => return None,
         })
     }
-    pub const ALL: [ElementKind; 4] = [Self::Transport, Self::Storage, Self::ImportExport, Self::Drive];
+    pub const ALL: [ElementKind; 4] = [
+        Self::Transport,
+        Self::Storage,
+        Self::ImportExport,
+        Self::Drive,
+    ];
 }
 
 /// A drive's identity as the changer reports it (DVCID).
@@ -65,7 +70,14 @@ pub struct Element {
 }
 
 /// `volume_tag`: ask for barcodes. `dvcid`: ask for drive identifiers (drives only; some changers refuse).
-pub fn cdb(kind: Option<ElementKind>, start: u16, count: u16, volume_tag: bool, dvcid: bool, alloc: u32) -> [u8; 12] {
+pub fn cdb(
+    kind: Option<ElementKind>,
+    start: u16,
+    count: u16,
+    volume_tag: bool,
+    dvcid: bool,
+    alloc: u32,
+) -> [u8; 12] {
     let mut c = [0u8; 12];
     c[0] = 0xb8;
     c[1] = kind.map_or(0, ElementKind::code) | if volume_tag { 0x10 } else { 0 };
@@ -86,7 +98,9 @@ pub struct Decoded {
 /// Decodes a READ ELEMENT STATUS response. Stops quietly where the data ends.
 pub fn decode(b: &[u8]) -> Decoded {
     let mut out = Decoded::default();
-    let Some(available) = be::u16_at(b, 2) else { return out };
+    let Some(available) = be::u16_at(b, 2) else {
+        return out;
+    };
     out.available = available;
     // The header's byte count is not trusted: tgt under-reports it and cuts the data to match, others
     // pad with zeros. Read what arrived; a zero page header ends the walk.
@@ -108,7 +122,8 @@ pub fn decode(b: &[u8]) -> Decoded {
         while d_at + 12 <= page_end {
             let d = &b[d_at..(d_at + desc_len).min(page_end)];
             if let Some(kind) = kind {
-                out.elements.push(decode_descriptor(kind, d, pvoltag, avoltag));
+                out.elements
+                    .push(decode_descriptor(kind, d, pvoltag, avoltag));
             }
             d_at += desc_len;
         }
@@ -137,7 +152,11 @@ fn decode_descriptor(kind: ElementKind, d: &[u8], pvoltag: bool, avoltag: bool) 
     if avoltag {
         at += 36;
     }
-    let drive_id = if kind == ElementKind::Drive { decode_dvcid(d.get(at..).unwrap_or(&[])) } else { None };
+    let drive_id = if kind == ElementKind::Drive {
+        decode_dvcid(d.get(at..).unwrap_or(&[]))
+    } else {
+        None
+    };
     Element {
         kind,
         address: be::u16_at(d, 0).unwrap_or(0),
@@ -166,7 +185,11 @@ fn decode_dvcid(b: &[u8]) -> Option<DriveIdentifier> {
             product: be::ascii(&id[8..24]),
             serial: be::ascii(&id[24..]),
         },
-        _ => DriveIdentifier { vendor: String::new(), product: String::new(), serial: be::ascii(id) },
+        _ => DriveIdentifier {
+            vendor: String::new(),
+            product: String::new(),
+            serial: be::ascii(id),
+        },
     };
     (!ident.serial.is_empty()).then_some(ident)
 }
@@ -203,7 +226,13 @@ pub(crate) mod tests {
         out
     }
 
-    pub fn desc(addr: u16, full: bool, tag: Option<&str>, source: Option<u16>, dvcid_serial: Option<&str>) -> Vec<u8> {
+    pub fn desc(
+        addr: u16,
+        full: bool,
+        tag: Option<&str>,
+        source: Option<u16>,
+        dvcid_serial: Option<&str>,
+    ) -> Vec<u8> {
         let mut d = vec![0u8; 12];
         be::put(&mut d, 0, 2, addr as u64);
         d[2] = if full { 0x09 } else { 0x08 };
@@ -228,8 +257,27 @@ pub(crate) mod tests {
     #[test]
     fn decodes_slots_and_drives_with_dvcid() {
         let r = response(&[
-            (ElementKind::Storage, true, false, vec![desc(4096, true, Some("RV0001L6"), None, None), desc(4097, false, None, None, None)]),
-            (ElementKind::Drive, true, true, vec![desc(256, true, Some("RV0002L6"), Some(4098), Some("10WT00001"))]),
+            (
+                ElementKind::Storage,
+                true,
+                false,
+                vec![
+                    desc(4096, true, Some("RV0001L6"), None, None),
+                    desc(4097, false, None, None, None),
+                ],
+            ),
+            (
+                ElementKind::Drive,
+                true,
+                true,
+                vec![desc(
+                    256,
+                    true,
+                    Some("RV0002L6"),
+                    Some(4098),
+                    Some("10WT00001"),
+                )],
+            ),
         ]);
         let d = decode(&r);
         assert_eq!(d.available, 3);
@@ -247,10 +295,15 @@ pub(crate) mod tests {
     #[test]
     fn survives_tgt_short_byte_count() {
         // tgt: header byte counts 8 short, so the last 52-byte descriptor arrives as 44 bytes.
-        let mut r = response(&[(ElementKind::Storage, true, false, vec![
-            desc(4096, true, Some("RV0001L6"), None, None),
-            desc(4097, true, Some("RV0002L6"), None, None),
-        ])]);
+        let mut r = response(&[(
+            ElementKind::Storage,
+            true,
+            false,
+            vec![
+                desc(4096, true, Some("RV0001L6"), None, None),
+                desc(4097, true, Some("RV0002L6"), None, None),
+            ],
+        )]);
         let page_len = be::u24_at(&r, 13).unwrap() - 8;
         be::put(&mut r, 13, 3, page_len as u64);
         let total = be::u24_at(&r, 5).unwrap() - 8;
@@ -264,8 +317,18 @@ pub(crate) mod tests {
     #[test]
     fn every_truncation_is_survived() {
         let r = response(&[
-            (ElementKind::Storage, true, false, vec![desc(4096, true, Some("A00001L5"), None, None)]),
-            (ElementKind::Drive, true, true, vec![desc(256, false, None, None, Some("X1"))]),
+            (
+                ElementKind::Storage,
+                true,
+                false,
+                vec![desc(4096, true, Some("A00001L5"), None, None)],
+            ),
+            (
+                ElementKind::Drive,
+                true,
+                true,
+                vec![desc(256, false, None, None, Some("X1"))],
+            ),
         ]);
         for cut in 0..=r.len() {
             let d = decode(&r[..cut]);

@@ -101,10 +101,16 @@ impl Inventory {
         }
     }
     pub fn all(&self) -> impl Iterator<Item = &Element> {
-        self.transports.iter().chain(&self.storage).chain(&self.import_export).chain(&self.drives)
+        self.transports
+            .iter()
+            .chain(&self.storage)
+            .chain(&self.import_export)
+            .chain(&self.drives)
     }
     pub fn find_barcode(&self, barcode: &str) -> Vec<&Element> {
-        self.all().filter(|e| e.volume_tag.as_deref() == Some(barcode)).collect()
+        self.all()
+            .filter(|e| e.volume_tag.as_deref() == Some(barcode))
+            .collect()
     }
     pub fn by_address(&self, address: u16) -> Option<&Element> {
         self.all().find(|e| e.address == address)
@@ -113,7 +119,9 @@ impl Inventory {
 
 /// Cleaning cartridges are recognised here and nowhere else: LTO cleaners carry a CLN barcode prefix.
 pub fn is_cleaning_cartridge(barcode: &str) -> bool {
-    barcode.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("CLN"))
+    barcode
+        .get(..3)
+        .is_some_and(|p| p.eq_ignore_ascii_case("CLN"))
 }
 
 pub struct Changer<T: Transport> {
@@ -127,7 +135,10 @@ impl<T: Transport> Changer<T> {
     pub fn new(mut t: T) -> Result<Self, ChangerError> {
         let inquiry = retry_attention(&mut t, scsi::inquiry::inquiry)?;
         if inquiry.device_type != DeviceType::Changer {
-            return Err(ChangerError::NotAChanger { device: t.describe(), found: inquiry.device_type.name() });
+            return Err(ChangerError::NotAChanger {
+                device: t.describe(),
+                found: inquiry.device_type.name(),
+            });
         }
         let serial = retry_attention(&mut t, scsi::inquiry::serial_number)?;
         Ok(Self { t, inquiry, serial })
@@ -151,7 +162,10 @@ impl<T: Transport> Changer<T> {
         let cdb = [0x1a, 0x08, 0x1d, 0, 255, 0];
         let n = self.run(&cdb, DataDir::In(&mut buf), STATUS_TIMEOUT)?;
         ElementAddresses::decode_mode_sense6(&buf[..n.min(buf.len())]).ok_or_else(|| {
-            ChangerError::Inconsistent(format!("{}: MODE SENSE page 0x1D (element addresses) is malformed", self.t.describe()))
+            ChangerError::Inconsistent(format!(
+                "{}: MODE SENSE page 0x1D (element addresses) is malformed",
+                self.t.describe()
+            ))
         })
     }
 
@@ -171,13 +185,18 @@ impl<T: Transport> Changer<T> {
                 match self.read_elements(kind, start, count, false, true) {
                     Ok(with_ids) => {
                         for e in &mut elements {
-                            e.drive_id = with_ids.iter().find(|x| x.address == e.address).and_then(|x| x.drive_id.clone());
+                            e.drive_id = with_ids
+                                .iter()
+                                .find(|x| x.address == e.address)
+                                .and_then(|x| x.drive_id.clone());
                         }
                         if elements.iter().all(|e| e.drive_id.is_none()) {
                             inv.notes.push("the changer returned no drive identifiers (DVCID); drives are paired by order".into());
                         }
                     }
-                    Err(ChangerError::Scsi(e)) if e.sense().is_some_and(|s| s.key == SenseKey::IllegalRequest) => {
+                    Err(ChangerError::Scsi(e))
+                        if e.sense().is_some_and(|s| s.key == SenseKey::IllegalRequest) =>
+                    {
                         inv.notes.push(format!("the changer refused drive identifiers (DVCID: {e}); drives are paired by order"));
                     }
                     Err(e) => return Err(e),
@@ -222,9 +241,13 @@ impl<T: Transport> Changer<T> {
             let got: Vec<Element> = decoded
                 .elements
                 .into_iter()
-                .filter(|e| e.kind == kind && (e.address as u32) >= next && (e.address as u32) < end)
+                .filter(|e| {
+                    e.kind == kind && (e.address as u32) >= next && (e.address as u32) < end
+                })
                 .collect();
-            let Some(last) = got.iter().map(|e| e.address as u32).max() else { break };
+            let Some(last) = got.iter().map(|e| e.address as u32).max() else {
+                break;
+            };
             out.extend(got);
             next = last + 1;
         }
@@ -233,22 +256,38 @@ impl<T: Transport> Changer<T> {
 
     /// MOVE MEDIUM with the first transport element.
     pub fn move_medium(&mut self, transport: u16, from: u16, to: u16) -> Result<(), ChangerError> {
-        self.run(&move_medium_cdb(transport, from, to), DataDir::None, MOVE_TIMEOUT).map(|_| ())
+        self.run(
+            &move_medium_cdb(transport, from, to),
+            DataDir::None,
+            MOVE_TIMEOUT,
+        )
+        .map(|_| ())
     }
 
     /// INITIALIZE ELEMENT STATUS: the robot re-scans every slot (slow on real libraries).
     pub fn initialize(&mut self) -> Result<(), ChangerError> {
-        self.run(&[0x07, 0, 0, 0, 0, 0], DataDir::None, INIT_TIMEOUT).map(|_| ())
+        self.run(&[0x07, 0, 0, 0, 0, 0], DataDir::None, INIT_TIMEOUT)
+            .map(|_| ())
     }
 
     /// PREVENT (true) or ALLOW (false) MEDIUM REMOVAL: locks the import/export door.
     pub fn prevent_removal(&mut self, prevent: bool) -> Result<(), ChangerError> {
-        self.run(&[0x1e, 0, 0, 0, prevent as u8, 0], DataDir::None, STATUS_TIMEOUT).map(|_| ())
+        self.run(
+            &[0x1e, 0, 0, 0, prevent as u8, 0],
+            DataDir::None,
+            STATUS_TIMEOUT,
+        )
+        .map(|_| ())
     }
 
     /// Runs a command, retrying after UNIT ATTENTION (door opened, power on) and waiting while the
     /// changer is becoming ready.
-    fn run(&mut self, cdb: &[u8], mut data: DataDir<'_>, timeout: Duration) -> Result<usize, ChangerError> {
+    fn run(
+        &mut self,
+        cdb: &[u8],
+        mut data: DataDir<'_>,
+        timeout: Duration,
+    ) -> Result<usize, ChangerError> {
         let started = Instant::now();
         let mut attentions = 0;
         loop {
@@ -258,11 +297,15 @@ impl<T: Transport> Changer<T> {
                 DataDir::Out(b) => DataDir::Out(b),
             };
             match execute(&mut self.t, cdb, attempt, timeout) {
-                Err(ScsiError::Sense { sense, .. }) if sense.is_unit_attention() && attentions < 5 => {
+                Err(ScsiError::Sense { sense, .. })
+                    if sense.is_unit_attention() && attentions < 5 =>
+                {
                     attentions += 1;
                     tracing::debug!(device = %self.t.describe(), %sense, "unit attention; retrying");
                 }
-                Err(ScsiError::Sense { sense, .. }) if sense.is_becoming_ready() && started.elapsed() < BECOMING_READY_WAIT => {
+                Err(ScsiError::Sense { sense, .. })
+                    if sense.is_becoming_ready() && started.elapsed() < BECOMING_READY_WAIT =>
+                {
                     sleep(Duration::from_secs(1));
                 }
                 other => return Ok(other?),
@@ -271,11 +314,16 @@ impl<T: Transport> Changer<T> {
     }
 }
 
-fn retry_attention<T: Transport, R>(t: &mut T, f: impl Fn(&mut T) -> Result<R, ScsiError>) -> Result<R, ScsiError> {
+fn retry_attention<T: Transport, R>(
+    t: &mut T,
+    f: impl Fn(&mut T) -> Result<R, ScsiError>,
+) -> Result<R, ScsiError> {
     let mut tries = 0;
     loop {
         match f(t) {
-            Err(ScsiError::Sense { sense, .. }) if sense.is_unit_attention() && tries < 5 => tries += 1,
+            Err(ScsiError::Sense { sense, .. }) if sense.is_unit_attention() && tries < 5 => {
+                tries += 1
+            }
             other => return other,
         }
     }
@@ -315,6 +363,9 @@ mod tests {
 
     #[test]
     fn move_cdb_layout() {
-        assert_eq!(move_medium_cdb(1, 4096, 256), [0xa5, 0, 0, 1, 0x10, 0, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            move_medium_cdb(1, 4096, 256),
+            [0xa5, 0, 0, 1, 0x10, 0, 1, 0, 0, 0, 0, 0]
+        );
     }
 }

@@ -19,10 +19,23 @@ pub struct Tgt {
 impl Tgt {
     pub fn start() -> Tgt {
         // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "the tgt tests need root (tgtd); run scripts/test.sh as root");
-        let have = Command::new("sh").args(["-c", "PATH=\"$PATH:/usr/sbin:/sbin\" command -v tgtd"]).output().is_ok_and(|o| o.status.success());
-        assert!(have, "tgtd not found: the tgt tests need the Debian package tgt (scripts/test.sh installs it)");
-        let dir = tempfile::Builder::new().prefix("rackvault-tgt").tempdir().unwrap();
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the tgt tests need root (tgtd); run scripts/test.sh as root"
+        );
+        let have = Command::new("sh")
+            .args(["-c", "PATH=\"$PATH:/usr/sbin:/sbin\" command -v tgtd"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            have,
+            "tgtd not found: the tgt tests need the Debian package tgt (scripts/test.sh installs it)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("rackvault-tgt")
+            .tempdir()
+            .unwrap();
         // Distinct from the iscsi crate's test ports (3300..) so both test binaries can run at once.
         let base = 3900 + (std::process::id() % 500) as u16 * 10;
         for port in base..base + 10 {
@@ -31,14 +44,27 @@ impl Tgt {
             }
             let out = Command::new("bash")
                 .arg(repo().join("scripts/tgt-vtl.sh"))
-                .args(["start", dir.path().join("vtl").to_str().unwrap(), &port.to_string()])
+                .args([
+                    "start",
+                    dir.path().join("vtl").to_str().unwrap(),
+                    &port.to_string(),
+                ])
                 .output()
                 .unwrap();
             if out.status.success() {
-                let url = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
+                let url = String::from_utf8(out.stdout)
+                    .unwrap()
+                    .lines()
+                    .last()
+                    .unwrap()
+                    .trim()
+                    .to_string();
                 return Tgt { dir, url };
             }
-            eprintln!("tgt-vtl.sh start on {port} failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "tgt-vtl.sh start on {port} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         panic!("could not start tgt on any port from {base}");
     }
@@ -61,17 +87,31 @@ impl Tgt {
 
 impl Drop for Tgt {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(repo().join("scripts/tgt-vtl.sh")).args(["stop", self.dir.path().join("vtl").to_str().unwrap()]).output();
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/tgt-vtl.sh"))
+            .args(["stop", self.dir.path().join("vtl").to_str().unwrap()])
+            .output();
     }
 }
 
 pub fn tapectl(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tapectl")).arg("--config").arg(config).args(args).env_remove("RACKVAULT_VTL").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_tapectl"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RACKVAULT_VTL")
+        .output()
+        .unwrap()
 }
 
 pub fn ok(config: &Path, args: &[&str]) -> String {
     let o = tapectl(config, args);
-    assert!(o.status.success(), "tapectl {args:?} failed: {}\n{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "tapectl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
