@@ -66,6 +66,7 @@ pub trait TapeDevice {
     /// Makes the cartridge two partitions: `index_partition_mb` for partition 0, the rest for 1.
     /// Destroys everything on the tape.
     fn format_two_partitions(&mut self, index_partition_mb: u32) -> Result<()>;
+    /// Moves to the beginning of partition 0 (whatever partition the tape is on).
     fn rewind(&mut self) -> Result<()>;
     /// Moves to the given logical object on the given partition (LOCATE(16)).
     fn locate(&mut self, to: Position) -> Result<()>;

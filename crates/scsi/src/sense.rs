@@ -220,8 +220,11 @@ impl Sense {
     pub fn is_informational(&self) -> bool {
         let stream_flags = self.filemark || self.eom || self.ili;
         // 00/01..05 (filemark, EOM, BOP, EOD detected) carry meaning even without the flag bits.
-        let positional = self.key == SenseKey::NoSense && self.asc == 0 && matches!(self.ascq, 0x01..=0x05);
-        matches!(self.key, SenseKey::NoSense | SenseKey::RecoveredError) && !stream_flags && !positional
+        let positional =
+            self.key == SenseKey::NoSense && self.asc == 0 && matches!(self.ascq, 0x01..=0x05);
+        matches!(self.key, SenseKey::NoSense | SenseKey::RecoveredError)
+            && !stream_flags
+            && !positional
     }
 
     /// UNIT ATTENTION: medium changed, power on/reset, mode parameters changed. Retry the command.

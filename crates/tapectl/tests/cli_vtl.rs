@@ -277,3 +277,79 @@ fn drives_pair_by_order_when_the_changer_refuses_dvcid() {
     v.ok(&["load", "RV0005L6", "--drive", "1"]);
     v.ok(&["drive", "status", "--drive", "1"]);
 }
+
+#[test]
+fn a_write_stopped_by_early_warning_says_so() {
+    let v = Vtl::new(&[]);
+    v.ok(&["load", "RV0006L6"]);
+    v.ok(&[
+        "vtl",
+        "fault",
+        r#"{"kind": "early_warning_at", "barcode": "RV0006L6", "partition": 0, "bytes": 1048576}"#,
+    ]);
+    let src = v.dir.parent().unwrap().join("big.bin");
+    std::fs::write(&src, vec![7u8; 4 << 20]).unwrap();
+    let (code, e) = v.fails(&[
+        "drive",
+        "write",
+        src.to_str().unwrap(),
+        "--block-size",
+        "256K",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        e.contains("early warning after 1048576 of 4194304 bytes"),
+        "{e}"
+    );
+    // What was written is intact and ends with a filemark.
+    v.ok(&["drive", "rewind"]);
+    let back = v.dir.parent().unwrap().join("back.bin");
+    let st = v.json(&[
+        "drive",
+        "read",
+        "--to",
+        back.to_str().unwrap(),
+        "--block-size",
+        "256K",
+    ]);
+    assert_eq!(st["end"], "filemark", "{st}");
+    assert_eq!(std::fs::read(&back).unwrap(), vec![7u8; 1 << 20]);
+}
+
+#[test]
+fn the_library_can_come_from_a_config_file() {
+    let v = Vtl::new(&[]);
+    let cfg = v.dir.parent().unwrap().join("rackvault.toml");
+    std::fs::write(&cfg, "[store]\nkind = \"dir\"\npath = \"x\"\n\n[library]\ntransport = \"virtual\"\ndir = \"vtl\"\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_tapectl"))
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--json",
+            "library",
+            "status",
+        ])
+        .env("RACKVAULT_LOCK_DIR", &v.locks)
+        .env_remove("RACKVAULT_VTL")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["slots"][0]["volume_tag"], "RV0001L6");
+    // A mistake in the table names the line.
+    std::fs::write(
+        &cfg,
+        "[library]\ntransport = \"virtual\"\nurl = \"iscsi://x\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_tapectl"))
+        .args(["--config", cfg.to_str().unwrap(), "library", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("rackvault.toml:3:7: [library] `url` does not apply to transport = \"virtual\""),
+        "{e}"
+    );
+}
