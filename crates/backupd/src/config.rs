@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tapectl::config::line_col;
 use toml::Spanned;
 
 use crate::select::Selector;
@@ -315,20 +316,6 @@ impl Config {
             )
         })
     }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let col = offset
-        - before
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map(|i| i + 1)
-            .unwrap_or(0)
-        + 1;
-    (line, col)
 }
 
 /// Job names become directory names and ZFS dataset names: keep them to a safe alphabet.

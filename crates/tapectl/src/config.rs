@@ -245,10 +245,19 @@ impl Settings {
     }
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+/// 1-based line and column (in characters) of a byte offset, as config errors report them. Shared with
+/// backupd's configuration.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, col)
 }
 
@@ -292,6 +301,17 @@ mod tests {
             parse("x = 1\n").unwrap().library,
             LibraryConfig::Virtual { .. }
         ));
+    }
+
+    #[test]
+    fn line_col_counts_characters_and_survives_any_offset() {
+        let t = "a\n\u{e9}t\u{e9} = x\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 2), (2, 1));
+        assert_eq!(line_col(t, 7), (2, 4));
+        for off in 0..=t.len() + 3 {
+            let _ = line_col(t, off);
+        }
     }
 
     #[test]
