@@ -170,6 +170,10 @@ enum VtlCmd {
     Status,
 }
 
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 fn parse_size(s: &str) -> Result<usize, String> {
     let (num, mult) = match s.as_bytes().last() {
         Some(b'K' | b'k') => (&s[..s.len() - 1], 1024),
