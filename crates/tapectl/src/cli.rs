@@ -298,8 +298,10 @@ fn drive_cmd(_args: &Args, out: &Out, cmd: &DriveCmd, mut lib: Library) -> Resul
             out.value(
                 &stats,
                 &format!(
-                    "wrote {} records, {} bytes, and a filemark{warn}",
-                    stats.records, stats.bytes
+                    "wrote {} record{}, {} bytes, and a filemark{warn}",
+                    stats.records,
+                    plural(stats.records),
+                    stats.bytes
                 ),
             )
         }
@@ -310,8 +312,11 @@ fn drive_cmd(_args: &Args, out: &Out, cmd: &DriveCmd, mut lib: Library) -> Resul
             out.value(
                 &stats,
                 &format!(
-                    "read {} records, {} bytes, up to {:?}",
-                    stats.records, stats.bytes, stats.end
+                    "read {} record{}, {} bytes, up to {:?}",
+                    stats.records,
+                    plural(stats.records),
+                    stats.bytes,
+                    stats.end
                 ),
             )
         }
