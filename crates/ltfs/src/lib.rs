@@ -3,6 +3,7 @@
 //! This crate knows nothing about SCSI: `tapectl` implements [`TapeDevice`] for real and virtual drives.
 
 pub mod device;
+pub mod label;
 pub mod mam;
 
 pub use device::{DeviceError, Position, ReadOutcome, TapeDevice, WriteOutcome};
