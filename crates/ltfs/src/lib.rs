@@ -2,9 +2,12 @@
 //!
 //! This crate knows nothing about SCSI: `tapectl` implements [`TapeDevice`] for real and virtual drives.
 
+pub mod coherency;
+pub mod construct;
 pub mod device;
 pub mod label;
 pub mod mam;
+pub mod scan;
 
 pub use device::{DeviceError, Position, ReadOutcome, TapeDevice, WriteOutcome};
 pub use mam::{Attribute, AttributeFormat};
