@@ -5,6 +5,7 @@
 pub mod coherency;
 pub mod construct;
 pub mod device;
+pub mod index;
 pub mod label;
 pub mod mam;
 pub mod scan;
