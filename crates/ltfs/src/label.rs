@@ -168,7 +168,12 @@ impl LtfsTime {
         let (y, mo, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
         let (h, mi, se) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
         let nanos = digits(20..29)? as u32;
-        if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60
+        if !(1..=12).contains(&mo)
+            || d < 1
+            || d > days_in_month(y, mo)
+            || h > 23
+            || mi > 59
+            || se > 60
         {
             return None;
         }
@@ -256,7 +261,9 @@ pub fn encode_vol1(serial: Option<&str>) -> [u8; VOL1_LEN] {
     let mut r = [b' '; VOL1_LEN];
     r[..4].copy_from_slice(b"VOL1");
     if let Some(s) = serial.filter(|s| {
-        s.len() == 6 && s.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        s.len() == 6
+            && s.bytes()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
     }) {
         r[4..10].copy_from_slice(s.as_bytes());
     }
@@ -672,7 +679,10 @@ fn parse_document(text: &str) -> Result<Element, LabelError> {
     if c.eat("<?xml") {
         let decl = c.until("?>", "XML declaration")?;
         if let Some(i) = decl.find("encoding") {
-            let v = decl[i + 8..].trim_start().trim_start_matches('=').trim_start();
+            let v = decl[i + 8..]
+                .trim_start()
+                .trim_start_matches('=')
+                .trim_start();
             let v = v.trim_start_matches(['"', '\'']);
             if !v.get(..5).is_some_and(|e| e.eq_ignore_ascii_case("UTF-8")) {
                 return c.err("encoding is not UTF-8");
@@ -812,7 +822,11 @@ mod tests {
     #[test]
     fn vol1_layout() {
         let r = encode_vol1(Some("ABC123"));
-        let expect = format!("VOL1ABC123L{}LTFS{}4", " ".repeat(13), " ".repeat(9 + 14 + 28));
+        let expect = format!(
+            "VOL1ABC123L{}LTFS{}4",
+            " ".repeat(13),
+            " ".repeat(9 + 14 + 28)
+        );
         assert_eq!(r.len(), 80);
         assert_eq!(&r[..], expect.as_bytes());
         assert_eq!(decode_vol1(&r).unwrap().as_deref(), Some("ABC123"));
@@ -861,7 +875,9 @@ mod tests {
             assert_eq!(t.format(), s);
         }
         assert_eq!(
-            LtfsTime::parse("2016-12-31T23:59:60.000000000Z").unwrap().format(),
+            LtfsTime::parse("2016-12-31T23:59:60.000000000Z")
+                .unwrap()
+                .format(),
             "2017-01-01T00:00:00.000000000Z"
         );
         for bad in [
@@ -877,8 +893,14 @@ mod tests {
         ] {
             assert_eq!(LtfsTime::parse(bad), None, "{bad}");
         }
-        assert_eq!(LtfsTime::new(i64::MAX, 0).format(), "9999-12-31T23:59:59.999999999Z");
-        assert_eq!(LtfsTime::new(i64::MIN, 5).format(), "0000-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            LtfsTime::new(i64::MAX, 0).format(),
+            "9999-12-31T23:59:59.999999999Z"
+        );
+        assert_eq!(
+            LtfsTime::new(i64::MIN, 5).format(),
+            "0000-01-01T00:00:00.000000000Z"
+        );
     }
 
     #[test]
@@ -946,10 +968,7 @@ mod tests {
             Err(LabelError::Missing("partitions/data"))
         );
         assert_eq!(
-            with(
-                "<blocksize>",
-                "<compression>false</compression><blocksize>"
-            ),
+            with("<blocksize>", "<compression>false</compression><blocksize>"),
             Err(LabelError::Duplicate("compression"))
         );
         assert_eq!(
@@ -966,7 +985,10 @@ mod tests {
         // Values.
         assert!(matches!(
             with("<index>a</index>", "<index>b</index>"),
-            Err(LabelError::BadValue { field: "partitions", .. })
+            Err(LabelError::BadValue {
+                field: "partitions",
+                ..
+            })
         ));
         for (from, to) in [
             ("<index>a</index>", "<index>A</index>"),
@@ -984,15 +1006,29 @@ mod tests {
                 "{to}"
             );
         }
-        assert!(!with("<compression>true", "<compression>0").unwrap().compression);
-        assert!(with("<compression>true", "<compression>1").unwrap().compression);
+        assert!(
+            !with("<compression>true", "<compression>0")
+                .unwrap()
+                .compression
+        );
+        assert!(
+            with("<compression>true", "<compression>1")
+                .unwrap()
+                .compression
+        );
         assert_eq!(
             with("0b3c8a54", "0B3C8A54").unwrap().volume_uuid,
             example().volume_uuid
         );
         assert_eq!(
-            with("version=\"2.4.0\"", "version=\"1.0\"").unwrap().version,
-            FormatVersion { major: 1, minor: 0, patch: 0 }
+            with("version=\"2.4.0\"", "version=\"1.0\"")
+                .unwrap()
+                .version,
+            FormatVersion {
+                major: 1,
+                minor: 0,
+                patch: 0
+            }
         );
         assert!(matches!(
             with("version=\"2.4.0\"", "version=\"3.0.0\""),
@@ -1025,7 +1061,10 @@ mod tests {
             ("IBM LTFS", "IBM \u{1} LTFS"),
             ("</ltfslabel>", "</ltfslabel><more/>"),
             ("</ltfslabel>", ""),
-            ("<ltfslabel version=\"2.4.0\">", "<ltfslabel version=\"2.4.0\" version=\"2.4.0\">"),
+            (
+                "<ltfslabel version=\"2.4.0\">",
+                "<ltfslabel version=\"2.4.0\" version=\"2.4.0\">",
+            ),
             ("<ltfslabel version=\"2.4.0\">", "<ltfslabel version=2.4.0>"),
             ("<creator>", "<creator><b>x</b>"),
         ] {
@@ -1075,13 +1114,19 @@ mod tests {
         assert_eq!(compare(&a, &c), Err(LabelMismatch::Differ("volume UUID")));
         let mut c = b.clone();
         (c.index_partition, c.data_partition) = ('b', 'a');
-        assert_eq!(compare(&a, &c), Err(LabelMismatch::Differ("index partition")));
+        assert_eq!(
+            compare(&a, &c),
+            Err(LabelMismatch::Differ("index partition"))
+        );
         let mut c = b.clone();
         c.compression = false;
         assert_eq!(compare(&a, &c), Err(LabelMismatch::Differ("compression")));
         let mut c = b;
         c.version = FormatVersion::parse("2.2.0").unwrap();
-        assert_eq!(compare(&a, &c), Err(LabelMismatch::Differ("format version")));
+        assert_eq!(
+            compare(&a, &c),
+            Err(LabelMismatch::Differ("format version"))
+        );
     }
 
     proptest! {
