@@ -684,7 +684,8 @@ fn parse_document(text: &str) -> Result<Element, LabelError> {
                 .trim_start_matches('=')
                 .trim_start();
             let v = v.trim_start_matches(['"', '\'']);
-            if !v.get(..5).is_some_and(|e| e.eq_ignore_ascii_case("UTF-8")) {
+            let v = &v[..v.find(['"', '\'']).unwrap_or(v.len())];
+            if !v.eq_ignore_ascii_case("UTF-8") {
                 return c.err("encoding is not UTF-8");
             }
         }
@@ -1056,6 +1057,7 @@ mod tests {
             ("<creator>", "<creator><![CDATA[x]]>"),
             ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "<!DOCTYPE x>"),
             ("encoding=\"UTF-8\"", "encoding=\"ISO-8859-1\""),
+            ("encoding=\"UTF-8\"", "encoding=\"UTF-80\""),
             ("IBM LTFS", "IBM &nbsp; LTFS"),
             ("IBM LTFS", "IBM &#0; LTFS"),
             ("IBM LTFS", "IBM \u{1} LTFS"),

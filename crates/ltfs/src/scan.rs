@@ -131,7 +131,8 @@ where
     Ok(scan)
 }
 
-/// From block `from` (before the object there), spaces back over one filemark and returns its block.
+/// From block `from` (before the object there), spaces back over one filemark and returns its block
+/// (0 when there is none).
 fn back_one<D: TapeDevice + ?Sized>(
     dev: &mut D,
     partition: u8,
@@ -147,7 +148,14 @@ fn back_one<D: TapeDevice + ?Sized>(
         block: from,
     })
     .map_err(err)?;
-    dev.space_filemarks(-1).map_err(err)?;
+    if let Err(e) = dev.space_filemarks(-1) {
+        // No filemark before `from`: the drive stops at the beginning of the partition. Without the
+        // label's filemarks there is nothing more to try (a label check reports the damage).
+        return match dev.position() {
+            Ok(p) if p.partition == partition && p.block == 0 => Ok(0),
+            _ => Err(err(e)),
+        };
+    }
     let p = dev.position().map_err(err)?;
     Ok(p.block)
 }
@@ -385,6 +393,40 @@ mod tests {
         assert!(s.rejected[0].reason.contains("limit"), "{:?}", s.rejected);
         let s = find_last_index(&mut t, 1, BS, 1000, accept_at).unwrap();
         assert_eq!(s.found.as_ref().unwrap().start.block, 10);
+    }
+
+    #[test]
+    fn no_label_filemarks() {
+        // Records and one FM but no label: the scan stops at the beginning of the partition.
+        let mut t = MemTape::default();
+        t.parts[0] = vec![Some(b"x".to_vec()); 6];
+        t.parts[0].push(None);
+        t.parts[0].push(Some(b"y".to_vec()));
+        let s = scan(&mut t, 0);
+        assert!(s.found.is_none());
+        assert_eq!(s.rejected.len(), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_tape_terminates_without_panic(
+            objs in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40)),
+                0..60,
+            ),
+            keep_label in proptest::prelude::any::<bool>(),
+        ) {
+            let mut t = if keep_label { formatted() } else { MemTape::default() };
+            t.parts[1].extend(objs);
+            let mut calls = 0;
+            let s = find_last_index(&mut t, 1, BS, 64, |x, at| {
+                calls += 1;
+                accept_at(x, at)
+            });
+            let s = s.unwrap();
+            proptest::prop_assert!(calls <= t.parts[1].len());
+            proptest::prop_assert!(s.extra_blocks() <= s.eod);
+        }
     }
 
     #[test]
