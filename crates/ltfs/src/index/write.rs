@@ -37,6 +37,8 @@ fn xml_safe(s: &str) -> bool {
 struct Out<W: Write> {
     w: BufWriter<W>,
     max_name_bytes: usize,
+    /// The last time formatted: times repeat a lot within an index.
+    last_time: Option<(super::LtfsTime, String)>,
 }
 
 impl<W: Write> Out<W> {
@@ -100,7 +102,11 @@ impl<W: Write> Out<W> {
             ("accesstime", t.access),
             ("backuptime", t.backup),
         ] {
-            writeln!(self.w, "<{tag}>{v}</{tag}>")?;
+            let s = match &self.last_time {
+                Some((t, s)) if *t == v => s,
+                _ => &self.last_time.insert((v, v.to_string())).1,
+            };
+            writeln!(self.w, "<{tag}>{s}</{tag}>")?;
         }
         Ok(())
     }
@@ -225,6 +231,7 @@ impl Index {
         let mut o = Out {
             w: BufWriter::with_capacity(64 * 1024, w),
             max_name_bytes: 4 * names::MAX_NAME_CHARS,
+            last_time: None,
         };
         let top = || "ltfsindex".to_string();
         for (text, what) in [
@@ -294,7 +301,7 @@ impl Index {
         };
         o.dir_head(&self.root, true, &|| "/".to_string())?;
         while let Some((dir, i)) = stack.last_mut() {
-            let dir: &Directory = *dir;
+            let dir: &Directory = dir;
             if *i == dir.entries.len() {
                 o.dir_tail(dir)?;
                 stack.pop();
