@@ -310,7 +310,7 @@ fn partition(s: &str) -> Option<char> {
     }
 }
 
-fn uuid(s: &str) -> Option<String> {
+pub(super) fn uuid(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let ok = b.len() == 36
         && b.iter().enumerate().all(|(i, c)| match i {
@@ -337,6 +337,18 @@ fn version_ok(v: &str) -> bool {
         _ => return false,
     };
     ((1, 0, 0)..=(2, 99, 99)).contains(&t)
+}
+
+/// Whether `s` holds only characters XML 1.0 allows (no C0 controls other than TAB, LF, CR; no U+FFFE/U+FFFF).
+fn xml_chars_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.iter()
+        .any(|&c| c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
+        && !(b.contains(&0xEF) && (s.contains('\u{FFFE}') || s.contains('\u{FFFF}')))
+}
+
+fn xml_char_ok(c: char) -> bool {
+    !((c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}')
 }
 
 fn clip(s: &str) -> String {
@@ -462,6 +474,11 @@ impl Parser<'_> {
     }
 
     fn start(&mut self, s: &BytesStart<'_>, empty: bool) -> Res<()> {
+        if !xml_chars_ok(s) {
+            return Err(self.fail(ErrorKind::Xml(
+                "a character XML 1.0 does not allow (a C0 control or U+FFFE/U+FFFF)".into(),
+            )));
+        }
         if let Some(Frame::Raw(r)) = self.stack.last_mut() {
             if !empty {
                 r.depth += 1;
@@ -579,7 +596,7 @@ impl Parser<'_> {
             },
             Some(Frame::Contents { files, dirs }) => match name {
                 "file" => {
-                    *files += 1;
+                    *files = files.saturating_add(1);
                     let ord = *files;
                     self.count_entry()?;
                     Frame::File(Box::new(FileB {
@@ -588,7 +605,7 @@ impl Parser<'_> {
                     }))
                 }
                 "directory" => {
-                    *dirs += 1;
+                    *dirs = dirs.saturating_add(1);
                     let ord = *dirs;
                     self.open_dir()?;
                     Frame::Dir(Box::new(DirB {
@@ -614,7 +631,9 @@ impl Parser<'_> {
             },
             Some(Frame::Xattrs(list)) => match name {
                 "xattr" => Frame::Xattr(XattrB {
-                    ord: list.len() as u32 + 1,
+                    ord: u32::try_from(list.len())
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(1),
                     ..XattrB::default()
                 }),
                 _ => self.raw(s, empty, RawTarget::Discard),
@@ -626,7 +645,9 @@ impl Parser<'_> {
             },
             Some(Frame::ExtentInfo(list)) => match name {
                 "extent" => Frame::Extent(ExtentB {
-                    ord: list.len() as u32 + 1,
+                    ord: u32::try_from(list.len())
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(1),
                     ..ExtentB::default()
                 }),
                 _ => self.raw(s, empty, RawTarget::Discard),
@@ -703,6 +724,11 @@ impl Parser<'_> {
     }
 
     fn text(&mut self, t: &BytesText<'_>) -> Res<()> {
+        if !xml_chars_ok(t) {
+            return Err(self.fail(ErrorKind::Xml(
+                "a character XML 1.0 does not allow (a C0 control or U+FFFE/U+FFFF)".into(),
+            )));
+        }
         match self.stack.last_mut() {
             Some(Frame::Raw(r)) => {
                 r.xml.push_str(t);
@@ -737,7 +763,11 @@ impl Parser<'_> {
             "gt" => Some('>'),
             "apos" => Some('\''),
             "quot" => Some('"'),
-            _ => r.resolve_char_ref().ok().flatten(),
+            _ => r
+                .resolve_char_ref()
+                .ok()
+                .flatten()
+                .filter(|&c| xml_char_ok(c)),
         };
         match self.stack.last_mut() {
             Some(Frame::Raw(raw)) if c.is_some() => {
@@ -762,9 +792,10 @@ impl Parser<'_> {
                 self.scratch.extend(c);
                 Ok(())
             }
-            _ if c.is_none() => {
-                Err(self.fail(ErrorKind::Xml(format!("unknown entity &{};", clip(r)))))
-            }
+            _ if c.is_none() => Err(self.fail(ErrorKind::Xml(format!(
+                "unknown entity or disallowed character reference &{};",
+                clip(r)
+            )))),
             _ => Err(self.fail(ErrorKind::Unexpected(format!("text &{};", clip(r))))),
         }
     }

@@ -327,8 +327,17 @@ fn hostile_names() {
     rejects(&with("<name>a/b</name>"), "contains '/'");
     rejects(&with("<name/>"), "empty name");
     rejects(&with("<name>a&#0;</name>"), "unknown entity");
-    rejects(&with("<name>a\u{1f}</name>"), "U+001F");
-    rejects(&with("<name>\u{ffff}</name>"), "U+FFFF");
+    rejects(&with("<name>a\u{1f}</name>"), "XML 1.0 does not allow");
+    rejects(&with("<name>\u{ffff}</name>"), "XML 1.0 does not allow");
+    rejects(&with("<name>a&#1;</name>"), "unknown entity");
+    rejects(
+        &with("<name percentencoded=\"true\">%EF%BF%BF</name>"),
+        "U+FFFF",
+    );
+    rejects(
+        &with("<name percentencoded=\"true\">..</name>"),
+        "'.' or '..'",
+    );
     rejects(&with(&format!("<name>{}</name>", "x".repeat(256))), "255");
     rejects(&with("<name>a</name><name>b</name>"), "duplicate name");
     rejects(&with("<name percentencoded=\"true\">%C3</name>"), "UTF-8");
@@ -967,7 +976,11 @@ fn rich_xml() -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    // LTFS_FUZZ_CASES=200000 for a longer campaign.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("LTFS_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000),
+        ..ProptestConfig::default()
+    })]
 
     /// A bounded fuzzer: mutated indexes are accepted or rejected, never a panic.
     #[test]
@@ -1003,4 +1016,45 @@ proptest! {
 
 fn s_min(a: usize, b: usize) -> usize {
     a.min(b)
+}
+
+#[test]
+fn writer_refuses_invalid_models() {
+    let unwritable = |ix: &Index, needle: &str| {
+        let e = ix.write_xml(std::io::sink()).unwrap_err();
+        assert!(matches!(e, IndexError::Unwritable { .. }), "{e}");
+        assert!(e.to_string().contains(needle), "{e}");
+    };
+    let mut ix = sample();
+    ix.root
+        .entries
+        .push(Entry::File(File::new("a/b", 3, Times::all(t()))));
+    unwritable(&ix, "/a/b");
+    let mut ix = sample();
+    ix.root
+        .entries
+        .push(Entry::Directory(Directory::new("..", 3, Times::all(t()))));
+    unwritable(&ix, "'.' or '..'");
+    let mut ix = sample();
+    ix.volume_uuid = "0B3C8A54-5C1E-4F7E-9D7E-2F4B1A6C9E10".into();
+    unwritable(&ix, "volumeuuid");
+    let mut ix = sample();
+    ix.creator = "bell\u{7}".into();
+    unwritable(&ix, "creator");
+    let mut ix = sample();
+    let Entry::File(f) = &mut ix.root.entries[0] else {
+        panic!()
+    };
+    let FileContent::Extents(e) = &mut f.content else {
+        panic!()
+    };
+    e[0].partition = 'B';
+    unwritable(&ix, "extent partition");
+}
+
+#[test]
+fn times_and_system_time() {
+    let now = std::time::SystemTime::now();
+    let t = LtfsTime::from(now);
+    assert_eq!(std::time::SystemTime::from(t), now);
 }

@@ -190,6 +190,15 @@ impl<W: Write> Out<W> {
             FileContent::Extents(exts) => {
                 self.line("<extentinfo>")?;
                 for x in exts {
+                    if !x.partition.is_ascii_lowercase() {
+                        return Err(IndexError::Unwritable {
+                            path: path(),
+                            kind: ErrorKind::BadValue {
+                                what: "extent partition",
+                                value: x.partition.to_string(),
+                            },
+                        });
+                    }
                     writeln!(
                         self.w,
                         "<extent><fileoffset>{}</fileoffset><partition>{}</partition><startblock>{}</startblock>\
@@ -250,6 +259,15 @@ impl Index {
                     },
                 });
             }
+        }
+        if super::read::uuid(&self.volume_uuid).as_deref() != Some(self.volume_uuid.as_str()) {
+            return Err(IndexError::Unwritable {
+                path: top(),
+                kind: ErrorKind::BadValue {
+                    what: "volumeuuid (8-4-4-4-12 lowercase hex)",
+                    value: self.volume_uuid.clone(),
+                },
+            });
         }
         check_partition(self.location.partition, "location partition")?;
         if let Some(p) = &self.previous {
