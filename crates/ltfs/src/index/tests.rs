@@ -1053,6 +1053,18 @@ fn writer_refuses_invalid_models() {
 }
 
 #[test]
+fn writer_normalises_to_nfc() {
+    let mut ix = sample();
+    ix.root
+        .entries
+        .push(Entry::File(File::new("e\u{301}", 3, Times::all(t()))));
+    ix.highest_file_uid = 3;
+    let xml = ix.to_xml_string().unwrap();
+    assert!(xml.contains("<name>\u{e9}</name>"));
+    assert_eq!(read(&xml).unwrap().root.entries[1].name(), "\u{e9}");
+}
+
+#[test]
 fn times_and_system_time() {
     let now = std::time::SystemTime::now();
     let t = LtfsTime::from(now);

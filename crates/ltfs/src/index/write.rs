@@ -61,7 +61,7 @@ impl<W: Write> Out<W> {
         writeln!(self.w, "<{tag}>{b}</{tag}>")
     }
 
-    /// A nametype element: percent-encoded only when required.
+    /// A nametype element, in NFC, percent-encoded only when required.
     fn name(
         &mut self,
         tag: &str,
@@ -69,6 +69,7 @@ impl<W: Write> Out<W> {
         kind: NameKind,
         path: &dyn Fn() -> String,
     ) -> Result<(), IndexError> {
+        let name = &*names::nfc(name);
         let max = if kind == NameKind::SymlinkTarget {
             self.max_name_bytes * 4
         } else {
@@ -234,7 +235,7 @@ fn check_partition(p: char, what: &'static str) -> Result<(), IndexError> {
 
 impl Index {
     /// Writes the index as XML (ltfs-format.md §4), streaming into `w` through a 64 KiB buffer. The version
-    /// written is always [`INDEX_VERSION`]. Names are validated (an invalid one is an
+    /// written is always [`INDEX_VERSION`]. Names are written in NFC and validated (an invalid one is an
     /// [`IndexError::Unwritable`]); the tree is walked without recursion.
     pub fn write_xml<W: Write>(&self, w: W) -> Result<(), IndexError> {
         let mut o = Out {
