@@ -9,6 +9,7 @@ pub mod index;
 pub mod label;
 pub mod mam;
 pub mod scan;
+pub mod time;
 
 pub use device::{DeviceError, Position, ReadOutcome, TapeDevice, WriteOutcome};
 pub use mam::{Attribute, AttributeFormat};

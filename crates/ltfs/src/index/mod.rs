@@ -8,14 +8,13 @@
 
 pub mod names;
 mod read;
-pub mod time;
 mod write;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::time::{LtfsTime, TimeError};
 pub use names::{NameError, NameKind};
-pub use time::{LtfsTime, TimeError};
 
 /// The index format version this crate writes.
 pub const INDEX_VERSION: &str = "2.4.0";
