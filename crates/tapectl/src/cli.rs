@@ -94,6 +94,11 @@ enum LibraryCmd {
     Status,
     /// INITIALIZE ELEMENT STATUS: make the robot re-scan every slot.
     Inventory,
+    /// Lock (PREVENT MEDIUM REMOVAL) or unlock (ALLOW) the import/export door.
+    Door {
+        #[arg(value_parser = ["lock", "unlock"])]
+        action: String,
+    },
 }
 
 #[derive(ClapArgs)]
@@ -229,6 +234,15 @@ pub fn run(args: Args) -> Result<()> {
             let mut lib = open(&args)?;
             lib.changer().initialize()?;
             print_library_status(&out, &lib.status()?)
+        }
+        Cmd::Library(LibraryCmd::Door { action }) => {
+            let lock = action == "lock";
+            open(&args)?.changer().prevent_removal(lock)?;
+            out.done(if lock {
+                "the import/export door is locked"
+            } else {
+                "the import/export door is unlocked"
+            })
         }
         Cmd::Load { what, drive } => {
             let target: Target = what.parse()?;

@@ -194,6 +194,17 @@ fn export_import_through_the_door() {
 }
 
 #[test]
+fn a_locked_door_keeps_the_operator_out() {
+    let v = Vtl::new(&[]);
+    v.ok(&["export", "RV0007L6"]);
+    v.ok(&["library", "door", "lock"]);
+    let (_, e) = v.fails(&["vtl", "remove", "ie:1"]);
+    assert!(e.to_lowercase().contains("lock"), "{e}");
+    v.ok(&["library", "door", "unlock"]);
+    v.ok(&["vtl", "remove", "ie:1"]);
+}
+
+#[test]
 fn errors_are_clear_and_nothing_moves() {
     let v = Vtl::new(&[]);
     let (code, e) = v.fails(&["load", "NOPE01L6"]);
