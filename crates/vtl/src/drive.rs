@@ -416,6 +416,9 @@ impl Media {
         let pre = if len >= crate::writer::PRECREATE_MIN {
             self.precreate.take(&self.dir, p, blk)
         } else {
+            // A short record ends a stream: the files pre-created for this block and the next must go
+            // now, or ending the run later would delete this record's file.
+            self.precreate.cancel();
             None
         };
         let written = match pre {
