@@ -86,3 +86,47 @@ pub trait TapeDevice {
     fn read_attribute(&mut self, partition: u8, id: u16) -> Result<Option<Attribute>>;
     fn write_attribute(&mut self, partition: u8, attribute: &Attribute) -> Result<()>;
 }
+
+/// A borrowed device is a device, so a [`crate::volume::Volume`] can work on `&mut drive` and leave the
+/// drive with the caller whatever happens.
+impl<T: TapeDevice + ?Sized> TapeDevice for &mut T {
+    fn max_block_size(&mut self) -> Result<usize> {
+        (**self).max_block_size()
+    }
+    fn partition_count(&mut self) -> Result<u8> {
+        (**self).partition_count()
+    }
+    fn format_two_partitions(&mut self, index_partition_mb: u32) -> Result<()> {
+        (**self).format_two_partitions(index_partition_mb)
+    }
+    fn rewind(&mut self) -> Result<()> {
+        (**self).rewind()
+    }
+    fn locate(&mut self, to: Position) -> Result<()> {
+        (**self).locate(to)
+    }
+    fn position(&mut self) -> Result<Position> {
+        (**self).position()
+    }
+    fn locate_eod(&mut self, partition: u8) -> Result<()> {
+        (**self).locate_eod(partition)
+    }
+    fn space_filemarks(&mut self, count: i32) -> Result<()> {
+        (**self).space_filemarks(count)
+    }
+    fn read_block(&mut self, buf: &mut [u8]) -> Result<ReadOutcome> {
+        (**self).read_block(buf)
+    }
+    fn write_block(&mut self, data: &[u8]) -> Result<WriteOutcome> {
+        (**self).write_block(data)
+    }
+    fn write_filemarks(&mut self, count: u32) -> Result<WriteOutcome> {
+        (**self).write_filemarks(count)
+    }
+    fn read_attribute(&mut self, partition: u8, id: u16) -> Result<Option<Attribute>> {
+        (**self).read_attribute(partition, id)
+    }
+    fn write_attribute(&mut self, partition: u8, attribute: &Attribute) -> Result<()> {
+        (**self).write_attribute(partition, attribute)
+    }
+}

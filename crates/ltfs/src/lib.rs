@@ -10,6 +10,7 @@ pub mod label;
 pub mod mam;
 pub mod scan;
 pub mod time;
+pub mod volume;
 
 pub use device::{DeviceError, Position, ReadOutcome, TapeDevice, WriteOutcome};
 pub use mam::{Attribute, AttributeFormat};
