@@ -16,6 +16,9 @@ mod mount;
 mod read;
 mod write;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::construct::{ConstructError, VolumeLabels, write_index_construct};
@@ -262,6 +265,8 @@ impl<D: TapeDevice> Volume<D> {
         self.ends_in_index[p] = true;
         if partition == self.dp {
             self.dp_needs_fm = false;
+            // The index went past early warning: no more data on this volume.
+            self.full |= w.early_warning;
         }
         self.wrote = true;
         self.update_coherency()?;
