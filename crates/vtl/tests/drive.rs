@@ -1043,4 +1043,44 @@ fn streaming_many_records_is_consistent() {
     d_transport_is_send::<vtl::VirtualDrive>();
 }
 
+/// A stream of full 64 KiB records ending in a short one, then a filemark: the short record's file
+/// was pre-created for the stream and must survive the end of the run (it used to be deleted).
+#[test]
+fn short_record_after_a_stream_survives_the_filemark() {
+    let (_d, lib) = library(&[]);
+    lib.insert(
+        "STRM02L6",
+        None,
+        &CartridgeOptions {
+            capacity_mb: Some(256),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut ch = lib.changer();
+    clear_ua(&mut ch);
+    good(&move_medium(&mut ch, 0x10, 0x100));
+    let mut d = lib.drive(0).unwrap();
+    clear_ua(&mut d);
+    let rec: Vec<u8> = (0..65536u32).map(|i| i as u8).collect();
+    for _ in 0..5 {
+        good(&write(&mut d, &rec));
+    }
+    good(&write(&mut d, &rec[..1000]));
+    good(&wfm(&mut d, 1));
+    good(&run(&mut d, &[0x01, 0, 0, 0, 0, 0]));
+    for _ in 0..5 {
+        let (c, b) = read(&mut d, 65536, false);
+        good(&c);
+        assert_eq!(b, rec);
+    }
+    let (c, b) = read(&mut d, 65536, true);
+    assert_eq!(b, &rec[..1000], "{c:?}");
+    let t = tree(&lib.cartridge_dir("STRM02L6"));
+    assert!(
+        t.contains("0_5_R") && t.contains("0_6_F") && t.contains("0_7_E"),
+        "{t:?}"
+    );
+}
+
 fn d_transport_is_send<T: Transport + Send>() {}
