@@ -204,7 +204,9 @@ fn format_gives_the_reference_tree_and_refuses_a_used_tape() {
     assert!(ip.creator.ends_with(" - Format"), "{}", ip.creator);
 
     // §6: coherency on both partitions with the VCR the drive reports.
+    // §7: VCR 2 (1 at load, +1 on the session's first write).
     let vcr = vcr_file(&dir);
+    assert_eq!(vcr, 2);
     for p in 0..2 {
         let c = coherency_file(&dir, p);
         assert_eq!((c.vcr, c.count, c.set_id, c.version), (vcr, 1, 5, 1));
