@@ -4,7 +4,11 @@
 //! the list of generations.
 //!
 //! Layout rules followed (ltfs-format.md §1, §5):
-//! * data goes to the DP's end of data, straight after its last construct;
+//! * data goes to the DP's end of data, straight after its last construct (after any extra blocks a
+//!   crash left, which stay unreferenced, as `ltfsck` leaves them); before it, an IP that does not end
+//!   in an index gets one;
+//! * a sync writes a DP index; the sync policy is checked after each file (a file never straddles an
+//!   index);
 //! * an index write increments the generation only when the index is dirty; its back pointer becomes
 //!   the previous self pointer when that was on the DP;
 //! * the IP holds the label plus exactly one index, overwritten from the FM before it;

@@ -255,3 +255,26 @@ fn names_are_looked_up_in_nfc_and_must_be_new() {
     assert_eq!(uids, [2]);
     assert_eq!(vol.index().highest_file_uid, 2);
 }
+
+#[test]
+fn an_index_partition_without_index_gets_one_before_data() {
+    let mut t = MemTape::default();
+    let a = data(5000, 6);
+    {
+        let vol = Volume::format(&mut t, &opts()).unwrap();
+        vol.unmount().unwrap();
+    }
+    t.parts[0].truncate(4);
+    {
+        let mut vol = Volume::mount(&mut t).unwrap();
+        assert_eq!(vol.mount_report().current, CurrentIndex::OnlyDataPartition);
+        vol.put_file("a", &a[..], &FileMeta::default()).unwrap();
+        // The IP got the (clean, generation 1) index before the data went to the DP.
+        assert_eq!(vol.last[0].map(|l| (l.generation, l.start)), Some((1, 5)));
+        let _ = vol.into_device();
+    }
+    let vol = Volume::mount(&mut t).unwrap();
+    let r = vol.mount_report().clone();
+    assert_eq!(r.current, CurrentIndex::IndexPartition);
+    assert_eq!(r.extra_blocks, [0, 2]);
+}

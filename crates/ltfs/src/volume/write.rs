@@ -165,6 +165,11 @@ impl<D: TapeDevice> Volume<D> {
     /// Positions at the DP's append point (its end of data), writing the trailing FM the last index
     /// lacks if needed.
     fn prepare_dp_append(&mut self) -> Result<()> {
+        // `ltfs_write_index_conditional()`: before data goes to the DP, the IP must end in an index
+        // (it does after format; not after a crash that left it without one).
+        if !self.ends_in_index[self.ip as usize] {
+            self.write_index(self.ip, "Sync")?;
+        }
         let dp = self.dp;
         let at = Position {
             partition: dp,
