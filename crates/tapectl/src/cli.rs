@@ -84,6 +84,9 @@ enum Cmd {
     /// One drive: status, and raw record I/O.
     #[command(subcommand)]
     Drive(DriveCmd),
+    /// LTFS volumes: format, list, copy files on and off.
+    #[command(subcommand)]
+    Ltfs(crate::cli_ltfs::LtfsCmd),
     /// The virtual library: create it, and play the operator at the door.
     #[command(subcommand)]
     Vtl(VtlCmd),
@@ -179,7 +182,7 @@ fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let (num, mult) = match s.as_bytes().last() {
         Some(b'K' | b'k') => (&s[..s.len() - 1], 1024),
         Some(b'M' | b'm') => (&s[..s.len() - 1], 1024 * 1024),
@@ -257,6 +260,7 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Import => print_moves(&out, &open(&args)?.import()?),
         Cmd::Clean { drive } => print_moves(&out, &open(&args)?.clean(*drive)?),
         Cmd::Drive(cmd) => drive_cmd(&args, &out, cmd, open(&args)?),
+        Cmd::Ltfs(cmd) => crate::cli_ltfs::run(&out, cmd, open(&args)?),
         Cmd::Vtl(cmd) => vtl_cmd(&args, &out, cmd),
     }
 }

@@ -364,3 +364,78 @@ fn the_library_can_come_from_a_config_file() {
         "{e}"
     );
 }
+
+#[test]
+fn ltfs_format_put_get_round_trip_in_tape_order() {
+    let v = Vtl::new(&[]);
+    let base = v.dir.parent().unwrap().to_path_buf();
+    v.ok(&["load", "RV0001L6"]);
+    v.ok(&["ltfs", "format", "--block-size", "64K"]);
+    // A formatted tape is not formatted again without --force.
+    let (_, e) = v.fails(&["ltfs", "format"]);
+    assert!(e.to_lowercase().contains("ltfs"), "{e}");
+    let src = base.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a b:c.txt"), b"hello").unwrap();
+    std::fs::write(
+        src.join("sub/big.bin"),
+        (0..400_000u32).map(|i| (i % 241) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    std::os::unix::fs::symlink("sub/big.bin", src.join("link")).unwrap();
+    let put = v.json(&["ltfs", "put", src.to_str().unwrap(), "/backup"]);
+    assert_eq!(put["files"], 4, "{put}");
+    let ls = v.json(&["ltfs", "ls", "/backup/src", "--long"]);
+    let names: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{ls}");
+    assert!(
+        names.contains(&"a b:c.txt") && names.contains(&"link"),
+        "{names:?}"
+    );
+    // The volume survives another process: mount again, copy off, compare.
+    let out = base.join("out");
+    v.ok(&["ltfs", "get", "/backup/src", "--to", out.to_str().unwrap()]);
+    for f in ["a b:c.txt", "sub/big.bin", "empty"] {
+        assert_eq!(
+            std::fs::read(out.join("src").join(f)).unwrap(),
+            std::fs::read(src.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(out.join("src/link")).unwrap(),
+        std::path::Path::new("sub/big.bin")
+    );
+    // Never overwrites, and never writes through a symlink planted in the target.
+    let (_, e) = v.fails(&[
+        "ltfs",
+        "get",
+        "/backup/src/a b:c.txt",
+        "--to",
+        out.join("src").to_str().unwrap(),
+    ]);
+    assert!(e.contains("exists"), "{e}");
+    let trap = base.join("trap");
+    std::fs::create_dir_all(&trap).unwrap();
+    let out2 = base.join("out2");
+    std::fs::create_dir_all(&out2).unwrap();
+    std::os::unix::fs::symlink(&trap, out2.join("src")).unwrap();
+    let (_, e) = v.fails(&["ltfs", "get", "/backup/src", "--to", out2.to_str().unwrap()]);
+    assert!(e.contains("not a directory"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(&trap).unwrap().count(),
+        0,
+        "nothing written outside --to"
+    );
+    // Format and put wrote indexes (reads write none): generations go back to the format.
+    let gens = v.json(&["ltfs", "generations"]);
+    let gens = gens.as_array().unwrap();
+    assert_eq!(gens.last().unwrap()["generation"], 1);
+    assert!(gens[0]["generation"].as_u64().unwrap() >= 2, "{gens:?}");
+}

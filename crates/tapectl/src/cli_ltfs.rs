@@ -1,0 +1,455 @@
+//! `tapectl ltfs …`: format, list, copy onto and off an LTFS volume in a library drive.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use ltfs::index::{Extent, Times};
+use ltfs::time::LtfsTime;
+use ltfs::volume::{EntryInfo, EntryKind, FileMeta, FormatOptions, Volume};
+use serde::Serialize;
+
+use tapectl::backend::BoxedTransport;
+use tapectl::drive::Drive;
+use tapectl::library::Library;
+
+use crate::output::Out;
+
+#[derive(Subcommand)]
+pub enum LtfsCmd {
+    /// Make the loaded cartridge an LTFS volume (two partitions); its barcode becomes the volume serial.
+    Format {
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+        #[arg(long)]
+        name: Option<String>,
+        /// Overwrite a tape that holds an LTFS volume or other data.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value = "512K", value_parser = crate::cli::parse_size)]
+        block_size: usize,
+    },
+    /// List a directory of the volume (or one file), with sizes, times and, with --long, extents.
+    Ls {
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+        #[arg(default_value = "/")]
+        path: String,
+        #[arg(long, short)]
+        long: bool,
+    },
+    /// Copy local files and directories onto the volume, under DEST.
+    Put {
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<PathBuf>,
+    },
+    /// Copy files or directories off the volume into --to, reading in tape order; never overwrites.
+    Get {
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+        #[arg(required = true)]
+        paths: Vec<String>,
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Index generations on the tape (rollback points), newest first.
+    Generations {
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+    },
+}
+
+impl LtfsCmd {
+    fn drive(&self) -> u16 {
+        match self {
+            LtfsCmd::Format { drive, .. }
+            | LtfsCmd::Ls { drive, .. }
+            | LtfsCmd::Put { drive, .. }
+            | LtfsCmd::Get { drive, .. }
+            | LtfsCmd::Generations { drive } => *drive,
+        }
+    }
+}
+
+pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
+    let n = cmd.drive();
+    let (drive, _lock) = lib.open_drive(n)?;
+    let barcode = lib.inventory().ok().and_then(|inv| {
+        inv.drives
+            .get(n as usize)
+            .and_then(|e| e.volume_tag.clone())
+    });
+    drop(lib);
+    if let LtfsCmd::Format {
+        name,
+        force,
+        block_size,
+        ..
+    } = cmd
+    {
+        let opts = FormatOptions {
+            barcode: barcode.clone(),
+            volume_name: name.clone(),
+            block_size: *block_size,
+            force: *force,
+            ..FormatOptions::default()
+        };
+        let vol = Volume::format(drive, &opts).with_context(|| {
+            format!(
+                "formatting {} in drive {n}",
+                barcode.as_deref().unwrap_or("the cartridge")
+            )
+        })?;
+        let uuid = vol.index().volume_uuid.clone();
+        vol.unmount()?;
+        return out.value(
+            &serde_json::json!({ "barcode": barcode, "uuid": uuid, "block_size": block_size }),
+            &format!(
+                "formatted {} as LTFS volume {uuid}",
+                barcode.as_deref().unwrap_or("the cartridge")
+            ),
+        );
+    }
+    let mut vol =
+        Volume::mount(drive).with_context(|| format!("mounting the LTFS volume in drive {n}"))?;
+    let report = vol.mount_report().clone();
+    if !report.is_consistent() {
+        eprintln!(
+            "tapectl: warning: the volume is not consistent (extra blocks after the last index {:?}, missing trailing filemark {:?}); using the last complete index",
+            report.extra_blocks, report.missing_trailing_fm
+        );
+    }
+    let result = match cmd {
+        LtfsCmd::Format { .. } => unreachable!("handled above"),
+        LtfsCmd::Ls { path, long, .. } => ls(out, &vol, path, *long),
+        LtfsCmd::Put { paths, .. } => put(out, &mut vol, paths),
+        LtfsCmd::Get { paths, to, .. } => get(out, &mut vol, paths, to),
+        LtfsCmd::Generations { .. } => {
+            let gens = vol.generations()?;
+            let rows: Vec<_> = gens
+                .iter()
+                .map(|g| serde_json::json!({ "generation": g.generation, "partition": g.location.partition.to_string(), "block": g.location.start_block, "time": g.update_time.to_string() }))
+                .collect();
+            let human = gens
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{:>6}  {}/{:<8} {}",
+                        g.generation, g.location.partition, g.location.start_block, g.update_time
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            out.value(&rows, &format!("generation  location   time\n{human}"))
+        }
+    };
+    // Unmount even after a failed command: what was written gets its index.
+    let unmounted = vol
+        .unmount()
+        .context("unmounting (writing the final indexes)");
+    result.and(unmounted.map(|_| ()))
+}
+
+#[derive(Serialize)]
+struct Listed {
+    name: String,
+    kind: &'static str,
+    length: u64,
+    modified: String,
+    symlink: Option<String>,
+    extents: Vec<ExtentOut>,
+}
+
+#[derive(Serialize)]
+struct ExtentOut {
+    file_offset: u64,
+    partition: String,
+    start_block: u64,
+    byte_offset: u64,
+    byte_count: u64,
+}
+
+fn listed(e: &EntryInfo) -> Listed {
+    Listed {
+        name: e.name.clone(),
+        kind: match e.kind {
+            EntryKind::Directory => "directory",
+            EntryKind::File => "file",
+            EntryKind::Symlink(_) => "symlink",
+        },
+        length: e.length,
+        modified: e.times.modify.to_string(),
+        symlink: match &e.kind {
+            EntryKind::Symlink(t) => Some(t.clone()),
+            _ => None,
+        },
+        extents: e.extents.iter().map(extent_out).collect(),
+    }
+}
+
+fn extent_out(x: &Extent) -> ExtentOut {
+    ExtentOut {
+        file_offset: x.file_offset,
+        partition: x.partition.to_string(),
+        start_block: x.start_block,
+        byte_offset: x.byte_offset,
+        byte_count: x.byte_count,
+    }
+}
+
+fn ls(out: &Out, vol: &Volume<Drive<BoxedTransport>>, path: &str, long: bool) -> Result<()> {
+    let info = vol.stat(path)?;
+    let entries = if info.kind == EntryKind::Directory {
+        vol.list(path)?
+    } else {
+        vec![info]
+    };
+    let rows: Vec<Listed> = entries.iter().map(listed).collect();
+    let mut s = String::new();
+    for r in &rows {
+        let kind = match r.kind {
+            "directory" => 'd',
+            "symlink" => 'l',
+            _ => '-',
+        };
+        s.push_str(&format!(
+            "{kind} {:>12}  {}  {}",
+            r.length,
+            &r.modified[..19],
+            r.name
+        ));
+        if let Some(t) = &r.symlink {
+            s.push_str(&format!(" -> {t}"));
+        }
+        s.push('\n');
+        if long {
+            for x in &r.extents {
+                s.push_str(&format!(
+                    "      extent at {}: {}/{} +{} bytes {}\n",
+                    x.file_offset, x.partition, x.start_block, x.byte_offset, x.byte_count
+                ));
+            }
+        }
+    }
+    out.value(&rows, s.trim_end())
+}
+
+fn times_of(m: &fs::Metadata) -> Times {
+    let t = |secs: i64, nanos: i64| LtfsTime::new(secs, nanos.clamp(0, 999_999_999) as u32);
+    let modify = t(m.mtime(), m.mtime_nsec());
+    Times {
+        creation: modify,
+        change: t(m.ctime(), m.ctime_nsec()),
+        modify,
+        access: t(m.atime(), m.atime_nsec()),
+        backup: modify,
+    }
+}
+
+fn meta_of(m: &fs::Metadata) -> FileMeta {
+    FileMeta {
+        times: Some(times_of(m)),
+        read_only: m.mode() & 0o222 == 0,
+        xattrs: Vec::new(),
+    }
+}
+
+fn join(dest: &str, name: &str) -> String {
+    format!("{}/{name}", dest.trim_end_matches('/'))
+}
+
+fn put(out: &Out, vol: &mut Volume<Drive<BoxedTransport>>, paths: &[PathBuf]) -> Result<()> {
+    let (dest, sources) = paths.split_last().expect("clap requires two paths");
+    let dest = dest.to_str().context("DEST must be UTF-8")?.to_string();
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for src in sources {
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{}: no usable file name", src.display()))?;
+        put_one(vol, src, &join(&dest, name), &mut files, &mut bytes)?;
+    }
+    out.value(
+        &serde_json::json!({ "files": files, "bytes": bytes }),
+        &format!("copied {files} files, {bytes} bytes"),
+    )
+}
+
+fn put_one(
+    vol: &mut Volume<Drive<BoxedTransport>>,
+    src: &Path,
+    dest: &str,
+    files: &mut u64,
+    bytes: &mut u64,
+) -> Result<()> {
+    let m = fs::symlink_metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let ft = m.file_type();
+    if ft.is_symlink() {
+        let target = fs::read_link(src)?;
+        vol.symlink(
+            dest,
+            target.to_str().context("symlink target must be UTF-8")?,
+            &meta_of(&m),
+        )?;
+        *files += 1;
+    } else if ft.is_dir() {
+        vol.mkdir_p(dest)?;
+        let mut entries: Vec<_> = fs::read_dir(src)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let name = name
+                .to_str()
+                .with_context(|| format!("{}: file name is not UTF-8", e.path().display()))?;
+            put_one(vol, &e.path(), &join(dest, name), files, bytes)?;
+        }
+    } else if ft.is_file() {
+        let f = fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
+        let r = vol
+            .put_file(dest, f, &meta_of(&m))
+            .with_context(|| format!("copying {} to {dest}", src.display()))?;
+        *files += 1;
+        *bytes += r.length;
+    } else {
+        tracing::warn!(path = %src.display(), "not a file, directory or symlink: skipped");
+    }
+    Ok(())
+}
+
+/// One file to copy off, with where it starts on tape.
+struct Wanted {
+    tape_path: String,
+    local: PathBuf,
+    info: EntryInfo,
+}
+
+fn collect(
+    vol: &Volume<Drive<BoxedTransport>>,
+    tape_path: &str,
+    local: PathBuf,
+    out: &mut Vec<Wanted>,
+    dirs: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let info = vol.stat(tape_path)?;
+    if info.kind == EntryKind::Directory {
+        dirs.push(local.clone());
+        for e in vol.list(tape_path)? {
+            collect(
+                vol,
+                &join(tape_path, &e.name),
+                local.join(&e.name),
+                out,
+                dirs,
+            )?;
+        }
+    } else {
+        out.push(Wanted {
+            tape_path: tape_path.to_string(),
+            local,
+            info,
+        });
+    }
+    Ok(())
+}
+
+fn get(
+    out: &Out,
+    vol: &mut Volume<Drive<BoxedTransport>>,
+    paths: &[String],
+    to: &Path,
+) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let mut wanted = Vec::new();
+    let mut dirs = Vec::new();
+    for p in paths {
+        let trimmed = p.trim_end_matches('/');
+        let name = trimmed
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(".");
+        let local = if name == "." {
+            to.to_path_buf()
+        } else {
+            to.join(name)
+        };
+        collect(
+            vol,
+            if trimmed.is_empty() { "/" } else { trimmed },
+            local,
+            &mut wanted,
+            &mut dirs,
+        )?;
+    }
+    // Tape order: the drive then only reads forward.
+    wanted.sort_by_key(|w| {
+        w.info
+            .extents
+            .first()
+            .map_or((' ', 0), |x| (x.partition, x.start_block))
+    });
+    for d in &dirs {
+        safe_dir(to, d)?;
+    }
+    let mut bytes = 0;
+    for w in &wanted {
+        let parent = w.local.parent().unwrap_or(to);
+        safe_dir(to, parent)?;
+        if let EntryKind::Symlink(target) = &w.info.kind {
+            std::os::unix::fs::symlink(target, &w.local)
+                .with_context(|| format!("cannot create symlink {}", w.local.display()))?;
+            continue;
+        }
+        // create_new: never overwrite, and never follow a symlink planted at the name.
+        let mut f = fs::File::options()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&w.local)
+            .with_context(|| format!("cannot create {} (it exists?)", w.local.display()))?;
+        bytes += vol
+            .read_file(&w.tape_path, &mut f)
+            .with_context(|| format!("reading {}", w.tape_path))?;
+        let mt: std::time::SystemTime = w.info.times.modify.into();
+        f.set_modified(mt).ok();
+    }
+    out.value(
+        &serde_json::json!({ "files": wanted.len(), "bytes": bytes }),
+        &format!(
+            "copied {} files, {bytes} bytes to {}",
+            wanted.len(),
+            to.display()
+        ),
+    )
+}
+
+/// Creates `dir` (inside `root`) refusing any existing component that is not a real directory, so a
+/// symlink in the target tree can never lead a restore outside it.
+fn safe_dir(root: &Path, dir: &Path) -> Result<()> {
+    let rel = dir
+        .strip_prefix(root)
+        .with_context(|| format!("{} is outside {}", dir.display(), root.display()))?;
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        let Component::Normal(name) = c else {
+            bail!("{}: unexpected path component", dir.display())
+        };
+        cur.push(name);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!(
+                "{} exists and is not a directory; refusing to write through it",
+                cur.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&cur).with_context(|| format!("cannot create {}", cur.display()))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", cur.display())),
+        }
+    }
+    Ok(())
+}
