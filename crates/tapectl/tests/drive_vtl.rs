@@ -7,27 +7,13 @@ use std::time::Duration;
 
 use ltfs::mam::{Attribute, AttributeFormat};
 use ltfs::{DeviceError, Position, ReadOutcome, TapeDevice, WriteOutcome};
-use scsi::{DataDir, SenseKey, Transport};
 use tapectl::drive::{Drive, StreamEnd};
 use vtl::{Fault, Library, LibrarySpec, ReadOrWrite};
 
-const BARCODE: &str = "RV0001L6";
+mod common;
+use common::move_medium;
 
-fn move_medium(changer: &mut impl Transport, from: u16, to: u16) {
-    let mut cdb = [0u8; 12];
-    cdb[0] = 0xa5;
-    cdb[2..4].copy_from_slice(&vtl::TRANSPORT_ADDRESS.to_be_bytes());
-    cdb[4..6].copy_from_slice(&from.to_be_bytes());
-    cdb[6..8].copy_from_slice(&to.to_be_bytes());
-    for _ in 0..3 {
-        match scsi::execute(changer, &cdb, DataDir::None, Duration::from_secs(60)) {
-            Ok(_) => return,
-            Err(e) if e.sense().is_some_and(|s| s.key == SenseKey::UnitAttention) => continue,
-            Err(e) => panic!("MOVE MEDIUM {from:#x} -> {to:#x}: {e}"),
-        }
-    }
-    panic!("MOVE MEDIUM keeps failing with UNIT ATTENTION");
-}
+const BARCODE: &str = "RV0001L6";
 
 struct Setup {
     _tmp: tempfile::TempDir,

@@ -14,29 +14,15 @@ use ltfs::construct::{
 use ltfs::label::{self, Label, LtfsTime, WRITE_VERSION};
 use ltfs::scan::{PartitionScan, find_last_index};
 use ltfs::{Position, TapeDevice};
-use scsi::{DataDir, SenseKey, Transport};
 use tapectl::drive::Drive;
 use vtl::{Library, LibrarySpec};
+
+mod common;
+use common::move_medium;
 
 const BARCODE: &str = "RV0001L6";
 const UUID: &str = "0b3c8a54-5c1e-4f7e-9d7e-2f4b1a6c9e10";
 const BS: usize = 4096;
-
-fn move_medium(changer: &mut impl Transport, from: u16, to: u16) {
-    let mut cdb = [0u8; 12];
-    cdb[0] = 0xa5;
-    cdb[2..4].copy_from_slice(&vtl::TRANSPORT_ADDRESS.to_be_bytes());
-    cdb[4..6].copy_from_slice(&from.to_be_bytes());
-    cdb[6..8].copy_from_slice(&to.to_be_bytes());
-    for _ in 0..3 {
-        match scsi::execute(changer, &cdb, DataDir::None, Duration::from_secs(60)) {
-            Ok(_) => return,
-            Err(e) if e.sense().is_some_and(|s| s.key == SenseKey::UnitAttention) => continue,
-            Err(e) => panic!("MOVE MEDIUM {from:#x} -> {to:#x}: {e}"),
-        }
-    }
-    panic!("MOVE MEDIUM keeps failing with UNIT ATTENTION");
-}
 
 struct Setup {
     _tmp: tempfile::TempDir,

@@ -6,6 +6,9 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use scsi::{DataDir, SenseKey, Transport};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -120,4 +123,21 @@ pub fn json(config: &Path, args: &[&str]) -> serde_json::Value {
     a.extend_from_slice(args);
     let out = ok(config, &a);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("tapectl {args:?}: bad JSON ({e}): {out}"))
+}
+
+/// MOVE MEDIUM on a changer transport (the virtual library), retrying past unit attentions.
+pub fn move_medium(changer: &mut impl Transport, from: u16, to: u16) {
+    let mut cdb = [0u8; 12];
+    cdb[0] = 0xa5;
+    cdb[2..4].copy_from_slice(&vtl::TRANSPORT_ADDRESS.to_be_bytes());
+    cdb[4..6].copy_from_slice(&from.to_be_bytes());
+    cdb[6..8].copy_from_slice(&to.to_be_bytes());
+    for _ in 0..3 {
+        match scsi::execute(changer, &cdb, DataDir::None, Duration::from_secs(60)) {
+            Ok(_) => return,
+            Err(e) if e.sense().is_some_and(|s| s.key == SenseKey::UnitAttention) => continue,
+            Err(e) => panic!("MOVE MEDIUM {from:#x} -> {to:#x}: {e}"),
+        }
+    }
+    panic!("MOVE MEDIUM keeps failing with UNIT ATTENTION");
 }
