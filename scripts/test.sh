@@ -37,7 +37,8 @@ fi
 work=$(mktemp -d /tmp/rackvault-test.XXXXXX)
 cleanup() { scripts/zfs-test-pool.sh stop "$work" || true; rm -rf "$work"; }
 trap cleanup EXIT
-eval "$(scripts/zfs-test-pool.sh start "$work")"
+pool_env=$(scripts/zfs-test-pool.sh start "$work") || { echo "test.sh: could not start the ZFS test pool" >&2; exit 1; }
+eval "$pool_env"
 export RACKVAULT_TEST_ZPOOL
 echo "test.sh: ZFS pool $RACKVAULT_TEST_ZPOOL ready" >&2
 

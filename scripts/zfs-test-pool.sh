@@ -19,7 +19,8 @@ start)
     fi
     pool="rvtest$$"
     truncate -s 2G "$work/disk0.img"
-    zpool create -f -m "$work/mnt" "$pool" "$work/disk0.img"
+    zpool create -f -m "$work/mnt" "$pool" "$work/disk0.img" ||
+        { echo "zfs-test-pool: zpool create $pool failed (is a zfs-fuse daemon shutting down? zpool list: $(zpool list -H 2>&1 | head -1))" >&2; exit 1; }
     zfs set atime=off "$pool"
     echo "$pool" >"$pool_file"
     echo "export RACKVAULT_TEST_ZPOOL=$pool"
@@ -32,7 +33,10 @@ stop)
         rm -f "$pool_file"
     fi
     if [ -f "$work/we-started-zfs-fuse" ] && [ -f "$work/zfs-fuse.pid" ]; then
-        kill "$(cat "$work/zfs-fuse.pid")" 2>/dev/null || true
+        pid=$(cat "$work/zfs-fuse.pid")
+        kill "$pid" 2>/dev/null || true
+        # Wait for it to go: a following start would otherwise talk to a daemon that is exiting.
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
         rm -f "$work/zfs-fuse.pid" "$work/we-started-zfs-fuse"
     fi
     rm -f "$work/disk0.img"
