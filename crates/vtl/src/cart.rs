@@ -92,6 +92,11 @@ pub(crate) fn meta_path(dir: &Path) -> PathBuf {
 
 pub(crate) fn load_meta(dir: &Path) -> Result<CartMeta, VtlError> {
     let p = meta_path(dir);
+    if !p.exists()
+        && let Some(m) = import_foreign(dir)?
+    {
+        return Ok(m);
+    }
     let b = fs::read(&p).map_err(|e| VtlError::io(&p, e))?;
     let mut m: CartMeta = serde_json::from_slice(&b).map_err(|e| VtlError::Corrupt {
         path: p.clone(),
@@ -105,6 +110,112 @@ pub(crate) fn load_meta(dir: &Path) -> Result<CartMeta, VtlError> {
     }
     m.capacity_mb = m.capacity_mb.max(1);
     Ok(m)
+}
+
+/// Import of a foreign cartridge: a directory in the file-backend layout without
+/// `rackvault-cartridge.json` (made by `mkltfs -e file`, by another LTFS implementation, or by hand as
+/// ltfs-format.md §7 describes). The meta is derived the way the reference backend sees such a
+/// directory and saved, so this happens once; the records, filemarks and attributes are not touched.
+///
+/// * partitions: 1 + the highest physical partition holding a record or filemark (`<p>_<blk>_R|F`),
+///   at most 4; like the reference, a partition 1 without objects means a one-partition tape;
+/// * from `filedebug_tc_conf.xml` when present: `capacity_mb` (else the reference default 3072),
+///   `cart_type` `L5`..`L9` (else the barcode's `Ln` suffix, else `L5`, the type the reference's
+///   directory mode emulates), `emulate_readonly` = write protected; a missing conf is written;
+/// * partition sizes: 5 % of the capacity for each partition but the last, the rest last (the
+///   reference's split), each at least what its records already hold;
+/// * the barcode is the directory's name.
+///
+/// Returns `None` when `dir` holds nothing of the layout (no records, filemarks, EOD or conf).
+pub(crate) fn import_foreign(dir: &Path) -> Result<Option<CartMeta>, VtlError> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut seen = false;
+    let mut top: Option<usize> = None;
+    for e in rd {
+        let e = e.map_err(|err| VtlError::io(dir, err))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == CONF_FILE {
+            seen = true;
+        }
+        if let Some((p, _, kind)) = parse_rec_name(name) {
+            seen = true;
+            if kind != 'E' {
+                top = top.max(Some(p));
+            }
+        }
+    }
+    if !seen {
+        return Ok(None);
+    }
+    let partitions = top.map_or(1, |p| p + 1);
+    if partitions > 4 {
+        return Err(VtlError::Corrupt {
+            path: dir.to_path_buf(),
+            message: format!(
+                "records on physical partition {}: LTO has at most 4",
+                partitions - 1
+            ),
+        });
+    }
+    let barcode = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let conf = fs::read_to_string(dir.join(CONF_FILE)).ok();
+    let tag = |t: &str| -> Option<String> {
+        let c = conf.as_deref()?;
+        let from = c.find(&format!("<{t}>"))? + t.len() + 2;
+        let to = from + c[from..].find(&format!("</{t}>"))?;
+        Some(c[from..to].trim().to_string())
+    };
+    let capacity_mb = tag("capacity_mb")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(3072);
+    let cart_type = tag("cart_type");
+    let generation = cart_type
+        .as_deref()
+        .and_then(|t| t.strip_prefix('L'))
+        .and_then(|g| g.parse::<u8>().ok())
+        .and_then(DriveModel::from_generation)
+        .or_else(|| crate::generation_from_barcode(&barcode))
+        .unwrap_or(DriveModel::Lto5);
+    let write_protected = tag("emulate_readonly").is_some_and(|v| v == "true" || v == "1");
+    let mut m = CartMeta::new(&barcode, generation, capacity_mb, write_protected);
+    if cart_type.as_deref() == Some("CLN") && !m.cleaning {
+        m.cleaning = true;
+        m.cleaning_uses_left = CLEANING_USES;
+    }
+    let scans = scan(dir, partitions)?;
+    let small = (capacity_mb * 5 / 100).max(1);
+    let mut sizes: Vec<u64> = (0..partitions)
+        .map(|p| {
+            let want = if p + 1 < partitions {
+                small
+            } else {
+                capacity_mb
+                    .saturating_sub(small * (partitions as u64 - 1))
+                    .max(1)
+            };
+            want.max(scans[p].bytes.div_ceil(MIB) + 1)
+        })
+        .collect();
+    if partitions == 1 {
+        sizes = vec![capacity_mb.max(scans[0].bytes.div_ceil(MIB) + 1)];
+    }
+    m.capacity_mb = m.capacity_mb.max(sizes.iter().sum());
+    m.partitions = partitions as u8;
+    m.partition_mb = sizes;
+    tracing::info!(cartridge = %dir.display(), partitions, capacity_mb = m.capacity_mb, generation = ?m.generation, "imported a foreign cartridge directory (no {META_FILE})");
+    if conf.is_none() {
+        write_conf(dir, &m)?;
+    }
+    save_meta(dir, &m)?;
+    Ok(Some(m))
 }
 
 pub(crate) fn save_meta(dir: &Path, m: &CartMeta) -> Result<(), VtlError> {

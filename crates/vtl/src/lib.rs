@@ -699,6 +699,10 @@ impl Library {
             }
             return Ok(());
         }
+        // A foreign cartridge directory put there by the operator: take it as it is.
+        if cart::import_foreign(&dir)?.is_some() {
+            return Ok(());
+        }
         let generation = opts
             .generation
             .or_else(|| generation_from_barcode(barcode))
@@ -725,7 +729,7 @@ pub fn drive_serial(library_serial: &str, index: usize) -> String {
 }
 
 /// LTO barcodes end in the media type: "ABC123L6" is an LTO-6 cartridge.
-fn generation_from_barcode(barcode: &str) -> Option<DriveModel> {
+pub(crate) fn generation_from_barcode(barcode: &str) -> Option<DriveModel> {
     let b = barcode.as_bytes();
     if b.len() == 8 && (b[6] == b'L' || b[6] == b'l') {
         return DriveModel::from_generation(b[7].wrapping_sub(b'0'));
