@@ -32,7 +32,7 @@ use crate::scan::{CurrentIndex, PointerError, Rejected};
 use crate::time::LtfsTime;
 
 pub use format::FormatOptions;
-pub use read::{EntryInfo, EntryKind};
+pub use read::{EntryInfo, EntryKind, RecordCache};
 pub use write::{FileMeta, Generation, PutReport, SyncPolicy};
 
 /// Bound on the bytes of one index read from tape (a million-file index is a few hundred MB).
