@@ -61,6 +61,15 @@ pub enum LtfsCmd {
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
     },
+    /// Mount the volume read-only (FUSE) at MOUNTPOINT until it is unmounted (umount, or Ctrl-C).
+    Mount {
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+        mountpoint: PathBuf,
+        /// Stay in the foreground (always so: run it in the background or from a systemd unit).
+        #[arg(long)]
+        foreground: bool,
+    },
 }
 
 impl LtfsCmd {
@@ -70,7 +79,8 @@ impl LtfsCmd {
             | LtfsCmd::Ls { drive, .. }
             | LtfsCmd::Put { drive, .. }
             | LtfsCmd::Get { drive, .. }
-            | LtfsCmd::Generations { drive } => *drive,
+            | LtfsCmd::Generations { drive }
+            | LtfsCmd::Mount { drive, .. } => *drive,
         }
     }
 }
@@ -123,6 +133,12 @@ pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
             report.extra_blocks, report.missing_trailing_fm
         );
     }
+    if let LtfsCmd::Mount { mountpoint, .. } = cmd {
+        let name = barcode.as_deref().unwrap_or("ltfs");
+        // The drive lock is held until the file system is unmounted; nothing is written.
+        crate::fuse_mount::serve(vol, mountpoint, name)?.into_device();
+        return Ok(());
+    }
     let result = match cmd {
         LtfsCmd::Format { .. } => unreachable!("handled above"),
         LtfsCmd::Ls { path, long, .. } => ls(out, &vol, path, *long),
@@ -146,6 +162,7 @@ pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
                 .join("\n");
             out.value(&rows, &format!("generation  location   time\n{human}"))
         }
+        LtfsCmd::Mount { .. } => unreachable!("handled above"),
     };
     // Unmount even after a failed command: what was written gets its index.
     let unmounted = vol

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cli_ltfs;
+mod fuse_mount;
 mod output;
 
 use std::process::ExitCode;
