@@ -8,7 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use ltfs::index::{Extent, Times};
 use ltfs::time::LtfsTime;
-use ltfs::volume::{EntryInfo, EntryKind, FileMeta, FormatOptions, Volume};
+use ltfs::volume::{
+    CheckReport, EntryInfo, EntryKind, FileMeta, FormatOptions, IndexSummary, Problem, Volume,
+};
 use serde::Serialize;
 
 use tapectl::backend::BoxedTransport;
@@ -70,6 +72,21 @@ pub enum LtfsCmd {
         #[arg(long)]
         foreground: bool,
     },
+    /// Check the volume's consistency like ltfsck (never writes); --repair recovers to the last
+    /// consistent index, or with --generation to an older one. Exit 0: consistent (after the
+    /// repair); 1: problems found, or not repaired.
+    Check {
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+        /// Recover: append missing filemarks, write a new index after extra blocks, rewrite the
+        /// index partition and MAM coherency. Nothing the recovered index describes is touched.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: roll back to this generation (see `ltfs generations`); it is written as a
+        /// new, higher generation.
+        #[arg(long, requires = "repair")]
+        generation: Option<u64>,
+    },
 }
 
 impl LtfsCmd {
@@ -80,7 +97,8 @@ impl LtfsCmd {
             | LtfsCmd::Put { drive, .. }
             | LtfsCmd::Get { drive, .. }
             | LtfsCmd::Generations { drive }
-            | LtfsCmd::Mount { drive, .. } => *drive,
+            | LtfsCmd::Mount { drive, .. }
+            | LtfsCmd::Check { drive, .. } => *drive,
         }
     }
 }
@@ -124,6 +142,12 @@ pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
             ),
         );
     }
+    if let LtfsCmd::Check {
+        repair, generation, ..
+    } = cmd
+    {
+        return check(out, drive, *repair, *generation, n);
+    }
     let mut vol =
         Volume::mount(drive).with_context(|| format!("mounting the LTFS volume in drive {n}"))?;
     let report = vol.mount_report().clone();
@@ -140,7 +164,7 @@ pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
         return Ok(());
     }
     let result = match cmd {
-        LtfsCmd::Format { .. } => unreachable!("handled above"),
+        LtfsCmd::Format { .. } | LtfsCmd::Check { .. } => unreachable!("handled above"),
         LtfsCmd::Ls { path, long, .. } => ls(out, &vol, path, *long),
         LtfsCmd::Put { paths, .. } => put(out, &mut vol, paths),
         LtfsCmd::Get { paths, to, .. } => get(out, &mut vol, paths, to),
@@ -169,6 +193,142 @@ pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
         .unmount()
         .context("unmounting (writing the final indexes)");
     result.and(unmounted.map(|_| ()))
+}
+
+fn problem_json(p: &Problem) -> serde_json::Value {
+    serde_json::json!({
+        "kind": p.kind.as_str(),
+        "partition": p.partition,
+        "block": p.block,
+        "message": p.message,
+    })
+}
+
+fn summary_json(g: &IndexSummary) -> serde_json::Value {
+    serde_json::json!({
+        "generation": g.generation,
+        "partition": g.location.partition.to_string(),
+        "block": g.location.start_block,
+        "previous": g.previous.map(|b| format!("{}/{}", b.partition, b.start_block)),
+        "time": g.update_time.to_string(),
+    })
+}
+
+fn report_json(r: &CheckReport) -> serde_json::Value {
+    serde_json::json!({
+        "consistent": r.consistent,
+        "problems": r.problems.iter().map(problem_json).collect::<Vec<_>>(),
+        "notes": r.notes.iter().map(problem_json).collect::<Vec<_>>(),
+        "current": r.current.as_ref().map(summary_json),
+        "partitions": r.partitions.iter().map(|p| serde_json::json!({
+            "partition": p.partition,
+            "id": p.id.to_string(),
+            "eod": p.eod,
+            "last_index": p.last_index.as_ref().map(summary_json),
+            "trailing_filemark": p.trailing_filemark,
+            "extra_blocks": p.extra_blocks,
+        })).collect::<Vec<_>>(),
+        "generations": r.generations.iter().map(summary_json).collect::<Vec<_>>(),
+    })
+}
+
+fn report_human(r: &CheckReport) -> String {
+    let mut s = String::new();
+    match &r.current {
+        Some(c) => s.push_str(&format!(
+            "current index: generation {} at {}/{}\n",
+            c.generation, c.location.partition, c.location.start_block
+        )),
+        None => s.push_str("current index: none\n"),
+    }
+    for p in &r.partitions {
+        s.push_str(&format!(
+            "partition {} ({}): end of data {}, last index {}, {} extra block(s)\n",
+            p.partition,
+            p.id,
+            p.eod,
+            p.last_index.as_ref().map_or("none".into(), |i| format!(
+                "generation {} at block {}{}",
+                i.generation,
+                i.location.start_block,
+                if p.trailing_filemark {
+                    ""
+                } else {
+                    " (no trailing filemark)"
+                }
+            )),
+            p.extra_blocks
+        ));
+    }
+    for p in &r.problems {
+        s.push_str(&format!("problem: {p}\n"));
+    }
+    for p in &r.notes {
+        s.push_str(&format!("note: {p}\n"));
+    }
+    s.push_str(if r.consistent {
+        "the volume is consistent"
+    } else {
+        "the volume is NOT consistent"
+    });
+    s
+}
+
+fn check(
+    out: &Out,
+    mut drive: Drive<BoxedTransport>,
+    repair: bool,
+    generation: Option<u64>,
+    n: u16,
+) -> Result<()> {
+    if !repair {
+        let r = Volume::check(&mut drive)
+            .with_context(|| format!("checking the LTFS volume in drive {n}"))?;
+        out.value(&report_json(&r), &report_human(&r))?;
+        if !r.consistent {
+            bail!(
+                "the volume is not consistent ({} problem(s)); `tapectl ltfs check --repair` recovers it",
+                r.problems.len()
+            );
+        }
+        return Ok(());
+    }
+    let r = Volume::repair(&mut drive, generation)
+        .with_context(|| format!("repairing the LTFS volume in drive {n}"))?;
+    let mut human = String::from("before:\n");
+    human.push_str(&report_human(&r.before));
+    human.push_str("\n\nrepair:\n");
+    if r.actions.is_empty() {
+        human.push_str("  nothing to do\n");
+    }
+    for a in &r.actions {
+        human.push_str(&format!("  {a}\n"));
+    }
+    human.push_str(&format!(
+        "  recovered generation {}{}; current index: generation {} at {}/{}\n\nafter:\n",
+        r.recovered.generation,
+        if r.rolled_back { " (rollback)" } else { "" },
+        r.current.generation,
+        r.current.location.partition,
+        r.current.location.start_block
+    ));
+    human.push_str(&report_human(&r.after));
+    out.value(
+        &serde_json::json!({
+            "before": report_json(&r.before),
+            "actions": r.actions,
+            "recovered": summary_json(&r.recovered),
+            "rolled_back": r.rolled_back,
+            "current": summary_json(&r.current),
+            "after": report_json(&r.after),
+            "consistent": r.after.consistent,
+        }),
+        &human,
+    )?;
+    if !r.after.consistent {
+        bail!("the volume is still not consistent after the repair");
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]

@@ -15,6 +15,7 @@
 //! * after [`Volume::unmount`] both partitions end in an index, IP gen ≥ DP gen, IP back pointer = the
 //!   last DP index.
 
+mod check;
 mod format;
 mod mount;
 mod read;
@@ -31,6 +32,7 @@ use crate::index::{Index, IndexError, IndexLocation, NameError};
 use crate::scan::{CurrentIndex, PointerError, Rejected};
 use crate::time::LtfsTime;
 
+pub use check::{CheckReport, IndexSummary, PartitionCheck, Problem, ProblemKind, RepairReport};
 pub use format::FormatOptions;
 pub use read::{EntryInfo, EntryKind, RecordCache};
 pub use write::{FileMeta, Generation, PutReport, SyncPolicy};
@@ -81,6 +83,13 @@ pub enum VolumeError {
     Index(#[from] IndexError),
     #[error("no consistent index on the volume: {0}; run `tapectl ltfs check` to inspect it")]
     Pointers(#[from] PointerError),
+    #[error("cannot repair the volume: {0}")]
+    Unrepairable(String),
+    #[error("generation {generation} is not on the volume (generations found: {available:?})")]
+    NoSuchGeneration {
+        generation: u64,
+        available: Vec<u64>,
+    },
     #[error("{path}: no such file or directory on the volume")]
     NotFound { path: String },
     #[error("{path}: not a directory")]
