@@ -300,6 +300,8 @@ impl<D: TapeDevice + Send + 'static> Filesystem for Shared<D> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        // Offsets: 1 after ".", 2 after "..", 2 + k after the k-th child; a large directory is read in
+        // many calls, each starting at its offset (no listing built per call).
         let r = self.with(|fs| {
             let Some(n) = fs.tree.node(ino.0) else {
                 return Err(Errno::ENOENT);
@@ -307,30 +309,28 @@ impl<D: TapeDevice + Send + 'static> Filesystem for Shared<D> {
             let Kind::Directory { children } = &n.kind else {
                 return Err(Errno::ENOTDIR);
             };
-            let mut all = vec![
-                (ino.0, FileType::Directory, ".".to_string()),
-                (n.parent, FileType::Directory, "..".to_string()),
-            ];
-            for c in children {
+            let dots = [(ino.0, "."), (n.parent, "..")];
+            for (i, (dino, name)) in dots.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(*dino), i as u64 + 1, FileType::Directory, name) {
+                    return Ok(());
+                }
+            }
+            let skip = (offset as usize).saturating_sub(2);
+            for (k, c) in children.iter().enumerate().skip(skip) {
                 let Some(cn) = fs.tree.node(*c) else { continue };
                 let kind = match cn.kind {
                     Kind::Directory { .. } => FileType::Directory,
                     Kind::File { .. } => FileType::RegularFile,
                     Kind::Symlink(_) => FileType::Symlink,
                 };
-                all.push((*c, kind, cn.name.clone()));
+                if reply.add(INodeNo(*c), k as u64 + 3, kind, &cn.name) {
+                    break;
+                }
             }
-            Ok(all)
+            Ok(())
         });
         match r.unwrap_or(Err(Errno::EIO)) {
-            Ok(all) => {
-                for (i, (ino, kind, name)) in all.into_iter().enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }

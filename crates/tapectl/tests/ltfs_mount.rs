@@ -221,6 +221,15 @@ fn mount_browse_read_and_unmount() {
             .unwrap();
         vol.symlink("/dir/link", "big.bin", &meta(false, Vec::new()))
             .unwrap();
+        // A directory too large for one readdir reply.
+        for i in 0..500 {
+            vol.put_file(
+                &format!("/many/a-rather-long-file-name-{i:04}"),
+                &b""[..],
+                &meta(false, Vec::new()),
+            )
+            .unwrap();
+        }
         vol.unmount().unwrap();
     }
     let gens_before = v.ok(&["--json", "ltfs", "generations"]);
@@ -232,7 +241,15 @@ fn mount_browse_read_and_unmount() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["café.txt", "dir"]);
+    assert_eq!(names, ["café.txt", "dir", "many"]);
+    let many: Vec<String> = std::fs::read_dir(mnt.join("many"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let want: Vec<String> = (0..500)
+        .map(|i| format!("a-rather-long-file-name-{i:04}"))
+        .collect();
+    assert_eq!(many, want, "readdir in index order, every entry once");
     let mut names: Vec<String> = std::fs::read_dir(mnt.join("dir"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
