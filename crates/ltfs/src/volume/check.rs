@@ -1041,3 +1041,157 @@ impl<D: TapeDevice> Volume<D> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! On the in-memory tape (no MAM, so every report carries a coherency note): damage that the
+    //! virtual-library tests in `crates/tapectl/tests/ltfs_check.rs` cannot make through a drive.
+
+    use super::*;
+    use crate::construct::tests::MemTape;
+    use crate::index::{Extent, FileContent};
+    use crate::volume::{FileMeta, FormatOptions};
+
+    const BS: usize = 4096;
+
+    fn opts() -> FormatOptions {
+        FormatOptions {
+            block_size: BS,
+            ..FormatOptions::default()
+        }
+    }
+
+    fn kinds(r: &CheckReport) -> Vec<ProblemKind> {
+        let mut k: Vec<ProblemKind> = r.problems.iter().map(|p| p.kind).collect();
+        k.sort();
+        k.dedup();
+        k
+    }
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+            .collect()
+    }
+
+    fn read(t: &mut MemTape, path: &str) -> Vec<u8> {
+        let mut vol = Volume::mount(&mut *t).unwrap();
+        let mut out = Vec::new();
+        vol.read_file(path, &mut out).unwrap();
+        out
+    }
+
+    /// Format, `a` (3 records at 7), sync (generation 2), unmount.
+    fn volume(t: &mut MemTape) -> Vec<u8> {
+        let a = data(3 * BS - 1, 1);
+        let mut vol = Volume::format(&mut *t, &opts()).unwrap();
+        vol.put_file("a", &a[..], &FileMeta::default()).unwrap();
+        vol.unmount().unwrap();
+        a
+    }
+
+    #[test]
+    fn without_mam_a_clean_volume_is_consistent_with_a_note() {
+        let mut t = MemTape::default();
+        volume(&mut t);
+        let before = t.parts.clone();
+        let r = Volume::check(&mut t).unwrap();
+        assert!(r.consistent, "{:?}", r.problems);
+        assert_eq!(r.notes.len(), 1);
+        assert_eq!(r.notes[0].kind, ProblemKind::Coherency);
+        assert_eq!(t.parts, before);
+        // Repair has nothing to write (MAM is not there to update).
+        let rr = Volume::repair(&mut t, None).unwrap();
+        assert_eq!(t.parts, before);
+        assert!(rr.after.consistent);
+    }
+
+    #[test]
+    fn damaged_labels_and_no_index_cannot_be_repaired() {
+        let mut t = MemTape::default();
+        volume(&mut t);
+        let good = t.parts.clone();
+        t.parts[1][2] = Some(b"<ltfslabel>broken".to_vec());
+        let r = Volume::check(&mut t).unwrap();
+        assert_eq!(kinds(&r), [ProblemKind::Label]);
+        assert_eq!(r.problems[0].partition, Some(1));
+        assert!(r.current.is_none() && r.partitions.is_empty());
+        assert!(matches!(
+            Volume::repair(&mut t, None).err().unwrap(),
+            VolumeError::Unrepairable(_)
+        ));
+
+        t.parts = good;
+        for p in &mut t.parts {
+            p.truncate(4);
+        }
+        let r = Volume::check(&mut t).unwrap();
+        assert_eq!(kinds(&r), [ProblemKind::NoIndex]);
+        assert_eq!(r.problems.len(), 2);
+        assert!(matches!(
+            Volume::repair(&mut t, None).err().unwrap(),
+            VolumeError::Unrepairable(_)
+        ));
+    }
+
+    #[test]
+    fn a_bad_extent_rolls_back_to_the_last_consistent_index() {
+        let mut t = MemTape::default();
+        let a = volume(&mut t);
+        // Generation 3 says `a` starts at block 5: the format index construct of the DP.
+        {
+            let mut vol = Volume::mount(&mut t).unwrap();
+            let Some(Entry::File(f)) = vol.index.root.entries.first_mut() else {
+                panic!()
+            };
+            let FileContent::Extents(xs) = &mut f.content else {
+                panic!()
+            };
+            xs[0] = Extent {
+                start_block: 5,
+                ..xs[0]
+            };
+            vol.dirty = true;
+            vol.unmount().unwrap();
+        }
+        let r = Volume::check(&mut t).unwrap();
+        assert_eq!(kinds(&r), [ProblemKind::BadExtent], "{:?}", r.problems);
+        assert!(
+            r.problems[0].message.contains("index construct"),
+            "{:?}",
+            r.problems
+        );
+        assert_eq!(r.current.as_ref().unwrap().generation, 3);
+        let rr = Volume::repair(&mut t, None).unwrap();
+        assert!(rr.rolled_back);
+        assert_eq!(rr.recovered.generation, 2);
+        assert_eq!(rr.current.generation, 4);
+        assert!(rr.after.consistent, "{:?}", rr.after.problems);
+        assert_eq!(read(&mut t, "a"), a);
+        // Asking for the bad generation is refused.
+        let e = Volume::repair(&mut t, Some(3)).err().unwrap();
+        assert!(matches!(e, VolumeError::Unrepairable(_)), "{e}");
+    }
+
+    #[test]
+    fn a_back_pointer_into_data_is_reported() {
+        let mut t = MemTape::default();
+        volume(&mut t);
+        {
+            let mut vol = Volume::mount(&mut t).unwrap();
+            vol.mkdir_p("d").unwrap();
+            // The next DP index points back to a data record instead of the last DP index.
+            vol.index.location = IndexLocation {
+                partition: 'b',
+                start_block: 8,
+            };
+            vol.unmount().unwrap();
+        }
+        let r = Volume::check(&mut t).unwrap();
+        assert_eq!(kinds(&r), [ProblemKind::BackPointer], "{:?}", r.problems);
+        assert!(r.problems[0].message.contains("not a valid index"));
+        // The chain stops there.
+        let g: Vec<u64> = r.generations.iter().map(|g| g.generation).collect();
+        assert_eq!(g, [3, 3]);
+    }
+}
