@@ -401,6 +401,29 @@ fn block_stop_signals() -> libc::sigset_t {
     }
 }
 
+/// Unmounts `mp`: umount(2) as root, `fusermount3 -u` (or `fusermount -u`) otherwise. The session loop
+/// then sees the device go away and returns. A busy mount point stays mounted (and can be retried).
+fn unmount(mp: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(mp.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EPERM) {
+        return Err(e);
+    }
+    let mut last = e;
+    for bin in ["fusermount3", "fusermount"] {
+        match std::process::Command::new(bin).arg("-u").arg(mp).status() {
+            Ok(st) if st.success() => return Ok(()),
+            Ok(st) => last = std::io::Error::other(format!("{bin} -u: {st}")),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Mounts `vol` read-only at `mountpoint` and serves it until the file system is unmounted (by
 /// `umount`/`fusermount3 -u`, or SIGINT/SIGTERM to this process). Returns the volume, untouched: nothing
 /// is written to the tape.
@@ -434,9 +457,11 @@ pub fn serve<D: TapeDevice + Send + 'static>(
     ];
     config.n_threads = Some(1);
     let set = block_stop_signals();
-    let mut session = fuser::Session::new(Shared(shared.clone()), mountpoint, &config)
+    let session = fuser::Session::new(Shared(shared.clone()), mountpoint, &config)
         .with_context(|| format!("mounting on {}", mountpoint.display()))?;
-    let mut unmounter = session.unmount_callable();
+    let canonical = mountpoint
+        .canonicalize()
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
     let mp = mountpoint.display().to_string();
     std::thread::Builder::new()
         .name("signals".into())
@@ -448,7 +473,7 @@ pub fn serve<D: TapeDevice + Send + 'static>(
                     return;
                 }
                 eprintln!("tapectl: signal {sig}: unmounting {mp}");
-                match unmounter.unmount() {
+                match unmount(&canonical) {
                     Ok(()) => return,
                     Err(e) => eprintln!(
                         "tapectl: cannot unmount {mp}: {e} (in use? close what uses it and signal again, or `umount -l {mp}`)"

@@ -356,14 +356,25 @@ fn mount_browse_read_and_unmount() {
     let ls = v.ok(&["ltfs", "ls", "/dir"]);
     assert!(ls.contains("big.bin"), "{ls}");
 
-    // SIGTERM unmounts as well.
-    let m = Mounted::start(&v);
+    // SIGTERM unmounts as well; while a file is open it cannot, says so, and a later signal does.
+    let mut m = Mounted::start(&v);
     assert_eq!(std::fs::read(mnt.join("café.txt")).unwrap(), b"hello\n");
+    let open = std::fs::File::open(mnt.join("dir/big.bin")).unwrap();
+    // SAFETY: kill on the PID of our own child.
+    assert_eq!(unsafe { libc::kill(m.pid(), libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(is_mounted(mnt), "unmounted while a file was open");
+    assert!(
+        m.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "exited while still mounted"
+    );
+    drop(open);
     // SAFETY: kill on the PID of our own child.
     assert_eq!(unsafe { libc::kill(m.pid(), libc::SIGTERM) }, 0);
     let (status, stderr) = m.wait();
     assert!(status.success(), "tapectl ltfs mount: {status}: {stderr}");
     assert!(!is_mounted(mnt), "SIGTERM left {} mounted", mnt.display());
+    assert!(stderr.contains("cannot unmount"), "{stderr}");
 
     // Mounting wrote nothing: the same index generations.
     assert_eq!(v.ok(&["--json", "ltfs", "generations"]), gens_before);
