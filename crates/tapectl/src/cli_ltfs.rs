@@ -153,7 +153,7 @@ pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
     let report = vol.mount_report().clone();
     if !report.is_consistent() {
         eprintln!(
-            "tapectl: warning: the volume is not consistent (extra blocks after the last index {:?}, missing trailing filemark {:?}); using the last complete index",
+            "tapectl: warning: the volume is not consistent (extra blocks after the last index {:?}, missing trailing filemark {:?}); using the last complete index (`tapectl ltfs check --repair` makes it consistent)",
             report.extra_blocks, report.missing_trailing_fm
         );
     }

@@ -1194,4 +1194,22 @@ mod tests {
         let g: Vec<u64> = r.generations.iter().map(|g| g.generation).collect();
         assert_eq!(g, [3, 3]);
     }
+
+    #[test]
+    fn blocks_after_the_index_partitions_index_are_overwritten_by_its_rewrite() {
+        let mut t = MemTape::default();
+        let a = volume(&mut t);
+        let dp_before = t.parts[1].clone();
+        t.parts[0].push(Some(b"stray".to_vec()));
+        t.parts[0].push(None);
+        let r = Volume::check(&mut t).unwrap();
+        assert_eq!(kinds(&r), [ProblemKind::ExtraBlocks], "{:?}", r.problems);
+        assert_eq!(r.problems[0].partition, Some(0));
+        let rr = Volume::repair(&mut t, None).unwrap();
+        assert!(rr.after.consistent, "{:?}", rr.after.problems);
+        // A clean copy in place: same generation, the data partition untouched.
+        assert_eq!(rr.current.generation, 2);
+        assert_eq!(t.parts[1], dp_before);
+        assert_eq!(read(&mut t, "a"), a);
+    }
 }
