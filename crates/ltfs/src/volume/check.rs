@@ -633,10 +633,19 @@ fn examine<D: TapeDevice>(dev: &mut D) -> Result<Examined> {
                             idx.generation, loc.start_block
                         )));
                     }
+                    let end = loc.start_block + records + u64::from(trailing);
+                    if let Some((b, g)) =
+                        valid_index_between(dev, dp, end, bound, &labels, block_size)?
+                    {
+                        problems.push(bad(format!(
+                            "the index at block {bound} points back to block {}, skipping the valid index (generation {g}) at block {b}",
+                            loc.start_block
+                        )));
+                    }
                     spans.push(Span {
                         partition: dp,
                         first: loc.start_block - 1,
-                        end: loc.start_block + records + u64::from(trailing),
+                        end,
                     });
                     generations.push(IndexSummary::of(&idx));
                     next = idx.previous;
@@ -691,6 +700,41 @@ fn examine<D: TapeDevice>(dev: &mut D) -> Result<Examined> {
     ex.current_at = current_at;
     ex.spans = spans;
     Ok(ex)
+}
+
+/// A valid index between block `from` (just past an index construct) and the index starting at
+/// `to`: data extents hold no filemarks, so only a filemark in between can start one. Spaces over the
+/// filemarks there and tries what follows each. `None` when there is none (or the drive cannot say).
+fn valid_index_between<D: TapeDevice>(
+    dev: &mut D,
+    partition: u8,
+    from: u64,
+    to: u64,
+    labels: &VolumeLabels,
+    block_size: usize,
+) -> Result<Option<(u64, u64)>> {
+    let mut pos = from;
+    while pos + 1 < to {
+        let here = Position {
+            partition,
+            block: pos,
+        };
+        if dev.locate(here).is_err() || dev.space_filemarks(1).is_err() {
+            return Ok(None);
+        }
+        let Ok(after) = dev.position() else {
+            return Ok(None);
+        };
+        // `to - 1` is the leading FM of the index at `to`: nothing in between.
+        if after.partition != partition || after.block >= to || after.block <= pos {
+            return Ok(None);
+        }
+        if let Ok((idx, _, _)) = read_index_at(dev, after, labels, block_size)? {
+            return Ok(Some((after.block, idx.generation)));
+        }
+        pos = after.block;
+    }
+    Ok(None)
 }
 
 fn check_coherency<D: TapeDevice>(
@@ -1211,5 +1255,31 @@ mod tests {
         assert_eq!(rr.current.generation, 2);
         assert_eq!(t.parts[1], dp_before);
         assert_eq!(read(&mut t, "a"), a);
+    }
+
+    #[test]
+    fn a_back_pointer_skipping_an_index_is_reported() {
+        let mut t = MemTape::default();
+        volume(&mut t);
+        {
+            let mut vol = Volume::mount(&mut t).unwrap();
+            vol.put_file("b", &data(100, 2)[..], &FileMeta::default())
+                .unwrap();
+            // The next DP index points back to the format index, skipping generation 2.
+            vol.index.location = IndexLocation {
+                partition: 'b',
+                start_block: 5,
+            };
+            vol.unmount().unwrap();
+        }
+        let r = Volume::check(&mut t).unwrap();
+        assert_eq!(kinds(&r), [ProblemKind::BackPointer], "{:?}", r.problems);
+        assert!(
+            r.problems[0]
+                .message
+                .contains("skipping the valid index (generation 2)"),
+            "{:?}",
+            r.problems
+        );
     }
 }
