@@ -220,6 +220,7 @@ fn report_json(r: &CheckReport) -> serde_json::Value {
         "problems": r.problems.iter().map(problem_json).collect::<Vec<_>>(),
         "notes": r.notes.iter().map(problem_json).collect::<Vec<_>>(),
         "current": r.current.as_ref().map(summary_json),
+        "choice": r.choice.map(|c| format!("{c:?}")),
         "partitions": r.partitions.iter().map(|p| serde_json::json!({
             "partition": p.partition,
             "id": p.id.to_string(),

@@ -1282,4 +1282,34 @@ mod tests {
             r.problems
         );
     }
+
+    #[test]
+    fn a_crash_while_writing_a_sync_index_loses_nothing() {
+        let mut t = MemTape::default();
+        let a = volume(&mut t);
+        let b = data(5000, 3);
+        {
+            let mut vol = Volume::mount(&mut t).unwrap();
+            vol.put_file("b", &b[..], &FileMeta::default()).unwrap();
+            vol.sync().unwrap();
+            let _ = vol.into_device();
+        }
+        // The trailing FM of the sync index never made it.
+        assert!(t.parts[1].pop().unwrap().is_none());
+        let r = Volume::check(&mut t).unwrap();
+        assert_eq!(
+            kinds(&r),
+            [
+                ProblemKind::MissingTrailingFilemark,
+                ProblemKind::StaleIndexPartition
+            ],
+            "{:?}",
+            r.problems
+        );
+        let rr = Volume::repair(&mut t, None).unwrap();
+        assert!(rr.after.consistent, "{:?}", rr.after.problems);
+        assert_eq!(rr.current.generation, 3);
+        assert_eq!(read(&mut t, "a"), a);
+        assert_eq!(read(&mut t, "b"), b);
+    }
 }
