@@ -1772,6 +1772,14 @@ impl Transport for VirtualDrive {
         if cdb.len() < util::cdb_len(op) {
             return Ok(bad_cdb());
         }
+        // READ POSITION between streamed records (LTFS asks where each file starts) is answered from
+        // the in-memory model: it changes nothing, so neither the write run nor the fast path ends
+        // (ending the run per file, i.e. writing the EOD marker and dropping the pre-created record
+        // files, tripled the system time of an LTFS put of many small files).
+        if op == 0x34 && self.fast_ok() {
+            let m = self.media.as_ref().expect("fast_ok checked");
+            return Ok(m.read_position(cdb, data));
+        }
         if op != 0x08
             && let Some(m) = self.media.as_mut()
         {

@@ -64,6 +64,8 @@ fn write_read_filemarks_and_ili() {
     good(&wfm(&mut d, 1));
     good(&write(&mut d, &[3u8; 50]));
     assert_eq!(position(&mut d), (0, 4, 1));
+    // READ POSITION keeps a write run open; any other command (here TEST UNIT READY) ends it.
+    good(&run(&mut d, &[0; 6]));
     let dir = lib.cartridge_dir("AAA001L6");
     assert_eq!(
         tree(&dir)
@@ -560,6 +562,7 @@ fn early_warning_then_hard_end_of_medium() {
     assert!(s.eom);
     assert_eq!(c.transferred, 0);
     assert_eq!(position(&mut d).1, 16);
+    good(&run(&mut d, &[0; 6]));
     let t = tree(&lib.cartridge_dir("SMALL1L6"));
     assert!(t.contains("0_15_R") && !t.contains("0_16_R") && t.contains("0_16_E"));
     let s = expect(&wfm(&mut d, 1), SenseKey::VolumeOverflow, 0, 2);
@@ -1084,3 +1087,44 @@ fn short_record_after_a_stream_survives_the_filemark() {
 }
 
 fn d_transport_is_send<T: Transport + Send>() {}
+
+/// READ POSITION between streamed records (LTFS asks where each file starts) is answered from memory:
+/// correct position, `library.json` untouched, the write run stays open; the layout is exact at the end.
+#[test]
+fn read_position_between_streamed_records_keeps_the_stream() {
+    let (_d, lib) = library(&["STRM03L6"]);
+    let mut d = load(&lib, 1, 0);
+    let rec: Vec<u8> = (0..65536u32).map(|i| (i % 253) as u8).collect();
+    good(&write(&mut d, &rec));
+    good(&write(&mut d, &rec));
+    let state = lib.dir().join("library.json");
+    let before = std::fs::read(&state).unwrap();
+    let ino =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let ino_before = ino(&state);
+    for k in 0..3u64 {
+        assert_eq!(position(&mut d), (0, 2 + k, 0));
+        good(&write(&mut d, &rec[..1000 + k as usize]));
+    }
+    assert_eq!(position(&mut d), (0, 5, 0));
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+    assert_eq!(
+        ino(&state),
+        ino_before,
+        "no state transaction rewrote library.json"
+    );
+    good(&wfm(&mut d, 1));
+    assert_eq!(position(&mut d), (0, 6, 1));
+    let t = tree(&lib.cartridge_dir("STRM03L6"));
+    assert!(
+        t.contains("0_4_R") && t.contains("0_5_F") && t.contains("0_6_E"),
+        "{t:?}"
+    );
+    assert_eq!(t.iter().filter(|n| n.ends_with("_E")).count(), 1, "{t:?}");
+    good(&run(&mut d, &[0x01, 0, 0, 0, 0, 0]));
+    for k in 0..5usize {
+        let (c, b) = read(&mut d, 65536, true);
+        good(&c);
+        assert_eq!(b.len(), if k < 2 { 65536 } else { 1000 + k - 2 });
+    }
+}

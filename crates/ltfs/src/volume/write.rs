@@ -175,10 +175,14 @@ impl<D: TapeDevice> Volume<D> {
             partition: dp,
             block: self.eod[dp as usize],
         };
-        self.dev.locate(at).map_err(dev_err(format!(
-            "locating the data partition's end of data (block {})",
-            at.block
-        )))?;
+        // Already there (the previous file ended at EOD): no LOCATE, which would make a real drive stop
+        // streaming and flush its buffer between files.
+        if self.dev.position().ok() != Some(at) {
+            self.dev.locate(at).map_err(dev_err(format!(
+                "locating the data partition's end of data (block {})",
+                at.block
+            )))?;
+        }
         if self.dp_needs_fm {
             self.dev
                 .write_filemarks(1)
