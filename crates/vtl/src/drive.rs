@@ -413,14 +413,17 @@ impl Media {
         }
         self.bump_vcr();
         let path = self.rec(p, blk, 'R');
-        let pre = if len >= crate::writer::PRECREATE_MIN {
-            self.precreate.take(&self.dir, p, blk)
-        } else {
-            // A short record ends a stream: the files pre-created for this block and the next must go
-            // now, or ending the run later would delete this record's file.
-            self.precreate.cancel();
-            None
-        };
+        let pre =
+            if len >= crate::writer::PRECREATE_MIN || self.precreate.continues(&self.dir, p, blk) {
+                // A short record in a run takes its pre-created file like any other (so ending the run
+                // later cannot delete it), and the run goes on: LTFS streams files of all sizes.
+                self.precreate.take(&self.dir, p, blk)
+            } else {
+                // A short record outside a run: no run is started for it; files pre-created for other
+                // blocks must go now, or ending the run later would delete this record's file.
+                self.precreate.cancel();
+                None
+            };
         let written = match pre {
             Some(mut f) => f.write_all(buf),
             None => File::create(&path).and_then(|mut f| f.write_all(buf)),
@@ -1779,6 +1782,26 @@ impl Transport for VirtualDrive {
         if op == 0x34 && self.fast_ok() {
             let m = self.media.as_ref().expect("fast_ok checked");
             return Ok(m.read_position(cdb, data));
+        }
+        // LOCATE to where the tape already is (LTFS reading files in tape order seeks to each file's
+        // first record, which is usually the next one): nothing moves, so it is answered without a
+        // state transaction and the read-ahead stays. It ends a write run like any LOCATE.
+        if matches!(op, 0x2b | 0x92) && self.fast_ok() {
+            let m = self.media.as_mut().expect("fast_ok checked");
+            let (cp, part, dest, id) = if op == 0x92 {
+                (
+                    cdb[1] & 0x02 != 0,
+                    cdb[3],
+                    (cdb[1] >> 3) & 0x07,
+                    u64_at(cdb, 4),
+                )
+            } else {
+                (cdb[1] & 0x02 != 0, cdb[8], 0, u32_at(cdb, 3) as u64)
+            };
+            if dest == 0 && (!cp || part as usize == m.partition) && id == m.block {
+                m.finish_run_logged();
+                return Ok(Completion::good(0));
+            }
         }
         if op != 0x08
             && let Some(m) = self.media.as_mut()

@@ -1,7 +1,9 @@
 //! File pre-creation for streams of large records. Creating a file can cost more than writing 512 KiB
 //! into the page cache (ext4 inode allocation scans past recently deleted inodes), so while the caller
 //! writes record `n` straight from its buffer, a helper thread creates the (empty) files for the next few
-//! blocks. Every command other than WRITE(6) ends the run: unused pre-created files are deleted before
+//! blocks. A run starts at a large record and carries on through short ones (LTFS writes each file's
+//! last record short, and many files are small). Every command other than WRITE(6) and READ POSITION
+//! ends the run: unused pre-created files are deleted before
 //! the EOD marker is written, so the layout is exact whenever the drive is idle. After a crash, empty
 //! `_R` files beyond the data are removed by the EOD recovery at the next load (a record is never empty).
 
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
-/// Records smaller than this are created synchronously.
+/// Records smaller than this are created synchronously unless a run of pre-created files is under way.
 pub(crate) const PRECREATE_MIN: usize = 64 * 1024;
 const MAX_DEPTH: u64 = 8;
 
@@ -79,6 +81,11 @@ impl Precreator {
             self.outstanding += 1;
             self.requested_to += 1;
         }
+    }
+
+    /// A run is in progress and `blk` of partition `p` is its next block.
+    pub fn continues(&self, dir: &Path, p: usize, blk: u64) -> bool {
+        matches!(&self.expected, Some((d, ep, eb)) if d == dir && *ep == p && *eb == blk)
     }
 
     /// The open, empty file for block `blk` of partition `p` if it was pre-created, else `None` (the

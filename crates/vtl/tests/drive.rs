@@ -1128,3 +1128,44 @@ fn read_position_between_streamed_records_keeps_the_stream() {
         assert_eq!(b.len(), if k < 2 { 65536 } else { 1000 + k - 2 });
     }
 }
+
+/// LOCATE to where the tape already is (LTFS reading files in tape order) is answered without a state
+/// transaction; it still ends a write run (EOD marker back). Any other LOCATE moves the tape as before.
+#[test]
+fn locate_to_the_current_block_is_cheap_and_ends_a_write_run() {
+    let (_d, lib) = library(&["STRM04L6"]);
+    let mut d = load(&lib, 1, 0);
+    let rec = |k: u8| vec![k; 1000 + k as usize];
+    for k in 0..4 {
+        good(&write(&mut d, &rec(k)));
+    }
+    good(&locate(&mut d, 0, 4));
+    let t = tree(&lib.cartridge_dir("STRM04L6"));
+    assert!(t.contains("0_4_E"), "the run ended: {t:?}");
+    good(&locate(&mut d, 0, 1));
+    let (c, b) = read(&mut d, 4096, true);
+    good(&c);
+    assert_eq!(b, rec(1));
+    let state = lib.dir().join("library.json");
+    let before = std::fs::read(&state).unwrap();
+    let ino =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let ino_before = ino(&state);
+    for k in 2..4u8 {
+        good(&locate(&mut d, 0, k as u64));
+        let (c, b) = read(&mut d, 4096, true);
+        good(&c);
+        assert_eq!(b, rec(k));
+    }
+    assert_eq!(
+        (std::fs::read(&state).unwrap(), ino(&state)),
+        (before, ino_before)
+    );
+    // LOCATE(10) to the current block too; then a real move backwards.
+    good(&run(&mut d, &[0x2b, 0, 0, 0, 0, 0, 4, 0, 0, 0]));
+    assert_eq!(position(&mut d), (0, 4, 0));
+    good(&locate(&mut d, 0, 0));
+    let (c, b) = read(&mut d, 4096, true);
+    good(&c);
+    assert_eq!(b, rec(0));
+}
