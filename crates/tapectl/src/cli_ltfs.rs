@@ -9,7 +9,8 @@ use clap::Subcommand;
 use ltfs::index::{Extent, Times};
 use ltfs::time::LtfsTime;
 use ltfs::volume::{
-    CheckReport, EntryInfo, EntryKind, FileMeta, FormatOptions, IndexSummary, Problem, Volume,
+    CheckReport, EntryInfo, EntryKind, FileMeta, FormatOptions, IndexSummary, Problem, SyncPolicy,
+    Volume,
 };
 use serde::Serialize;
 
@@ -48,6 +49,12 @@ pub enum LtfsCmd {
         drive: u16,
         #[arg(required = true, num_args = 2..)]
         paths: Vec<PathBuf>,
+        /// Write an index to the data partition after this many MiB of file data (rollback points).
+        #[arg(long)]
+        sync_every_mb: Option<u64>,
+        /// ... and after this many seconds (default 300, like the reference implementation; 0 = never).
+        #[arg(long, default_value_t = 300)]
+        sync_every_secs: u64,
     },
     /// Copy files or directories off the volume into --to, reading in tape order; never overwrites.
     Get {
@@ -166,7 +173,19 @@ pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
     let result = match cmd {
         LtfsCmd::Format { .. } | LtfsCmd::Check { .. } => unreachable!("handled above"),
         LtfsCmd::Ls { path, long, .. } => ls(out, &vol, path, *long),
-        LtfsCmd::Put { paths, .. } => put(out, &mut vol, paths),
+        LtfsCmd::Put {
+            paths,
+            sync_every_mb,
+            sync_every_secs,
+            ..
+        } => {
+            vol.set_sync_policy(SyncPolicy {
+                every_bytes: sync_every_mb.map(|m| m.saturating_mul(1 << 20)),
+                every: (*sync_every_secs > 0)
+                    .then(|| std::time::Duration::from_secs(*sync_every_secs)),
+            });
+            put(out, &mut vol, paths)
+        }
         LtfsCmd::Get { paths, to, .. } => get(out, &mut vol, paths, to),
         LtfsCmd::Generations { .. } => {
             let gens = vol.generations()?;

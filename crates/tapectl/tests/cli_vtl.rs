@@ -384,7 +384,14 @@ fn ltfs_format_put_get_round_trip_in_tape_order() {
     .unwrap();
     std::fs::write(src.join("empty"), b"").unwrap();
     std::os::unix::fs::symlink("sub/big.bin", src.join("link")).unwrap();
-    let put = v.json(&["ltfs", "put", src.to_str().unwrap(), "/backup"]);
+    let put = v.json(&[
+        "ltfs",
+        "put",
+        "--sync-every-mb",
+        "0",
+        src.to_str().unwrap(),
+        "/backup",
+    ]);
     assert_eq!(put["files"], 4, "{put}");
     let ls = v.json(&["ltfs", "ls", "/backup/src", "--long"]);
     let names: Vec<&str> = ls
@@ -433,9 +440,11 @@ fn ltfs_format_put_get_round_trip_in_tape_order() {
         0,
         "nothing written outside --to"
     );
-    // Format and put wrote indexes (reads write none): generations go back to the format.
+    // Format and put wrote indexes (reads write none): generations go back to the format, and
+    // --sync-every-mb 0 put a data-partition index after each file with data, before unmount's.
     let gens = v.json(&["ltfs", "generations"]);
     let gens = gens.as_array().unwrap();
     assert_eq!(gens.last().unwrap()["generation"], 1);
-    assert!(gens[0]["generation"].as_u64().unwrap() >= 2, "{gens:?}");
+    let on_dp = gens.iter().filter(|g| g["partition"] == "b").count();
+    assert!(on_dp >= 4, "format, a sync per file with data, unmount: {gens:?}");
 }
