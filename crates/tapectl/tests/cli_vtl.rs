@@ -446,5 +446,8 @@ fn ltfs_format_put_get_round_trip_in_tape_order() {
     let gens = gens.as_array().unwrap();
     assert_eq!(gens.last().unwrap()["generation"], 1);
     let on_dp = gens.iter().filter(|g| g["partition"] == "b").count();
-    assert!(on_dp >= 4, "format, a sync per file with data, unmount: {gens:?}");
+    assert!(
+        on_dp >= 4,
+        "format, a sync per file with data, unmount: {gens:?}"
+    );
 }
