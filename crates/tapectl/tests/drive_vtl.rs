@@ -8,10 +8,10 @@ use std::time::Duration;
 use ltfs::mam::{Attribute, AttributeFormat};
 use ltfs::{DeviceError, Position, ReadOutcome, TapeDevice, WriteOutcome};
 use tapectl::drive::{Drive, StreamEnd};
-use vtl::{Fault, Library, LibrarySpec, ReadOrWrite};
+use vtl::{Fault, Library, ReadOrWrite};
 
 mod common;
-use common::move_medium;
+use common::{move_medium, vtl_drive_as_is, vtl_with_tape_loaded};
 
 const BARCODE: &str = "RV0001L6";
 
@@ -22,20 +22,8 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = LibrarySpec {
-        barcodes: vec![BARCODE.into()],
-        ..LibrarySpec::default()
-    };
-    let lib = Library::create(&tmp.path().join("lib"), &spec).unwrap();
-    move_medium(
-        &mut lib.changer(),
-        vtl::FIRST_STORAGE_ADDRESS,
-        vtl::FIRST_DRIVE_ADDRESS,
-    );
-    let mut drive = Drive::new(lib.drive(0).unwrap()).unwrap();
-    drive.set_poll_interval(Duration::from_millis(10));
-    drive.wait_until_ready(Duration::from_secs(10)).unwrap();
+    let (tmp, lib) = vtl_with_tape_loaded(BARCODE, &[]);
+    let drive = vtl_drive_as_is(&lib);
     Setup {
         _tmp: tmp,
         lib,

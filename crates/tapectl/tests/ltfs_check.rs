@@ -8,17 +8,16 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use ltfs::coherency::VolumeCoherency;
 use ltfs::volume::{
     CheckReport, FileMeta, FormatOptions, ProblemKind, RepairReport, Volume, VolumeError,
 };
 use tapectl::drive::Drive;
-use vtl::{Library, LibrarySpec};
+use vtl::Library;
 
 mod common;
-use common::move_medium;
+use common::{vtl_drive, vtl_with_tape_loaded};
 
 const BARCODE: &str = "RV0001L6";
 const UUID: &str = "0b3c8a54-5c1e-4f7e-9d7e-2f4b1a6c9e10";
@@ -33,17 +32,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = LibrarySpec {
-        barcodes: vec![BARCODE.into()],
-        ..LibrarySpec::default()
-    };
-    let lib = Library::create(&tmp.path().join("lib"), &spec).unwrap();
-    move_medium(
-        &mut lib.changer(),
-        vtl::FIRST_STORAGE_ADDRESS,
-        vtl::FIRST_DRIVE_ADDRESS,
-    );
+    let (tmp, lib) = vtl_with_tape_loaded(BARCODE, &[]);
     let dir = lib.cartridge_dir(BARCODE);
     Setup {
         _tmp: tmp,
@@ -53,12 +42,7 @@ fn setup() -> Setup {
 }
 
 fn drive(lib: &Library) -> Dev {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let mut d = Drive::new(lib.drive(0).unwrap()).unwrap();
-    d.set_poll_interval(Duration::from_millis(10));
-    d.wait_until_ready(Duration::from_secs(10)).unwrap();
-    d.set_default_modes().unwrap();
-    d
+    vtl_drive(lib)
 }
 
 fn opts() -> FormatOptions {

@@ -5,7 +5,6 @@
 //! trips, and the scan reports extra blocks and a missing trailing filemark.
 
 use std::path::Path;
-use std::time::Duration;
 
 use ltfs::coherency::{self, PartitionRole, VolumeCoherency};
 use ltfs::construct::{
@@ -15,10 +14,10 @@ use ltfs::label::{self, Label, LtfsTime, WRITE_VERSION};
 use ltfs::scan::{PartitionScan, find_last_index};
 use ltfs::{Position, TapeDevice};
 use tapectl::drive::Drive;
-use vtl::{Library, LibrarySpec};
+use vtl::Library;
 
 mod common;
-use common::move_medium;
+use common::{vtl_drive, vtl_with_tape_loaded};
 
 const BARCODE: &str = "RV0001L6";
 const UUID: &str = "0b3c8a54-5c1e-4f7e-9d7e-2f4b1a6c9e10";
@@ -31,21 +30,8 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = LibrarySpec {
-        barcodes: vec![BARCODE.into()],
-        ..LibrarySpec::default()
-    };
-    let lib = Library::create(&tmp.path().join("lib"), &spec).unwrap();
-    move_medium(
-        &mut lib.changer(),
-        vtl::FIRST_STORAGE_ADDRESS,
-        vtl::FIRST_DRIVE_ADDRESS,
-    );
-    let mut drive = Drive::new(lib.drive(0).unwrap()).unwrap();
-    drive.set_poll_interval(Duration::from_millis(10));
-    drive.wait_until_ready(Duration::from_secs(10)).unwrap();
-    drive.set_default_modes().unwrap();
+    let (tmp, lib) = vtl_with_tape_loaded(BARCODE, &[]);
+    let drive = vtl_drive(&lib);
     Setup {
         _tmp: tmp,
         lib,

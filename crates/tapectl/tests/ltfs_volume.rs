@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
 
 use ltfs::TapeDevice;
 use ltfs::coherency::VolumeCoherency;
@@ -16,10 +15,10 @@ use ltfs::label;
 use ltfs::scan::CurrentIndex;
 use ltfs::volume::{EntryKind, FileMeta, FormatOptions, SyncPolicy, Volume, VolumeError};
 use tapectl::drive::Drive;
-use vtl::{Fault, Library, LibrarySpec};
+use vtl::{Fault, Library};
 
 mod common;
-use common::move_medium;
+use common::{vtl_drive, vtl_with_tape_loaded};
 
 const BARCODE: &str = "RV0001L6";
 const UUID: &str = "0b3c8a54-5c1e-4f7e-9d7e-2f4b1a6c9e10";
@@ -33,31 +32,13 @@ struct Setup {
 }
 
 fn setup(faults: &[Fault]) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = LibrarySpec {
-        barcodes: vec![BARCODE.into()],
-        ..LibrarySpec::default()
-    };
-    let lib = Library::create(&tmp.path().join("lib"), &spec).unwrap();
-    for f in faults {
-        lib.set_fault(f.clone()).unwrap();
-    }
-    move_medium(
-        &mut lib.changer(),
-        vtl::FIRST_STORAGE_ADDRESS,
-        vtl::FIRST_DRIVE_ADDRESS,
-    );
+    let (tmp, lib) = vtl_with_tape_loaded(BARCODE, faults);
     Setup { _tmp: tmp, lib }
 }
 
 /// A fresh `Drive` on the library's first drive (a new handle, nothing cached).
 fn drive(lib: &Library) -> Dev {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let mut d = Drive::new(lib.drive(0).unwrap()).unwrap();
-    d.set_poll_interval(Duration::from_millis(10));
-    d.wait_until_ready(Duration::from_secs(10)).unwrap();
-    d.set_default_modes().unwrap();
-    d
+    vtl_drive(lib)
 }
 
 fn opts() -> FormatOptions {

@@ -141,3 +141,42 @@ pub fn move_medium(changer: &mut impl Transport, from: u16, to: u16) {
     }
     panic!("MOVE MEDIUM keeps failing with UNIT ATTENTION");
 }
+
+/// A virtual library whose one cartridge `barcode` is already in drive 0 (moved there by the changer),
+/// with `faults` injected first. Drop the TempDir last.
+pub fn vtl_with_tape_loaded(
+    barcode: &str,
+    faults: &[vtl::Fault],
+) -> (tempfile::TempDir, vtl::Library) {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = vtl::LibrarySpec {
+        barcodes: vec![barcode.into()],
+        ..vtl::LibrarySpec::default()
+    };
+    let lib = vtl::Library::create(&tmp.path().join("lib"), &spec).unwrap();
+    for f in faults {
+        lib.set_fault(f.clone()).unwrap();
+    }
+    move_medium(
+        &mut lib.changer(),
+        vtl::FIRST_STORAGE_ADDRESS,
+        vtl::FIRST_DRIVE_ADDRESS,
+    );
+    (tmp, lib)
+}
+
+/// A new `Drive` handle on drive 0 of a virtual library, waited until ready; modes untouched.
+pub fn vtl_drive_as_is(lib: &vtl::Library) -> tapectl::drive::Drive<vtl::VirtualDrive> {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let mut d = tapectl::drive::Drive::new(lib.drive(0).unwrap()).unwrap();
+    d.set_poll_interval(Duration::from_millis(10));
+    d.wait_until_ready(Duration::from_secs(10)).unwrap();
+    d
+}
+
+/// [`vtl_drive_as_is`] with tapectl's default modes (variable blocks, buffered, compression).
+pub fn vtl_drive(lib: &vtl::Library) -> tapectl::drive::Drive<vtl::VirtualDrive> {
+    let mut d = vtl_drive_as_is(lib);
+    d.set_default_modes().unwrap();
+    d
+}
