@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod common;
+
 struct Vtl {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -29,12 +31,8 @@ impl Vtl {
     }
 
     fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tapectl"))
-            .arg("--vtl")
-            .arg(&self.dir)
+        common::tapectl_on_vtl(&self.dir, &self.locks)
             .args(args)
-            .env("RACKVAULT_LOCK_DIR", &self.locks)
-            .env_remove("RACKVAULT_CONFIG")
             .output()
             .unwrap()
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use ltfs::coherency::VolumeCoherency;
 use ltfs::volume::{
@@ -463,12 +463,8 @@ struct Vtl {
 
 impl Vtl {
     fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tapectl"))
-            .arg("--vtl")
-            .arg(&self.dir)
+        common::tapectl_on_vtl(&self.dir, &self.locks)
             .args(args)
-            .env("RACKVAULT_LOCK_DIR", &self.locks)
-            .env_remove("RACKVAULT_CONFIG")
             .output()
             .unwrap()
     }

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use ltfs::index::IndexLocation;
@@ -20,6 +20,8 @@ use ltfs::volume::{EntryKind, Volume};
 use serde_json::Value;
 use tapectl::drive::Drive;
 use vtl::{Library, LibrarySpec};
+
+mod common;
 
 const UUID: &str = "0b3c8a54-5c1e-4f7e-9d7e-2f4b1a6c9e10";
 
@@ -412,12 +414,8 @@ impl Lib {
     }
 
     fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tapectl"))
-            .arg("--vtl")
-            .arg(&self.dir)
+        common::tapectl_on_vtl(&self.dir, &self.locks)
             .args(args)
-            .env("RACKVAULT_LOCK_DIR", &self.locks)
-            .env_remove("RACKVAULT_CONFIG")
             .output()
             .unwrap()
     }

@@ -15,6 +15,8 @@ use ltfs::index::{LtfsTime, Times, Xattr};
 use ltfs::volume::{FileMeta, Volume};
 use tapectl::drive::Drive;
 
+mod common;
+
 struct Vtl {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -24,12 +26,7 @@ struct Vtl {
 
 impl Vtl {
     fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_tapectl"));
-        c.arg("--vtl")
-            .arg(&self.dir)
-            .env("RACKVAULT_LOCK_DIR", &self.locks)
-            .env_remove("RACKVAULT_CONFIG");
-        c
+        common::tapectl_on_vtl(&self.dir, &self.locks)
     }
 
     fn run(&self, args: &[&str]) -> Output {

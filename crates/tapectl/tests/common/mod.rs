@@ -180,3 +180,14 @@ pub fn vtl_drive(lib: &vtl::Library) -> tapectl::drive::Drive<vtl::VirtualDrive>
     d.set_default_modes().unwrap();
     d
 }
+
+/// `tapectl --vtl DIR` with its own lock directory and no configuration from the environment.
+pub fn tapectl_on_vtl(dir: &Path, locks: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tapectl"));
+    c.arg("--vtl")
+        .arg(dir)
+        .env("RACKVAULT_LOCK_DIR", locks)
+        .env_remove("RACKVAULT_CONFIG")
+        .env_remove("RACKVAULT_VTL");
+    c
+}
