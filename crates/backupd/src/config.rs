@@ -58,14 +58,9 @@ impl Retention {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{col}: {msg}")]
-pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub col: usize,
-    pub msg: String,
-}
+/// One error type for the whole rackvault.toml: `file:line:col: message` (the `[library]` table is
+/// parsed by tapectl).
+pub use tapectl::config::ConfigError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,12 +126,7 @@ impl Config {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| err_at(e.span(), e.message().to_string()))?;
         if raw.library.is_some() {
-            tapectl::config::Settings::parse(text, path).map_err(|e| ConfigError {
-                file: e.file,
-                line: e.line,
-                col: e.col,
-                msg: e.msg,
-            })?;
+            tapectl::config::Settings::parse(text, path)?;
         }
         let base = path
             .parent()
