@@ -532,23 +532,31 @@ fn collect(
     dirs: &mut Vec<PathBuf>,
 ) -> Result<()> {
     let info = vol.stat(tape_path)?;
-    if info.kind == EntryKind::Directory {
-        dirs.push(local.clone());
-        for e in vol.list(tape_path)? {
-            collect(
-                vol,
-                &join(tape_path, &e.name),
-                local.join(&e.name),
-                out,
-                dirs,
-            )?;
-        }
-    } else {
+    collect_entry(vol, tape_path, info, local, out, dirs)
+}
+
+/// Walks below an entry already looked up: children come from `list`, so each is found once.
+fn collect_entry(
+    vol: &Volume<Drive<BoxedTransport>>,
+    tape_path: &str,
+    info: EntryInfo,
+    local: PathBuf,
+    out: &mut Vec<Wanted>,
+    dirs: &mut Vec<PathBuf>,
+) -> Result<()> {
+    if info.kind != EntryKind::Directory {
         out.push(Wanted {
             tape_path: tape_path.to_string(),
             local,
             info,
         });
+        return Ok(());
+    }
+    dirs.push(local.clone());
+    for e in vol.list(tape_path)? {
+        let child = join(tape_path, &e.name);
+        let child_local = local.join(&e.name);
+        collect_entry(vol, &child, e, child_local, out, dirs)?;
     }
     Ok(())
 }
@@ -593,9 +601,8 @@ fn get(
         safe_dir(to, d)?;
     }
     let mut bytes = 0;
+    // Every file's parent is `to` or one of `dirs`, vetted above.
     for w in &wanted {
-        let parent = w.local.parent().unwrap_or(to);
-        safe_dir(to, parent)?;
         if let EntryKind::Symlink(target) = &w.info.kind {
             std::os::unix::fs::symlink(target, &w.local)
                 .with_context(|| format!("cannot create symlink {}", w.local.display()))?;
