@@ -16,6 +16,7 @@ pub mod restore;
 pub mod retention;
 pub mod run;
 pub mod scan;
+pub mod schedule;
 pub mod select;
 pub mod snapname;
 pub mod store;

@@ -1,0 +1,124 @@
+//! Cron schedules: five fields (minute hour day-of-month month day-of-week) or six with seconds
+//! first, evaluated in a time zone (the system's local zone in the daemon, UTC in tests).
+
+use chrono::{DateTime, Local, TimeZone, Utc};
+use jiff::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    Local,
+    Utc,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: croner::Cron,
+    text: String,
+    zone: Zone,
+}
+
+impl Schedule {
+    pub fn parse(s: &str, zone: Zone) -> Result<Schedule, String> {
+        let fields = s.split_whitespace().count();
+        if fields != 5 && fields != 6 {
+            return Err(format!(
+                "schedule {s:?} must have 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first; found {fields}"
+            ));
+        }
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .year(croner::parser::Year::Disallowed)
+            .build();
+        let cron = parser
+            .parse(s)
+            .map_err(|e| format!("invalid schedule {s:?}: {e}"))?;
+        Ok(Schedule {
+            cron,
+            text: s.to_string(),
+            zone,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The first scheduled time strictly after `t`.
+    pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        match self.zone {
+            Zone::Local => find(&self.cron, &to_chrono(t, &Local), false, true),
+            Zone::Utc => find(&self.cron, &to_chrono(t, &Utc), false, true),
+        }
+    }
+
+    /// The last scheduled time at or before `t`.
+    pub fn last_at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
+        match self.zone {
+            Zone::Local => find(&self.cron, &to_chrono(t, &Local), true, false),
+            Zone::Utc => find(&self.cron, &to_chrono(t, &Utc), true, false),
+        }
+    }
+}
+
+fn to_chrono<Tz: TimeZone>(t: Timestamp, tz: &Tz) -> DateTime<Tz> {
+    // Whole seconds: schedules have no finer unit, and croner would carry the fraction along.
+    let utc = DateTime::<Utc>::from_timestamp(t.as_second(), 0).unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    utc.with_timezone(tz)
+}
+
+fn find<Tz: TimeZone>(
+    cron: &croner::Cron,
+    from: &DateTime<Tz>,
+    inclusive: bool,
+    forward: bool,
+) -> Option<Timestamp> {
+    let found = if forward {
+        cron.find_next_occurrence(from, inclusive)
+    } else {
+        cron.find_previous_occurrence(from, inclusive)
+    }
+    .ok()?;
+    Timestamp::new(found.timestamp(), 0).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn next_and_last_in_utc() {
+        let s = Schedule::parse("15 3 * * *", Zone::Utc).unwrap();
+        assert_eq!(
+            s.next_after(ts("2026-11-25T03:15:00Z")),
+            Some(ts("2026-11-26T03:15:00Z"))
+        );
+        assert_eq!(
+            s.next_after(ts("2026-11-25T03:14:59.5Z")),
+            Some(ts("2026-11-25T03:15:00Z"))
+        );
+        assert_eq!(
+            s.last_at_or_before(ts("2026-11-25T03:15:00Z")),
+            Some(ts("2026-11-25T03:15:00Z"))
+        );
+        assert_eq!(
+            s.last_at_or_before(ts("2026-11-25T03:14:00Z")),
+            Some(ts("2026-11-24T03:15:00Z"))
+        );
+    }
+
+    #[test]
+    fn seconds_field_and_errors() {
+        let s = Schedule::parse("*/5 * * * * *", Zone::Utc).unwrap();
+        assert_eq!(
+            s.next_after(ts("2026-11-25T00:00:01Z")),
+            Some(ts("2026-11-25T00:00:05Z"))
+        );
+        for bad in ["61 3 * * *", "every day", "* * * * * * 2027", "", "* * * 13 *"] {
+            assert!(Schedule::parse(bad, Zone::Utc).is_err(), "{bad}");
+        }
+    }
+}
