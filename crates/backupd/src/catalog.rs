@@ -34,10 +34,84 @@ const SCHEMA: &[&str] = &[
         deleted_at TEXT,
         PRIMARY KEY (job, name)
      );",
+    // version 2: queued runs (the daemon's queue), cancelled runs, and what started each run.
+    "CREATE TABLE runs_v2 (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        snapshot TEXT,
+        trigger TEXT NOT NULL DEFAULT 'cli',
+        queued_at TEXT,
+        started_at TEXT,
+        finished_at TEXT,
+        status TEXT NOT NULL CHECK (status IN ('queued','running','succeeded','failed','cancelled','interrupted')),
+        error TEXT,
+        pid INTEGER,
+        stats TEXT
+     );
+     INSERT INTO runs_v2 (id, job, snapshot, trigger, queued_at, started_at, finished_at, status, error, pid, stats)
+        SELECT id, job, snapshot, 'cli', started_at, started_at, finished_at, status, error, pid, stats FROM runs;
+     DROP TABLE runs;
+     ALTER TABLE runs_v2 RENAME TO runs;
+     CREATE INDEX runs_job ON runs(job, id);
+     CREATE INDEX runs_status ON runs(status);",
 ];
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// `backupd run` without a daemon.
+    Cli,
+    /// The job's schedule.
+    Schedule,
+    /// A scheduled time missed while the daemon was down.
+    CatchUp,
+    /// The API (or `backupd run` handing the run to the daemon).
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Cli => "cli",
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch-up",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// Stopped on request (API cancel, or shutdown); nothing was published.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
 
 pub struct Catalog {
     conn: Connection,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    pub status: Option<String>,
+    /// Only runs with a smaller id (paging backwards).
+    pub before: Option<i64>,
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,7 +119,9 @@ pub struct RunRow {
     pub id: i64,
     pub job: String,
     pub snapshot: Option<String>,
-    pub started_at: String,
+    pub trigger: String,
+    pub queued_at: Option<String>,
+    pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub status: String,
     pub error: Option<String>,
@@ -98,24 +174,83 @@ impl Catalog {
     /// Call only while holding the job's lock.
     pub fn mark_interrupted(&self, job: &str) -> Result<usize> {
         Ok(self.conn.execute(
-            "UPDATE runs SET status = 'interrupted', error = 'the process ended before the run finished', finished_at = ?2
+            "UPDATE runs SET status = 'interrupted', error = 'the process ended before the run finished; nothing was published', finished_at = ?2
              WHERE job = ?1 AND status = 'running'",
             params![job, jiff::Timestamp::now().to_string()],
         )?)
     }
 
-    pub fn start_run(&self, job: &str, snapshot: &str, started: jiff::Timestamp) -> Result<i64> {
+    /// Marks queued runs left by a daemon that stopped as cancelled. Call only while holding
+    /// the daemon lock.
+    pub fn abandon_queued(&self) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET status = 'cancelled', error = 'the daemon stopped before the run started', finished_at = ?1
+             WHERE status = 'queued'",
+            params![jiff::Timestamp::now().to_string()],
+        )?)
+    }
+
+    /// A run that starts now (the CLI without a daemon).
+    pub fn start_run(
+        &self,
+        job: &str,
+        snapshot: &str,
+        started: jiff::Timestamp,
+        trigger: Trigger,
+    ) -> Result<i64> {
         self.conn.execute(
-            "INSERT INTO runs (job, snapshot, started_at, status, pid) VALUES (?1, ?2, ?3, 'running', ?4)",
-            params![job, snapshot, started.to_string(), std::process::id()],
+            "INSERT INTO runs (job, snapshot, trigger, queued_at, started_at, status, pid)
+             VALUES (?1, ?2, ?3, ?4, ?4, 'running', ?5)",
+            params![
+                job,
+                snapshot,
+                trigger.as_str(),
+                started.to_string(),
+                std::process::id()
+            ],
         )?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// A run waiting in the daemon's queue.
+    pub fn enqueue_run(&self, job: &str, trigger: Trigger, at: jiff::Timestamp) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs (job, trigger, queued_at, status) VALUES (?1, ?2, ?3, 'queued')",
+            params![job, trigger.as_str(), at.to_string()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// A queued run starts; fails if it is no longer queued (cancelled meanwhile).
+    pub fn begin_queued_run(
+        &self,
+        id: i64,
+        snapshot: &str,
+        started: jiff::Timestamp,
+    ) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE runs SET status = 'running', snapshot = ?2, started_at = ?3, pid = ?4
+             WHERE id = ?1 AND status = 'queued'",
+            params![id, snapshot, started.to_string(), std::process::id()],
+        )?;
+        if n != 1 {
+            anyhow::bail!("run {id} is no longer queued");
+        }
+        Ok(())
+    }
+
+    /// A queued run is dropped before it started.
+    pub fn cancel_queued(&self, id: i64, why: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET status = 'cancelled', error = ?2, finished_at = ?3 WHERE id = ?1 AND status = 'queued'",
+            params![id, why, jiff::Timestamp::now().to_string()],
+        )? == 1)
     }
 
     pub fn finish_run(
         &self,
         id: i64,
-        ok: bool,
+        outcome: Outcome,
         error: Option<&str>,
         stats: Option<&Stats>,
     ) -> Result<()> {
@@ -124,13 +259,56 @@ impl Catalog {
             "UPDATE runs SET status = ?2, error = ?3, stats = ?4, finished_at = ?5 WHERE id = ?1",
             params![
                 id,
-                if ok { "succeeded" } else { "failed" },
+                outcome.as_str(),
                 error,
                 stats,
                 jiff::Timestamp::now().to_string()
             ],
         )?;
         Ok(())
+    }
+
+    pub fn run(&self, id: i64) -> Result<Option<RunRow>> {
+        Ok(self.query_runs("WHERE id = ?1", params![id])?.pop())
+    }
+
+    /// The newest run of `job` with one of `statuses`.
+    pub fn last_run(&self, job: &str, statuses: &[&str]) -> Result<Option<RunRow>> {
+        let list = statuses
+            .iter()
+            .map(|s| format!("'{}'", s.replace('\'', "")))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(self
+            .query_runs(
+                &format!("WHERE job = ?1 AND status IN ({list}) ORDER BY id DESC LIMIT 1"),
+                params![job],
+            )?
+            .pop())
+    }
+
+    /// When the newest run of `job` was queued or started, whatever its outcome (the scheduler's
+    /// "did a run happen since the last scheduled time").
+    pub fn last_attempt_at(&self, job: &str) -> Result<Option<jiff::Timestamp>> {
+        let t: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT MAX(COALESCE(queued_at, started_at)) FROM runs WHERE job = ?1",
+                params![job],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(t.and_then(|t| t.parse().ok()))
+    }
+
+    /// Live snapshots of `job` recorded in the catalog (not deleted).
+    pub fn snapshot_count(&self, job: &str) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM snapshots WHERE job = ?1 AND deleted_at IS NULL",
+            params![job],
+            |r| r.get(0),
+        )?)
     }
 
     pub fn add_snapshot(&self, job: &str, name: &str, run_id: i64, stats: &Stats) -> Result<()> {
@@ -168,20 +346,38 @@ impl Catalog {
     }
 
     pub fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, job, snapshot, started_at, finished_at, status, error, stats FROM runs
-             WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![job, limit as i64], |r| {
-            let stats: Option<String> = r.get(7)?;
+        self.runs_filtered(&RunFilter {
+            job: job.map(str::to_string),
+            limit,
+            ..Default::default()
+        })
+    }
+
+    /// Runs, newest first, filtered by job, status and an id cursor (`before`).
+    pub fn runs_filtered(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
+        self.query_runs(
+            "WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4",
+            params![f.job, f.status, f.before, f.limit.min(10_000) as i64],
+        )
+    }
+
+    fn query_runs(&self, tail: &str, p: impl rusqlite::Params) -> Result<Vec<RunRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT id, job, snapshot, trigger, queued_at, started_at, finished_at, status, error, stats FROM runs {tail}"
+        ))?;
+        let rows = stmt.query_map(p, |r| {
+            let stats: Option<String> = r.get(9)?;
             Ok(RunRow {
                 id: r.get(0)?,
                 job: r.get(1)?,
                 snapshot: r.get(2)?,
-                started_at: r.get(3)?,
-                finished_at: r.get(4)?,
-                status: r.get(5)?,
-                error: r.get(6)?,
+                trigger: r.get(3)?,
+                queued_at: r.get(4)?,
+                started_at: r.get(5)?,
+                finished_at: r.get(6)?,
+                status: r.get(7)?,
+                error: r.get(8)?,
                 stats: stats.and_then(|s| serde_json::from_str(&s).ok()),
             })
         })?;
@@ -197,8 +393,10 @@ mod tests {
     fn run_lifecycle_and_interruption() {
         let d = tempfile::tempdir().unwrap();
         let c = Catalog::open(d.path()).unwrap();
-        let a = c.start_run("j", "s1", jiff::Timestamp::now()).unwrap();
-        c.finish_run(a, true, None, Some(&Stats::default()))
+        let a = c
+            .start_run("j", "s1", jiff::Timestamp::now(), Trigger::Cli)
+            .unwrap();
+        c.finish_run(a, Outcome::Succeeded, None, Some(&Stats::default()))
             .unwrap();
         c.add_snapshot(
             "j",
@@ -210,7 +408,9 @@ mod tests {
             },
         )
         .unwrap();
-        let b = c.start_run("j", "s2", jiff::Timestamp::now()).unwrap();
+        let b = c
+            .start_run("j", "s2", jiff::Timestamp::now(), Trigger::Cli)
+            .unwrap();
         drop(c);
         let c = Catalog::open(d.path()).unwrap();
         assert_eq!(c.mark_interrupted("j").unwrap(), 1);
@@ -219,5 +419,55 @@ mod tests {
         assert_eq!(runs[0].status, "interrupted");
         assert_eq!(runs[1].status, "succeeded");
         assert_eq!(c.snapshot("j", "s1").unwrap().unwrap().files, 3);
+        assert_eq!(c.last_run("j", &["succeeded"]).unwrap().unwrap().id, a);
+    }
+
+    #[test]
+    fn queued_runs_start_or_are_cancelled() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Catalog::open(d.path()).unwrap();
+        let t: jiff::Timestamp = "2026-11-25T03:00:00Z".parse().unwrap();
+        let q = c.enqueue_run("j", Trigger::Schedule, t).unwrap();
+        assert_eq!(c.last_attempt_at("j").unwrap(), Some(t));
+        c.begin_queued_run(q, "snap", t).unwrap();
+        assert!(
+            c.begin_queued_run(q, "snap", t).is_err(),
+            "only a queued run starts"
+        );
+        let q2 = c.enqueue_run("j", Trigger::Manual, t).unwrap();
+        assert!(c.cancel_queued(q2, "asked").unwrap());
+        let q3 = c.enqueue_run("k", Trigger::Manual, t).unwrap();
+        assert_eq!(c.abandon_queued().unwrap(), 1);
+        let r = c.run(q3).unwrap().unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.trigger.as_str()),
+            ("cancelled", "manual")
+        );
+        let f = RunFilter {
+            status: Some("running".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(c.runs_filtered(&f).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_version_1_catalog_is_migrated_with_its_runs() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(d.path().join("catalog.sqlite")).unwrap();
+            conn.execute_batch(SCHEMA[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO runs (job, snapshot, started_at, status, pid) VALUES ('j', 's', '2026-01-01T00:00:00Z', 'succeeded', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let c = Catalog::open(d.path()).unwrap();
+        let r = c.runs(None, 10).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].started_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(r[0].trigger, "cli");
     }
 }

@@ -83,7 +83,10 @@ pub enum Consistency {
     /// Read the live tree between the `[job.hooks]` pre and post commands.
     Hooks,
     /// Snapshot the datasets atomically (one `zfs snapshot` call) and read through clones.
-    ZfsSnapshot { datasets: Vec<String>, recursive: bool },
+    ZfsSnapshot {
+        datasets: Vec<String>,
+        recursive: bool,
+    },
     /// A read-only btrfs snapshot of `subvolume`, made in `snapshot_dir`.
     BtrfsSnapshot {
         subvolume: PathBuf,
@@ -467,14 +470,15 @@ impl Config {
             if consistency == Consistency::Hooks && hooks.is_none() {
                 return Err(err_at(
                     j.consistency.as_ref().map(|c| c.span()),
-                    format!("job {name:?}: consistency kind \"hooks\" needs a [job.hooks] table with `pre` and/or `post`"),
+                    format!(
+                        "job {name:?}: consistency kind \"hooks\" needs a [job.hooks] table with `pre` and/or `post`"
+                    ),
                 ));
             }
             let stale_after = match &j.stale_after {
-                Some(d) => Some(
-                    parse_duration(d.get_ref())
-                        .map_err(|m| err_at(Some(d.span()), format!("job {name:?}: stale_after {m}")))?,
-                ),
+                Some(d) => Some(parse_duration(d.get_ref()).map_err(|m| {
+                    err_at(Some(d.span()), format!("job {name:?}: stale_after {m}"))
+                })?),
                 None => None,
             };
             if let Some(s) = &j.schedule {
@@ -559,33 +563,49 @@ fn parse_serve(
         out.listen = l.get_ref().parse().map_err(|_| {
             err_at(
                 Some(l.span()),
-                format!("serve.listen {:?} is not an address:port (e.g. \"127.0.0.1:8480\")", l.get_ref()),
+                format!(
+                    "serve.listen {:?} is not an address:port (e.g. \"127.0.0.1:8480\")",
+                    l.get_ref()
+                ),
             )
         })?;
     }
     out.token = match (&sv.token, &sv.token_file) {
         (Some(_), Some(f)) => {
-            return Err(err_at(Some(f.span()), "give serve.token or serve.token_file, not both".into()));
+            return Err(err_at(
+                Some(f.span()),
+                "give serve.token or serve.token_file, not both".into(),
+            ));
         }
         (Some(t), None) => Some(check_token(t.get_ref()).map_err(|m| err_at(Some(t.span()), m))?),
         (None, Some(f)) => {
             let p = resolve(f.get_ref());
             let text = std::fs::read_to_string(&p).map_err(|e| {
-                err_at(Some(f.span()), format!("cannot read serve.token_file {}: {e}", p.display()))
+                err_at(
+                    Some(f.span()),
+                    format!("cannot read serve.token_file {}: {e}", p.display()),
+                )
             })?;
-            Some(check_token(text.trim()).map_err(|m| err_at(Some(f.span()), format!("{}: {m}", p.display())))?)
+            Some(
+                check_token(text.trim())
+                    .map_err(|m| err_at(Some(f.span()), format!("{}: {m}", p.display())))?,
+            )
         }
         (None, None) => None,
     };
     if let Some(m) = &sv.max_concurrent {
         let n = *m.get_ref();
         if !(1..=64).contains(&n) {
-            return Err(err_at(Some(m.span()), format!("serve.max_concurrent must be 1..64, not {n}")));
+            return Err(err_at(
+                Some(m.span()),
+                format!("serve.max_concurrent must be 1..64, not {n}"),
+            ));
         }
         out.max_concurrent = n as usize;
     }
     if let Some(g) = &sv.stop_grace {
-        out.stop_grace = parse_duration(g.get_ref()).map_err(|m| err_at(Some(g.span()), format!("serve.stop_grace {m}")))?;
+        out.stop_grace = parse_duration(g.get_ref())
+            .map_err(|m| err_at(Some(g.span()), format!("serve.stop_grace {m}")))?;
     }
     if let Some(c) = sv.catch_up {
         out.catch_up = c;
@@ -595,7 +615,9 @@ fn parse_serve(
 
 fn check_token(t: &str) -> Result<String, String> {
     if t.len() < 16 {
-        return Err("the API token must be at least 16 characters (e.g. `openssl rand -hex 32`)".into());
+        return Err(
+            "the API token must be at least 16 characters (e.g. `openssl rand -hex 32`)".into(),
+        );
     }
     if !t.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("the API token must be printable ASCII without spaces".into());
@@ -621,22 +643,34 @@ fn parse_alert(
     };
     let (url, span) = match (&r.url, &r.url_file) {
         (Some(_), Some(f)) => {
-            return Err(err_at(Some(f.span()), "give url or url_file, not both".into()));
+            return Err(err_at(
+                Some(f.span()),
+                "give url or url_file, not both".into(),
+            ));
         }
         (Some(u), None) => (u.get_ref().clone(), u.span()),
         (None, Some(f)) => {
             let p = resolve(f.get_ref());
             let text = std::fs::read_to_string(&p).map_err(|e| {
-                err_at(Some(f.span()), format!("cannot read alert url_file {}: {e}", p.display()))
+                err_at(
+                    Some(f.span()),
+                    format!("cannot read alert url_file {}: {e}", p.display()),
+                )
             })?;
             (text.trim().to_string(), f.span())
         }
         (None, None) => {
-            return Err(err_at(Some(a.span()), "an [[alert]] needs `url` or `url_file`".into()));
+            return Err(err_at(
+                Some(a.span()),
+                "an [[alert]] needs `url` or `url_file`".into(),
+            ));
         }
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-        return Err(err_at(Some(span), "alert url must start with http:// or https://".into()));
+        return Err(err_at(
+            Some(span),
+            "alert url must start with http:// or https://".into(),
+        ));
     }
     let events = match &r.events {
         None => vec![AlertEvent::Failure, AlertEvent::Stale, AlertEvent::Recovery],
@@ -665,11 +699,17 @@ fn parse_hooks(h: &Spanned<RawHooks>, job: &str, err_at: &ErrAt) -> Result<Hooks
     let r = h.get_ref();
     for c in [&r.pre, &r.post].into_iter().flatten() {
         if c.get_ref().trim().is_empty() {
-            return Err(err_at(Some(c.span()), format!("job {job:?}: hook command is empty")));
+            return Err(err_at(
+                Some(c.span()),
+                format!("job {job:?}: hook command is empty"),
+            ));
         }
     }
     if r.pre.is_none() && r.post.is_none() {
-        return Err(err_at(Some(h.span()), format!("job {job:?}: [job.hooks] needs `pre` and/or `post`")));
+        return Err(err_at(
+            Some(h.span()),
+            format!("job {job:?}: [job.hooks] needs `pre` and/or `post`"),
+        ));
     }
     let timeout = match &r.timeout {
         Some(t) => parse_duration(t.get_ref())
@@ -708,16 +748,28 @@ fn parse_consistency(
         "none" | "hooks" => &[],
         "zfs-snapshot" => &["datasets", "recursive"],
         "btrfs-snapshot" => &["subvolume", "snapshot_dir"],
-        "postgres" => &["databases", "host", "port", "user", "password_file", "bin_dir"],
+        "postgres" => &[
+            "databases",
+            "host",
+            "port",
+            "user",
+            "password_file",
+            "bin_dir",
+        ],
         "sqlite" => &["databases"],
         other => {
             return Err(err_at(
                 Some(r.kind.span()),
-                format!("job {job:?}: unknown consistency kind {other:?} (use none, hooks, zfs-snapshot, btrfs-snapshot, postgres or sqlite)"),
+                format!(
+                    "job {job:?}: unknown consistency kind {other:?} (use none, hooks, zfs-snapshot, btrfs-snapshot, postgres or sqlite)"
+                ),
             ));
         }
     };
-    if let Some((name, span)) = present.iter().find(|(n, s)| s.is_some() && !allowed.contains(n)) {
+    if let Some((name, span)) = present
+        .iter()
+        .find(|(n, s)| s.is_some() && !allowed.contains(n))
+    {
         return Err(err_at(
             span.clone(),
             format!("job {job:?}: consistency option `{name}` does not apply to kind = \"{kind}\""),
@@ -725,7 +777,12 @@ fn parse_consistency(
     }
     let strings = |v: &Option<Spanned<Vec<Spanned<String>>>>| -> Vec<(String, Range<usize>)> {
         v.as_ref()
-            .map(|l| l.get_ref().iter().map(|s| (s.get_ref().clone(), s.span())).collect())
+            .map(|l| {
+                l.get_ref()
+                    .iter()
+                    .map(|s| (s.get_ref().clone(), s.span()))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     Ok(match kind {
@@ -741,9 +798,13 @@ fn parse_consistency(
             }
             let mut seen = HashSet::new();
             for (d, span) in &datasets {
-                validate_dataset(d).map_err(|m| err_at(Some(span.clone()), format!("job {job:?}: {m}")))?;
+                validate_dataset(d)
+                    .map_err(|m| err_at(Some(span.clone()), format!("job {job:?}: {m}")))?;
                 if !seen.insert(d.clone()) {
-                    return Err(err_at(Some(span.clone()), format!("job {job:?}: dataset {d:?} is listed twice")));
+                    return Err(err_at(
+                        Some(span.clone()),
+                        format!("job {job:?}: dataset {d:?} is listed twice"),
+                    ));
                 }
             }
             Consistency::ZfsSnapshot {
@@ -764,14 +825,25 @@ fn parse_consistency(
             let mut databases = Vec::new();
             for (d, span) in strings(&r.databases) {
                 if d.is_empty() || d.contains('\0') {
-                    return Err(err_at(Some(span), format!("job {job:?}: bad database name {d:?}")));
+                    return Err(err_at(
+                        Some(span),
+                        format!("job {job:?}: bad database name {d:?}"),
+                    ));
                 }
                 databases.push(d);
             }
             let port = match &r.port {
-                Some(p) => Some(u16::try_from(*p.get_ref()).ok().filter(|p| *p > 0).ok_or_else(|| {
-                    err_at(Some(p.span()), format!("job {job:?}: port {} is not 1..65535", p.get_ref()))
-                })?),
+                Some(p) => Some(
+                    u16::try_from(*p.get_ref())
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| {
+                            err_at(
+                                Some(p.span()),
+                                format!("job {job:?}: port {} is not 1..65535", p.get_ref()),
+                            )
+                        })?,
+                ),
                 None => None,
             };
             Consistency::Postgres(Postgres {
@@ -796,12 +868,18 @@ fn parse_consistency(
             for (d, span) in list {
                 let p = resolve(&d);
                 let Some(base) = p.file_name().map(|n| n.to_os_string()) else {
-                    return Err(err_at(Some(span), format!("job {job:?}: {d:?} is not a file path")));
+                    return Err(err_at(
+                        Some(span),
+                        format!("job {job:?}: {d:?} is not a file path"),
+                    ));
                 };
                 if !names.insert(base) {
                     return Err(err_at(
                         Some(span),
-                        format!("job {job:?}: two databases are named {:?}; their copies would collide", p.file_name().unwrap_or_default()),
+                        format!(
+                            "job {job:?}: two databases are named {:?}; their copies would collide",
+                            p.file_name().unwrap_or_default()
+                        ),
                     ));
                 }
                 databases.push(p);

@@ -60,10 +60,11 @@ fn is_zero(b: &[u8]) -> bool {
 /// Copies with block hashes (see [`copy_hashed_from`]).
 pub fn copy_hashed(src: &mut File, dest: Dest<'_>) -> io::Result<Hashed> {
     let before = src.metadata()?;
-    copy_hashed_from(src, &before, dest, true, &mut |_| {})
+    copy_hashed_from(src, &before, dest, true, &mut |_| Ok(()))
 }
 
-/// The copy itself, with the source's metadata already at hand. Block hashes cost a second
+/// The copy itself, with the source's metadata already at hand. `progress` is told of each
+/// block and may stop the copy by returning an error (a cancelled run). Block hashes cost a second
 /// BLAKE3 pass over the data, so they are computed only when `want_blocks` (stores updated in
 /// place need them) or when `dest` is an update that compares them.
 pub fn copy_hashed_from(
@@ -71,7 +72,7 @@ pub fn copy_hashed_from(
     before: &std::fs::Metadata,
     dest: Dest<'_>,
     want_blocks: bool,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> io::Result<()>,
 ) -> io::Result<Hashed> {
     let want_blocks = want_blocks || matches!(dest, Dest::Update(..));
     let bs = block_size_for(before.len());
@@ -115,7 +116,7 @@ pub fn copy_hashed_from(
             written_end = off + n as u64;
         }
         off += n as u64;
-        progress(n as u64);
+        progress(n as u64)?;
         if n < buf.len() {
             break;
         }

@@ -4,6 +4,7 @@
 pub mod bytes;
 pub mod catalog;
 pub mod config;
+pub mod consistency;
 pub mod content;
 pub mod diff;
 pub mod engine;

@@ -174,12 +174,17 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let mut results = Vec::new();
             for j in jobs_for(&cfg, job)? {
                 let progress = Progress::new(!cli.json);
+                let req = run::RunRequest {
+                    trigger: backupd::catalog::Trigger::Cli,
+                    queued: None,
+                    progress: &progress,
+                };
                 match run::run_job(
                     &cfg,
                     store.as_ref(),
                     &catalog,
                     j,
-                    &progress,
+                    &req,
                     jiff::Timestamp::now(),
                 ) {
                     Ok(s) => {
@@ -415,7 +420,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
                         r.job,
                         r.snapshot.unwrap_or_default(),
                         r.status,
-                        r.started_at,
+                        r.started_at.or(r.queued_at).unwrap_or_default(),
                         r.error.map(|e| format!("  {e}")).unwrap_or_default()
                     );
                 }

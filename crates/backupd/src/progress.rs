@@ -1,13 +1,36 @@
-//! Progress on a terminal (files, bytes, rate); silent otherwise.
+//! A run's live progress (phase, files, bytes), readable by the daemon's API, and its cancel
+//! flag; drawn as a bar on a terminal when asked.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 
+/// The error a cancelled run stops with (found with `anyhow::Error::downcast_ref`).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the run was cancelled")]
+pub struct Cancelled;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    pub phase: String,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+#[derive(Default)]
 pub struct Progress {
     bar: Option<ProgressBar>,
-    files_done: std::sync::atomic::AtomicU64,
-    files_total: std::sync::OnceLock<u64>,
+    phase: Mutex<String>,
+    files_done: AtomicU64,
+    files_total: AtomicU64,
+    bytes_done: AtomicU64,
+    bytes_total: AtomicU64,
+    cancelled: AtomicBool,
 }
 
 impl Progress {
@@ -21,28 +44,26 @@ impl Progress {
         });
         Progress {
             bar,
-            files_done: Default::default(),
-            files_total: Default::default(),
+            ..Default::default()
         }
     }
 
     pub fn hidden() -> Self {
-        Progress {
-            bar: None,
-            files_done: Default::default(),
-            files_total: Default::default(),
-        }
+        Progress::default()
     }
 
     pub fn phase(&self, msg: &str) {
+        *self.phase.lock().expect("not poisoned") = msg.to_string();
         if let Some(b) = &self.bar {
             b.set_message(msg.to_string());
         }
     }
 
     pub fn start_copy(&self, files: u64, bytes: u64) {
+        self.phase("copying");
+        self.files_total.store(files, Relaxed);
+        self.bytes_total.store(bytes, Relaxed);
         if let Some(b) = &self.bar {
-            b.set_length(bytes);
             b.set_position(0);
             b.set_style(
                 ProgressStyle::with_template(
@@ -52,12 +73,12 @@ impl Progress {
             );
             b.set_message(format!("0/{files} files"));
             b.set_length(bytes.max(1));
-            let _ = self.files_total.set(files);
         }
     }
 
     /// Bytes of source content dealt with: read, or found unchanged without reading.
     pub fn bytes(&self, n: u64) {
+        self.bytes_done.fetch_add(n, Relaxed);
         if let Some(b) = &self.bar {
             b.inc(n);
         }
@@ -65,23 +86,45 @@ impl Progress {
 
     /// A file is finished (its bytes are reported through `bytes`, read or not).
     pub fn file_done(&self) {
-        if let Some(b) = &self.bar {
-            let done = self
-                .files_done
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                + 1;
-            if done.is_multiple_of(64) {
-                b.set_message(format!(
-                    "{done}/{} files",
-                    self.files_total.get().copied().unwrap_or(0)
-                ));
-            }
+        let done = self.files_done.fetch_add(1, Relaxed) + 1;
+        if let Some(b) = &self.bar
+            && done.is_multiple_of(64)
+        {
+            b.set_message(format!("{done}/{} files", self.files_total.load(Relaxed)));
         }
     }
 
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+        }
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            phase: self.phase.lock().expect("not poisoned").clone(),
+            files_done: self.files_done.load(Relaxed),
+            files_total: self.files_total.load(Relaxed),
+            bytes_done: self.bytes_done.load(Relaxed),
+            bytes_total: self.bytes_total.load(Relaxed),
+        }
+    }
+
+    /// Asks the run to stop; it stops at the next file or block and publishes nothing.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Relaxed)
+    }
+
+    /// `Err(Cancelled)` once the run was asked to stop.
+    pub fn check(&self) -> Result<(), Cancelled> {
+        if self.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
         }
     }
 }

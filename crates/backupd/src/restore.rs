@@ -122,7 +122,7 @@ pub fn restore(
                     .open(&dst)
                     .with_context(|| format!("cannot create {}", dst.display()))?;
                 let md = src.metadata()?;
-                let h = copy_hashed_from(&mut src, &md, Dest::Fresh(&out), false, &mut |_| {})
+                let h = copy_hashed_from(&mut src, &md, Dest::Fresh(&out), false, &mut |_| Ok(()))
                     .with_context(|| format!("cannot restore {}", e.path))?;
                 if Some(h.hash) != e.hash || h.size != e.size {
                     report.mismatches.push(format!(

@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Outcome, Trigger};
 use crate::config::{Config, Job};
+use crate::consistency::{self, hooks};
 use crate::engine::{self, Stats};
 use crate::manifest::{self, Header, Manifest};
 use crate::progress::Progress;
@@ -63,63 +64,103 @@ pub fn lock_job(state_dir: &Path, job: &str) -> Result<JobLock> {
     Ok(JobLock { _file: f })
 }
 
+/// How a run was asked for.
+pub struct RunRequest<'a> {
+    pub trigger: Trigger,
+    /// The catalog row of a run the daemon queued; None makes a new row.
+    pub queued: Option<i64>,
+    /// Live progress and the cancel flag.
+    pub progress: &'a Progress,
+}
+
+/// A run that did not publish a snapshot.
+#[derive(Debug)]
+pub struct RunError {
+    /// The catalog row, when the run got that far (a busy job has none).
+    pub run_id: Option<i64>,
+    pub outcome: Outcome,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// One run of `job`: pre hook, point-in-time view, copy, publish, post hook; recorded in the
+/// catalog. Publishes nothing unless everything before the publish succeeded and the run was
+/// not cancelled; the post hook runs whatever happened once the pre hook was started.
 pub fn run_job(
     cfg: &Config,
     store: &dyn Store,
     catalog: &Catalog,
     job: &Job,
-    progress: &Progress,
+    req: &RunRequest,
     now: Timestamp,
-) -> Result<RunSummary> {
-    let _lock = lock_job(&cfg.state_dir, &job.name)?;
-    let interrupted = catalog.mark_interrupted(&job.name)?;
-    if interrupted > 0 {
-        tracing::warn!(job = %job.name, runs = interrupted, "earlier run(s) were interrupted; cleaning up");
-    }
-    let existing: Vec<String> = store
-        .snapshots(&job.name)?
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    let name = snapname::unique(now, &existing);
-    let run_id = catalog.start_run(&job.name, &name, now)?;
-    let started = Instant::now();
-    let result = (|| -> Result<Stats> {
-        let staging = store.begin(&job.name, &name)?;
-        let skip_dirs = crate::scan::dir_ids(&[staging.root.as_path(), cfg.state_dir.as_path(), &store.root_path()]);
-        let opts = ScanOptions { selector: &job.selector, cross_filesystems: job.cross_filesystems, skip_dirs, previous: None };
-        let built = match engine::build(&job.source, &opts, &staging, progress) {
-            Ok(b) => b,
-            Err(e) => {
-                if let Err(ae) = store.abort(&job.name, &staging) {
-                    tracing::warn!(error = %ae, "cleaning up the failed run failed too; the next run will retry");
-                }
-                return Err(e);
-            }
-        };
-        let header = Header {
-            format: manifest::FORMAT.into(),
-            version: manifest::VERSION,
-            job: job.name.clone(),
-            snapshot: name.clone(),
-            created: now.to_string(),
-            source: job.source.display().to_string(),
-            hash: "blake3".into(),
-            block_size: manifest::BLOCK_SIZE,
-            entries: 0,
-        };
-        let m = Manifest::new(header, built.entries);
-        if let Err(e) = store.publish(&job.name, &staging, &m) {
-            let _ = store.abort(&job.name, &staging);
-            return Err(e);
+) -> Result<RunSummary, RunError> {
+    let fail_early = |e: anyhow::Error| {
+        if let Some(q) = req.queued {
+            let _ = catalog.finish_run(q, Outcome::Failed, Some(&format!("{e:#}")), None);
         }
-        Ok(built.stats)
-    })()
-    .map_err(explain_full);
+        RunError {
+            run_id: req.queued,
+            outcome: Outcome::Failed,
+            error: e,
+        }
+    };
+    let _lock = lock_job(&cfg.state_dir, &job.name).map_err(fail_early)?;
+    let prepared = (|| -> Result<(String, i64)> {
+        let interrupted = catalog.mark_interrupted(&job.name)?;
+        if interrupted > 0 {
+            tracing::warn!(job = %job.name, runs = interrupted, "earlier run(s) were interrupted; cleaning up");
+        }
+        let existing: Vec<String> = store
+            .snapshots(&job.name)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        let name = snapname::unique(now, &existing);
+        let ctx = consistency::Context {
+            job,
+            snapshot: &name,
+            state_dir: &cfg.state_dir,
+            progress: req.progress,
+        };
+        consistency::clean_leftovers(&ctx)
+            .context("cannot clean up what an interrupted run left behind")?;
+        let run_id = match req.queued {
+            Some(q) => {
+                catalog.begin_queued_run(q, &name, now)?;
+                q
+            }
+            None => catalog.start_run(&job.name, &name, now, req.trigger)?,
+        };
+        Ok((name, run_id))
+    })();
+    let (name, run_id) = prepared.map_err(fail_early)?;
+    let started = Instant::now();
+    let mut post_hook = PostHook::new(job, &name, run_id);
+    let result =
+        attempt(cfg, store, job, &name, req.progress, now, &mut post_hook).map_err(explain_full);
+    let outcome = match &result {
+        Ok(_) => Outcome::Succeeded,
+        Err(_) if req.progress.is_cancelled() => Outcome::Cancelled,
+        Err(_) => Outcome::Failed,
+    };
+    let post_warning = post_hook.finish(outcome);
     match result {
-        Ok(stats) => {
-            catalog.finish_run(run_id, true, None, Some(&stats))?;
-            catalog.add_snapshot(&job.name, &name, run_id, &stats)?;
+        Ok(mut stats) => {
+            stats.warnings.extend(post_warning);
+            if let Err(e) = catalog
+                .finish_run(run_id, Outcome::Succeeded, None, Some(&stats))
+                .and_then(|()| catalog.add_snapshot(&job.name, &name, run_id, &stats))
+            {
+                // The snapshot exists; only its history entry is missing.
+                tracing::warn!(error = %format!("{e:#}"), "cannot record the run in the catalog");
+            }
             Ok(RunSummary {
                 job: job.name.clone(),
                 snapshot: name,
@@ -129,15 +170,172 @@ pub fn run_job(
             })
         }
         Err(e) => {
-            let msg = format!("{e:#}");
-            if let Err(ce) = catalog.finish_run(run_id, false, Some(&msg), None) {
+            let mut msg = format!("{e:#}");
+            if outcome == Outcome::Cancelled {
+                msg = format!("cancelled: {msg}");
+            }
+            if let Some(w) = post_warning {
+                msg = format!("{msg}; {w}");
+            }
+            if let Err(ce) = catalog.finish_run(run_id, outcome, Some(&msg), None) {
                 tracing::warn!(error = %ce, "cannot record the failed run in the catalog");
             }
-            Err(e.context(format!(
-                "backup of job {} failed; no snapshot was made and earlier snapshots are intact",
-                job.name
-            )))
+            let what = if outcome == Outcome::Cancelled {
+                "was cancelled"
+            } else {
+                "failed"
+            };
+            Err(RunError {
+                run_id: Some(run_id),
+                outcome,
+                error: e.context(format!(
+                    "backup of job {} {what}; no snapshot was made and earlier snapshots are intact",
+                    job.name
+                )),
+            })
         }
+    }
+}
+
+/// Pre hook, view, copy, publish. Stats include the provider's warnings.
+fn attempt(
+    cfg: &Config,
+    store: &dyn Store,
+    job: &Job,
+    name: &str,
+    progress: &Progress,
+    now: Timestamp,
+    post_hook: &mut PostHook,
+) -> Result<Stats> {
+    progress.check()?;
+    if let Some(h) = &job.hooks
+        && let Some(pre) = &h.pre
+    {
+        progress.phase("pre hook");
+        post_hook.armed = true;
+        hooks::run(hooks::Phase::Pre, pre, h.timeout, &post_hook.env)
+            .context("the pre hook failed")?;
+    }
+    post_hook.armed = true;
+    progress.check()?;
+    progress.phase("taking a point-in-time view");
+    let ctx = consistency::Context {
+        job,
+        snapshot: name,
+        state_dir: &cfg.state_dir,
+        progress,
+    };
+    let view = consistency::prepare(&ctx)
+        .with_context(|| format!("{} consistency provider", job.consistency.kind()))?;
+    post_hook.env.view = Some(view.root.clone());
+    if view.point_in_time {
+        // The view no longer depends on the source: let the application go on now.
+        post_hook.run_now(None);
+    }
+    progress.check()?;
+    let staging = store.begin(&job.name, name)?;
+    let built = (|| -> Result<engine::Built> {
+        let skip_dirs = crate::scan::dir_ids(&[
+            staging.root.as_path(),
+            cfg.state_dir.as_path(),
+            &store.root_path(),
+        ]);
+        let opts = ScanOptions {
+            selector: &job.selector,
+            cross_filesystems: job.cross_filesystems,
+            skip_dirs,
+            previous: None,
+            device_ids: Some(&view.device_ids),
+        };
+        let built = engine::build(&view.root, &opts, &staging, progress)?;
+        // The last moment a cancel is honoured: after the publish the snapshot exists.
+        progress.check()?;
+        Ok(built)
+    })();
+    let mut built = match built {
+        Ok(b) => b,
+        Err(e) => {
+            if let Err(ae) = store.abort(&job.name, &staging) {
+                tracing::warn!(error = %ae, "cleaning up the failed run failed too; the next run will retry");
+            }
+            return Err(e);
+        }
+    };
+    let mut warnings = std::mem::take(&mut built.stats.warnings);
+    warnings.extend(view.warnings.iter().cloned());
+    let header = Header {
+        format: manifest::FORMAT.into(),
+        version: manifest::VERSION,
+        job: job.name.clone(),
+        snapshot: name.to_string(),
+        created: now.to_string(),
+        source: job.source.display().to_string(),
+        hash: "blake3".into(),
+        block_size: manifest::BLOCK_SIZE,
+        entries: 0,
+    };
+    let m = Manifest::new(header, built.entries);
+    progress.phase("publishing");
+    if let Err(e) = store.publish(&job.name, &staging, &m) {
+        let _ = store.abort(&job.name, &staging);
+        return Err(e);
+    }
+    progress.phase("cleaning up");
+    warnings.extend(
+        view.release()
+            .into_iter()
+            .map(|w| format!("cleaning up the consistency view: {w}")),
+    );
+    built.stats.warnings = warnings;
+    Ok(built.stats)
+}
+
+/// The post hook runs once per run when the pre hook was started (or there is no pre hook):
+/// right after a point-in-time view exists, else when the run ends.
+struct PostHook<'a> {
+    job: &'a Job,
+    env: hooks::HookEnv,
+    armed: bool,
+    done: bool,
+    warning: Option<String>,
+}
+
+impl<'a> PostHook<'a> {
+    fn new(job: &'a Job, snapshot: &str, run_id: i64) -> Self {
+        PostHook {
+            job,
+            env: hooks::HookEnv {
+                job: job.name.clone(),
+                snapshot: snapshot.to_string(),
+                run_id,
+                source: job.source.clone(),
+                view: None,
+                outcome: None,
+            },
+            armed: false,
+            done: false,
+            warning: None,
+        }
+    }
+
+    fn run_now(&mut self, outcome: Option<Outcome>) {
+        if self.done || !self.armed {
+            return;
+        }
+        self.done = true;
+        let Some(h) = &self.job.hooks else { return };
+        let Some(post) = &h.post else { return };
+        self.env.outcome = outcome.map(|o| o.as_str().to_string());
+        if let Err(e) = hooks::run(hooks::Phase::Post, post, h.timeout, &self.env) {
+            tracing::warn!(job = %self.job.name, error = %format!("{e:#}"), "post hook failed");
+            self.warning = Some(format!("the post hook failed: {e:#}"));
+        }
+    }
+
+    /// Runs the hook if it has not run yet; returns its failure, if any.
+    fn finish(mut self, outcome: Outcome) -> Option<String> {
+        self.run_now(Some(outcome));
+        self.warning
     }
 }
 

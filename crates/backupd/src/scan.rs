@@ -26,6 +26,18 @@ pub struct ScanOptions<'a> {
     /// The previous snapshot's entries: where a file's identity (size, mtime, ctime, inode) is
     /// unchanged, its xattrs are too (changing one moves ctime), so they are not read again.
     pub previous: Option<&'a HashMap<&'a RelPath, &'a Entry>>,
+    /// Stable ids for devices of a point-in-time view (snapshot and clone mounts get a new
+    /// st_dev each run): the manifest records these, so unchanged files stay recognisable.
+    pub device_ids: Option<&'a HashMap<u64, u64>>,
+}
+
+impl ScanOptions<'_> {
+    /// The device number recorded for a file on `dev`.
+    fn stable_dev(&self, dev: u64) -> u64 {
+        self.device_ids
+            .and_then(|m| m.get(&dev).copied())
+            .unwrap_or(dev)
+    }
 }
 
 /// (device, inode) of the existing paths among `paths`.
@@ -105,7 +117,8 @@ fn entry_for(
     } else {
         None
     };
-    let stamp = fsmeta::stamp(md);
+    let mut stamp = fsmeta::stamp(md);
+    stamp.dev = opts.stable_dev(stamp.dev);
     let size = if kind == Kind::Dir { 0 } else { md.len() };
     let known = opts.previous.and_then(|p| p.get(&rel)).filter(|o| {
         o.kind == kind
@@ -257,7 +270,7 @@ fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanO
                     part.files += 1;
                     part.bytes += e.size;
                     if md.nlink() > 1 {
-                        part.multi.push((md.dev(), md.ino()));
+                        part.multi.push((opts.stable_dev(md.dev()), md.ino()));
                     }
                 }
                 part.entries.push(e);

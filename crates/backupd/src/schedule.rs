@@ -62,7 +62,8 @@ impl Schedule {
 
 fn to_chrono<Tz: TimeZone>(t: Timestamp, tz: &Tz) -> DateTime<Tz> {
     // Whole seconds: schedules have no finer unit, and croner would carry the fraction along.
-    let utc = DateTime::<Utc>::from_timestamp(t.as_second(), 0).unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let utc =
+        DateTime::<Utc>::from_timestamp(t.as_second(), 0).unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     utc.with_timezone(tz)
 }
 
@@ -117,7 +118,13 @@ mod tests {
             s.next_after(ts("2026-11-25T00:00:01Z")),
             Some(ts("2026-11-25T00:00:05Z"))
         );
-        for bad in ["61 3 * * *", "every day", "* * * * * * 2027", "", "* * * 13 *"] {
+        for bad in [
+            "61 3 * * *",
+            "every day",
+            "* * * * * * 2027",
+            "",
+            "* * * 13 *",
+        ] {
             assert!(Schedule::parse(bad, Zone::Utc).is_err(), "{bad}");
         }
     }

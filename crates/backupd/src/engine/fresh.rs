@@ -42,6 +42,7 @@ pub(super) fn fresh(
         .par_iter_mut()
         .filter(|e| e.kind == Kind::File && e.link.is_none())
         .try_for_each(|e| -> Result<()> {
+            pg.check()?;
             let o = old
                 .and_then(|m| m.get(&e.path).copied())
                 .filter(|o| o.kind == Kind::File);

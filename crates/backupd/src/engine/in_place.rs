@@ -110,6 +110,7 @@ pub(super) fn in_place(
         .par_iter_mut()
         .filter(|e| e.kind == Kind::File && e.link.is_none())
         .try_for_each(|e| -> Result<()> {
+            pg.check()?;
             let o = old
                 .and_then(|m| m.get(&e.path).copied())
                 .filter(|o| o.kind == Kind::File);

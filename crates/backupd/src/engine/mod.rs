@@ -254,8 +254,16 @@ fn read_source(
         ));
         return Ok(false);
     }
-    let h = copy_hashed_from(&mut src, &md, dest, want_blocks, &mut |n| pg.bytes(n))
-        .with_context(|| format!("cannot copy {}", e.path))?;
+    let h = match copy_hashed_from(&mut src, &md, dest, want_blocks, &mut |n| {
+        pg.bytes(n);
+        pg.check().map_err(io::Error::other)
+    }) {
+        Ok(h) => h,
+        Err(err) if pg.is_cancelled() => {
+            return Err(anyhow::Error::new(err).context(crate::progress::Cancelled));
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot copy {}", e.path)),
+    };
     if h.changed_while_reading {
         c.warn(format!("{}: changed while being read; the copy may mix old and new content (it will be read again next run)", e.path));
         // Forget the source identity so the next run reads it again.
