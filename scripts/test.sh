@@ -20,6 +20,8 @@ command -v depmod >/dev/null 2>&1 || need_pkgs+=(kmod)
 command -v sg_raw >/dev/null 2>&1 || need_pkgs+=(sg3-utils)
 command -v mtx >/dev/null 2>&1 || need_pkgs+=(mtx)
 command -v mt-st >/dev/null 2>&1 || need_pkgs+=(mt-st)
+# Consistency providers: btrfs snapshots on a loop-mounted image.
+command -v mkfs.btrfs >/dev/null 2>&1 || need_pkgs+=(btrfs-progs)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: missing ${need_pkgs[*]}; run as root or: sudo apt-get install -y ${need_pkgs[*]}" >&2
