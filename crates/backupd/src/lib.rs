@@ -5,6 +5,7 @@ pub mod bytes;
 pub mod catalog;
 pub mod config;
 pub mod consistency;
+pub mod daemon;
 pub mod content;
 pub mod diff;
 pub mod engine;

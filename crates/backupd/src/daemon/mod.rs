@@ -1,0 +1,2 @@
+//! `backupd serve`: the daemon.
+pub mod scheduler;
