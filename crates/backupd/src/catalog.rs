@@ -287,13 +287,13 @@ impl Catalog {
             .pop())
     }
 
-    /// When the newest run of `job` was queued or started, whatever its outcome (the scheduler's
-    /// "did a run happen since the last scheduled time").
+    /// When the newest run of `job` started, whatever its outcome (the scheduler's "did a run
+    /// happen since the last scheduled time"; a run that was queued but never started is none).
     pub fn last_attempt_at(&self, job: &str) -> Result<Option<jiff::Timestamp>> {
         let t: Option<String> = self
             .conn
             .query_row(
-                "SELECT MAX(COALESCE(queued_at, started_at)) FROM runs WHERE job = ?1",
+                "SELECT MAX(started_at) FROM runs WHERE job = ?1",
                 params![job],
                 |r| r.get(0),
             )
@@ -428,8 +428,9 @@ mod tests {
         let c = Catalog::open(d.path()).unwrap();
         let t: jiff::Timestamp = "2026-11-25T03:00:00Z".parse().unwrap();
         let q = c.enqueue_run("j", Trigger::Schedule, t).unwrap();
-        assert_eq!(c.last_attempt_at("j").unwrap(), Some(t));
+        assert_eq!(c.last_attempt_at("j").unwrap(), None, "queued is not started");
         c.begin_queued_run(q, "snap", t).unwrap();
+        assert_eq!(c.last_attempt_at("j").unwrap(), Some(t));
         assert!(
             c.begin_queued_run(q, "snap", t).is_err(),
             "only a queued run starts"

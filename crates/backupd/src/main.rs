@@ -101,9 +101,14 @@ enum Command {
         job: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only runs with this status (queued, running, succeeded, failed, cancelled, interrupted).
+        #[arg(long)]
+        status: Option<String>,
     },
     /// Check the configuration and exit.
     CheckConfig,
+    /// Run the daemon: scheduled runs, the HTTP API and /metrics, alerts (see docs/daemon.md).
+    Serve,
 }
 
 fn main() -> ExitCode {
@@ -154,11 +159,25 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Serve = cli.command {
+        backupd::daemon::serve(cfg)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Run { job, all, .. } = &cli.command
+        && let Some(client) = backupd::daemon::client::Client::for_running_daemon(&cfg)
+    {
+        let names: Vec<String> = match (job, all) {
+            (Some(j), _) => vec![cfg.job(j)?.name.clone()],
+            (None, true) => cfg.jobs.iter().map(|j| j.name.clone()).collect(),
+            (None, false) => anyhow::bail!("name a job or pass --all"),
+        };
+        return run_through_daemon(&client, &names, cli.json);
+    }
     let store = store::open_store(&cfg)?;
     let catalog = Catalog::open(&cfg.state_dir)?;
     let now = jiff::Timestamp::now();
     match &cli.command {
-        Command::CheckConfig => unreachable!("handled above"),
+        Command::CheckConfig | Command::Serve => unreachable!("handled above"),
         Command::Run { job, all, no_prune } => {
             if job.is_none() && !all {
                 anyhow::bail!(
@@ -408,8 +427,13 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Runs { job, limit } => {
-            let runs = catalog.runs(job.as_deref(), *limit)?;
+        Command::Runs { job, limit, status } => {
+            let runs = catalog.runs_filtered(&backupd::catalog::RunFilter {
+                job: job.clone(),
+                status: status.clone(),
+                before: None,
+                limit: *limit,
+            })?;
             if cli.json {
                 print_json(&runs);
             } else {
@@ -428,4 +452,49 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `backupd run` while `backupd serve` runs: the run goes through the daemon's queue; we wait
+/// for it and report it as a local run would.
+fn run_through_daemon(
+    client: &backupd::daemon::client::Client,
+    jobs: &[String],
+    json: bool,
+) -> Result<ExitCode> {
+    let mut failed = 0;
+    let mut results = Vec::new();
+    for job in jobs {
+        let t = client.trigger(job)?;
+        if !json {
+            eprintln!(
+                "{job}: handed to backupd serve (pid {}) as run {} ({})",
+                client.daemon.pid, t.run_id, t.state
+            );
+        }
+        let r = client.wait(t.run_id, &mut |_| {})?;
+        if r.status != "succeeded" {
+            failed += 1;
+            eprintln!(
+                "error: run {} of job {job} {}: {}",
+                r.id,
+                r.status,
+                r.error.clone().unwrap_or_default()
+            );
+        } else if !json {
+            println!(
+                "{job}: snapshot {} (run {})",
+                r.snapshot.clone().unwrap_or_default(),
+                r.id
+            );
+        }
+        results.push(r);
+    }
+    if json {
+        print_json(&results);
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -53,6 +53,14 @@ impl Store for DirStore {
         self.path.clone()
     }
 
+    fn usage(&self, job: &str) -> Result<Option<u64>> {
+        let dir = self.job_dir(job).join("snapshots");
+        if !dir.exists() {
+            return Ok(None);
+        }
+        Ok(Some(allocated_bytes(&dir)?))
+    }
+
     fn snapshots(&self, job: &str) -> Result<Vec<SnapshotInfo>> {
         let dir = self.job_dir(job).join("snapshots");
         let rd = match std::fs::read_dir(&dir) {
@@ -184,4 +192,30 @@ fn isolate(root: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Blocks allocated under `root`, each hard-linked file counted once (snapshots share them).
+fn allocated_bytes(root: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            // A snapshot pruned while we walk.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+            if md.nlink() == 1 || seen.insert((md.dev(), md.ino())) {
+                total += md.blocks() * 512;
+            }
+        }
+    }
+    Ok(total)
 }

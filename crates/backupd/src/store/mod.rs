@@ -86,6 +86,9 @@ pub trait Store: Send + Sync {
     fn abort(&self, job: &str, staging: &Staging) -> Result<()>;
     fn open(&self, job: &str, name: &str) -> Result<SnapshotView>;
     fn delete(&self, job: &str, name: &str) -> Result<()>;
+    /// Space the job's snapshots take in the store, when it can be told (ZFS `used` of the job's
+    /// dataset; in a directory store the blocks of each distinct file, found by walking it).
+    fn usage(&self, job: &str) -> Result<Option<u64>>;
 }
 
 pub fn open_store(cfg: &Config) -> Result<Box<dyn Store>> {

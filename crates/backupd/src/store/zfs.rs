@@ -223,6 +223,15 @@ impl ZfsStore {
 }
 
 impl Store for ZfsStore {
+    fn usage(&self, job: &str) -> Result<Option<u64>> {
+        let ds = self.dataset(job);
+        if !self.zfs.exists(&ds)? {
+            return Ok(None);
+        }
+        let used = self.zfs.get_one(&ds, "used")?;
+        Ok(used.trim().parse().ok())
+    }
+
     fn describe(&self) -> String {
         format!("ZFS store under {}", self.parent)
     }

@@ -1,0 +1,214 @@
+//! The daemon seen through the API: `web::Backend` over the shared state, the catalog and the
+//! store.
+
+use std::sync::Arc;
+
+use web::model::{Health, JobView, Progress, RunQuery, RunView, SnapshotItem, Triggered};
+use web::{ApiError, Backend};
+
+use super::shared::{DaemonError, Shared, TriggerState};
+use crate::catalog::{RunFilter, RunRow, Trigger};
+
+pub struct Service(pub Arc<Shared>);
+
+const STATUSES: &[&str] = &["queued", "running", "succeeded", "failed", "cancelled", "interrupted"];
+
+fn internal(e: anyhow::Error) -> ApiError {
+    ApiError::Internal(format!("{e:#}"))
+}
+
+impl Service {
+    fn view(&self, r: RunRow) -> RunView {
+        let live = self.0.state().active.get(&r.id).map(|a| a.progress.clone());
+        RunView {
+            progress: live.as_ref().map(|p| {
+                let s = p.snapshot();
+                Progress {
+                    phase: s.phase,
+                    files_done: s.files_done,
+                    files_total: s.files_total,
+                    bytes_done: s.bytes_done,
+                    bytes_total: s.bytes_total,
+                }
+            }),
+            cancel_requested: live.is_some_and(|p| p.is_cancelled()),
+            id: r.id,
+            job: r.job,
+            snapshot: r.snapshot,
+            trigger: r.trigger,
+            status: r.status,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            error: r.error,
+            stats: r.stats,
+        }
+    }
+
+    fn job_view(&self, job: &crate::config::Job) -> Result<JobView, ApiError> {
+        let (state, next, stale, last_success) = {
+            let st = self.0.state();
+            let state = if st.sched.running(&job.name).is_some() {
+                "running"
+            } else if st.sched.queued(&job.name).is_some() {
+                "queued"
+            } else {
+                "idle"
+            };
+            (
+                state,
+                st.sched.next_fire(&job.name),
+                st.stale.contains(&job.name),
+                st.last_success.get(&job.name).copied(),
+            )
+        };
+        let (last, snapshots) = {
+            let c = self.0.catalog();
+            (
+                c.runs(Some(&job.name), 1).map_err(internal)?.pop(),
+                c.snapshot_count(&job.name).map_err(internal)?,
+            )
+        };
+        Ok(JobView {
+            name: job.name.clone(),
+            source: job.source.display().to_string(),
+            consistency: job.consistency.kind().to_string(),
+            schedule: job.schedule.clone(),
+            next_run_at: next.map(|t| t.to_string()),
+            catch_up: job.catch_up,
+            stale_after_secs: job.stale_after.map(|d| d.as_secs()),
+            stale,
+            state: state.to_string(),
+            last_run: last.map(|r| self.view(r)),
+            last_success_at: last_success.map(|t| t.to_string()),
+            snapshots,
+        })
+    }
+
+    fn known_job(&self, name: &str) -> Result<&crate::config::Job, ApiError> {
+        self.0
+            .cfg
+            .jobs
+            .iter()
+            .find(|j| j.name == name)
+            .ok_or_else(|| ApiError::NotFound(format!("no job named {name:?}")))
+    }
+}
+
+impl Backend for Service {
+    fn health(&self) -> Health {
+        let st = self.0.state();
+        let now = jiff::Timestamp::now();
+        let degraded = !st.stale.is_empty() || !st.failing.is_empty();
+        Health {
+            status: if degraded { "degraded" } else { "ok" }.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: self.0.started_at.to_string(),
+            uptime_secs: now.duration_since(self.0.started_at).as_secs().max(0) as u64,
+            jobs: self.0.cfg.jobs.len(),
+            running: st.sched.running_len(),
+            queued: st.sched.queue_len(),
+            stale_jobs: st.stale.iter().cloned().collect(),
+            failing_jobs: st.failing.iter().cloned().collect(),
+            stopping: st.stopping,
+        }
+    }
+
+    fn jobs(&self) -> Result<Vec<JobView>, ApiError> {
+        self.0.cfg.jobs.iter().map(|j| self.job_view(j)).collect()
+    }
+
+    fn job(&self, name: &str) -> Result<JobView, ApiError> {
+        self.job_view(self.known_job(name)?)
+    }
+
+    fn runs(&self, q: &RunQuery) -> Result<Vec<RunView>, ApiError> {
+        if let Some(j) = &q.job {
+            self.known_job(j)?;
+        }
+        if let Some(s) = &q.status
+            && !STATUSES.contains(&s.as_str())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "status {s:?} is not one of {}",
+                STATUSES.join(", ")
+            )));
+        }
+        let rows = self
+            .0
+            .catalog()
+            .runs_filtered(&RunFilter {
+                job: q.job.clone(),
+                status: q.status.clone(),
+                before: q.before,
+                limit: q.limit.unwrap_or(50).clamp(1, 1000),
+            })
+            .map_err(internal)?;
+        Ok(rows.into_iter().map(|r| self.view(r)).collect())
+    }
+
+    fn run(&self, id: i64) -> Result<RunView, ApiError> {
+        let row = self.0.catalog().run(id).map_err(internal)?;
+        row.map(|r| self.view(r))
+            .ok_or_else(|| ApiError::NotFound(format!("no run {id}")))
+    }
+
+    fn snapshots(&self, job: &str) -> Result<Vec<SnapshotItem>, ApiError> {
+        self.known_job(job)?;
+        let snaps = self.0.store.snapshots(job).map_err(internal)?;
+        let c = self.0.catalog();
+        snaps
+            .into_iter()
+            .map(|s| {
+                let cat = c.snapshot(job, &s.name).map_err(internal)?;
+                Ok(SnapshotItem {
+                    time: s.time.map(|t| t.to_string()),
+                    used_bytes: s.used_bytes,
+                    referenced_bytes: s.referenced_bytes,
+                    files: cat.as_ref().map(|c| c.files),
+                    bytes: cat.as_ref().map(|c| c.bytes),
+                    bytes_written: cat.as_ref().map(|c| c.bytes_written),
+                    name: s.name,
+                })
+            })
+            .collect()
+    }
+
+    fn trigger(&self, job: &str) -> Result<Triggered, ApiError> {
+        match self.0.enqueue(job, Trigger::Manual, jiff::Timestamp::now()) {
+            Ok((run_id, state)) => Ok(Triggered {
+                run_id,
+                state: match state {
+                    TriggerState::Queued => "queued",
+                    TriggerState::AlreadyQueued => "already-queued",
+                    TriggerState::AlreadyRunning => "already-running",
+                }
+                .into(),
+            }),
+            Err(DaemonError::UnknownJob(j)) => Err(ApiError::NotFound(format!("no job named {j:?}"))),
+            Err(DaemonError::Stopping) => Err(ApiError::Unavailable(
+                "the daemon is stopping; no new runs start".into(),
+            )),
+            Err(DaemonError::Internal(e)) => Err(internal(e)),
+        }
+    }
+
+    fn cancel(&self, id: i64) -> Result<RunView, ApiError> {
+        let found = self
+            .0
+            .cancel(id, "cancelled through the API before it started")
+            .map_err(internal)?;
+        let run = self.run(id)?;
+        if !found {
+            return Err(ApiError::Conflict(format!(
+                "run {id} is {}; only queued or running runs can be cancelled",
+                run.status
+            )));
+        }
+        Ok(run)
+    }
+
+    fn metrics(&self) -> String {
+        self.0.observer.render()
+    }
+}
