@@ -1,6 +1,7 @@
 //! rackvault's backup engine: selective, incremental backups into ZFS or a directory store,
 //! with a manifest per snapshot, verification, restore, retention and a catalog.
 
+pub mod alerts;
 pub mod bytes;
 pub mod catalog;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod diff;
 pub mod engine;
 pub mod fsmeta;
 pub mod manifest;
+pub mod metrics;
 pub mod progress;
 pub mod prune;
 pub mod relpath;
