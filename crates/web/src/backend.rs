@@ -52,6 +52,8 @@ pub trait Backend: Send + Sync + 'static {
     fn health(&self) -> Health;
     fn jobs(&self) -> Result<Vec<JobView>, ApiError>;
     fn job(&self, name: &str) -> Result<JobView, ApiError>;
+    /// Runs matching `query`, newest (highest id) first. The router has validated the query
+    /// and always sets `limit`.
     fn runs(&self, query: &RunQuery) -> Result<Vec<RunView>, ApiError>;
     fn run(&self, id: i64) -> Result<RunView, ApiError>;
     fn snapshots(&self, job: &str) -> Result<Vec<SnapshotItem>, ApiError>;

@@ -4,7 +4,11 @@
 //! catalogs or schedulers, only of the API's shapes ([`model`]), its routes, authentication and
 //! errors. See docs/api.md.
 
+mod api;
+mod auth;
 pub mod backend;
 pub mod model;
 
+pub use api::{ApiConfig, Limits, router, router_with_limits, serve};
+pub use auth::tokens_equal;
 pub use backend::{ApiError, Backend};
