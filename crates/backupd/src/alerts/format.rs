@@ -63,7 +63,7 @@ pub fn discord_body(alert: &Alert, host: &str) -> Value {
         "Last success".into(),
         alert
             .last_success
-            .map(|t| t.to_string())
+            .map(super::policy::show_time)
             .unwrap_or_else(|| "never".into()),
         true,
     ));

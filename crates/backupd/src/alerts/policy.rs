@@ -126,19 +126,25 @@ impl AlertPolicy {
                 st.consecutive_failures = st.consecutive_failures.saturating_add(1);
                 let since = *st.failing_since.get_or_insert(at);
                 let n = st.consecutive_failures;
-                let mut message = format!("Run #{run_id} of job {job} failed at {}.", at);
+                let mut message =
+                    format!("Run #{run_id} of job {job} failed at {}.", show_time(at));
                 if let Some(e) = error {
                     message.push_str(&format!(" Error: {}", e.trim()));
                 }
                 if n > 1 {
                     message.push_str(&format!(
-                        "\n{} consecutive failures since {since} ({}).",
+                        "\n{} consecutive failures since {} ({}).",
                         n,
+                        show_time(since),
                         human_duration(at, since)
                     ));
                 }
                 message.push_str(&match st.last_success {
-                    Some(t) => format!("\nLast success: {t} ({} ago).", human_duration(at, t)),
+                    Some(t) => format!(
+                        "\nLast success: {} ({} ago).",
+                        show_time(t),
+                        human_duration(at, t)
+                    ),
                     None => "\nThe job has never succeeded.".to_string(),
                 });
                 let title = if n > 1 {
@@ -171,9 +177,11 @@ impl AlertPolicy {
                     return Vec::new();
                 };
                 let mut message = format!(
-                    "Run #{run_id} of job {job} succeeded at {at}; the job had been down for {} \
-                     (since {down_since}).",
-                    human_duration(at, down_since)
+                    "Run #{run_id} of job {job} succeeded at {}; the job had been down for {} \
+                     (since {}).",
+                    show_time(at),
+                    human_duration(at, down_since),
+                    show_time(down_since)
                 );
                 if failures > 0 {
                     message.push_str(&format!(
@@ -183,7 +191,7 @@ impl AlertPolicy {
                 }
                 if was_stale {
                     message.push_str(&match previous_success {
-                        Some(t) => format!(" Previous success: {t}."),
+                        Some(t) => format!(" Previous success: {}.", show_time(t)),
                         None => " It had never succeeded before.".to_string(),
                     });
                 }
@@ -236,13 +244,15 @@ impl AlertPolicy {
             let window_text = human_span(*stale_after.as_ref().unwrap_or(&Duration::ZERO));
             let mut message = match st.last_success {
                 Some(t) => format!(
-                    "Job {job} has not succeeded for {} (last success {t}); it should succeed at \
+                    "Job {job} has not succeeded for {} (last success {}); it should succeed at \
                      least every {window_text}.",
-                    human_duration(now, t)
+                    human_duration(now, t),
+                    show_time(t)
                 ),
                 None => format!(
-                    "Job {job} has had no successful run since it has been watched ({watch_start}, \
+                    "Job {job} has had no successful run since it has been watched ({}, \
                      {} ago); it should succeed at least every {window_text}.",
+                    show_time(*watch_start),
                     human_duration(now, *watch_start)
                 ),
             };
@@ -270,6 +280,13 @@ impl AlertPolicy {
         }
         out
     }
+}
+
+/// A time for people: RFC 3339 in UTC, whole seconds.
+pub fn show_time(t: Timestamp) -> String {
+    Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
 }
 
 /// `later - earlier` for people ("3d 4h", "12m 5s"); negative spans read as "0s".
@@ -480,5 +497,7 @@ mod tests {
         assert_eq!(human_span(Duration::from_secs(3600)), "1h");
         assert_eq!(human_span(Duration::from_secs(90_000)), "1d 1h");
         assert_eq!(human_duration(t(0), t(10)), "0s");
+        let frac = Timestamp::from_millisecond(1_800_000_000_750).unwrap();
+        assert_eq!(show_time(frac), "2027-01-15T08:00:00Z");
     }
 }
