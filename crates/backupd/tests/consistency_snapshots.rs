@@ -515,6 +515,23 @@ fn zfs_snapshot_leaves_nothing_when_the_run_fails() {
 }
 
 #[test]
+fn zfs_snapshot_undoes_its_snapshot_when_the_source_is_not_covered() {
+    let _l = zfs_lock();
+    // Only `b` is snapshotted, and the source is not in it: prepare fails after the snapshot.
+    let z = zfs_source(None, "kind = \"zfs-snapshot\"\ndatasets = [\"@B\"]", "");
+    let o = z.env.run(&["run", "j"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is not inside any of its snapshotted datasets"),
+        "{err}"
+    );
+    assert!(err.contains("add the dataset that holds it"), "{err}");
+    assert_eq!(zfs_leftovers(&z.parent.0), Vec::<String>::new());
+    assert!(z.env.snapshots().is_empty());
+}
+
+#[test]
 fn zfs_snapshot_cleans_what_a_killed_run_left() {
     let _l = zfs_lock();
     let tmp = tempfile::tempdir().unwrap();
@@ -723,6 +740,16 @@ fn btrfs_snapshot_backup_is_point_in_time_and_incremental() {
         "btrfs",
         &["subvolume".as_ref(), "delete".as_ref(), other.as_os_str()],
     );
+
+    // Without btrfs-progs: an error that says what to install.
+    let o = env
+        .cmd(&["run", "j"])
+        .env("RACKVAULT_BTRFS", "/nonexistent/btrfs")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("install btrfs-progs"), "{err}");
 
     // A plain directory is not a subvolume: a clear error, no snapshot.
     let cfg = std::fs::read_to_string(&env.config).unwrap().replace(
