@@ -213,8 +213,10 @@ fn attempt(
     {
         progress.phase("pre hook");
         post_hook.armed = true;
-        hooks::run(hooks::Phase::Pre, pre, h.timeout, &post_hook.env)
-            .context("the pre hook failed")?;
+        hooks::run(hooks::Phase::Pre, pre, h.timeout, &post_hook.env, &|| {
+            progress.is_cancelled()
+        })
+        .context("the pre hook failed")?;
     }
     post_hook.armed = true;
     progress.check()?;
@@ -235,11 +237,21 @@ fn attempt(
     progress.check()?;
     let staging = store.begin(&job.name, name)?;
     let built = (|| -> Result<engine::Built> {
-        let skip_dirs = crate::scan::dir_ids(&[
-            staging.root.as_path(),
-            cfg.state_dir.as_path(),
-            &store.root_path(),
-        ]);
+        let never = [
+            staging.root.clone(),
+            cfg.state_dir.clone(),
+            store.root_path(),
+        ];
+        // Through a snapshot or clone the same directories have other (device, inode)s: skip
+        // their counterparts in the view too.
+        let in_view: Vec<PathBuf> = never
+            .iter()
+            .filter(|_| view.root != job.source)
+            .filter_map(|p| p.strip_prefix(&job.source).ok())
+            .map(|rel| view.root.join(rel))
+            .collect();
+        let all: Vec<&Path> = never.iter().chain(&in_view).map(PathBuf::as_path).collect();
+        let skip_dirs = crate::scan::dir_ids(&all);
         let opts = ScanOptions {
             selector: &job.selector,
             cross_filesystems: job.cross_filesystems,
@@ -326,7 +338,7 @@ impl<'a> PostHook<'a> {
         let Some(h) = &self.job.hooks else { return };
         let Some(post) = &h.post else { return };
         self.env.outcome = outcome.map(|o| o.as_str().to_string());
-        if let Err(e) = hooks::run(hooks::Phase::Post, post, h.timeout, &self.env) {
+        if let Err(e) = hooks::run(hooks::Phase::Post, post, h.timeout, &self.env, &|| false) {
             tracing::warn!(job = %self.job.name, error = %format!("{e:#}"), "post hook failed");
             self.warning = Some(format!("the post hook failed: {e:#}"));
         }

@@ -497,6 +497,37 @@ fn zfs_snapshot_backup_is_point_in_time_incremental_and_leaves_nothing() {
 }
 
 #[test]
+fn zfs_snapshot_never_backs_up_the_state_or_store_inside_the_source() {
+    let _l = zfs_lock();
+    let z = zfs_source(None, "kind = \"zfs-snapshot\"\ndatasets = [\"@A\"]", "");
+    let env = &z.env;
+    // Both inside the snapshotted dataset: through the clone they have other (device, inode)s.
+    let cfg = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("state_dir = \"state\"", "state_dir = \"src/state\"")
+        .replace("path = \"store\"", "path = \"src/store\"");
+    std::fs::write(&env.config, cfg).unwrap();
+    env.backup();
+    // The second run's view holds the first run's snapshot and catalog.
+    env.backup();
+    let ls = env.json(&["ls", "j", "latest", "-R"]);
+    let paths: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"file.txt"), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .all(|p| !p.starts_with("state") && !p.starts_with("store")),
+        "{paths:?}"
+    );
+    assert_eq!(zfs_leftovers(&z.parent.0), Vec::<String>::new());
+}
+
+#[test]
 fn zfs_snapshot_leaves_nothing_when_the_run_fails() {
     let _l = zfs_lock();
     // A ZFS store whose parent dataset does not exist fails after the view was taken.

@@ -111,6 +111,8 @@ pub enum HookError {
         timeout: Duration,
         stderr: String,
     },
+    #[error("the {phase} hook `{command}` was stopped: the run was cancelled")]
+    Cancelled { phase: Phase, command: String },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -121,9 +123,17 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
-/// Runs `command` with `sh -c`, killing it (and its process group) after `timeout`.
-pub fn run(phase: Phase, command: &str, timeout: Duration, env: &HookEnv) -> Result<()> {
-    run_hook(phase, command, timeout, env).map_err(anyhow::Error::from)
+/// Runs `command` with `sh -c`, killing it (and its process group) after `timeout`, or as soon
+/// as `cancelled` says so (the pre hook of a cancelled run; a post hook is never cut short, it
+/// may be what lets the application go on).
+pub fn run(
+    phase: Phase,
+    command: &str,
+    timeout: Duration,
+    env: &HookEnv,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<()> {
+    run_hook(phase, command, timeout, env, cancelled).map_err(anyhow::Error::from)
 }
 
 /// [`run`] with a typed error.
@@ -132,6 +142,7 @@ pub fn run_hook(
     command: &str,
     timeout: Duration,
     env: &HookEnv,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<(), HookError> {
     let started = Instant::now();
     tracing::info!(hook = %phase, job = %env.job, command, "running hook");
@@ -154,8 +165,9 @@ pub fn run_hook(
     let out = Capture::start(child.stdout.take());
     let err = Capture::start(child.stderr.take());
     let deadline = started + timeout;
-    let status = wait_until(&mut child, deadline);
+    let status = wait_until(&mut child, deadline, cancelled);
     let timed_out = status.is_none();
+    let was_cancelled = timed_out && cancelled();
     let status = match status {
         Some(s) => s,
         None => kill_group(&mut child),
@@ -176,6 +188,12 @@ pub fn run_hook(
     let ok = !timed_out && status.success();
     log_output(phase, "stdout", &stdout, ok);
     log_output(phase, "stderr", &stderr, ok);
+    if was_cancelled {
+        return Err(HookError::Cancelled {
+            phase,
+            command: command.to_string(),
+        });
+    }
     if timed_out {
         return Err(HookError::TimedOut {
             phase,
@@ -196,8 +214,12 @@ pub fn run_hook(
     Ok(())
 }
 
-/// Waits for the child until `deadline`; None when it is still running then.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+/// Waits for the child until `deadline` or until `cancelled`; None when it is still running then.
+fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+    cancelled: &dyn Fn() -> bool,
+) -> Option<ExitStatus> {
     let mut pause = Duration::from_millis(5);
     loop {
         match child.try_wait() {
@@ -210,7 +232,7 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
             }
         }
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline || cancelled() {
             return None;
         }
         std::thread::sleep(pause.min(deadline - now));
@@ -223,7 +245,7 @@ fn kill_group(child: &mut Child) -> ExitStatus {
     let pgid = child.id() as libc::pid_t;
     // SAFETY: plain kill(2) on the group we created (process_group(0) makes pgid == pid).
     unsafe { libc::kill(-pgid, libc::SIGTERM) };
-    let status = wait_until(child, Instant::now() + KILL_GRACE);
+    let status = wait_until(child, Instant::now() + KILL_GRACE, &|| false);
     // Children of the hook may ignore SIGTERM even when the shell did not: kill the rest too.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     match status {
@@ -368,6 +390,7 @@ mod tests {
             "test \"$RACKVAULT_JOB/$RACKVAULT_RUN_ID/$RACKVAULT_HOOK/$RACKVAULT_OUTCOME\" = j/7/post/failed",
             Duration::from_secs(10),
             &env(),
+            &|| false,
         )
         .unwrap();
         // The outcome is for post hooks only.
@@ -376,6 +399,7 @@ mod tests {
             "test -z \"$RACKVAULT_OUTCOME\" && test -z \"${RACKVAULT_VIEW+x}\"",
             Duration::from_secs(10),
             &env(),
+            &|| false,
         )
         .unwrap();
         let e = run(
@@ -383,6 +407,7 @@ mod tests {
             "echo out; echo bad thing >&2; exit 3",
             Duration::from_secs(10),
             &env(),
+            &|| false,
         )
         .unwrap_err();
         let msg = format!("{e:#}");
@@ -400,9 +425,25 @@ mod tests {
             "sleep 100 & sleep 100",
             Duration::from_millis(300),
             &env(),
+            &|| false,
         )
         .unwrap_err();
         assert!(format!("{e}").contains("timed out after 0.3 s"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_its_pre_hook_at_once() {
+        let t = Instant::now();
+        let e = run_hook(
+            Phase::Pre,
+            "sleep 100 & sleep 100",
+            Duration::from_secs(60),
+            &env(),
+            &|| t.elapsed() > Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(matches!(e, HookError::Cancelled { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     }
 
@@ -414,6 +455,7 @@ mod tests {
             "sleep 5 & echo started",
             Duration::from_secs(60),
             &env(),
+            &|| false,
         )
         .unwrap();
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
