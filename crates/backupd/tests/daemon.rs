@@ -79,9 +79,16 @@ impl Setup {
                 return d;
             }
             if let Some(status) = d.child.try_wait().unwrap() {
-                panic!("daemon exited with {status} before it was ready:\n{}", d.log());
+                panic!(
+                    "daemon exited with {status} before it was ready:\n{}",
+                    d.log()
+                );
             }
-            assert!(Instant::now() < deadline, "daemon not ready in 30 s:\n{}", d.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon not ready in 30 s:\n{}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -119,7 +126,10 @@ impl Daemon {
 
     fn get(&self, path: &str) -> (u16, Value) {
         let (s, t) = self.get_text(path);
-        (s, serde_json::from_str(&t).unwrap_or_else(|e| panic!("{path}: {e}: {t}")))
+        (
+            s,
+            serde_json::from_str(&t).unwrap_or_else(|e| panic!("{path}: {e}: {t}")),
+        )
     }
 
     fn post(&self, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -129,7 +139,10 @@ impl Daemon {
         }
         let mut r = req.send_empty().unwrap();
         let t = r.body_mut().read_to_string().unwrap();
-        (r.status().as_u16(), serde_json::from_str(&t).unwrap_or_else(|e| panic!("{path}: {e}: {t}")))
+        (
+            r.status().as_u16(),
+            serde_json::from_str(&t).unwrap_or_else(|e| panic!("{path}: {e}: {t}")),
+        )
     }
 
     fn trigger(&self, job: &str) -> i64 {
@@ -151,7 +164,11 @@ impl Daemon {
             if !matches!(v["status"].as_str(), Some("queued" | "running")) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "run {id} did not end: {v}\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "run {id} did not end: {v}\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -169,7 +186,10 @@ impl Daemon {
                 );
                 return v;
             }
-            assert!(matches!(v["status"].as_str(), Some("queued" | "running")), "{v}");
+            assert!(
+                matches!(v["status"].as_str(), Some("queued" | "running")),
+                "{v}"
+            );
             assert!(Instant::now() < deadline, "run {id} never copied: {v}");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -221,7 +241,11 @@ fn job(name: &str, source: &str, extra: &str) -> String {
 fn small_source(dir: &Path, files: usize) {
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..files {
-        std::fs::write(dir.join(format!("f{i}.txt")), format!("file {i}\n").repeat(100)).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}.txt")),
+            format!("file {i}\n").repeat(100),
+        )
+        .unwrap();
     }
 }
 
@@ -239,7 +263,11 @@ fn big_source(dir: &Path, mb: usize) {
 
 fn store_snapshots(s: &Setup, job: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(s.path(&format!("store/{job}/snapshots")))
-        .map(|rd| rd.flatten().map(|e| e.file_name().into_string().unwrap()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().into_string().unwrap())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -252,37 +280,56 @@ fn parse_metrics(text: &str) -> Vec<(String, String, f64)> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut it = rest.split(' ');
-            types.insert(it.next().unwrap().to_string(), it.next().unwrap().to_string());
+            types.insert(
+                it.next().unwrap().to_string(),
+                it.next().unwrap().to_string(),
+            );
             continue;
         }
         if line.starts_with('#') || line.is_empty() {
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample {line:?}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample {line:?}"));
         let (name, labels) = match series.split_once('{') {
-            Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("bad labels {line:?}"))),
+            Some((n, l)) => (
+                n,
+                l.strip_suffix('}')
+                    .unwrap_or_else(|| panic!("bad labels {line:?}")),
+            ),
             None => (series, ""),
         };
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name {name:?}"
         );
         let base = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s).filter(|b| types.contains_key(*b)))
             .unwrap_or(name);
-        let ty = types.get(base).unwrap_or_else(|| panic!("{name} has no # TYPE line"));
+        let ty = types
+            .get(base)
+            .unwrap_or_else(|| panic!("{name} has no # TYPE line"));
         if ty == "counter" {
-            assert!(name.ends_with("_total"), "counter {name} must end in _total");
+            assert!(
+                name.ends_with("_total"),
+                "counter {name} must end in _total"
+            );
         }
-        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
         out.push((name.to_string(), labels.to_string(), v));
     }
     out
 }
 
 fn metric(ms: &[(String, String, f64)], name: &str, labels: &str) -> Option<f64> {
-    ms.iter().find(|(n, l, _)| n == name && l == labels).map(|m| m.2)
+    ms.iter()
+        .find(|(n, l, _)| n == name && l == labels)
+        .map(|m| m.2)
 }
 
 #[test]
@@ -299,14 +346,21 @@ fn api_runs_jobs_through_the_queue_with_auth_stats_and_metrics() {
 
     // Mutations need the token, compared in full.
     assert_eq!(d.post("/api/v1/jobs/a/run", None).0, 401);
-    assert_eq!(d.post("/api/v1/jobs/a/run", Some("test-token-0123456789abcdeX")).0, 401);
+    assert_eq!(
+        d.post("/api/v1/jobs/a/run", Some("test-token-0123456789abcdeX"))
+            .0,
+        401
+    );
     assert_eq!(d.post("/api/v1/jobs/nope/run", Some(TOKEN)).0, 404);
     let id = d.trigger("a");
     let r = d.wait_run(id);
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(r["trigger"], "manual");
     assert_eq!(r["stats"]["scanned_files"], 20);
-    assert!(r["progress"].is_null(), "no live progress after the end: {r}");
+    assert!(
+        r["progress"].is_null(),
+        "no live progress after the end: {r}"
+    );
     let (st, snaps) = d.get("/api/v1/jobs/a/snapshots");
     assert_eq!(st, 200);
     assert_eq!(snaps.as_array().unwrap().len(), 1);
@@ -323,8 +377,15 @@ fn api_runs_jobs_through_the_queue_with_auth_stats_and_metrics() {
     let (_, runs) = d.get("/api/v1/runs?job=a");
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 2);
-    assert!(runs.iter().all(|r| r["status"] == "succeeded" && r["trigger"] == "manual"));
-    assert_eq!(runs[0]["stats"]["new_files"], 3, "incremental: only the new files: {}", runs[0]);
+    assert!(
+        runs.iter()
+            .all(|r| r["status"] == "succeeded" && r["trigger"] == "manual")
+    );
+    assert_eq!(
+        runs[0]["stats"]["new_files"], 3,
+        "incremental: only the new files: {}",
+        runs[0]
+    );
     let (st, _) = d.get("/api/v1/runs?status=bogus");
     assert_eq!(st, 400);
 
@@ -337,19 +398,32 @@ fn api_runs_jobs_through_the_queue_with_auth_stats_and_metrics() {
     assert_eq!(st, 200);
     let ms = parse_metrics(&text);
     let now = jiff::Timestamp::now().as_second() as f64;
-    let last_ok = metric(&ms, "backupd_last_success_timestamp_seconds", "job=\"a\"").expect("last success");
+    let last_ok =
+        metric(&ms, "backupd_last_success_timestamp_seconds", "job=\"a\"").expect("last success");
     assert!((now - last_ok).abs() < 120.0, "{last_ok} vs {now}");
-    assert_eq!(metric(&ms, "backupd_runs_total", "job=\"a\",outcome=\"succeeded\""), Some(2.0));
-    assert_eq!(metric(&ms, "backupd_failures_total", "job=\"a\""), Some(0.0));
+    assert_eq!(
+        metric(&ms, "backupd_runs_total", "job=\"a\",outcome=\"succeeded\""),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&ms, "backupd_failures_total", "job=\"a\""),
+        Some(0.0)
+    );
     assert_eq!(metric(&ms, "backupd_snapshots", "job=\"a\""), Some(2.0));
     assert!(metric(&ms, "backupd_store_used_bytes", "job=\"a\"").unwrap() > 0.0);
     assert!(metric(&ms, "backupd_bytes_written_total", "job=\"a\"").unwrap() > 0.0);
-    assert_eq!(metric(&ms, "backupd_scheduler_max_concurrent", ""), Some(1.0));
+    assert_eq!(
+        metric(&ms, "backupd_scheduler_max_concurrent", ""),
+        Some(1.0)
+    );
     assert!(metric(&ms, "process_resident_memory_bytes", "").unwrap() > 1e6);
 
     let (status, took, log) = d.stop();
     assert!(status.success(), "{status}\n{log}");
-    assert!(took < Duration::from_secs(10), "idle daemon stops at once, took {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "idle daemon stops at once, took {took:?}"
+    );
     assert!(!s.path("state/daemon.json").exists());
 }
 
@@ -377,7 +451,11 @@ fn schedules_fire_one_run_at_a_time_under_the_global_limit() {
     // `tick` fires every second but takes ~1.5 s: fires while it runs queue one run, never more.
     let jobs = format!(
         "{}{}",
-        job("tick", "src", "schedule = \"* * * * * *\"\n[job.hooks]\npre = \"sleep 1.5\""),
+        job(
+            "tick",
+            "src",
+            "schedule = \"* * * * * *\"\n[job.hooks]\npre = \"sleep 1.5\""
+        ),
         job("other", "src", "[job.hooks]\npre = \"sleep 0.5\""),
     );
     let s = Setup::new("max_concurrent = 1", &jobs);
@@ -397,13 +475,19 @@ fn schedules_fire_one_run_at_a_time_under_the_global_limit() {
     let (status, _, log) = d.stop();
     assert!(status.success(), "{log}");
     assert_eq!(max_running, 1, "global limit of 1");
-    assert!(max_queued <= 2, "one queued run per job at most, saw {max_queued}");
+    assert!(
+        max_queued <= 2,
+        "one queued run per job at most, saw {max_queued}"
+    );
 
     let o = s.cli(&["runs", "tick", "--json", "--limit", "100"]);
     let runs: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     let done: Vec<&Value> = runs.iter().filter(|r| r["status"] == "succeeded").collect();
     assert!(done.len() >= 2, "scheduled runs happened: {runs:?}");
-    assert!(done.len() <= 6, "7 s of 1.5 s runs cannot hold more: {runs:?}");
+    assert!(
+        done.len() <= 6,
+        "7 s of 1.5 s runs cannot hold more: {runs:?}"
+    );
     assert!(done.iter().all(|r| r["trigger"] == "schedule"));
     // Never overlapping: each run started after the one before it finished.
     let mut spans: Vec<(jiff::Timestamp, jiff::Timestamp)> = done
@@ -438,7 +522,13 @@ fn sigterm_aborts_a_running_job_with_nothing_published_or_lets_it_finish() {
     assert!(store_snapshots(&s, "big").is_empty(), "nothing published");
 
     // With a grace period the run finishes and is published.
-    std::fs::write(&s.config, std::fs::read_to_string(&s.config).unwrap().replace("\"0s\"", "\"5m\"")).unwrap();
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("\"0s\"", "\"5m\""),
+    )
+    .unwrap();
     let d = s.start();
     let id = d.trigger("big");
     d.wait_copying(id);
@@ -466,7 +556,11 @@ fn a_daemon_killed_mid_run_marks_the_run_interrupted_and_loses_nothing() {
     let id = d.trigger("big");
     d.wait_copying(id);
     d.kill9();
-    assert_eq!(store_snapshots(&s, "big"), before, "nothing published, nothing lost");
+    assert_eq!(
+        store_snapshots(&s, "big"),
+        before,
+        "nothing published, nothing lost"
+    );
 
     let d = s.start();
     let r = d.run(id);
@@ -479,7 +573,13 @@ fn a_daemon_killed_mid_run_marks_the_run_interrupted_and_loses_nothing() {
     assert_eq!(after[0], before[0]);
     let o = s.cli(&["verify", "big", "--all"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    assert!(!s.path("store/big/.incomplete").read_dir().unwrap().any(|_| true), "staging cleaned");
+    assert!(
+        !s.path("store/big/.incomplete")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "staging cleaned"
+    );
 }
 
 #[test]
@@ -487,7 +587,11 @@ fn a_missed_schedule_is_caught_up_once_after_downtime() {
     let jobs = format!(
         "{}{}",
         job("daily", "src", "schedule = \"0 3 * * *\""),
-        job("nocatch", "src", "schedule = \"0 3 * * *\"\ncatch_up = false"),
+        job(
+            "nocatch",
+            "src",
+            "schedule = \"0 3 * * *\"\ncatch_up = false"
+        ),
     );
     let s = Setup::new("", &jobs);
     small_source(&s.path("src"), 2);
@@ -498,14 +602,20 @@ fn a_missed_schedule_is_caught_up_once_after_downtime() {
     // Pretend those runs happened three days ago: three 03:00 runs were missed since.
     let db = rusqlite::Connection::open(s.path("state/catalog.sqlite")).unwrap();
     let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72)).to_string();
-    db.execute("UPDATE runs SET started_at = ?1, queued_at = ?1", [&old]).unwrap();
+    db.execute("UPDATE runs SET started_at = ?1, queued_at = ?1", [&old])
+        .unwrap();
     drop(db);
 
     let d = s.start();
     let deadline = Instant::now() + Duration::from_secs(30);
     let caught = loop {
         let (_, runs) = d.get("/api/v1/runs?job=daily&status=succeeded");
-        if let Some(r) = runs.as_array().unwrap().iter().find(|r| r["trigger"] == "catch-up") {
+        if let Some(r) = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["trigger"] == "catch-up")
+        {
             break r.clone();
         }
         assert!(Instant::now() < deadline, "no catch-up run:\n{}", d.log());
@@ -515,8 +625,16 @@ fn a_missed_schedule_is_caught_up_once_after_downtime() {
     std::thread::sleep(Duration::from_millis(500));
     let (_, all) = d.get("/api/v1/runs?limit=100");
     let all = all.as_array().unwrap();
-    assert_eq!(all.iter().filter(|r| r["trigger"] == "catch-up").count(), 1, "once: {all:?}");
-    assert!(all.iter().all(|r| r["job"] != "nocatch" || r["trigger"] == "cli"), "{all:?}");
+    assert_eq!(
+        all.iter().filter(|r| r["trigger"] == "catch-up").count(),
+        1,
+        "once: {all:?}"
+    );
+    assert!(
+        all.iter()
+            .all(|r| r["job"] != "nocatch" || r["trigger"] == "cli"),
+        "{all:?}"
+    );
     let (_, j) = d.get("/api/v1/jobs/daily");
     assert!(j["next_run_at"].as_str().is_some(), "{j}");
 }
@@ -575,7 +693,11 @@ impl Hook {
             {
                 return v.clone();
             }
-            assert!(Instant::now() < deadline, "no {event} alert for {job}: {:?}", self.bodies.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "no {event} alert for {job}: {:?}",
+                self.bodies.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -613,11 +735,20 @@ fn alerts_on_failure_recovery_and_staleness_reach_a_webhook() {
     let (_, text) = d.get_text("/metrics");
     let ms = parse_metrics(&text);
     assert_eq!(metric(&ms, "backupd_job_stale", "job=\"quiet\""), Some(1.0));
-    assert_eq!(metric(&ms, "backupd_failures_total", "job=\"flaky\""), Some(1.0));
+    assert_eq!(
+        metric(&ms, "backupd_failures_total", "job=\"flaky\""),
+        Some(1.0)
+    );
     let id = d.trigger("quiet");
     assert_eq!(d.wait_run(id)["status"], "succeeded");
     hook.wait_for("recovery", "quiet");
-    let n_failure = hook.bodies.lock().unwrap().iter().filter(|v| v["event"] == "failure").count();
+    let n_failure = hook
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|v| v["event"] == "failure")
+        .count();
     assert_eq!(n_failure, 1);
 }
 
@@ -628,7 +759,8 @@ fn systemd_hears_ready_and_stopping() {
     small_source(&s.path("src"), 1);
     let sock_path = s.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let d = s.start_with(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
     let mut buf = [0u8; 4096];
     let n = sock.recv(&mut buf).unwrap();
@@ -638,9 +770,42 @@ fn systemd_hears_ready_and_stopping() {
     let (status, _, log) = d.stop();
     assert!(status.success(), "{log}");
     let mut saw_stopping = false;
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     while let Ok(n) = sock.recv(&mut buf) {
         saw_stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
     }
     assert!(saw_stopping);
+}
+
+#[test]
+fn runs_are_cancelled_through_the_api_queued_or_running() {
+    let jobs = format!("{}{}", job("big", "src", ""), job("small", "small", ""));
+    let s = Setup::new("max_concurrent = 1", &jobs);
+    big_source(&s.path("src"), 512);
+    small_source(&s.path("small"), 2);
+    let d = s.start();
+    let big = d.trigger("big");
+    d.wait_copying(big);
+    // `small` waits behind `big` (limit 1); cancelling it drops it from the queue.
+    let small = d.trigger("small");
+    assert_eq!(d.run(small)["status"], "queued");
+    assert_eq!(d.post(&format!("/api/v1/runs/{small}/cancel"), None).0, 401);
+    let (st, v) = d.post(&format!("/api/v1/runs/{small}/cancel"), Some(TOKEN));
+    assert_eq!((st, v["status"].as_str()), (200, Some("cancelled")), "{v}");
+    // Cancelling the running one stops its copy; nothing is published.
+    let (st, v) = d.post(&format!("/api/v1/runs/{big}/cancel"), Some(TOKEN));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["cancel_requested"], true, "{v}");
+    let r = d.wait_run(big);
+    assert_eq!(r["status"], "cancelled", "{r}");
+    assert!(store_snapshots(&s, "big").is_empty());
+    assert!(
+        store_snapshots(&s, "small").is_empty(),
+        "the cancelled queued run never ran"
+    );
+    assert_eq!(d.post("/api/v1/runs/999999/cancel", Some(TOKEN)).0, 404);
+    // The job runs normally afterwards.
+    let again = d.trigger("big");
+    assert_eq!(d.wait_run(again)["status"], "succeeded");
 }
