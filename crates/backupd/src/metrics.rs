@@ -132,6 +132,15 @@ fn unix_seconds(t: Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
 }
 
+/// The last finished (succeeded or failed) run of a job, from the catalog, for a daemon that
+/// starts: the gauges about it are there before the next run.
+#[derive(Debug, Clone, Copy)]
+pub struct LastRun {
+    pub finished: Timestamp,
+    pub duration_secs: f64,
+    pub succeeded: bool,
+}
+
 impl Metrics {
     /// Same as the module's [`install`].
     pub fn install() -> anyhow::Result<Metrics> {
@@ -186,13 +195,15 @@ impl Metrics {
 
     /// At startup, per configured job: restore what the catalog knows and create every counter
     /// at 0, so `rate()` and absence alerts see the series before the first run.
-    pub fn seed_job(&self, job: &str, last_success: Option<Timestamp>, last_duration: Option<f64>) {
+    pub fn seed_job(&self, job: &str, last_success: Option<Timestamp>, last_run: Option<LastRun>) {
         let job = job.to_string();
         if let Some(t) = last_success {
             gauge!(LAST_SUCCESS_TIMESTAMP, "job" => job.clone()).set(unix_seconds(t));
         }
-        if let Some(d) = last_duration {
-            gauge!(LAST_RUN_DURATION, "job" => job.clone()).set(d);
+        if let Some(r) = last_run {
+            gauge!(LAST_RUN_DURATION, "job" => job.clone()).set(r.duration_secs);
+            gauge!(LAST_RUN_TIMESTAMP, "job" => job.clone()).set(unix_seconds(r.finished));
+            gauge!(LAST_RUN_SUCCESS, "job" => job.clone()).set(if r.succeeded { 1.0 } else { 0.0 });
         }
         for o in OUTCOMES {
             counter!(RUNS, "job" => job.clone(), "outcome" => o.as_str()).increment(0);

@@ -198,8 +198,14 @@ fn render_is_valid_exposition_with_the_recorded_values() {
     let t1 = ts(1_800_000_000, 250);
     let t2 = ts(1_800_000_600, 0);
     m.seed_job("alpha", None, None);
-    m.seed_job("beta.db-1", Some(t0), Some(12.5));
-    m.seed_job("gamma", None, None);
+    let seeded = |succeeded| backupd::metrics::LastRun {
+        finished: t0,
+        duration_secs: 12.5,
+        succeeded,
+    };
+    m.seed_job("beta.db-1", Some(t0), Some(seeded(true)));
+    // A restarted daemon exports the last run's outcome before any new run.
+    m.seed_job("gamma", None, Some(seeded(false)));
 
     let stats = Stats {
         new_files: 3,
@@ -299,7 +305,8 @@ fn render_is_valid_exposition_with_the_recorded_values() {
         "cancel leaves it"
     );
     assert_eq!(e.value("backupd_last_run_success", &b), 0.0);
-    assert_eq!(e.get("backupd_last_run_success", &g), None);
+    assert_eq!(e.value("backupd_last_run_success", &g), 0.0, "seeded");
+    assert_eq!(e.value("backupd_last_run_duration_seconds", &g), 12.5);
     assert_eq!(e.value("backupd_last_run_duration_seconds", &a), 1.0);
     assert_eq!(e.value("backupd_last_run_duration_seconds", &b), 3.0);
     let close = |x: f64, y: f64| (x - y).abs() < 1e-3;

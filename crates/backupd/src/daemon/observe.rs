@@ -13,7 +13,7 @@ use super::shared::{RunReport, Shared};
 use crate::alerts::{AlertPolicy, AlertSender, JobAlertState, SenderOptions};
 use crate::catalog::{Catalog, Outcome};
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{LastRun, Metrics};
 
 pub struct Observer {
     metrics: Metrics,
@@ -34,12 +34,16 @@ impl Observer {
         for j in &cfg.jobs {
             let ok = last_success.get(&j.name).copied();
             let last = catalog.last_run(&j.name, &["succeeded", "failed"])?;
-            let duration = last.as_ref().and_then(|r| {
+            let last_run = last.as_ref().and_then(|r| {
                 let s: Timestamp = r.started_at.as_deref()?.parse().ok()?;
                 let f: Timestamp = r.finished_at.as_deref()?.parse().ok()?;
-                Some(f.duration_since(s).as_secs_f64())
+                Some(LastRun {
+                    finished: f,
+                    duration_secs: f.duration_since(s).as_secs_f64(),
+                    succeeded: r.status == "succeeded",
+                })
             });
-            metrics.seed_job(&j.name, ok, duration);
+            metrics.seed_job(&j.name, ok, last_run);
             metrics.job_store(&j.name, catalog.snapshot_count(&j.name)?, None);
             metrics.job_stale(&j.name, false);
             seeds.push(if failing.contains(&j.name) {
@@ -59,7 +63,14 @@ impl Observer {
         })
     }
 
-    pub fn run_finished(&self, job: &str, run_id: i64, outcome: Outcome, at: Timestamp, r: &RunReport) {
+    pub fn run_finished(
+        &self,
+        job: &str,
+        run_id: i64,
+        outcome: Outcome,
+        at: Timestamp,
+        r: &RunReport,
+    ) {
         self.metrics
             .run_finished(job, outcome, r.duration_secs, r.stats.as_ref(), at);
         if let Some(n) = r.snapshots {
@@ -68,11 +79,13 @@ impl Observer {
         if outcome == Outcome::Succeeded {
             self.metrics.job_stale(job, false);
         }
-        let alerts = self
-            .policy
-            .lock()
-            .expect("alert policy lock")
-            .run_finished(job, outcome, at, run_id, r.error.as_deref());
+        let alerts = self.policy.lock().expect("alert policy lock").run_finished(
+            job,
+            outcome,
+            at,
+            run_id,
+            r.error.as_deref(),
+        );
         self.send(alerts);
     }
 
@@ -86,9 +99,15 @@ impl Observer {
             .filter(|j| !st.stale.contains(&j.name))
             .filter_map(|j| {
                 let after = jiff::SignedDuration::try_from(j.stale_after?).ok()?;
-                let since = st.last_success.get(&j.name).copied().unwrap_or(shared.started_at);
+                let since = st
+                    .last_success
+                    .get(&j.name)
+                    .copied()
+                    .unwrap_or(shared.started_at);
                 // Just past the window: staleness is "older than".
-                since.checked_add(after + jiff::SignedDuration::from_millis(1)).ok()
+                since
+                    .checked_add(after + jiff::SignedDuration::from_millis(1))
+                    .ok()
             })
             .min()
     }
