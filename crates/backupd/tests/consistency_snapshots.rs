@@ -7,7 +7,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -180,82 +179,12 @@ fn hooks_failing_post_is_a_warning_on_a_successful_run() {
 
 // ---------------------------------------------------------------- zfs-snapshot
 
-fn pool() -> String {
-    assert!(
-        is_root(),
-        "the zfs-snapshot tests need root (zfs-fuse); run them as root through scripts/test.sh"
-    );
-    std::env::var("RACKVAULT_TEST_ZPOOL").unwrap_or_else(|_| {
-        panic!("RACKVAULT_TEST_ZPOOL is not set: run the tests through scripts/test.sh, which starts zfs-fuse and a test pool")
-    })
-}
-
 /// All zfs tests use job `j`, whose clones share `<pool>/rackvault-views`: one at a time, so
 /// one test's leftover cleaning does not take another's clones.
 static ZFS_LOCK: Mutex<()> = Mutex::new(());
 
 fn zfs_lock() -> std::sync::MutexGuard<'static, ()> {
     ZFS_LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn zfs(args: &[&str]) -> String {
-    let o = Command::new("zfs")
-        .args(args)
-        .output()
-        .expect("cannot run zfs (is zfs-fuse installed?)");
-    assert!(
-        o.status.success(),
-        "zfs {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// A parent dataset per test, destroyed (with retries: zfs-fuse says "busy" after unmounts).
-struct Parent(String);
-
-impl Parent {
-    fn new() -> Parent {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{}/cs{}-{}",
-            pool(),
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        zfs(&[
-            "create",
-            "-o",
-            "mountpoint=none",
-            "-o",
-            "canmount=off",
-            &name,
-        ]);
-        Parent(name)
-    }
-
-    fn child(&self, name: &str, mountpoint: Option<&Path>) -> String {
-        let ds = format!("{}/{name}", self.0);
-        match mountpoint {
-            Some(m) => zfs(&["create", "-o", &format!("mountpoint={}", m.display()), &ds]),
-            None => zfs(&["create", &ds]),
-        };
-        ds
-    }
-}
-
-impl Drop for Parent {
-    fn drop(&mut self) {
-        for _ in 0..30 {
-            let o = Command::new("zfs")
-                .args(["destroy", "-r", &self.0])
-                .output();
-            if o.is_ok_and(|o| o.status.success()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
 
 /// Snapshots and clones of job `j` that the provider made (none may survive a run).
@@ -265,7 +194,7 @@ fn zfs_leftovers(parent: &str) -> Vec<String> {
         .filter(|l| l.contains("@rackvault-j-"))
         .map(String::from)
         .collect();
-    let container = format!("{}/rackvault-views", pool());
+    let container = format!("{}/rackvault-views", test_pool());
     if Command::new("zfs")
         .args(["list", &container])
         .output()
@@ -294,7 +223,7 @@ struct ZfsSource {
 }
 
 fn zfs_source(store_toml: Option<String>, consistency: &str, extra: &str) -> ZfsSource {
-    let parent = Parent::new();
+    let parent = Parent::new("cs", false);
     let env = match store_toml {
         Some(s) => Env::new(&s, ""),
         None => Env::dir_store(""),
@@ -531,7 +460,7 @@ fn zfs_snapshot_never_backs_up_the_state_or_store_inside_the_source() {
 fn zfs_snapshot_leaves_nothing_when_the_run_fails() {
     let _l = zfs_lock();
     // A ZFS store whose parent dataset does not exist fails after the view was taken.
-    let missing = format!("{}/no-such-parent-{}", pool(), std::process::id());
+    let missing = format!("{}/no-such-parent-{}", test_pool(), std::process::id());
     let z = zfs_source(
         Some(format!("kind = \"zfs\"\nparent = \"{missing}\"")),
         "kind = \"zfs-snapshot\"\ndatasets = [\"@A\"]",

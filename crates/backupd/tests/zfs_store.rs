@@ -4,56 +4,11 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::*;
 
-fn pool() -> String {
-    std::env::var("RACKVAULT_TEST_ZPOOL").unwrap_or_else(|_| {
-        panic!("RACKVAULT_TEST_ZPOOL is not set: run the tests through scripts/test.sh, which starts zfs-fuse and a test pool")
-    })
-}
-
-fn zfs(args: &[&str]) -> String {
-    let o = Command::new("zfs")
-        .args(args)
-        .output()
-        .expect("zfs command");
-    assert!(
-        o.status.success(),
-        "zfs {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// A fresh parent dataset per test, destroyed with everything below it afterwards.
-struct Parent(String);
-
-impl Parent {
-    fn new() -> Parent {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{}/t{}-{}",
-            pool(),
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        zfs(&["create", &name]);
-        Parent(name)
-    }
-}
-
-impl Drop for Parent {
-    fn drop(&mut self) {
-        let _ = Command::new("zfs")
-            .args(["destroy", "-r", &self.0])
-            .output();
-    }
-}
-
 fn zfs_env(job_extra: &str) -> (Env, Parent) {
-    let p = Parent::new();
+    let p = Parent::new("t", true);
     (
         Env::new(&format!("kind = \"zfs\"\nparent = \"{}\"", p.0), job_extra),
         p,
@@ -261,7 +216,10 @@ fn zfs_full_target_fails_clearly_and_keeps_earlier_snapshots() {
 #[test]
 fn zfs_missing_parent_is_a_clear_error() {
     let env = Env::new(
-        &format!("kind = \"zfs\"\nparent = \"{}/does-not-exist\"", pool()),
+        &format!(
+            "kind = \"zfs\"\nparent = \"{}/does-not-exist\"",
+            test_pool()
+        ),
         "",
     );
     write(&env.source.join("f"), b"x");

@@ -373,3 +373,83 @@ pub fn allocated(p: &Path) -> u64 {
 pub fn ino(p: &Path) -> u64 {
     std::fs::symlink_metadata(p).unwrap().ino()
 }
+
+/// The zfs-fuse pool the test command started (scripts/test.sh exports RACKVAULT_TEST_ZPOOL).
+pub fn test_pool() -> String {
+    assert!(
+        is_root(),
+        "the ZFS tests need root (zfs-fuse); run them as root through scripts/test.sh"
+    );
+    std::env::var("RACKVAULT_TEST_ZPOOL").unwrap_or_else(|_| {
+        panic!("RACKVAULT_TEST_ZPOOL is not set: run the tests through scripts/test.sh, which starts zfs-fuse and a test pool")
+    })
+}
+
+/// Runs `zfs`, asserting success; returns stdout.
+pub fn zfs(args: &[&str]) -> String {
+    let o = Command::new("zfs")
+        .args(args)
+        .output()
+        .expect("cannot run zfs (is zfs-fuse installed?)");
+    assert!(
+        o.status.success(),
+        "zfs {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A dataset of its own per test under the test pool, destroyed with everything below it
+/// (retrying: zfs-fuse says "busy" for a moment after unmounts).
+pub struct Parent(pub String);
+
+impl Parent {
+    /// `mounted`: a mounted dataset (a store's parent); else a container that is never mounted.
+    pub fn new(prefix: &str, mounted: bool) -> Parent {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{}/{prefix}{}-{}",
+            test_pool(),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        if mounted {
+            zfs(&["create", &name]);
+        } else {
+            zfs(&[
+                "create",
+                "-o",
+                "mountpoint=none",
+                "-o",
+                "canmount=off",
+                &name,
+            ]);
+        }
+        Parent(name)
+    }
+
+    /// A child dataset, mounted at `mountpoint` or where it inherits.
+    pub fn child(&self, name: &str, mountpoint: Option<&Path>) -> String {
+        let ds = format!("{}/{name}", self.0);
+        match mountpoint {
+            Some(m) => zfs(&["create", "-o", &format!("mountpoint={}", m.display()), &ds]),
+            None => zfs(&["create", &ds]),
+        };
+        ds
+    }
+}
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        for _ in 0..30 {
+            let o = Command::new("zfs")
+                .args(["destroy", "-r", &self.0])
+                .output();
+            if o.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
