@@ -78,7 +78,10 @@ impl Client {
         what: &str,
     ) -> Result<T> {
         let mut resp = resp.with_context(|| {
-            format!("cannot reach backupd serve (pid {}) at {}", self.daemon.pid, self.base)
+            format!(
+                "cannot reach backupd serve (pid {}) at {}",
+                self.daemon.pid, self.base
+            )
         })?;
         let status = resp.status().as_u16();
         let text = resp
@@ -91,6 +94,7 @@ impl Client {
                 .unwrap_or(text);
             anyhow::bail!("backupd serve refused to {what} ({status}): {msg}");
         }
-        serde_json::from_str(&text).with_context(|| format!("unexpected answer from the daemon to {what}"))
+        serde_json::from_str(&text)
+            .with_context(|| format!("unexpected answer from the daemon to {what}"))
     }
 }

@@ -45,7 +45,12 @@ impl DaemonLock {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let who = running(state_dir)
-                    .map(|i| format!("pid {}, listening on {}, since {}", i.pid, i.listen, i.started_at))
+                    .map(|i| {
+                        format!(
+                            "pid {}, listening on {}, since {}",
+                            i.pid, i.listen, i.started_at
+                        )
+                    })
                     .unwrap_or_else(|| "another process".into());
                 anyhow::bail!(
                     "another backupd serve is already using state directory {} ({who}); stop it first",
@@ -65,7 +70,8 @@ impl DaemonLock {
     /// Publishes where the daemon listens (after the listener is bound).
     pub fn publish(&self, info: &DaemonInfo) -> Result<()> {
         let tmp = self.info_path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut f =
+            File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         f.write_all(serde_json::to_string_pretty(info)?.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.info_path)
@@ -110,7 +116,10 @@ mod tests {
         a.publish(&info).unwrap();
         assert_eq!(running(d.path()), Some(info));
         let e = DaemonLock::acquire(d.path()).err().unwrap().to_string();
-        assert!(e.contains("already using state directory") && e.contains("pid 42"), "{e}");
+        assert!(
+            e.contains("already using state directory") && e.contains("pid 42"),
+            "{e}"
+        );
         drop(a);
         assert_eq!(running(d.path()), None);
         DaemonLock::acquire(d.path()).unwrap();

@@ -47,7 +47,10 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
     let catalog = Catalog::open(&cfg.state_dir)?;
     let abandoned = catalog.abandon_queued()?;
     if abandoned > 0 {
-        tracing::warn!(runs = abandoned, "runs queued by a daemon that stopped were marked cancelled");
+        tracing::warn!(
+            runs = abandoned,
+            "runs queued by a daemon that stopped were marked cancelled"
+        );
     }
     // Runs a dead process left `running`: marked interrupted now (not only at the job's next
     // run), unless a `backupd run` outside the daemon holds the job right now.
@@ -229,9 +232,11 @@ fn start_runs(shared: &Arc<Shared>) {
         runner::start(shared, q);
     }
     let st = shared.state();
-    shared
-        .observer
-        .scheduler(st.sched.queue_len(), st.sched.running_len(), st.sched.max_concurrent());
+    shared.observer.scheduler(
+        st.sched.queue_len(),
+        st.sched.running_len(),
+        st.sched.max_concurrent(),
+    );
 }
 
 /// Waits for running runs: up to `stop_grace` for them to finish, then cancels them and waits
@@ -243,7 +248,11 @@ async fn drain_runs(shared: &Arc<Shared>) {
         return;
     }
     let grace = shared.cfg.serve.stop_grace;
-    tracing::info!(runs = running(), grace_secs = grace.as_secs(), "waiting for running jobs to finish");
+    tracing::info!(
+        runs = running(),
+        grace_secs = grace.as_secs(),
+        "waiting for running jobs to finish"
+    );
     let deadline = tokio::time::Instant::now() + grace;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     loop {

@@ -59,7 +59,14 @@ fn run(shared: &Shared, q: &Queued, progress: &Progress) {
                 queued: Some(q.run_id),
                 progress,
             };
-            match run_job(cfg, shared.store.as_ref(), &catalog, job, &req, Timestamp::now()) {
+            match run_job(
+                cfg,
+                shared.store.as_ref(),
+                &catalog,
+                job,
+                &req,
+                Timestamp::now(),
+            ) {
                 Ok(summary) => {
                     tracing::info!(job = %q.job, run = q.run_id, snapshot = %summary.snapshot, "run succeeded");
                     if !job.retention.is_empty()
@@ -110,11 +117,7 @@ fn run(shared: &Shared, q: &Queued, progress: &Progress) {
         }
     };
     report.duration_secs = started.elapsed().as_secs_f64();
-    report.snapshots = shared
-        .store
-        .snapshots(&q.job)
-        .ok()
-        .map(|s| s.len() as u64);
+    report.snapshots = shared.store.snapshots(&q.job).ok().map(|s| s.len() as u64);
     report.store_used = shared.store.usage(&q.job).ok().flatten();
     shared.run_ended(q, outcome, Timestamp::now(), report);
 }

@@ -277,15 +277,16 @@ mod tests {
     #[test]
     fn a_waiting_run_of_a_busy_job_does_not_block_others() {
         let t0 = ts("2026-11-25T00:00:00Z");
-        let mut s = Scheduler::new(
-            vec![plan("a", None, true), plan("b", None, true)],
-            2,
-            t0,
-        );
+        let mut s = Scheduler::new(vec![plan("a", None, true), plan("b", None, true)], 2, t0);
         let mut id = 0;
         enqueue(&mut s, vec!["a".into()], &mut id, Trigger::Manual);
         assert_eq!(s.start_next().unwrap().job, "a");
-        enqueue(&mut s, vec!["a".into(), "b".into()], &mut id, Trigger::Manual);
+        enqueue(
+            &mut s,
+            vec!["a".into(), "b".into()],
+            &mut id,
+            Trigger::Manual,
+        );
         assert_eq!(s.start_next().unwrap().job, "b");
     }
 
@@ -317,7 +318,12 @@ mod tests {
         let t0 = ts("2026-11-25T00:00:00Z");
         let mut s = Scheduler::new(vec![plan("a", None, true), plan("b", None, true)], 1, t0);
         let mut id = 0;
-        enqueue(&mut s, vec!["a".into(), "b".into()], &mut id, Trigger::Manual);
+        enqueue(
+            &mut s,
+            vec!["a".into(), "b".into()],
+            &mut id,
+            Trigger::Manual,
+        );
         assert!(s.remove_queued(1));
         assert!(!s.remove_queued(1));
         assert_eq!(s.drain_queue().len(), 1);

@@ -144,7 +144,8 @@ impl Shared {
             Outcome::Cancelled => {}
         }
         drop(st);
-        self.observer.run_finished(&q.job, q.run_id, outcome, ended, &report);
+        self.observer
+            .run_finished(&q.job, q.run_id, outcome, ended, &report);
         self.wake.notify_one();
     }
 }
