@@ -266,7 +266,7 @@ fn postgres_dump_is_one_transaction_state_under_writes() {
     bank(&pg, &db, 200_000);
     let env = dump_env(&pg.consistency(&[&db]));
 
-    let mut writer = start_bank_writer(&pg, &db, env.dir.path());
+    let mut writer = KillOnDrop(start_bank_writer(&pg, &db, env.dir.path()));
     let before_start = Instant::now();
     // The writer is running before the backup starts.
     let mut before = ledger_count(&pg, &db);
@@ -283,11 +283,10 @@ fn postgres_dump_is_one_transaction_state_under_writes() {
     let backup_secs = started.elapsed().as_secs_f64();
     let after = ledger_count(&pg, &db);
     assert!(
-        writer.try_wait().unwrap().is_none(),
+        writer.0.try_wait().unwrap().is_none(),
         "pgbench stopped early"
     );
-    writer.kill().unwrap();
-    writer.wait().unwrap();
+    drop(writer);
     eprintln!(
         "postgres: backup of a {} MB database took {backup_secs:.2}s; the writer committed {} transfers meanwhile",
         pg.sql(&db, &format!("SELECT pg_database_size('{db}') / 1000000")),
@@ -386,6 +385,95 @@ fn postgres_missing_client_says_what_to_do() {
         err.contains("/nonexistent/pgbin/pg_dump") && err.contains("bin_dir"),
         "{err}"
     );
+}
+
+#[test]
+fn postgres_cancel_kills_a_waiting_pg_dump() {
+    let pg = pg();
+    let _turn = PG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let db = db_name("cancel");
+    let _guard = pg.create_db(&db);
+    pg.sql(&db, "CREATE TABLE t (v int)");
+    // Another session holds a lock that makes pg_dump wait (for as long as the session lives).
+    let mut holder = KillOnDrop(
+        pg.cmd("psql")
+            .args(["-X", "-q", "-d", &db])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut holder_in = holder.0.stdin.take().unwrap();
+    holder_in
+        .write_all(b"BEGIN;\nLOCK TABLE t IN ACCESS EXCLUSIVE MODE;\n")
+        .unwrap();
+    holder_in.flush().unwrap();
+    let t = Instant::now();
+    while pg.sql(
+        &db,
+        "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+    ) != "1"
+    {
+        assert!(t.elapsed() < Duration::from_secs(30), "the lock was not taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let env = dump_env(&pg.consistency(&[&db]));
+    let cfg = backupd::config::Config::load(&env.config).unwrap();
+    let job = cfg.job("j").unwrap();
+    let progress = backupd::progress::Progress::hidden();
+    let started = Instant::now();
+    let result = std::thread::scope(|s| {
+        let ctx = backupd::consistency::Context {
+            job,
+            snapshot: "20261125T000000Z",
+            state_dir: &cfg.state_dir,
+            progress: &progress,
+        };
+        let dumping = s.spawn(move || backupd::consistency::prepare(&ctx).map(|_| ()));
+        // pg_dump is waiting for the lock.
+        while pg.sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'pg_dump'"),
+        ) != "1"
+        {
+            assert!(started.elapsed() < Duration::from_secs(30), "pg_dump did not connect");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        progress.cancel();
+        dumping.join().unwrap()
+    });
+    let err = result.expect_err("a cancelled dump must fail");
+    assert!(
+        err.downcast_ref::<backupd::progress::Cancelled>().is_some(),
+        "{err:#}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The killed pg_dump's session goes away; the half-written dump is gone.
+    let t = Instant::now();
+    while pg.sql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND application_name = 'pg_dump'"),
+    ) != "0"
+    {
+        assert!(t.elapsed() < Duration::from_secs(30), "pg_dump still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!env.source.exists(), "the dump directory was left behind");
+    drop(holder_in);
+    holder.0.wait().unwrap();
+}
+
+/// A helper process that must not outlive a failed test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -245,8 +245,7 @@ fn dump(
                 break s;
             }
             if ctx.progress.is_cancelled() {
-                let _ = child.kill();
-                let _ = child.wait();
+                stop(&mut child);
                 let _ = reader.join();
                 return Err(anyhow::Error::new(Cancelled).context(format!("{program} was stopped")));
             }
@@ -273,6 +272,24 @@ fn dump(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Stops a dump program. SIGTERM first: pg_dump and pg_dumpall then send the server a cancel
+/// request before they exit. A plain kill would leave the server session running, e.g. waiting
+/// for a table lock, and holding up everyone queued behind it until it gets the lock.
+fn stop(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..100 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]
