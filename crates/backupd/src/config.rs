@@ -542,11 +542,14 @@ impl Config {
 
 type ErrAt<'a> = dyn Fn(Option<Range<usize>>, String) -> ConfigError + 'a;
 
-/// A duration such as "90s", "36h", "1h 30m" (or ISO 8601 "PT5M"); must be positive.
+/// A duration such as "90s", "36h", "1h 30m", "7d", "2w" (or ISO 8601 "PT5M"); days are 24 h.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a duration (e.g. \"90s\", \"36h\", \"1h 30m\"): {e}"))?;
+    let span: jiff::Span = s.parse().map_err(|e| {
+        format!("{s:?} is not a duration (e.g. \"90s\", \"36h\", \"1h 30m\", \"7d\"): {e}")
+    })?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|_| format!("{s:?}: months and years have no fixed length; use days or weeks"))?;
     if d.is_negative() {
         return Err(format!("{s:?} is negative"));
     }
@@ -1009,6 +1012,19 @@ retention = { keep_last = 3, keep_daily = 7 }
             "{GOOD}\n[library]\ntransport = \"virtual\"\ndir = \"vtl\"\n"
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn durations_in_days_weeks_and_smaller_units() {
+        let d = |s| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(d("90s"), Ok(90));
+        assert_eq!(d("1h 30m"), Ok(5400));
+        assert_eq!(d("7d"), Ok(7 * 86400));
+        assert_eq!(d("2w"), Ok(14 * 86400));
+        assert_eq!(d("PT5M"), Ok(300));
+        assert!(d("1 month").unwrap_err().contains("months"));
+        assert!(d("-5s").is_err());
+        assert!(d("soon").is_err());
     }
 
     #[test]
