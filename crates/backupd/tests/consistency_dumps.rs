@@ -387,6 +387,53 @@ fn postgres_missing_client_says_what_to_do() {
     );
 }
 
+/// Drops a role when the test ends (declare it before the databases it owns).
+struct RoleGuard<'a>(&'a Pg, String);
+
+impl Drop for RoleGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .cmd("psql")
+            .args(["-X", "-q", "-d", "postgres", "-c"])
+            .arg(format!("DROP ROLE IF EXISTS \"{}\"", self.1))
+            .output();
+    }
+}
+
+#[test]
+fn postgres_role_without_superuser_gets_globals_without_passwords() {
+    let pg = pg();
+    let _turn = PG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let role = db_name("owner");
+    pg.sql("postgres", &format!("DROP ROLE IF EXISTS \"{role}\""));
+    pg.sql("postgres", &format!("CREATE ROLE \"{role}\" LOGIN"));
+    let _role = RoleGuard(&pg, role.clone());
+    let db = db_name("owned");
+    let _guard = pg.create_db(&db);
+    pg.sql(&db, &format!("CREATE TABLE t (v text); INSERT INTO t VALUES ('owned data'); ALTER TABLE t OWNER TO \"{role}\""));
+    let consistency = pg.consistency(&[&db]).replace(
+        &format!("user = {}", toml_str(&pg.user)),
+        &format!("user = {}", toml_str(&role)),
+    );
+    let env = dump_env(&consistency);
+    let summary = env.backup();
+    let w = warnings(&summary);
+    assert!(
+        w.len() == 1 && w[0].contains("without their passwords"),
+        "{w:?}"
+    );
+    let out = restore_latest(&env);
+    let globals = std::fs::read_to_string(out.join("globals.sql")).unwrap();
+    assert!(
+        globals.contains(&format!("CREATE ROLE {role}")),
+        "{globals}"
+    );
+    assert!(!globals.contains("PASSWORD"), "{globals}");
+    let dump = std::fs::read_to_string(out.join(format!("{db}.sql"))).unwrap();
+    assert!(dump.contains("owned data"));
+}
+
 #[test]
 fn postgres_cancel_kills_a_waiting_pg_dump() {
     let pg = pg();
