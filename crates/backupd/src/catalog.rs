@@ -302,6 +302,24 @@ impl Catalog {
         Ok(t.and_then(|t| t.parse().ok()))
     }
 
+    /// The newest run of every job, by job.
+    pub fn last_run_per_job(&self) -> Result<std::collections::HashMap<String, RunRow>> {
+        Ok(self
+            .query_runs("WHERE id IN (SELECT MAX(id) FROM runs GROUP BY job)", [])?
+            .into_iter()
+            .map(|r| (r.job.clone(), r))
+            .collect())
+    }
+
+    /// Live snapshots recorded in the catalog (not deleted), by job.
+    pub fn snapshot_counts(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT job, COUNT(*) FROM snapshots WHERE deleted_at IS NULL GROUP BY job",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Live snapshots of `job` recorded in the catalog (not deleted).
     pub fn snapshot_count(&self, job: &str) -> Result<u64> {
         Ok(self.conn.query_row(
@@ -420,6 +438,8 @@ mod tests {
         assert_eq!(runs[1].status, "succeeded");
         assert_eq!(c.snapshot("j", "s1").unwrap().unwrap().files, 3);
         assert_eq!(c.last_run("j", &["succeeded"]).unwrap().unwrap().id, a);
+        assert_eq!(c.last_run_per_job().unwrap()["j"].id, b);
+        assert_eq!(c.snapshot_counts().unwrap()["j"], 1);
     }
 
     #[test]
@@ -428,7 +448,11 @@ mod tests {
         let c = Catalog::open(d.path()).unwrap();
         let t: jiff::Timestamp = "2026-11-25T03:00:00Z".parse().unwrap();
         let q = c.enqueue_run("j", Trigger::Schedule, t).unwrap();
-        assert_eq!(c.last_attempt_at("j").unwrap(), None, "queued is not started");
+        assert_eq!(
+            c.last_attempt_at("j").unwrap(),
+            None,
+            "queued is not started"
+        );
         c.begin_queued_run(q, "snap", t).unwrap();
         assert_eq!(c.last_attempt_at("j").unwrap(), Some(t));
         assert!(

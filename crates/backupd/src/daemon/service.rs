@@ -43,7 +43,8 @@ impl Service {
         }
     }
 
-    fn job_view(&self, job: &crate::config::Job) -> Result<JobView, ApiError> {
+    /// `last` and `snapshots` come from the catalog, fetched for all jobs at once by the caller.
+    fn job_view(&self, job: &crate::config::Job, last: Option<RunRow>, snapshots: u64) -> JobView {
         let (state, next, stale, last_success) = {
             let st = self.0.state();
             let state = if st.sched.running(&job.name).is_some() {
@@ -60,14 +61,7 @@ impl Service {
                 st.last_success.get(&job.name).copied(),
             )
         };
-        let (last, snapshots) = {
-            let c = self.0.catalog();
-            (
-                c.runs(Some(&job.name), 1).map_err(internal)?.pop(),
-                c.snapshot_count(&job.name).map_err(internal)?,
-            )
-        };
-        Ok(JobView {
+        JobView {
             name: job.name.clone(),
             source: job.source.display().to_string(),
             consistency: job.consistency.kind().to_string(),
@@ -80,7 +74,24 @@ impl Service {
             last_run: last.map(|r| self.view(r)),
             last_success_at: last_success.map(|t| t.to_string()),
             snapshots,
-        })
+        }
+    }
+
+    fn job_views(&self, jobs: &[&crate::config::Job]) -> Result<Vec<JobView>, ApiError> {
+        let (mut last, counts) = {
+            let c = self.0.catalog();
+            (
+                c.last_run_per_job().map_err(internal)?,
+                c.snapshot_counts().map_err(internal)?,
+            )
+        };
+        Ok(jobs
+            .iter()
+            .map(|j| {
+                let snapshots = counts.get(&j.name).copied().unwrap_or(0);
+                self.job_view(j, last.remove(&j.name), snapshots)
+            })
+            .collect())
     }
 
     fn known_job(&self, name: &str) -> Result<&crate::config::Job, ApiError> {
@@ -113,11 +124,12 @@ impl Backend for Service {
     }
 
     fn jobs(&self) -> Result<Vec<JobView>, ApiError> {
-        self.0.cfg.jobs.iter().map(|j| self.job_view(j)).collect()
+        self.job_views(&self.0.cfg.jobs.iter().collect::<Vec<_>>())
     }
 
     fn job(&self, name: &str) -> Result<JobView, ApiError> {
-        self.job_view(self.known_job(name)?)
+        let job = self.known_job(name)?;
+        Ok(self.job_views(&[job])?.remove(0))
     }
 
     /// `q` is validated by the router (status, limit).
