@@ -161,13 +161,32 @@ impl Catalog {
                 SCHEMA.len()
             );
         }
-        let tx = self.conn.transaction()?;
-        for (i, sql) in SCHEMA.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        if version as usize == SCHEMA.len() {
+            return Ok(());
         }
-        tx.commit()?;
-        Ok(())
+        // Migrations rebuild tables that others reference (SQLite cannot alter a CHECK): foreign
+        // keys are off while they run (the pragma is a no-op inside a transaction) and checked
+        // before the commit, as SQLite's documented procedure for table changes says.
+        self.conn.pragma_update(None, "foreign_keys", false)?;
+        let result = (|| -> Result<()> {
+            let tx = self.conn.transaction()?;
+            for (i, sql) in SCHEMA.iter().enumerate().skip(version as usize) {
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            }
+            let broken: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM pragma_foreign_key_check",
+                [],
+                |r| r.get(0),
+            )?;
+            if broken > 0 {
+                anyhow::bail!("{broken} rows would lose their references; nothing was changed");
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        self.conn.pragma_update(None, "foreign_keys", true)?;
+        result
     }
 
     /// Marks runs of `job` left `running` by a process that died as `interrupted`.
@@ -488,11 +507,23 @@ mod tests {
                 [],
             )
             .unwrap();
+            // A snapshot referencing the run: the rebuild of `runs` must keep the reference.
+            conn.execute(
+                "INSERT INTO snapshots (job, name, run_id, created_at, files, bytes, bytes_written)
+                 VALUES ('j', 's', 1, '2026-01-01T00:00:00Z', 3, 4, 5)",
+                [],
+            )
+            .unwrap();
         }
         let c = Catalog::open(d.path()).unwrap();
         let r = c.runs(None, 10).unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].started_at.as_deref(), Some("2026-01-01T00:00:00Z"));
         assert_eq!(r[0].trigger, "cli");
+        assert_eq!(c.snapshot("j", "s").unwrap().unwrap().files, 3);
+        drop(c);
+        // Opening again migrates nothing and keeps everything.
+        let c = Catalog::open(d.path()).unwrap();
+        assert_eq!(c.runs(None, 10).unwrap().len(), 1);
     }
 }
