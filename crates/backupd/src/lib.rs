@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod diff;
 pub mod engine;
 pub mod fsmeta;
+pub mod interrupt;
 pub mod manifest;
 pub mod metrics;
 pub mod progress;

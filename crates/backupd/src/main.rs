@@ -189,10 +189,16 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
                         .join(", ")
                 );
             }
+            let interrupts = backupd::interrupt::Interrupts::install()
+                .context("cannot set up Ctrl-C handling")?;
             let mut failed = 0;
             let mut results = Vec::new();
             for j in jobs_for(&cfg, job)? {
-                let progress = Progress::new(!cli.json);
+                if interrupts.stopped() {
+                    break;
+                }
+                let progress = std::sync::Arc::new(Progress::new(!cli.json));
+                interrupts.watch(progress.clone());
                 let req = run::RunRequest {
                     trigger: backupd::catalog::Trigger::Cli,
                     queued: None,
