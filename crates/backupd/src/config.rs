@@ -164,6 +164,9 @@ pub struct Job {
     pub catch_up: bool,
     /// Alert when the job has had no successful run for this long.
     pub stale_after: Option<std::time::Duration>,
+    /// A run still going after this long is stopped and fails (a hung source or dump must not
+    /// hold the queue forever).
+    pub timeout: Option<std::time::Duration>,
     pub consistency: Consistency,
     pub hooks: Option<Hooks>,
 }
@@ -265,6 +268,7 @@ struct RawJob {
     source: Option<Spanned<String>>,
     catch_up: Option<bool>,
     stale_after: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
     consistency: Option<Spanned<RawConsistency>>,
     hooks: Option<Spanned<RawHooks>>,
     #[serde(default)]
@@ -475,6 +479,13 @@ impl Config {
                     ),
                 ));
             }
+            let timeout =
+                match &j.timeout {
+                    Some(d) => Some(parse_duration(d.get_ref()).map_err(|m| {
+                        err_at(Some(d.span()), format!("job {name:?}: timeout {m}"))
+                    })?),
+                    None => None,
+                };
             let stale_after = match &j.stale_after {
                 Some(d) => Some(parse_duration(d.get_ref()).map_err(|m| {
                     err_at(Some(d.span()), format!("job {name:?}: stale_after {m}"))
@@ -510,6 +521,7 @@ impl Config {
                 selector,
                 catch_up: j.catch_up.unwrap_or(serve.catch_up),
                 stale_after,
+                timeout,
                 consistency,
                 hooks,
             });

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -143,10 +145,41 @@ pub fn run_job(
     let (name, run_id) = prepared.map_err(fail_early)?;
     let started = Instant::now();
     let mut post_hook = PostHook::new(job, &name, run_id);
-    let result =
-        attempt(cfg, store, job, &name, req.progress, now, &mut post_hook).map_err(explain_full);
+    let timed_out = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        if let Some(limit) = job.timeout {
+            let timed_out = &timed_out;
+            s.spawn(move || {
+                if wait.recv_timeout(limit) == Err(RecvTimeoutError::Timeout) {
+                    tracing::warn!(job = %job.name, secs = limit.as_secs(), "the run exceeded the job's timeout; stopping it");
+                    timed_out.store(true, Ordering::SeqCst);
+                    req.progress.cancel();
+                }
+            });
+        }
+        let r = attempt(cfg, store, job, &name, req.progress, now, &mut post_hook);
+        drop(done);
+        r
+    });
+    let timed_out = timed_out.into_inner();
+    let result = result
+        .map_err(|e| {
+            if timed_out {
+                let limit = job.timeout.unwrap_or_default();
+                e.context(format!(
+                    "stopped: the run took longer than the job's timeout ({} s)",
+                    limit.as_secs()
+                ))
+            } else {
+                e
+            }
+        })
+        .map_err(explain_full);
     let outcome = match &result {
         Ok(_) => Outcome::Succeeded,
+        // A timeout is a failure (it alerts); a cancel asked for is not.
+        Err(_) if timed_out => Outcome::Failed,
         Err(_) if req.progress.is_cancelled() => Outcome::Cancelled,
         Err(_) => Outcome::Failed,
     };

@@ -80,3 +80,32 @@ fn ctrl_c_cancels_the_run_kills_the_pre_hook_and_still_runs_post() {
     env.backup();
     assert_eq!(env.snapshots().len(), 1);
 }
+
+#[test]
+fn a_run_past_the_job_timeout_is_stopped_and_fails() {
+    let t = tempfile::tempdir().unwrap();
+    let post = t.path().join("post.out");
+    let extra = format!(
+        "timeout = \"1s\"\n[job.hooks]\npre = \"sleep 30\"\npost = \"echo $RACKVAULT_OUTCOME > {}\"\n",
+        post.display()
+    );
+    let env = Env::dir_store(&extra);
+    write(&env.source.join("a.txt"), b"a\n");
+    let started = Instant::now();
+    let o = env.run(&["run", "j"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("longer than the job's timeout (1 s)"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&post).unwrap().trim(), "failed");
+    assert!(env.snapshots().is_empty());
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
+}
