@@ -174,11 +174,10 @@ impl Catalog {
                 tx.execute_batch(sql)?;
                 tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             }
-            let broken: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM pragma_foreign_key_check",
-                [],
-                |r| r.get(0),
-            )?;
+            let broken: i64 =
+                tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })?;
             if broken > 0 {
                 anyhow::bail!("{broken} rows would lose their references; nothing was changed");
             }
