@@ -14,7 +14,7 @@ pub mod scheduler;
 pub mod service;
 pub mod shared;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,8 +64,6 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
     }
     let now = Timestamp::now();
     let mut plans = Vec::new();
-    let mut failing = BTreeSet::new();
-    let mut last_success = BTreeMap::new();
     for j in &cfg.jobs {
         let schedule = match &j.schedule {
             Some(s) => Some(Schedule::parse(s, Zone::Local).map_err(anyhow::Error::msg)?),
@@ -76,20 +74,10 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
             schedule,
             catch_up: j.catch_up,
         });
-        if let Some(r) = catalog.last_run(&j.name, &["succeeded", "failed"])?
-            && r.status == "failed"
-        {
-            failing.insert(j.name.clone());
-        }
-        if let Some(r) = catalog.last_run(&j.name, &["succeeded"])?
-            && let Some(t) = r.finished_at.as_deref().and_then(|t| t.parse().ok())
-        {
-            last_success.insert(j.name.clone(), t);
-        }
     }
     let sched = Scheduler::new(plans, cfg.serve.max_concurrent, now);
     let catch_up = sched.catch_up(now, |job| catalog.last_attempt_at(job).ok().flatten());
-    let observer = observe::Observer::start(&cfg, &catalog, &failing, &last_success, now)?;
+    let observer = observe::Observer::start(&cfg, &catalog, now)?;
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         store,
@@ -98,9 +86,6 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
             sched,
             active: BTreeMap::new(),
             stopping: false,
-            failing,
-            stale: BTreeSet::new(),
-            last_success,
         }),
         wake: tokio::sync::Notify::new(),
         started_at: now,

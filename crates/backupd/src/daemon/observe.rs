@@ -2,7 +2,6 @@
 //! a periodic staleness check. Alerts are queued to a sender thread, so a slow webhook never
 //! holds up a run or the scheduler.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -10,10 +9,19 @@ use anyhow::Result;
 use jiff::Timestamp;
 
 use super::shared::{RunReport, Shared};
-use crate::alerts::{AlertPolicy, AlertSender, JobAlertState, SenderOptions};
+use crate::alerts::{AlertPolicy, AlertSender, JobAlertState, SenderOptions, StaleCheck};
 use crate::catalog::{Catalog, Outcome};
 use crate::config::Config;
 use crate::metrics::{LastRun, Metrics};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobHealth {
+    /// The last finished run failed.
+    pub failing: bool,
+    /// No success within the job's `stale_after`.
+    pub stale: bool,
+    pub last_success: Option<Timestamp>,
+}
 
 pub struct Observer {
     metrics: Metrics,
@@ -22,18 +30,18 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn start(
-        cfg: &Config,
-        catalog: &Catalog,
-        failing: &BTreeSet<String>,
-        last_success: &BTreeMap<String, Timestamp>,
-        now: Timestamp,
-    ) -> Result<Observer> {
+    pub fn start(cfg: &Config, catalog: &Catalog, now: Timestamp) -> Result<Observer> {
         let metrics = Metrics::install()?;
         let mut seeds = Vec::new();
         for j in &cfg.jobs {
-            let ok = last_success.get(&j.name).copied();
+            // Seeds for the metrics and the alert policy (the daemon's record of job health).
             let last = catalog.last_run(&j.name, &["succeeded", "failed"])?;
+            let last_ok = match &last {
+                Some(r) if r.status == "succeeded" => Some(r.clone()),
+                _ => catalog.last_run(&j.name, &["succeeded"])?,
+            };
+            let ok: Option<Timestamp> = last_ok.and_then(|r| r.finished_at?.parse().ok());
+            let failing = last.as_ref().is_some_and(|r| r.status == "failed");
             let last_run = last.as_ref().and_then(|r| {
                 let s: Timestamp = r.started_at.as_deref()?.parse().ok()?;
                 let f: Timestamp = r.finished_at.as_deref()?.parse().ok()?;
@@ -46,7 +54,7 @@ impl Observer {
             metrics.seed_job(&j.name, ok, last_run);
             metrics.job_store(&j.name, catalog.snapshot_count(&j.name)?, None);
             metrics.job_stale(&j.name, false);
-            seeds.push(if failing.contains(&j.name) {
+            seeds.push(if failing {
                 let since = last
                     .and_then(|r| r.finished_at.and_then(|t| t.parse().ok()))
                     .unwrap_or(now);
@@ -89,65 +97,57 @@ impl Observer {
         self.send(alerts);
     }
 
+    /// A job's health as the alert policy knows it (seeded from the catalog, kept by run
+    /// endings and staleness checks): the one record of it in the daemon.
+    pub fn health(&self, job: &str) -> JobHealth {
+        let policy = self.policy.lock().expect("alert policy lock");
+        let st = policy.state(job);
+        JobHealth {
+            failing: st.is_some_and(|s| s.failing_since.is_some()),
+            stale: st.is_some_and(|s| s.stale_since.is_some()),
+            last_success: st.and_then(|s| s.last_success),
+        }
+    }
+
     /// When the next job not yet stale becomes stale (the scheduler wakes up then).
     pub fn next_stale_deadline(&self, shared: &Shared) -> Option<Timestamp> {
-        let st = shared.state();
         shared
             .cfg
             .jobs
             .iter()
-            .filter(|j| !st.stale.contains(&j.name))
             .filter_map(|j| {
                 let after = jiff::SignedDuration::try_from(j.stale_after?).ok()?;
-                let since = st
-                    .last_success
-                    .get(&j.name)
-                    .copied()
-                    .unwrap_or(shared.started_at);
+                let h = self.health(&j.name);
+                if h.stale {
+                    return None;
+                }
                 // Just past the window: staleness is "older than".
-                since
+                h.last_success
+                    .unwrap_or(shared.started_at)
                     .checked_add(after + jiff::SignedDuration::from_millis(1))
                     .ok()
             })
             .min()
     }
 
-    /// Alerts for jobs with no success within `stale_after`; updates the stale set and gauge.
+    /// Alerts for jobs with no success within `stale_after`, and the stale gauge.
     pub fn check_stale(&self, shared: &Shared, now: Timestamp) {
-        let checks: Vec<_> = {
-            let st = shared.state();
-            shared
-                .cfg
-                .jobs
-                .iter()
-                .filter(|j| j.stale_after.is_some())
-                .map(|j| {
-                    (
-                        j.name.clone(),
-                        j.stale_after,
-                        st.last_success.get(&j.name).copied(),
-                        shared.started_at,
-                    )
-                })
-                .collect()
-        };
-        let mut stale = BTreeSet::new();
-        for (job, after, last, watch) in &checks {
-            let since = last.unwrap_or(*watch);
-            let after = after.expect("filtered");
-            if Duration::try_from(now.duration_since(since)).is_ok_and(|d| d > after) {
-                stale.insert(job.clone());
-            }
-        }
-        for (job, ..) in &checks {
-            self.metrics.job_stale(job, stale.contains(job));
-        }
-        shared.state().stale = stale;
+        let checks: Vec<StaleCheck> = shared
+            .cfg
+            .jobs
+            .iter()
+            .filter(|j| j.stale_after.is_some())
+            // The policy knows each job's last success already.
+            .map(|j| (j.name.clone(), j.stale_after, None, shared.started_at))
+            .collect();
         let alerts = self
             .policy
             .lock()
             .expect("alert policy lock")
             .check_stale(now, &checks);
+        for (job, ..) in &checks {
+            self.metrics.job_stale(job, self.health(job).stale);
+        }
         self.send(alerts);
     }
 

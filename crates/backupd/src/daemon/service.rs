@@ -45,7 +45,8 @@ impl Service {
 
     /// `last` and `snapshots` come from the catalog, fetched for all jobs at once by the caller.
     fn job_view(&self, job: &crate::config::Job, last: Option<RunRow>, snapshots: u64) -> JobView {
-        let (state, next, stale, last_success) = {
+        let health = self.0.observer.health(&job.name);
+        let (state, next) = {
             let st = self.0.state();
             let state = if st.sched.running(&job.name).is_some() {
                 "running"
@@ -54,12 +55,7 @@ impl Service {
             } else {
                 "idle"
             };
-            (
-                state,
-                st.sched.next_fire(&job.name),
-                st.stale.contains(&job.name),
-                st.last_success.get(&job.name).copied(),
-            )
+            (state, st.sched.next_fire(&job.name))
         };
         JobView {
             name: job.name.clone(),
@@ -69,10 +65,10 @@ impl Service {
             next_run_at: next.map(|t| t.to_string()),
             catch_up: job.catch_up,
             stale_after_secs: job.stale_after.map(|d| d.as_secs()),
-            stale,
+            stale: health.stale,
             state: state.to_string(),
             last_run: last.map(|r| self.view(r)),
-            last_success_at: last_success.map(|t| t.to_string()),
+            last_success_at: health.last_success.map(|t| t.to_string()),
             snapshots,
         }
     }
@@ -106,9 +102,19 @@ impl Service {
 
 impl Backend for Service {
     fn health(&self) -> Health {
+        let (mut stale_jobs, mut failing_jobs) = (Vec::new(), Vec::new());
+        for j in &self.0.cfg.jobs {
+            let h = self.0.observer.health(&j.name);
+            if h.stale {
+                stale_jobs.push(j.name.clone());
+            }
+            if h.failing {
+                failing_jobs.push(j.name.clone());
+            }
+        }
         let st = self.0.state();
         let now = jiff::Timestamp::now();
-        let degraded = !st.stale.is_empty() || !st.failing.is_empty();
+        let degraded = !stale_jobs.is_empty() || !failing_jobs.is_empty();
         Health {
             status: if degraded { "degraded" } else { "ok" }.into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -117,8 +123,8 @@ impl Backend for Service {
             jobs: self.0.cfg.jobs.len(),
             running: st.sched.running_len(),
             queued: st.sched.queue_len(),
-            stale_jobs: st.stale.iter().cloned().collect(),
-            failing_jobs: st.failing.iter().cloned().collect(),
+            stale_jobs,
+            failing_jobs,
             stopping: st.stopping,
         }
     }

@@ -1,7 +1,8 @@
 //! The daemon's state, shared by the scheduler loop, the run threads and the API: the
-//! scheduler, the runs in flight with their live progress, and what is failing or stale.
+//! scheduler and the runs in flight with their live progress. (Each job's health, failing or
+//! stale, is the alert policy's, in the observer.)
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
@@ -25,11 +26,6 @@ pub struct State {
     pub active: BTreeMap<i64, Active>,
     /// SIGTERM arrived: nothing new starts.
     pub stopping: bool,
-    /// Jobs whose last finished run failed.
-    pub failing: BTreeSet<String>,
-    pub stale: BTreeSet<String>,
-    /// job → time of its last successful run
-    pub last_success: BTreeMap<String, Timestamp>,
 }
 
 pub struct Shared {
@@ -132,17 +128,6 @@ impl Shared {
         let mut st = self.state();
         st.sched.finished(&q.job);
         st.active.remove(&q.run_id);
-        match outcome {
-            Outcome::Succeeded => {
-                st.failing.remove(&q.job);
-                st.stale.remove(&q.job);
-                st.last_success.insert(q.job.clone(), ended);
-            }
-            Outcome::Failed => {
-                st.failing.insert(q.job.clone());
-            }
-            Outcome::Cancelled => {}
-        }
         drop(st);
         self.observer
             .run_finished(&q.job, q.run_id, outcome, ended, &report);
