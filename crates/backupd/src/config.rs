@@ -5,7 +5,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tapectl::config::line_col;
 use toml::Spanned;
 
 use crate::select::Selector;
@@ -284,27 +283,15 @@ struct RawJob {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            line: 0,
-            col: 0,
-            msg: format!("cannot read configuration: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
         Self::parse(&text, path)
     }
 
     /// Parses `text`; relative paths in it are resolved against the directory of `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let err_at = |span: Option<Range<usize>>, msg: String| {
-            let (line, col) = span.map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError {
-                file: file.clone(),
-                line,
-                col,
-                msg,
-            }
-        };
+        let err_at =
+            |span: Option<Range<usize>>, msg: String| ConfigError::at(&file, text, span, msg);
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| err_at(e.span(), e.message().to_string()))?;
         if raw.library.is_some() {

@@ -42,6 +42,29 @@ pub struct ConfigError {
     pub msg: String,
 }
 
+impl ConfigError {
+    /// The configuration file could not be read.
+    pub fn unreadable(path: &Path, e: &std::io::Error) -> ConfigError {
+        ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            col: 0,
+            msg: format!("cannot read configuration: {e}"),
+        }
+    }
+
+    /// An error at the start of `span` in `text` (1:1 when there is no span).
+    pub fn at(file: &str, text: &str, span: Option<Range<usize>>, msg: String) -> ConfigError {
+        let (line, col) = span.map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        ConfigError {
+            file: file.to_string(),
+            line,
+            col,
+            msg,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RawFile {
     library: Option<Spanned<RawLibrary>>,
@@ -103,12 +126,7 @@ impl Settings {
     }
 
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            line: 0,
-            col: 0,
-            msg: format!("cannot read configuration: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
         Self::parse(&text, path)
     }
 
@@ -116,15 +134,8 @@ impl Settings {
     /// without `[library]` gives the embedded default. Relative paths resolve against the file's directory.
     pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
         let file = path.display().to_string();
-        let err_at = |span: Option<Range<usize>>, msg: String| {
-            let (line, col) = span.map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError {
-                file: file.clone(),
-                line,
-                col,
-                msg,
-            }
-        };
+        let err_at =
+            |span: Option<Range<usize>>, msg: String| ConfigError::at(&file, text, span, msg);
         let raw: RawFile =
             toml::from_str(text).map_err(|e| err_at(e.span(), e.message().to_string()))?;
         let Some(lib) = raw.library else {
