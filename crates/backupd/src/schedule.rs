@@ -20,9 +20,11 @@ pub struct Schedule {
 impl Schedule {
     pub fn parse(s: &str, zone: Zone) -> Result<Schedule, String> {
         let fields = s.split_whitespace().count();
-        if fields != 5 && fields != 6 {
+        // "@daily" and the like are one field.
+        let nickname = fields == 1 && s.trim_start().starts_with('@');
+        if fields != 5 && fields != 6 && !nickname {
             return Err(format!(
-                "schedule {s:?} must have 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first; found {fields}"
+                "schedule {s:?} must have 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, or be a nickname such as @daily; found {fields}"
             ));
         }
         let parser = croner::parser::CronParser::builder()
@@ -118,7 +120,18 @@ mod tests {
             s.next_after(ts("2026-11-25T00:00:01Z")),
             Some(ts("2026-11-25T00:00:05Z"))
         );
+        let s = Schedule::parse("@daily", Zone::Utc).unwrap();
+        assert_eq!(
+            s.next_after(ts("2026-11-25T10:00:00Z")),
+            Some(ts("2026-11-26T00:00:00Z"))
+        );
+        let s = Schedule::parse("0 3 * * MON", Zone::Utc).unwrap();
+        assert_eq!(
+            s.next_after(ts("2026-11-25T10:00:00Z")),
+            Some(ts("2026-11-30T03:00:00Z"))
+        );
         for bad in [
+            "@sometimes",
             "61 3 * * *",
             "every day",
             "* * * * * * 2027",
