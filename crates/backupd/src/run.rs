@@ -290,7 +290,8 @@ fn attempt(
             cross_filesystems: job.cross_filesystems,
             skip_dirs,
             previous: None,
-            device_ids: Some(&view.device_ids),
+            // None for a live source: no lookup per file.
+            device_ids: (!view.device_ids.is_empty()).then_some(&view.device_ids),
         };
         let built = engine::build(&view.root, &opts, &staging, progress)?;
         // The last moment a cancel is honoured: after the publish the snapshot exists.
