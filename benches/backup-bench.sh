@@ -230,7 +230,7 @@ print(json.dumps(dict(changed_bytes=a, changed_bytes_min=m, changed_bytes_rec=re
 EOF
 }
 
-PROVENANCE="$("$BACKUPD" --version 2>/dev/null || echo '?'), binary built $(date -r "$BACKUPD" '+%F %T'), sha256 $(sha256sum "$BACKUPD" | cut -c1-12); repo HEAD $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" status --porcelain -- crates 2>/dev/null | grep -q . && echo ' (crates/ modified)' || true)"
+PROVENANCE="$("$BACKUPD" --version 2>/dev/null || echo '?'), binary built $(date -r "$BACKUPD" '+%F %T'), sha256 $(sha256sum "$BACKUPD" | cut -c1-12); repo HEAD $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" status --porcelain -- backupd common 2>/dev/null | grep -q . && echo ' (sources modified)' || true)"
 log "backupd: $BACKUPD: $PROVENANCE"
 log "corpus: files=$FILES big_mb=$BIG_MB mutate percent=$PERCENT; reps=$REPS zfs=$DO_ZFS/$ZFS_REPS; work=$WORK"
 log "machine: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg); fs of $WORK: $(df -hT "$WORK" | awk 'NR==2{print $2", "$5" free"}')"

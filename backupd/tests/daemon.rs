@@ -1,0 +1,811 @@
+//! `backupd serve` as a user runs it: the real binary, a real HTTP client, real signals.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A config with a directory store, the API on an ephemeral port, and the given jobs/extras.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(serve_extra: &str, jobs: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("rackvault.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"state\"\n[store]\nkind = \"dir\"\npath = \"store\"\n\n[serve]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{serve_extra}\n\n{jobs}\n"
+            ),
+        )
+        .unwrap();
+        Setup { dir, config }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_backupd"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RACKVAULT_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    fn start(&self) -> Daemon {
+        self.start_with(&[])
+    }
+
+    fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
+        let log = self.path(&format!("daemon-{}.log", rand_suffix()));
+        let child = Command::new(env!("CARGO_BIN_EXE_backupd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("RACKVAULT_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let info = self.path("state/daemon.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut d = Daemon {
+            child,
+            base: String::new(),
+            log,
+        };
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&info)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v["pid"].as_u64() == Some(d.child.id() as u64)
+            {
+                d.base = format!("http://{}", v["listen"].as_str().unwrap());
+                return d;
+            }
+            if let Some(status) = d.child.try_wait().unwrap() {
+                panic!(
+                    "daemon exited with {status} before it was ready:\n{}",
+                    d.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon not ready in 30 s:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .new_agent()
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get_text(&self, path: &str) -> (u16, String) {
+        let mut r = agent().get(format!("{}{path}", self.base)).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let (s, t) = self.get_text(path);
+        (
+            s,
+            serde_json::from_str(&t).unwrap_or_else(|e| panic!("{path}: {e}: {t}")),
+        )
+    }
+
+    fn post(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = agent().post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut r = req.send_empty().unwrap();
+        let t = r.body_mut().read_to_string().unwrap();
+        (
+            r.status().as_u16(),
+            serde_json::from_str(&t).unwrap_or_else(|e| panic!("{path}: {e}: {t}")),
+        )
+    }
+
+    fn trigger(&self, job: &str) -> i64 {
+        let (s, v) = self.post(&format!("/api/v1/jobs/{job}/run"), Some(TOKEN));
+        assert_eq!(s, 202, "{v}");
+        v["run_id"].as_i64().unwrap()
+    }
+
+    fn run(&self, id: i64) -> Value {
+        let (s, v) = self.get(&format!("/api/v1/runs/{id}"));
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    fn wait_run(&self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.run(id);
+            if !matches!(v["status"].as_str(), Some("queued" | "running")) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} did not end: {v}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls until the run is copying and has copied something (but not everything).
+    fn wait_copying(&self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.run(id);
+            let p = &v["progress"];
+            if p["phase"] == "copying" && p["bytes_done"].as_u64().unwrap_or(0) > 0 {
+                assert!(
+                    p["bytes_done"].as_u64() < p["bytes_total"].as_u64(),
+                    "the copy finished before the test could interrupt it: {v}"
+                );
+                return v;
+            }
+            assert!(
+                matches!(v["status"].as_str(), Some("queued" | "running")),
+                "{v}"
+            );
+            assert!(Instant::now() < deadline, "run {id} never copied: {v}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// SIGTERM, then waits for the exit (bounded).
+    fn stop(mut self) -> (std::process::ExitStatus, Duration, String) {
+        let t0 = Instant::now();
+        self.signal(libc::SIGTERM);
+        let status = wait_bounded(&mut self.child, Duration::from_secs(60));
+        (status, t0.elapsed(), self.log())
+    }
+
+    fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        wait_bounded(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_bounded(child: &mut Child, max: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + max;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "process did not exit in {max:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn job(name: &str, source: &str, extra: &str) -> String {
+    format!("[[job]]\nname = \"{name}\"\nsource = \"{source}\"\n{extra}\n")
+}
+
+fn small_source(dir: &Path, files: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..files {
+        std::fs::write(
+            dir.join(format!("f{i}.txt")),
+            format!("file {i}\n").repeat(100),
+        )
+        .unwrap();
+    }
+}
+
+/// A source that takes a while to copy (non-zero data, so every byte is written).
+fn big_source(dir: &Path, mb: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let chunk = support::noise(1 << 20, 7);
+    for f in 0..4 {
+        let mut out = std::fs::File::create(dir.join(format!("big{f}.bin"))).unwrap();
+        for _ in 0..mb / 4 {
+            out.write_all(&chunk).unwrap();
+        }
+    }
+}
+
+fn store_snapshots(s: &Setup, job: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(s.path(&format!("store/{job}/snapshots")))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Parses the Prometheus text format into (name, labels, value); panics on anything malformed.
+fn parse_metrics(text: &str) -> Vec<(String, String, f64)> {
+    let mut types = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            types.insert(
+                it.next().unwrap().to_string(),
+                it.next().unwrap().to_string(),
+            );
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (
+                n,
+                l.strip_suffix('}')
+                    .unwrap_or_else(|| panic!("bad labels {line:?}")),
+            ),
+            None => (series, ""),
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name {name:?}"
+        );
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| types.contains_key(*b)))
+            .unwrap_or(name);
+        let ty = types
+            .get(base)
+            .unwrap_or_else(|| panic!("{name} has no # TYPE line"));
+        if ty == "counter" {
+            assert!(
+                name.ends_with("_total"),
+                "counter {name} must end in _total"
+            );
+        }
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.push((name.to_string(), labels.to_string(), v));
+    }
+    out
+}
+
+fn metric(ms: &[(String, String, f64)], name: &str, labels: &str) -> Option<f64> {
+    ms.iter()
+        .find(|(n, l, _)| n == name && l == labels)
+        .map(|m| m.2)
+}
+
+#[test]
+fn api_runs_jobs_through_the_queue_with_auth_stats_and_metrics() {
+    let s = Setup::new("", &job("a", "src", ""));
+    small_source(&s.path("src"), 20);
+    let d = s.start();
+
+    let (st, h) = d.get("/api/v1/health");
+    assert_eq!((st, h["status"].as_str()), (200, Some("ok")), "{h}");
+    let (_, jobs) = d.get("/api/v1/jobs");
+    assert_eq!(jobs[0]["name"], "a");
+    assert_eq!(jobs[0]["state"], "idle");
+
+    // Mutations need the token, compared in full.
+    assert_eq!(d.post("/api/v1/jobs/a/run", None).0, 401);
+    assert_eq!(
+        d.post("/api/v1/jobs/a/run", Some("test-token-0123456789abcdeX"))
+            .0,
+        401
+    );
+    assert_eq!(d.post("/api/v1/jobs/nope/run", Some(TOKEN)).0, 404);
+    let id = d.trigger("a");
+    let r = d.wait_run(id);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["trigger"], "manual");
+    assert_eq!(r["stats"]["scanned_files"], 20);
+    assert!(
+        r["progress"].is_null(),
+        "no live progress after the end: {r}"
+    );
+    let (st, snaps) = d.get("/api/v1/jobs/a/snapshots");
+    assert_eq!(st, 200);
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    assert_eq!(snaps[0]["name"].as_str(), r["snapshot"].as_str());
+    assert_eq!(snaps[0]["files"], 20);
+    let (st, v) = d.post(&format!("/api/v1/runs/{id}/cancel"), Some(TOKEN));
+    assert_eq!(st, 409, "a finished run cannot be cancelled: {v}");
+
+    // The CLI hands its run to the daemon and waits for it.
+    small_source(&s.path("src/more"), 3);
+    let o = s.cli(&["run", "a"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("handed to backupd serve"));
+    let (_, runs) = d.get("/api/v1/runs?job=a");
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter()
+            .all(|r| r["status"] == "succeeded" && r["trigger"] == "manual")
+    );
+    assert_eq!(
+        runs[0]["stats"]["new_files"], 3,
+        "incremental: only the new files: {}",
+        runs[0]
+    );
+    let (st, _) = d.get("/api/v1/runs?status=bogus");
+    assert_eq!(st, 400);
+
+    // The catalog holds the same history for `backupd runs`.
+    let o = s.cli(&["runs", "--json"]);
+    let cli_runs: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(cli_runs.as_array().unwrap().len(), 2);
+
+    let (st, text) = d.get_text("/metrics");
+    assert_eq!(st, 200);
+    let ms = parse_metrics(&text);
+    let now = jiff::Timestamp::now().as_second() as f64;
+    let last_ok =
+        metric(&ms, "backupd_last_success_timestamp_seconds", "job=\"a\"").expect("last success");
+    assert!((now - last_ok).abs() < 120.0, "{last_ok} vs {now}");
+    assert_eq!(
+        metric(&ms, "backupd_runs_total", "job=\"a\",outcome=\"succeeded\""),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&ms, "backupd_failures_total", "job=\"a\""),
+        Some(0.0)
+    );
+    assert_eq!(metric(&ms, "backupd_snapshots", "job=\"a\""), Some(2.0));
+    assert!(metric(&ms, "backupd_store_used_bytes", "job=\"a\"").unwrap() > 0.0);
+    assert!(metric(&ms, "backupd_bytes_written_total", "job=\"a\"").unwrap() > 0.0);
+    assert_eq!(
+        metric(&ms, "backupd_scheduler_max_concurrent", ""),
+        Some(1.0)
+    );
+    assert!(metric(&ms, "process_resident_memory_bytes", "").unwrap() > 1e6);
+
+    let (status, took, log) = d.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        took < Duration::from_secs(10),
+        "idle daemon stops at once, took {took:?}"
+    );
+    assert!(!s.path("state/daemon.json").exists());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_refuses_to_start() {
+    let s = Setup::new("", &job("a", "src", ""));
+    small_source(&s.path("src"), 1);
+    let d = s.start();
+    let o = Command::new(env!("CARGO_BIN_EXE_backupd"))
+        .arg("--config")
+        .arg(&s.config)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("already using state directory"), "{err}");
+    assert!(err.contains(&format!("pid {}", d.child.id())), "{err}");
+    let (st, _) = d.get("/api/v1/health");
+    assert_eq!(st, 200, "the first daemon is unaffected");
+}
+
+#[test]
+fn schedules_fire_one_run_at_a_time_under_the_global_limit() {
+    // `tick` fires every second but takes ~1.5 s: fires while it runs queue one run, never more.
+    let jobs = format!(
+        "{}{}",
+        job(
+            "tick",
+            "src",
+            "schedule = \"* * * * * *\"\n[job.hooks]\npre = \"sleep 1.5\""
+        ),
+        job("other", "src", "[job.hooks]\npre = \"sleep 0.5\""),
+    );
+    let s = Setup::new("max_concurrent = 1", &jobs);
+    small_source(&s.path("src"), 2);
+    let d = s.start();
+    let other = d.trigger("other");
+    let t0 = Instant::now();
+    let mut max_running = 0;
+    let mut max_queued = 0;
+    while t0.elapsed() < Duration::from_secs(7) {
+        let (_, h) = d.get("/api/v1/health");
+        max_running = max_running.max(h["running"].as_u64().unwrap());
+        max_queued = max_queued.max(h["queued"].as_u64().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.wait_run(other)["status"], "succeeded");
+    let (status, _, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(max_running, 1, "global limit of 1");
+    assert!(
+        max_queued <= 2,
+        "one queued run per job at most, saw {max_queued}"
+    );
+
+    let o = s.cli(&["runs", "tick", "--json", "--limit", "100"]);
+    let runs: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let done: Vec<&Value> = runs.iter().filter(|r| r["status"] == "succeeded").collect();
+    assert!(done.len() >= 2, "scheduled runs happened: {runs:?}");
+    assert!(
+        done.len() <= 6,
+        "7 s of 1.5 s runs cannot hold more: {runs:?}"
+    );
+    assert!(done.iter().all(|r| r["trigger"] == "schedule"));
+    // Never overlapping: each run started after the one before it finished.
+    let mut spans: Vec<(jiff::Timestamp, jiff::Timestamp)> = done
+        .iter()
+        .map(|r| {
+            (
+                r["started_at"].as_str().unwrap().parse().unwrap(),
+                r["finished_at"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "overlapping runs: {w:?}");
+    }
+}
+
+#[test]
+fn sigterm_aborts_a_running_job_with_nothing_published_or_lets_it_finish() {
+    let s = Setup::new("stop_grace = \"0s\"", &job("big", "src", ""));
+    big_source(&s.path("src"), 768);
+    let d = s.start();
+    let id = d.trigger("big");
+    d.wait_copying(id);
+    let (status, took, log) = d.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(took < Duration::from_secs(20), "abort took {took:?}");
+    let o = s.cli(&["runs", "big", "--json"]);
+    let runs: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(runs[0]["id"], id);
+    assert_eq!(runs[0]["status"], "cancelled", "{:?}", runs[0]);
+    assert!(store_snapshots(&s, "big").is_empty(), "nothing published");
+
+    // With a grace period the run finishes and is published.
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("\"0s\"", "\"5m\""),
+    )
+    .unwrap();
+    let d = s.start();
+    let id = d.trigger("big");
+    d.wait_copying(id);
+    let (status, _, log) = d.stop();
+    assert!(status.success(), "{status}\n{log}");
+    let o = s.cli(&["runs", "big", "--json"]);
+    let runs: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(runs[0]["id"], id);
+    assert_eq!(runs[0]["status"], "succeeded", "{:?}", runs[0]);
+    assert_eq!(store_snapshots(&s, "big").len(), 1);
+}
+
+#[test]
+fn a_daemon_killed_mid_run_marks_the_run_interrupted_and_loses_nothing() {
+    let s = Setup::new("", &job("big", "src", ""));
+    big_source(&s.path("src"), 512);
+    // An earlier snapshot that must survive.
+    let o = s.cli(&["run", "big"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = store_snapshots(&s, "big");
+    assert_eq!(before.len(), 1);
+    std::fs::write(s.path("src/big0.bin"), support::noise(300 << 20, 9)).unwrap();
+
+    let d = s.start();
+    let id = d.trigger("big");
+    d.wait_copying(id);
+    d.kill9();
+    assert_eq!(
+        store_snapshots(&s, "big"),
+        before,
+        "nothing published, nothing lost"
+    );
+
+    let d = s.start();
+    let r = d.run(id);
+    assert_eq!(r["status"], "interrupted", "{r}");
+    let id2 = d.trigger("big");
+    let r2 = d.wait_run(id2);
+    assert_eq!(r2["status"], "succeeded", "{r2}");
+    let after = store_snapshots(&s, "big");
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0], before[0]);
+    let o = s.cli(&["verify", "big", "--all"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !s.path("store/big/.incomplete")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "staging cleaned"
+    );
+}
+
+#[test]
+fn a_missed_schedule_is_caught_up_once_after_downtime() {
+    let jobs = format!(
+        "{}{}",
+        job("daily", "src", "schedule = \"0 3 * * *\""),
+        job(
+            "nocatch",
+            "src",
+            "schedule = \"0 3 * * *\"\ncatch_up = false"
+        ),
+    );
+    let s = Setup::new("", &jobs);
+    small_source(&s.path("src"), 2);
+    for j in ["daily", "nocatch"] {
+        let o = s.cli(&["run", j]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Pretend those runs happened three days ago: three 03:00 runs were missed since.
+    let db = rusqlite::Connection::open(s.path("state/catalog.sqlite")).unwrap();
+    let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72)).to_string();
+    db.execute("UPDATE runs SET started_at = ?1, queued_at = ?1", [&old])
+        .unwrap();
+    drop(db);
+
+    let d = s.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let caught = loop {
+        let (_, runs) = d.get("/api/v1/runs?job=daily&status=succeeded");
+        if let Some(r) = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["trigger"] == "catch-up")
+        {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "no catch-up run:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(caught["job"], "daily");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, all) = d.get("/api/v1/runs?limit=100");
+    let all = all.as_array().unwrap();
+    assert_eq!(
+        all.iter().filter(|r| r["trigger"] == "catch-up").count(),
+        1,
+        "once: {all:?}"
+    );
+    assert!(
+        all.iter()
+            .all(|r| r["job"] != "nocatch" || r["trigger"] == "cli"),
+        "{all:?}"
+    );
+    let (_, j) = d.get("/api/v1/jobs/daily");
+    assert!(j["next_run_at"].as_str().is_some(), "{j}");
+}
+
+/// A local HTTP endpoint that records JSON bodies and answers 204.
+struct Hook {
+    url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+fn webhook_server() -> Hook {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                b.lock().unwrap().push(v);
+            }
+            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    Hook { url, bodies }
+}
+
+impl Hook {
+    fn wait_for(&self, event: &str, job: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = self
+                .bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|v| v["event"] == event && v["job"] == job)
+            {
+                return v.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {event} alert for {job}: {:?}",
+                self.bodies.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn alerts_on_failure_recovery_and_staleness_reach_a_webhook() {
+    let hook = webhook_server();
+    let jobs = format!(
+        "{}{}[[alert]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+        job("flaky", "missing", ""),
+        job("quiet", "src", "stale_after = \"2s\""),
+        hook.url
+    );
+    let s = Setup::new("", &jobs);
+    small_source(&s.path("src"), 1);
+    let d = s.start();
+    let id = d.trigger("flaky");
+    assert_eq!(d.wait_run(id)["status"], "failed");
+    let f = hook.wait_for("failure", "flaky");
+    assert_eq!(f["run_id"], id);
+    assert!(f["error"].as_str().unwrap().contains("missing"), "{f}");
+    let (_, h) = d.get("/api/v1/health");
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["failing_jobs"][0], "flaky");
+
+    small_source(&s.path("missing"), 1);
+    let id = d.trigger("flaky");
+    assert_eq!(d.wait_run(id)["status"], "succeeded");
+    hook.wait_for("recovery", "flaky");
+
+    // `quiet` never runs: stale 2 s after the daemon started.
+    let st = hook.wait_for("stale", "quiet");
+    assert_eq!(st["job"], "quiet");
+    let (_, text) = d.get_text("/metrics");
+    let ms = parse_metrics(&text);
+    assert_eq!(metric(&ms, "backupd_job_stale", "job=\"quiet\""), Some(1.0));
+    assert_eq!(
+        metric(&ms, "backupd_failures_total", "job=\"flaky\""),
+        Some(1.0)
+    );
+    let id = d.trigger("quiet");
+    assert_eq!(d.wait_run(id)["status"], "succeeded");
+    hook.wait_for("recovery", "quiet");
+    let n_failure = hook
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|v| v["event"] == "failure")
+        .count();
+    assert_eq!(n_failure, 1);
+}
+
+#[test]
+fn systemd_hears_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let s = Setup::new("", &job("a", "src", ""));
+    small_source(&s.path("src"), 1);
+    let sock_path = s.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let d = s.start_with(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(msg.contains("STATUS=1 jobs"), "{msg}");
+    let (status, _, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let mut saw_stopping = false;
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok(n) = sock.recv(&mut buf) {
+        saw_stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
+    }
+    assert!(saw_stopping);
+}
+
+#[test]
+fn runs_are_cancelled_through_the_api_queued_or_running() {
+    let jobs = format!("{}{}", job("big", "src", ""), job("small", "small", ""));
+    let s = Setup::new("max_concurrent = 1", &jobs);
+    big_source(&s.path("src"), 512);
+    small_source(&s.path("small"), 2);
+    let d = s.start();
+    let big = d.trigger("big");
+    d.wait_copying(big);
+    // `small` waits behind `big` (limit 1); cancelling it drops it from the queue.
+    let small = d.trigger("small");
+    assert_eq!(d.run(small)["status"], "queued");
+    assert_eq!(d.post(&format!("/api/v1/runs/{small}/cancel"), None).0, 401);
+    let (st, v) = d.post(&format!("/api/v1/runs/{small}/cancel"), Some(TOKEN));
+    assert_eq!((st, v["status"].as_str()), (200, Some("cancelled")), "{v}");
+    // Cancelling the running one stops its copy; nothing is published.
+    let (st, v) = d.post(&format!("/api/v1/runs/{big}/cancel"), Some(TOKEN));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["cancel_requested"], true, "{v}");
+    let r = d.wait_run(big);
+    assert_eq!(r["status"], "cancelled", "{r}");
+    assert!(store_snapshots(&s, "big").is_empty());
+    assert!(
+        store_snapshots(&s, "small").is_empty(),
+        "the cancelled queued run never ran"
+    );
+    assert_eq!(d.post("/api/v1/runs/999999/cancel", Some(TOKEN)).0, 404);
+    // The job runs normally afterwards.
+    let again = d.trigger("big");
+    assert_eq!(d.wait_run(again)["status"], "succeeded");
+}

@@ -1,0 +1,13 @@
+//! What several parts of rackvault read, so that none of them depends on another for it: the shared
+//! parts of rackvault.toml and its error type, the snapshot manifest, relative paths, snapshot
+//! names, file metadata as a manifest records it, and published snapshots in a store (read side).
+//! backupd writes snapshots; the tape side and the web UI read them through this crate.
+
+pub mod bytes;
+pub mod config;
+pub mod fsmeta;
+pub mod manifest;
+pub mod relpath;
+pub mod snapname;
+pub mod snapshots;
+pub mod zfs;

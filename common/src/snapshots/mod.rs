@@ -1,0 +1,96 @@
+//! Published snapshots, read side: listing a job's snapshots in a store and opening one as a plain
+//! tree. backupd's stores build on these to write; the tape side reads through them alone.
+
+pub mod dir;
+pub mod zfs;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::config::StoreConfig;
+use crate::manifest::{MANIFEST_FILE, Manifest};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub time: Option<Timestamp>,
+    /// Bytes the store reports for the snapshot (ZFS `used`), when it knows.
+    pub used_bytes: Option<u64>,
+    pub referenced_bytes: Option<u64>,
+}
+
+/// A readable snapshot tree; cleans up (e.g. destroys a temporary ZFS clone) when dropped.
+pub struct SnapshotView {
+    pub root: PathBuf,
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl SnapshotView {
+    pub fn new(root: PathBuf, cleanup: Option<Box<dyn FnOnce() + Send>>) -> Self {
+        SnapshotView { root, cleanup }
+    }
+
+    pub fn manifest(&self) -> Result<Manifest> {
+        Ok(Manifest::load(&self.root.join(MANIFEST_FILE))?)
+    }
+}
+
+impl Drop for SnapshotView {
+    fn drop(&mut self) {
+        if let Some(f) = self.cleanup.take() {
+            f();
+        }
+    }
+}
+
+/// Where a job's published snapshots are, and how to open one.
+pub trait Snapshots: Send + Sync {
+    fn describe(&self) -> String;
+    /// The directory holding the store's data (never backed up into itself).
+    fn root_path(&self) -> PathBuf;
+    /// Snapshots of a job made by rackvault, oldest first.
+    fn snapshots(&self, job: &str) -> Result<Vec<SnapshotInfo>>;
+    fn open(&self, job: &str, name: &str) -> Result<SnapshotView>;
+}
+
+/// The read side of the configured store. `state_dir` holds the mount points of temporary clones.
+pub fn open_snapshots(store: &StoreConfig, state_dir: &std::path::Path) -> Box<dyn Snapshots> {
+    match store {
+        StoreConfig::Dir { path, .. } => Box::new(dir::DirSnapshots::new(path.clone())),
+        StoreConfig::Zfs { parent, .. } => Box::new(zfs::ZfsSnapshots::new(
+            parent.clone(),
+            state_dir.join("mnt"),
+        )),
+    }
+}
+
+/// Resolves `latest` (or a unique prefix) to a snapshot name.
+pub fn resolve(store: &dyn Snapshots, job: &str, wanted: &str) -> Result<String> {
+    let snaps = store.snapshots(job)?;
+    if snaps.is_empty() {
+        anyhow::bail!("job {job:?} has no snapshots yet (run `backupd run {job}` first)");
+    }
+    if wanted == "latest" {
+        return Ok(snaps.last().expect("non-empty").name.clone());
+    }
+    if let Some(s) = snaps.iter().find(|s| s.name == wanted) {
+        return Ok(s.name.clone());
+    }
+    let matches: Vec<_> = snaps
+        .iter()
+        .filter(|s| s.name.starts_with(wanted))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches[0].name.clone()),
+        0 => {
+            anyhow::bail!("job {job:?} has no snapshot {wanted:?} (see `backupd snapshots {job}`)")
+        }
+        _ => anyhow::bail!(
+            "{wanted:?} matches {} snapshots of job {job:?}; give more of the name",
+            matches.len()
+        ),
+    }
+}
