@@ -20,7 +20,9 @@ fn ctrl_c_cancels_the_run_kills_the_pre_hook_and_still_runs_post() {
     let t = tempfile::tempdir().unwrap();
     let q = |name: &str| t.path().join(name).display().to_string();
     let hooks = format!(
-        "[job.hooks]\npre = \"grep SigBlk /proc/$$/status > {blk}; echo $$ > {pid}; sleep 30\"\npost = \"echo $RACKVAULT_OUTCOME > {post}\"\n",
+        // The mask is read with shell builtins only: while dash starts a command such as grep it
+        // blocks every signal for a moment, and the child would read that transient mask.
+        "[job.hooks]\npre = \"while read -r k v; do if [ $k = SigBlk: ]; then echo $v > {blk}; fi; done < /proc/$$/status; echo $$ > {pid}; sleep 30\"\npost = \"echo $RACKVAULT_OUTCOME > {post}\"\n",
         blk = q("blk"),
         pid = q("pre.pid"),
         post = q("post.out")

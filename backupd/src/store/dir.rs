@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use common::manifest::{MANIFEST_FILE, Manifest};
 use common::relpath::RelPath;
 use common::snapshots::dir::DirSnapshots;
-use common::snapshots::{SnapshotInfo, SnapshotView, Snapshots};
+use common::snapshots::{ReadsThrough, Snapshots};
 
 use super::{Base, Staging, Store, WriteMode, remove_tree, sync_filesystem};
 
@@ -49,21 +49,9 @@ impl DirStore {
     }
 }
 
-impl Snapshots for DirStore {
-    fn describe(&self) -> String {
-        self.snaps.describe()
-    }
-
-    fn root_path(&self) -> PathBuf {
-        self.snaps.root_path()
-    }
-
-    fn snapshots(&self, job: &str) -> Result<Vec<SnapshotInfo>> {
-        self.snaps.snapshots(job)
-    }
-
-    fn open(&self, job: &str, name: &str) -> Result<SnapshotView> {
-        self.snaps.open(job, name)
+impl ReadsThrough for DirStore {
+    fn reader(&self) -> &dyn Snapshots {
+        &self.snaps
     }
 }
 

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use common::manifest::{MANIFEST_FILE, META_DIR, Manifest};
 use common::snapshots::zfs::{PROP_JOB, PROP_MANAGED, ZfsSnapshots};
-use common::snapshots::{SnapshotInfo, SnapshotView, Snapshots};
+use common::snapshots::{ReadsThrough, Snapshots};
 
 use super::{Base, Staging, Store, WriteMode, remove_path, sync_filesystem};
 const INCOMPLETE_MARKER: &str = ".rackvault/incomplete";
@@ -115,21 +115,9 @@ impl ZfsStore {
     }
 }
 
-impl Snapshots for ZfsStore {
-    fn describe(&self) -> String {
-        self.snaps.describe()
-    }
-
-    fn root_path(&self) -> PathBuf {
-        self.snaps.root_path()
-    }
-
-    fn snapshots(&self, job: &str) -> Result<Vec<SnapshotInfo>> {
-        self.snaps.snapshots(job)
-    }
-
-    fn open(&self, job: &str, name: &str) -> Result<SnapshotView> {
-        self.snaps.open(job, name)
+impl ReadsThrough for ZfsStore {
+    fn reader(&self) -> &dyn Snapshots {
+        &self.snaps
     }
 }
 

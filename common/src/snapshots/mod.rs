@@ -56,6 +56,30 @@ pub trait Snapshots: Send + Sync {
     fn open(&self, job: &str, name: &str) -> Result<SnapshotView>;
 }
 
+/// A type that reads its snapshots through a [`Snapshots`] it holds (backupd's stores, which also
+/// write), and so is a [`Snapshots`] itself.
+pub trait ReadsThrough: Send + Sync {
+    fn reader(&self) -> &dyn Snapshots;
+}
+
+impl<T: ReadsThrough> Snapshots for T {
+    fn describe(&self) -> String {
+        self.reader().describe()
+    }
+
+    fn root_path(&self) -> PathBuf {
+        self.reader().root_path()
+    }
+
+    fn snapshots(&self, job: &str) -> Result<Vec<SnapshotInfo>> {
+        self.reader().snapshots(job)
+    }
+
+    fn open(&self, job: &str, name: &str) -> Result<SnapshotView> {
+        self.reader().open(job, name)
+    }
+}
+
 /// The read side of the configured store. `state_dir` holds the mount points of temporary clones.
 pub fn open_snapshots(store: &StoreConfig, state_dir: &std::path::Path) -> Box<dyn Snapshots> {
     match store {
