@@ -5,13 +5,31 @@
 //!
 //! The signals are blocked in the calling thread, and so in every thread started after it (the
 //! copy's thread pool, the progress bar), and received by one thread with sigwait(2): no async
-//! signal handler runs arbitrary code. Child processes start with an empty signal mask (std
-//! resets it), so hooks and pg_dump can still be signalled.
+//! signal handler runs arbitrary code. A spawned process would inherit that mask (std does not
+//! reset it), so hooks and pg_dump are started through [`unblock_signals`] and stay stoppable.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::progress::Progress;
+
+/// Makes `cmd` start with no signal blocked, whatever the spawning thread blocks: a hook or pg_dump
+/// that inherited our blocked SIGINT/SIGTERM could not be stopped by them.
+pub fn unblock_signals(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only calls sigemptyset and sigprocmask, both
+    // async-signal-safe, on a set on its own stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct Interrupts {

@@ -154,6 +154,7 @@ pub fn run_hook(
         .stderr(Stdio::piped())
         // Its own group, so a timeout reaches every process the hook started.
         .process_group(0);
+    crate::interrupt::unblock_signals(&mut cmd);
     for (k, v) in env.vars(phase) {
         cmd.env(k, v);
     }

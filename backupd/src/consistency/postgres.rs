@@ -190,6 +190,7 @@ fn dump(
     };
     let mut cmd = Command::new(&exe);
     cmd.args(args);
+    crate::interrupt::unblock_signals(&mut cmd);
     if let Some(h) = &pg.host {
         cmd.env("PGHOST", h);
     }
