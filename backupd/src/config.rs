@@ -395,16 +395,25 @@ impl Config {
         })
     }
 
-    pub fn job(&self, name: &str) -> anyhow::Result<&Job> {
-        self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
-            let known: Vec<_> = self.jobs.iter().map(|j| j.name.as_str()).collect();
-            anyhow::anyhow!(
-                "no job named {name:?} in {} (jobs: {})",
-                self.path.display(),
-                known.join(", ")
-            )
-        })
+    pub fn job(&self, name: &str) -> Result<&Job, NoSuchJob> {
+        self.jobs
+            .iter()
+            .find(|j| j.name == name)
+            .ok_or_else(|| NoSuchJob {
+                name: name.to_string(),
+                config: self.path.clone(),
+                known: self.jobs.iter().map(|j| j.name.clone()).collect(),
+            })
     }
+}
+
+/// A job name on the command line that the configuration does not have: a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("no job named {name:?} in {} (jobs: {})", config.display(), known.join(", "))]
+pub struct NoSuchJob {
+    pub name: String,
+    pub config: PathBuf,
+    pub known: Vec<String>,
 }
 
 type ErrAt<'a> = dyn Fn(Option<Range<usize>>, String) -> ConfigError + 'a;

@@ -114,6 +114,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve) {
+        // Rust ignores SIGPIPE, so `backupd ls --json | head` would panic in println!; a command
+        // whose reader went away ends quietly, as other Unix tools do. The daemon keeps it
+        // ignored: a client closing its connection must not kill it.
+        // SAFETY: setting a signal's disposition to the default before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -130,11 +137,9 @@ fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            let code = if e.downcast_ref::<ConfigError>().is_some() {
-                2
-            } else {
-                1
-            };
+            let usage = e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<backupd::config::NoSuchJob>().is_some();
+            let code = if usage { 2 } else { 1 };
             eprintln!("error: {e:#}");
             ExitCode::from(code)
         }

@@ -11,6 +11,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
+    // Rust ignores SIGPIPE, so `tapectl ... --json | head` would panic in println!; a command whose
+    // reader went away ends quietly, as other Unix tools do.
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let filter = if args.verbose { "debug" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(

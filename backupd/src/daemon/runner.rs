@@ -51,7 +51,10 @@ pub fn start(shared: &Arc<Shared>, q: Queued) {
 fn run(shared: &Shared, q: &Queued, progress: &Progress) {
     let started = Instant::now();
     let cfg = &shared.cfg;
-    let (outcome, mut report) = match (Catalog::open(&cfg.state_dir), cfg.job(&q.job)) {
+    let (outcome, mut report) = match (
+        Catalog::open(&cfg.state_dir),
+        cfg.job(&q.job).map_err(anyhow::Error::from),
+    ) {
         (Ok(catalog), Ok(job)) => {
             tracing::info!(job = %q.job, run = q.run_id, "run started");
             let req = RunRequest {
