@@ -42,7 +42,7 @@ impl ZfsStore {
         if self.snaps.zfs().exists(&ds)? {
             return Ok(ds);
         }
-        if !self.snaps.zfs().exists(&self.snaps.parent())? {
+        if !self.snaps.zfs().exists(self.snaps.parent())? {
             anyhow::bail!(
                 "parent dataset {} does not exist; create it first (zfs create {})",
                 self.snaps.parent(),
