@@ -1,18 +1,20 @@
 //! Restore: a whole snapshot or chosen paths into a target directory, content and metadata exact.
 //!
-//! Safety: every name comes from a validated manifest path, every directory on the way is checked
-//! to be a real directory (not a symlink) before anything is created inside it, files are created
-//! with O_EXCL|O_NOFOLLOW, and nothing existing is replaced without `overwrite`. Conflicts are
-//! found before anything is written. Content is hashed while copied and checked against the manifest.
+//! Safety: the manifest is a validated tree (every entry's parent is a directory entry); both the
+//! snapshot and the target are reached through `Beneath`, so no path component is ever a symlink
+//! followed, in the snapshot or in the target; files are created with O_EXCL; symlinks are made
+//! last; metadata is applied through descriptors; nothing existing is replaced without
+//! `overwrite`, and conflicts are found before anything is written. Content is hashed while
+//! copied and checked against the manifest.
 
 use std::collections::HashSet;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::content::{Dest, copy_hashed_from};
+use common::beneath::Beneath;
 use common::fsmeta;
 use common::manifest::{Entry, Kind, Manifest};
 use common::relpath::RelPath;
@@ -62,7 +64,11 @@ pub fn restore(
     if !tmd.is_dir() {
         anyhow::bail!("target {} is not a directory", target.display());
     }
-    let conflicts = conflicts(target, &chosen, overwrite);
+    let source = Beneath::open(view_root)
+        .with_context(|| format!("cannot open the snapshot at {}", view_root.display()))?;
+    let out = Beneath::open(target)
+        .with_context(|| format!("cannot open target {}", target.display()))?;
+    let conflicts = conflicts(&out, &chosen, overwrite);
     if !conflicts.is_empty() {
         let shown: Vec<_> = conflicts.iter().take(10).cloned().collect();
         anyhow::bail!(
@@ -76,53 +82,51 @@ pub fn restore(
     let mut report = RestoreReport::default();
     // Files copied so far: a hard link whose leader is among them is linked, not copied again.
     let mut copied: HashSet<&RelPath> = HashSet::new();
-    for e in &chosen {
-        let dst = e.path.under(target);
+    let shown = |p: &RelPath| p.under(target).display().to_string();
+    // Directories and files first, symlinks last: no symlink exists in the target while anything
+    // is created (and nothing is ever created through one: see `Beneath`).
+    for e in chosen.iter().filter(|e| e.kind != Kind::Symlink) {
         match e.kind {
             Kind::Dir => {
                 if e.path.is_root() {
                     continue;
                 }
-                match std::fs::symlink_metadata(&dst) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        std::fs::remove_file(&dst)?;
-                        mkdir(&dst)?;
+                match out
+                    .lstat(&e.path)
+                    .with_context(|| format!("cannot inspect {}", shown(&e.path)))?
+                {
+                    Some(st) if is_dir(&st) => {}
+                    Some(_) => {
+                        out.remove(&e.path)
+                            .with_context(|| format!("cannot replace {}", shown(&e.path)))?;
+                        mkdir(&out, &e.path, &shown)?;
                     }
-                    Err(_) => mkdir(&dst)?,
+                    None => mkdir(&out, &e.path, &shown)?,
                 }
                 report.dirs += 1;
             }
-            Kind::Symlink => {
-                remove_existing(&dst, overwrite)?;
-                use std::os::unix::ffi::OsStrExt;
-                let t = std::ffi::OsStr::from_bytes(&e.target.as_ref().expect("validated").0);
-                std::os::unix::fs::symlink(t, &dst)
-                    .with_context(|| format!("cannot create symlink {}", dst.display()))?;
-                apply_meta(&dst, e, &mut report)?;
-                report.symlinks += 1;
-            }
             Kind::File => {
-                remove_existing(&dst, overwrite)?;
+                remove_existing(&out, &e.path, overwrite, &shown)?;
                 if let Some(leader) = e.link.as_ref().filter(|l| copied.contains(l)) {
-                    std::fs::hard_link(leader.under(target), &dst)
-                        .with_context(|| format!("cannot link {}", dst.display()))?;
+                    out.hard_link(leader, &e.path)
+                        .with_context(|| format!("cannot link {}", shown(&e.path)))?;
                     report.files += 1;
                     continue;
                 }
-                let src_path = e.path.under(view_root);
-                let mut src = fsmeta::open_read_nofollow(&src_path)
+                let mut src = source
+                    .open_read(&e.path)
                     .with_context(|| format!("cannot read {} from the snapshot", e.path))?;
-                let out = std::fs::File::options()
-                    .write(true)
-                    .read(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&dst)
-                    .with_context(|| format!("cannot create {}", dst.display()))?;
+                let dst = out
+                    .create_file(&e.path, 0o600)
+                    .with_context(|| format!("cannot create {}", shown(&e.path)))?;
                 let md = src.metadata()?;
-                let h = copy_hashed_from(&mut src, &md, Dest::Fresh(&out), false, &mut |_| Ok(()))
+                if !md.is_file() {
+                    anyhow::bail!(
+                        "{} in the snapshot is not a regular file; the snapshot is damaged",
+                        e.path
+                    );
+                }
+                let h = copy_hashed_from(&mut src, &md, Dest::Fresh(&dst), false, &mut |_| Ok(()))
                     .with_context(|| format!("cannot restore {}", e.path))?;
                 if Some(h.hash) != e.hash || h.size != e.size {
                     report.mismatches.push(format!(
@@ -131,78 +135,108 @@ pub fn restore(
                     ));
                 }
                 copied.insert(&e.path);
-                drop(out);
-                apply_meta(&dst, e, &mut report)?;
+                let failed = fsmeta::apply_fd(&dst, e, fsmeta::Target::Existing)
+                    .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
+                warn_xattrs(&mut report, e, failed);
                 report.files += 1;
                 report.bytes += h.size;
             }
+            Kind::Symlink => unreachable!("filtered above"),
         }
     }
+    for e in chosen.iter().filter(|e| e.kind == Kind::Symlink) {
+        remove_existing(&out, &e.path, overwrite, &shown)?;
+        let t = &e.target.as_ref().expect("validated").0;
+        out.symlink(&e.path, t)
+            .with_context(|| format!("cannot create symlink {}", shown(&e.path)))?;
+        let at = out.at(&e.path)?;
+        let failed = fsmeta::apply_symlink_at(&at, e)
+            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
+        warn_xattrs(&mut report, e, failed);
+        report.symlinks += 1;
+    }
     for e in chosen.iter().rev().filter(|e| e.kind == Kind::Dir) {
-        apply_meta(&e.path.under(target), e, &mut report)?;
+        let dir = out
+            .open_dir(&e.path)
+            .with_context(|| format!("cannot open {}", shown(&e.path)))?;
+        let failed = fsmeta::apply_fd(&dir, e, fsmeta::Target::Existing)
+            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
+        warn_xattrs(&mut report, e, failed);
     }
     Ok(report)
 }
 
-fn mkdir(p: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(p)
-        .with_context(|| format!("cannot create {}", p.display()))
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
-fn remove_existing(dst: &Path, overwrite: bool) -> Result<()> {
-    match std::fs::symlink_metadata(dst) {
-        Ok(m) if !m.is_dir() && overwrite => {
-            std::fs::remove_file(dst).with_context(|| format!("cannot replace {}", dst.display()))
-        }
-        Ok(_) => anyhow::bail!("{} exists", dst.display()),
-        Err(_) => Ok(()),
+fn mkdir(out: &Beneath, rel: &RelPath, shown: &dyn Fn(&RelPath) -> String) -> Result<()> {
+    out.mkdir(rel, 0o700)
+        .with_context(|| format!("cannot create {}", shown(rel)))
+}
+
+fn remove_existing(
+    out: &Beneath,
+    rel: &RelPath,
+    overwrite: bool,
+    shown: &dyn Fn(&RelPath) -> String,
+) -> Result<()> {
+    match out
+        .lstat(rel)
+        .with_context(|| format!("cannot inspect {}", shown(rel)))?
+    {
+        Some(st) if !is_dir(&st) && overwrite => out
+            .remove(rel)
+            .with_context(|| format!("cannot replace {}", shown(rel))),
+        Some(_) => anyhow::bail!("{} exists", shown(rel)),
+        None => Ok(()),
     }
 }
 
-fn apply_meta(dst: &Path, e: &Entry, report: &mut RestoreReport) -> Result<()> {
-    let failed = fsmeta::apply(dst, e, fsmeta::Target::Existing)
-        .with_context(|| format!("cannot set metadata on {}", dst.display()))?;
+fn warn_xattrs(report: &mut RestoreReport, e: &Entry, failed: Vec<String>) {
     for f in failed {
         report
             .warnings
             .push(format!("{}: extended attribute not restored: {f}", e.path));
     }
-    Ok(())
 }
 
 /// What in the target stands in the way. A symlink where a directory is needed is always a
 /// conflict (following it could lead outside the target); so is a directory where a file goes.
-fn conflicts(target: &Path, chosen: &[&Entry], overwrite: bool) -> Vec<String> {
-    let mut out = Vec::new();
+fn conflicts(out: &Beneath, chosen: &[&Entry], overwrite: bool) -> Vec<String> {
+    let mut problems = Vec::new();
     let mut blocked: Vec<&RelPath> = Vec::new();
     for e in chosen {
         if e.path.is_root() || blocked.iter().any(|b| e.path.starts_with(b)) {
             continue;
         }
-        let dst = e.path.under(target);
-        let Ok(m) = std::fs::symlink_metadata(&dst) else {
-            continue;
+        let shown = e.path.under(out.path()).display().to_string();
+        let st = match out.lstat(&e.path) {
+            Ok(Some(st)) => st,
+            Ok(None) => continue,
+            Err(err) => {
+                problems.push(format!("{shown}: {err}"));
+                continue;
+            }
         };
+        let fmt = st.st_mode & libc::S_IFMT;
         let problem = match e.kind {
-            Kind::Dir if m.is_dir() => None,
-            Kind::Dir if m.file_type().is_symlink() => {
+            Kind::Dir if fmt == libc::S_IFDIR => None,
+            Kind::Dir if fmt == libc::S_IFLNK => {
                 Some("is a symlink where the snapshot has a directory")
             }
             Kind::Dir if !overwrite => Some("exists and is not a directory"),
             Kind::Dir => None,
-            _ if m.is_dir() => Some("is a directory where the snapshot has a file"),
+            _ if fmt == libc::S_IFDIR => Some("is a directory where the snapshot has a file"),
             _ if !overwrite => Some("exists"),
             _ => None,
         };
         if let Some(p) = problem {
-            out.push(format!("{} {p}", dst.display()));
+            problems.push(format!("{shown} {p}"));
             if e.kind == Kind::Dir {
                 blocked.push(&e.path);
             }
         }
     }
-    out
+    problems
 }

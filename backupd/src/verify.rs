@@ -1,15 +1,13 @@
 //! Verify: re-reads a snapshot and checks it against its manifest, naming every mismatch.
 
 use std::collections::HashSet;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::content::{Dest, copy_hashed};
-use common::fsmeta;
+use common::beneath::Beneath;
 use common::manifest::{Kind, META_DIR, Manifest};
 use common::relpath::RelPath;
 
@@ -22,39 +20,58 @@ pub struct VerifyReport {
 }
 
 pub fn verify(root: &Path, manifest: &Manifest) -> VerifyReport {
+    let tree = match Beneath::open(root) {
+        Ok(t) => t,
+        Err(err) => {
+            return VerifyReport {
+                entries: manifest.entries.len() as u64,
+                problems: vec![format!(
+                    "cannot open the snapshot at {}: {err}",
+                    root.display()
+                )],
+                ..VerifyReport::default()
+            };
+        }
+    };
     let mut problems: Vec<String> = manifest
         .entries
         .par_iter()
         .filter_map(|e| {
-            let p = e.path.under(root);
-            let md = match std::fs::symlink_metadata(&p) {
-                Ok(m) => m,
+            // Nothing is reached through a symlink: a directory replaced by one inside the
+            // snapshot is reported, never followed.
+            let st = match tree.lstat(&e.path) {
+                Ok(Some(st)) => st,
+                Ok(None) => return Some(format!("{}: missing", e.path)),
                 Err(err) => return Some(format!("{}: missing ({err})", e.path)),
             };
-            let kind = if md.is_dir() { Kind::Dir } else if md.file_type().is_symlink() { Kind::Symlink } else { Kind::File };
+            let kind = match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => Kind::Dir,
+                libc::S_IFLNK => Kind::Symlink,
+                _ => Kind::File,
+            };
             if kind != e.kind {
-                return Some(format!("{}: is a {kind:?}, manifest says {:?}", e.path, e.kind));
+                return Some(format!("{}: is a {}, the manifest says {}", e.path, kind.name(), e.kind.name()));
             }
-            if kind != Kind::Symlink && md.mode() & 0o7777 != e.mode {
-                return Some(format!("{}: mode {:o}, manifest says {:o}", e.path, md.mode() & 0o7777, e.mode));
+            if kind != Kind::Symlink && st.st_mode & 0o7777 != e.mode {
+                return Some(format!("{}: mode {:o}, manifest says {:o}", e.path, st.st_mode & 0o7777, e.mode));
             }
             match kind {
                 Kind::Symlink => {
-                    let t = std::fs::read_link(&p).ok()?;
-                    (Some(t.as_os_str().as_bytes()) != e.target.as_ref().map(|t| t.0.as_slice()))
+                    let t = tree.read_link(&e.path).ok()?;
+                    (Some(t.as_slice()) != e.target.as_ref().map(|t| t.0.as_slice()))
                         .then(|| format!("{}: symlink target differs from the manifest", e.path))
                 }
                 Kind::File => {
-                    if md.len() != e.size {
-                        return Some(format!("{}: size {} bytes, manifest says {}", e.path, md.len(), e.size));
+                    if st.st_size as u64 != e.size {
+                        return Some(format!("{}: size {} bytes, manifest says {}", e.path, st.st_size, e.size));
                     }
                     if let Some(l) = &e.link {
-                        let same = std::fs::symlink_metadata(l.under(root)).is_ok_and(|lm| lm.ino() == md.ino());
+                        let same = matches!(tree.lstat(l), Ok(Some(lm)) if lm.st_ino == st.st_ino);
                         if !same {
                             return Some(format!("{}: should be a hard link to {l}", e.path));
                         }
                     }
-                    let mut f = match fsmeta::open_read_nofollow(&p) {
+                    let mut f = match tree.open_read(&e.path) {
                         Ok(f) => f,
                         Err(err) => return Some(format!("{}: cannot read ({err})", e.path)),
                     };

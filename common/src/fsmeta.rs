@@ -136,12 +136,100 @@ pub fn apply(path: &Path, e: &Entry, target: Target) -> io::Result<Vec<String>> 
     Ok(failed)
 }
 
-pub fn set_mtime_path(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
-    set_mtime(&cpath(path)?, sec, nsec)
+/// [`apply`] for a regular file or directory open as `f` (opened without following symlinks, e.g.
+/// through [`crate::beneath::Beneath`]): nothing is looked up by path. Returns xattr names that
+/// could not be applied.
+pub fn apply_fd(f: &std::fs::File, e: &Entry, target: Target) -> io::Result<Vec<String>> {
+    use std::os::fd::AsRawFd;
+    use xattr::FileExt;
+    let fd = f.as_raw_fd();
+    let (uid, gid) = ids();
+    let chown = is_root_user()
+        && !(matches!(target, Target::Created { .. }) && e.uid == uid && e.gid == gid);
+    if chown {
+        // SAFETY: fchown on an open descriptor.
+        if unsafe { libc::fchown(fd, e.uid, e.gid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let mode_right =
+        matches!(target, Target::Created { mode } if mode == e.mode & 0o7777) && !chown;
+    if !mode_right {
+        // SAFETY: fchmod on an open descriptor.
+        if unsafe { libc::fchmod(fd, e.mode & 0o7777) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let mut failed = Vec::new();
+    if matches!(target, Target::Existing) {
+        let have = match f.list_xattr() {
+            Ok(n) => n.collect::<Vec<_>>(),
+            Err(e) if unsupported(&e) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for old in have {
+            if !e.xattrs.iter().any(|w| w.name.0 == old.as_bytes()) {
+                let _ = f.remove_xattr(&old);
+            }
+        }
+    }
+    for x in &e.xattrs {
+        if let Err(err) = f.set_xattr(OsStr::from_bytes(&x.name.0), &x.value.0) {
+            failed.push(format!("{}: {err}", String::from_utf8_lossy(&x.name.0)));
+        }
+    }
+    let times = mtime_only(e.mtime, e.mtime_ns);
+    // SAFETY: an open descriptor and a two-element timespec array, as futimens requires.
+    if unsafe { libc::futimens(fd, times.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(failed)
 }
 
-fn set_mtime(c: &CString, sec: i64, nsec: u32) -> io::Result<()> {
-    let times = [
+/// [`apply`] for a symlink named `name` in the directory `dir` (never followed).
+pub fn apply_symlink_at(at: &crate::beneath::At, e: &Entry) -> io::Result<Vec<String>> {
+    use std::os::fd::AsRawFd;
+    let dir = at.dir().as_raw_fd();
+    if is_root_user() {
+        // SAFETY: fchownat relative to an open directory, not following the name.
+        if unsafe {
+            libc::fchownat(
+                dir,
+                at.name().as_ptr(),
+                e.uid,
+                e.gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let failed = if e.xattrs.is_empty() {
+        Vec::new()
+    } else {
+        // l*xattr through the parent's descriptor: the name itself is not followed.
+        set_xattrs(&at.proc_path(), &e.xattrs)
+    };
+    let times = mtime_only(e.mtime, e.mtime_ns);
+    // SAFETY: as above, with a two-element timespec array.
+    if unsafe {
+        libc::utimensat(
+            dir,
+            at.name().as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(failed)
+}
+
+/// utimensat's times: atime left alone, mtime set.
+fn mtime_only(sec: i64, nsec: u32) -> [libc::timespec; 2] {
+    [
         libc::timespec {
             tv_sec: 0,
             tv_nsec: libc::UTIME_OMIT,
@@ -150,7 +238,15 @@ fn set_mtime(c: &CString, sec: i64, nsec: u32) -> io::Result<()> {
             tv_sec: sec as libc::time_t,
             tv_nsec: nsec.min(999_999_999) as libc::c_long,
         },
-    ];
+    ]
+}
+
+pub fn set_mtime_path(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
+    set_mtime(&cpath(path)?, sec, nsec)
+}
+
+fn set_mtime(c: &CString, sec: i64, nsec: u32) -> io::Result<()> {
+    let times = mtime_only(sec, nsec);
     // SAFETY: valid path and a two-element timespec array, as utimensat requires.
     if unsafe {
         libc::utimensat(

@@ -49,6 +49,16 @@ pub enum Kind {
     Symlink,
 }
 
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symlink",
+        }
+    }
+}
+
 /// Identity of the source file when it was read: the fast path that decides "unchanged"
 /// without reading content.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -201,6 +211,39 @@ impl Manifest {
             .map(|i| &self.entries[i])
     }
 
+    /// The entries form one tree: the root is a directory and every other entry's parent is a
+    /// directory entry of this manifest. Readers rely on it: nothing is ever written or read below
+    /// a symlink or a file, whatever the manifest says.
+    fn check_tree(&self) -> Result<(), String> {
+        match self.entries.first() {
+            None => return Ok(()),
+            Some(r) if r.path.is_root() && r.kind == Kind::Dir => {}
+            Some(r) if r.path.is_root() => return Err("the root is not a directory".into()),
+            Some(_) => return Err("there is no root directory entry".into()),
+        }
+        for e in &self.entries[1..] {
+            let parent = e.path.parent().expect("not the root");
+            match self.get(&parent) {
+                Some(p) if p.kind == Kind::Dir => {}
+                Some(p) => {
+                    return Err(format!(
+                        "entry {} is inside {}, which is a {}, not a directory",
+                        e.path,
+                        parent,
+                        p.kind.name()
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "entry {} has no parent directory entry {}",
+                        e.path, parent
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn write_to(&self, w: impl Write) -> std::io::Result<()> {
         let mut enc = zstd::Encoder::new(w, 1)?;
         enc.include_checksum(true)?;
@@ -321,6 +364,7 @@ impl Manifest {
             ));
         }
         let m = Manifest { header, entries };
+        m.check_tree().map_err(|msg| corrupt(0, msg))?;
         for e in &m.entries {
             if let Some(l) = &e.link {
                 match m.get(l) {
