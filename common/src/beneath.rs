@@ -341,6 +341,38 @@ impl Beneath {
         Ok(())
     }
 
+    /// Sets the modification time of `rel` (a symlink's own, not its target's); atime is left alone.
+    pub fn set_mtime(&self, rel: &RelPath, sec: i64, nsec: u32) -> io::Result<()> {
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: sec as libc::time_t,
+                tv_nsec: nsec.min(999_999_999) as libc::c_long,
+            },
+        ];
+        if rel.is_root() {
+            // The root's own descriptor is O_PATH, which futimens refuses: open it for reading.
+            let fd = self.open_dir(rel)?;
+            // SAFETY: futimens on an owned descriptor with a two-element timespec array.
+            cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })?;
+            return Ok(());
+        }
+        let at = self.at(rel)?;
+        // SAFETY: utimensat relative to an owned directory, not following the name.
+        cvt(unsafe {
+            libc::utimensat(
+                at.parent.as_raw_fd(),
+                at.name.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })?;
+        Ok(())
+    }
+
     /// Removes what is at `rel`: a file or symlink (never followed) or a whole directory tree.
     pub fn remove(&self, rel: &RelPath) -> io::Result<()> {
         let at = self.at(rel)?;

@@ -1,11 +1,13 @@
 //! `tapectl ltfs …`: format, list, copy onto and off an LTFS volume in a library drive.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use common::beneath::Beneath;
+use common::relpath::RelPath;
 use ltfs::index::{Extent, Times};
 use ltfs::time::LtfsTime;
 use ltfs::volume::{
@@ -504,6 +506,8 @@ fn put_one(
                 .with_context(|| format!("{}: file name is not UTF-8", e.path().display()))?;
             put_one(vol, &e.path(), &join(dest, name), files, bytes)?;
         }
+        // After its entries: adding them moved the directory's times.
+        vol.set_dir_times(dest, times_of(&m))?;
     } else if ft.is_file() {
         let f = fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
         let r = vol
@@ -517,19 +521,34 @@ fn put_one(
     Ok(())
 }
 
-/// One file to copy off, with where it starts on tape.
+/// One entry to copy off, with where it starts on tape, and where it goes below the target.
 struct Wanted {
     tape_path: String,
-    local: PathBuf,
+    local: RelPath,
     info: EntryInfo,
+}
+
+/// The path below the target of an entry named `name` on tape inside `parent`.
+fn child(parent: &RelPath, name: &str) -> Result<RelPath> {
+    let joined = if parent.is_root() {
+        name.as_bytes().to_vec()
+    } else {
+        [parent.as_bytes(), b"/", name.as_bytes()].concat()
+    };
+    match RelPath::parse(&joined) {
+        Ok(p) if !name.contains('/') => Ok(p),
+        _ => bail!(
+            "the volume has an entry named {name:?} in {parent}, which cannot be a file name here"
+        ),
+    }
 }
 
 fn collect(
     vol: &Volume<Drive<BoxedTransport>>,
     tape_path: &str,
-    local: PathBuf,
+    local: RelPath,
     out: &mut Vec<Wanted>,
-    dirs: &mut Vec<PathBuf>,
+    dirs: &mut Vec<Wanted>,
 ) -> Result<()> {
     let info = vol.stat(tape_path)?;
     collect_entry(vol, tape_path, info, local, out, dirs)
@@ -540,9 +559,9 @@ fn collect_entry(
     vol: &Volume<Drive<BoxedTransport>>,
     tape_path: &str,
     info: EntryInfo,
-    local: PathBuf,
+    local: RelPath,
     out: &mut Vec<Wanted>,
-    dirs: &mut Vec<PathBuf>,
+    dirs: &mut Vec<Wanted>,
 ) -> Result<()> {
     if info.kind != EntryKind::Directory {
         out.push(Wanted {
@@ -552,15 +571,22 @@ fn collect_entry(
         });
         return Ok(());
     }
-    dirs.push(local.clone());
     for e in vol.list(tape_path)? {
-        let child = join(tape_path, &e.name);
-        let child_local = local.join(&e.name);
-        collect_entry(vol, &child, e, child_local, out, dirs)?;
+        let child_tape = join(tape_path, &e.name);
+        let child_local = child(&local, &e.name)?;
+        collect_entry(vol, &child_tape, e, child_local, out, dirs)?;
     }
+    dirs.push(Wanted {
+        tape_path: tape_path.to_string(),
+        local,
+        info,
+    });
     Ok(())
 }
 
+/// Copies files off the volume into `to`. Everything is created beneath `to` without following a
+/// symlink (common::beneath): directories first, then files in tape order, symlinks last; nothing
+/// existing is overwritten; directory and symlink times are restored at the end.
 fn get(
     out: &Out,
     vol: &mut Volume<Drive<BoxedTransport>>,
@@ -568,19 +594,14 @@ fn get(
     to: &Path,
 ) -> Result<()> {
     fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let tree = Beneath::open(to).with_context(|| format!("cannot open {}", to.display()))?;
     let mut wanted = Vec::new();
     let mut dirs = Vec::new();
     for p in paths {
         let trimmed = p.trim_end_matches('/');
-        let name = trimmed
-            .rsplit('/')
-            .next()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(".");
-        let local = if name == "." {
-            to.to_path_buf()
-        } else {
-            to.join(name)
+        let local = match trimmed.rsplit('/').next().filter(|n| !n.is_empty()) {
+            Some(name) => child(&RelPath::root(), name)?,
+            None => RelPath::root(),
         };
         collect(
             vol,
@@ -590,6 +611,30 @@ fn get(
             &mut dirs,
         )?;
     }
+    if wanted.is_empty() {
+        bail!(
+            "nothing to copy: {} holds no files on this volume (an empty volume, or not the index \
+             generation you expect: `tapectl ltfs check` lists them)",
+            paths.join(", ")
+        );
+    }
+    // Parents before children (collect pushed them after their contents).
+    dirs.sort_by(|a, b| a.local.cmp(&b.local));
+    for d in &dirs {
+        if d.local.is_root() {
+            continue;
+        }
+        match tree.lstat(&d.local)? {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+            Some(_) => bail!(
+                "{} exists and is not a directory; refusing to write through it",
+                d.local.under(to).display()
+            ),
+            None => tree
+                .mkdir(&d.local, 0o777)
+                .with_context(|| format!("cannot create {}", d.local.under(to).display()))?,
+        }
+    }
     // Tape order: the drive then only reads forward.
     wanted.sort_by_key(|w| {
         w.info
@@ -597,29 +642,43 @@ fn get(
             .first()
             .map_or((' ', 0), |x| (x.partition, x.start_block))
     });
-    for d in &dirs {
-        safe_dir(to, d)?;
-    }
     let mut bytes = 0;
-    // Every file's parent is `to` or one of `dirs`, vetted above.
-    for w in &wanted {
-        if let EntryKind::Symlink(target) = &w.info.kind {
-            std::os::unix::fs::symlink(target, &w.local)
-                .with_context(|| format!("cannot create symlink {}", w.local.display()))?;
-            continue;
-        }
-        // create_new: never overwrite, and never follow a symlink planted at the name.
-        let mut f = fs::File::options()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&w.local)
-            .with_context(|| format!("cannot create {} (it exists?)", w.local.display()))?;
+    for w in wanted
+        .iter()
+        .filter(|w| !matches!(w.info.kind, EntryKind::Symlink(_)))
+    {
+        let shown = w.local.under(to);
+        // O_EXCL: never overwrite, and never follow a symlink planted at the name.
+        let mut f = tree
+            .create_file(&w.local, 0o666)
+            .with_context(|| format!("cannot create {} (it exists?)", shown.display()))?;
         bytes += vol
             .read_file(&w.tape_path, &mut f)
             .with_context(|| format!("reading {}", w.tape_path))?;
         let mt: std::time::SystemTime = w.info.times.modify.into();
-        f.set_modified(mt).ok();
+        f.set_modified(mt)
+            .with_context(|| format!("cannot set the time of {}", shown.display()))?;
+    }
+    for w in &wanted {
+        if let EntryKind::Symlink(target) = &w.info.kind {
+            tree.symlink(&w.local, target.as_bytes()).with_context(|| {
+                format!("cannot create symlink {}", w.local.under(to).display())
+            })?;
+        }
+    }
+    // Times last, deepest first: creating entries moved their parents' times.
+    let symlinks = wanted
+        .iter()
+        .filter(|w| matches!(w.info.kind, EntryKind::Symlink(_)));
+    // The target directory itself is the caller's: its time is left alone.
+    let mut timed: Vec<&Wanted> = symlinks
+        .chain(dirs.iter().filter(|d| !d.local.is_root()))
+        .collect();
+    timed.sort_by(|a, b| b.local.cmp(&a.local));
+    for w in timed {
+        let t = w.info.times.modify;
+        tree.set_mtime(&w.local, t.secs, t.nanos)
+            .with_context(|| format!("cannot set the time of {}", w.local.under(to).display()))?;
     }
     out.value(
         &serde_json::json!({ "files": wanted.len(), "bytes": bytes }),
@@ -629,31 +688,4 @@ fn get(
             to.display()
         ),
     )
-}
-
-/// Creates `dir` (inside `root`) refusing any existing component that is not a real directory, so a
-/// symlink in the target tree can never lead a restore outside it.
-fn safe_dir(root: &Path, dir: &Path) -> Result<()> {
-    let rel = dir
-        .strip_prefix(root)
-        .with_context(|| format!("{} is outside {}", dir.display(), root.display()))?;
-    let mut cur = root.to_path_buf();
-    for c in rel.components() {
-        let Component::Normal(name) = c else {
-            bail!("{}: unexpected path component", dir.display())
-        };
-        cur.push(name);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => bail!(
-                "{} exists and is not a directory; refusing to write through it",
-                cur.display()
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir(&cur).with_context(|| format!("cannot create {}", cur.display()))?
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", cur.display())),
-        }
-    }
-    Ok(())
 }

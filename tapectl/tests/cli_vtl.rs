@@ -449,3 +449,60 @@ fn ltfs_format_put_get_round_trip_in_tape_order() {
         "format, a sync per file with data, unmount: {gens:?}"
     );
 }
+
+#[test]
+fn ltfs_get_keeps_directory_and_symlink_times_and_refuses_to_copy_nothing() {
+    let v = Vtl::new(&[]);
+    let base = v.dir.parent().unwrap().to_path_buf();
+    v.ok(&["load", "RV0001L6"]);
+    v.ok(&["ltfs", "format"]);
+    let out = base.join("empty-out");
+    let (_, e) = v.fails(&["ltfs", "get", "/", "--to", out.to_str().unwrap()]);
+    assert!(e.contains("nothing to copy"), "{e}");
+    let src = base.join("t");
+    std::fs::create_dir_all(src.join("d/e")).unwrap();
+    std::fs::write(src.join("d/e/f"), b"f").unwrap();
+    std::os::unix::fs::symlink("e/f", src.join("d/l")).unwrap();
+    let old = |s: i64| libc::timespec {
+        tv_sec: s,
+        tv_nsec: 0,
+    };
+    for (p, t) in [
+        ("d/e/f", 1_000_000_000),
+        ("d/l", 1_100_000_000),
+        ("d/e", 1_200_000_000),
+        ("d", 1_300_000_000),
+    ] {
+        let c = std::ffi::CString::new(src.join(p).to_str().unwrap()).unwrap();
+        let times = [old(t), old(t)];
+        // SAFETY: a valid path and two timespecs.
+        assert_eq!(
+            unsafe {
+                libc::utimensat(
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            },
+            0
+        );
+    }
+    v.ok(&["ltfs", "put", src.to_str().unwrap(), "/"]);
+    let out = base.join("out");
+    v.ok(&["ltfs", "get", "/t", "--to", out.to_str().unwrap()]);
+    use std::os::unix::fs::MetadataExt;
+    for (p, t) in [
+        ("t/d/e/f", 1_000_000_000),
+        ("t/d/l", 1_100_000_000),
+        ("t/d/e", 1_200_000_000),
+        ("t/d", 1_300_000_000),
+    ] {
+        let m = std::fs::symlink_metadata(out.join(p)).unwrap();
+        assert_eq!(m.mtime(), t, "{p}");
+    }
+    assert_eq!(
+        std::fs::read_link(out.join("t/d/l")).unwrap(),
+        Path::new("e/f")
+    );
+}

@@ -115,6 +115,20 @@ impl<D: TapeDevice> Volume<D> {
         Ok(())
     }
 
+    /// Sets the times of the directory `path` (created if missing), e.g. once a copy has filled it:
+    /// the source directory's times, not the time of the copy.
+    pub fn set_dir_times(&mut self, path: &str, times: Times) -> Result<()> {
+        let comps = components(path)?;
+        let mut highest = self.index.highest_file_uid;
+        let (dir, _) = ensure_dir(&mut self.index.root, &comps, &mut highest, now())?;
+        self.index.highest_file_uid = highest;
+        if dir.times != times {
+            dir.times = times;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
     /// Splits `path` into its parent (created if missing) and a new name that must not exist yet.
     fn new_entry_parent(&mut self, path: &str) -> Result<(&mut Directory, String, u64)> {
         let mut comps = components(path)?;
