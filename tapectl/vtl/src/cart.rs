@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -227,13 +228,74 @@ pub(crate) fn save_meta(dir: &Path, m: &CartMeta) -> Result<(), VtlError> {
     write_atomic(&p, &bytes)
 }
 
-fn write_atomic(p: &Path, bytes: &[u8]) -> Result<(), VtlError> {
+/// Replaces `p` with `bytes` through a temporary file and a rename, so a crash leaves the old contents
+/// or the new, never a partial file.
+pub(crate) fn write_atomic(p: &Path, bytes: &[u8]) -> Result<(), VtlError> {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = p.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| VtlError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| VtlError::io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, p).map_err(|e| VtlError::io(p, e))
+    let dir = p.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(dir, name);
+    let r = File::create_new(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| VtlError::io(&tmp, e));
+    crate::crash::step();
+    if let Err(e) = r.and_then(|()| fs::rename(&tmp, p).map_err(|e| VtlError::io(p, e))) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    crate::crash::step();
+    Ok(())
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A new temporary file name in `dir`: `.<what>.<pid>-<n>.tmp`. Hidden and unlike any name of the
+/// layout, so neither the reference backend nor a scan ever takes it for a record; the pid says whose
+/// it is, for [`remove_stale_temps`].
+pub(crate) fn temp_path(dir: &Path, what: &str) -> PathBuf {
+    let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".{what}.{}-{n}.tmp", std::process::id()))
+}
+
+/// The pid in a name made by [`temp_path`] (or by earlier versions: `.<what>.<pid>.tmp`).
+fn temp_owner(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, tail) = inner.rsplit_once('.')?;
+    let pid = tail.split_once('-').map_or(tail, |(pid, _)| pid);
+    if pid.is_empty() || !pid.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Removes temporary files that processes which no longer exist left in a cartridge directory (a
+/// record being written, a pre-created file, an attribute being replaced). Live processes' files are
+/// theirs to finish or remove.
+pub(crate) fn remove_stale_temps(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(temp_owner) else {
+            continue;
+        };
+        if !process_alive(pid) {
+            match fs::remove_file(e.path()) {
+                Ok(()) => crate::crash::step(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(path = %e.path().display(), "could not remove a temporary file a dead process left: {err}")
+                }
+            }
+        }
+    }
 }
 
 /// `filedebug_tc_conf.xml`, as the reference backend writes it (4-space indent, libxml2 style).
@@ -299,8 +361,7 @@ pub(crate) fn read_vcr(dir: &Path) -> Option<u32> {
 pub(crate) fn write_vcr(dir: &Path, v: u32) -> Result<(), VtlError> {
     let mut b = vec![0x00, 0x09, 0x00, 0x00, 0x04];
     b.extend_from_slice(&v.to_be_bytes());
-    let p = attr_path(dir, 0, 0x0009);
-    fs::write(&p, b).map_err(|e| VtlError::io(&p, e))
+    write_atomic(&attr_path(dir, 0, 0x0009), &b)
 }
 
 /// Host attributes stored as `attr_<p>_<id>` (id ≥ 0x0800), raw file contents (header + value).
@@ -331,25 +392,34 @@ pub(crate) fn list_attrs(dir: &Path, partition: usize) -> BTreeMap<u16, Vec<u8>>
     out
 }
 
-/// What a scan of one partition found.
+/// What a scan of one partition found, read the way the reference backend reads it
+/// (`filedebug_search_eod()`): from block 0, records and filemarks up to the first block that holds an
+/// `_E` or neither a record nor a filemark. A filemark wins over a record at the same block.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct PartScan {
-    /// First block after the contiguous run of records and filemarks from block 0.
+    /// First block that is not a record or filemark.
     pub eod: u64,
+    /// `<p>_<eod>_E` exists, so the partition is a valid image as it is.
+    pub has_marker: bool,
     pub filemarks: BTreeSet<u64>,
     /// Sum of record sizes below EOD.
     pub bytes: u64,
-    /// Blocks holding an `_E` marker.
-    pub eod_markers: Vec<u64>,
-    /// Records or filemarks beyond a gap (unreachable, not valid in the layout).
-    pub orphans: Vec<(u64, char)>,
+    /// Files no reader can reach: records, filemarks and markers at or beyond EOD other than its
+    /// marker (a write a crash interrupted, records beyond a gap, stray markers), and empty `_R` files
+    /// (never a record).
+    pub garbage: Vec<(u64, char)>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct BlockFiles {
+    record: Option<u64>,
+    filemark: bool,
+    marker: bool,
 }
 
 /// Scans a cartridge directory. Partitions beyond `partitions` are ignored.
 pub(crate) fn scan(dir: &Path, partitions: usize) -> Result<Vec<PartScan>, VtlError> {
-    let mut recs: Vec<BTreeMap<u64, (bool, u64)>> = vec![BTreeMap::new(); partitions]; // blk -> (is_fm, size)
-    let mut markers: Vec<Vec<u64>> = vec![Vec::new(); partitions];
-    let mut empties: Vec<Vec<u64>> = vec![Vec::new(); partitions];
+    let mut blocks: Vec<BTreeMap<u64, BlockFiles>> = vec![BTreeMap::new(); partitions];
     let rd = fs::read_dir(dir).map_err(|e| VtlError::io(dir, e))?;
     for e in rd {
         let e = e.map_err(|err| VtlError::io(dir, err))?;
@@ -361,56 +431,63 @@ pub(crate) fn scan(dir: &Path, partitions: usize) -> Result<Vec<PartScan>, VtlEr
         if p >= partitions {
             continue;
         }
+        let b = blocks[p].entry(blk).or_default();
         match kind {
-            'E' => markers[p].push(blk),
-            'F' => {
-                recs[p].insert(blk, (true, 0));
-            }
-            'R' => {
+            'E' => b.marker = true,
+            'F' => b.filemark = true,
+            _ => {
                 let size = e
                     .metadata()
                     .map_err(|err| VtlError::io(e.path(), err))?
                     .len();
-                if size == 0 {
-                    // Never a record: a file pre-created for a write that did not happen.
-                    empties[p].push(blk);
-                } else {
-                    recs[p].entry(blk).or_insert((false, size));
-                }
+                b.record = Some(size);
             }
-            _ => {}
         }
     }
     let mut out = Vec::with_capacity(partitions);
-    for p in 0..partitions {
+    for map in blocks {
         let mut s = PartScan::default();
         let mut next = 0u64;
-        for (&blk, &(fm, size)) in &recs[p] {
-            if blk == next {
-                if fm {
-                    s.filemarks.insert(blk);
-                } else {
-                    s.bytes += size;
-                }
-                next += 1;
-            } else {
-                s.orphans.push((blk, if fm { 'F' } else { 'R' }));
+        loop {
+            let b = map.get(&next).copied().unwrap_or_default();
+            if b.marker {
+                s.has_marker = true;
+                break;
             }
+            if b.filemark {
+                s.filemarks.insert(next);
+            } else if let Some(size) = b.record.filter(|&n| n > 0) {
+                s.bytes += size;
+            } else {
+                break;
+            }
+            next += 1;
         }
         s.eod = next;
-        for &blk in &empties[p] {
-            if !s.filemarks.contains(&blk) {
-                s.orphans.push((blk, 'R'));
+        for (&blk, b) in &map {
+            if blk < s.eod {
+                // Before EOD only an empty record shadowed by a filemark can be garbage.
+                if b.record == Some(0) {
+                    s.garbage.push((blk, 'R'));
+                }
+                continue;
+            }
+            if b.record.is_some() {
+                s.garbage.push((blk, 'R'));
+            }
+            if b.filemark {
+                s.garbage.push((blk, 'F'));
+            }
+            if b.marker && !(blk == s.eod && s.has_marker) {
+                s.garbage.push((blk, 'E'));
             }
         }
-        markers[p].sort_unstable();
-        s.eod_markers = std::mem::take(&mut markers[p]);
         out.push(s);
     }
     Ok(out)
 }
 
-fn parse_rec_name(name: &str) -> Option<(usize, u64, char)> {
+pub(crate) fn parse_rec_name(name: &str) -> Option<(usize, u64, char)> {
     let mut it = name.splitn(3, '_');
     let p = it.next()?;
     let blk = it.next()?;
@@ -431,33 +508,37 @@ fn parse_rec_name(name: &str) -> Option<(usize, u64, char)> {
     Some((p.parse().ok()?, blk.parse().ok()?, kind))
 }
 
-/// Makes the partition layout valid, like a drive rebuilding EOD: orphans beyond a gap and stray `_E`
-/// markers are removed, and exactly one `_E` is put at EOD. Returns true when something was repaired.
+/// Makes the partition exactly valid, like a drive rebuilding EOD, one syscall at a time so that the
+/// directory never gets worse: a missing marker is put at EOD (by moving a stray one there, or by
+/// creating it), then the garbage beyond it goes. Nothing before EOD is touched, so records someone
+/// else wrote and covered with their own marker stay. Returns true when something was repaired.
 pub(crate) fn repair(dir: &Path, p: usize, s: &mut PartScan) -> Result<bool, VtlError> {
     let mut repaired = false;
-    for &(blk, kind) in &s.orphans {
-        tracing::warn!(cartridge = %dir.display(), partition = p, block = blk, "removing {kind} beyond end of data (unreachable)");
-        remove_if_exists(&rec_path(dir, p, blk, kind))?;
-        repaired = true;
-    }
-    s.orphans.clear();
-    let mut has_eod = false;
-    for &blk in &s.eod_markers {
-        if blk == s.eod {
-            has_eod = true;
-        } else {
-            tracing::warn!(cartridge = %dir.display(), partition = p, block = blk, eod = s.eod, "removing a stray end-of-data marker");
-            remove_if_exists(&rec_path(dir, p, blk, 'E'))?;
-            repaired = true;
+    if !s.has_marker {
+        let target = rec_path(dir, p, s.eod, 'E');
+        match s.garbage.iter().position(|&(_, k)| k == 'E') {
+            Some(i) => {
+                let (blk, _) = s.garbage.remove(i);
+                let from = rec_path(dir, p, blk, 'E');
+                fs::rename(&from, &target).map_err(|e| VtlError::io(&from, e))?;
+            }
+            None => {
+                File::create(&target).map_err(|e| VtlError::io(&target, e))?;
+            }
         }
-    }
-    if !has_eod {
+        crate::crash::step();
         tracing::warn!(cartridge = %dir.display(), partition = p, eod = s.eod, "end-of-data marker missing (interrupted write); rebuilt EOD after the last record");
-        let e = rec_path(dir, p, s.eod, 'E');
-        File::create(&e).map_err(|err| VtlError::io(&e, err))?;
+        s.has_marker = true;
         repaired = true;
     }
-    s.eod_markers = vec![s.eod];
+    if !s.garbage.is_empty() {
+        tracing::warn!(cartridge = %dir.display(), partition = p, eod = s.eod, files = s.garbage.len(), "removing files no reader can reach (beyond end of data, or empty records)");
+        for (blk, kind) in std::mem::take(&mut s.garbage) {
+            remove_if_exists(&rec_path(dir, p, blk, kind))?;
+            crate::crash::step();
+        }
+        repaired = true;
+    }
     Ok(repaired)
 }
 
@@ -490,18 +571,42 @@ mod tests {
         fs::write(dir.join("0_1_F"), b"").unwrap();
         fs::write(dir.join("0_2_R"), b"de").unwrap();
         fs::write(dir.join("0_4_R"), b"orphan").unwrap();
-        fs::write(dir.join("0_1_E"), b"").unwrap();
+        fs::write(dir.join("0_5_R"), b"").unwrap();
+        fs::write(dir.join("0_7_E"), b"").unwrap();
+        // No marker at EOD: the first gap ends the data; the stray marker is moved there.
         let mut s = scan(dir, 1).unwrap().remove(0);
-        assert_eq!(s.eod, 3);
-        assert_eq!(s.bytes, 5);
+        assert_eq!((s.eod, s.has_marker, s.bytes), (3, false, 5));
         assert_eq!(s.filemarks.iter().copied().collect::<Vec<_>>(), vec![1]);
         assert!(repair(dir, 0, &mut s).unwrap());
-        assert!(
-            dir.join("0_3_E").exists()
-                && !dir.join("0_1_E").exists()
-                && !dir.join("0_4_R").exists()
-        );
+        let names: BTreeSet<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let want: BTreeSet<String> = ["0_0_R", "0_1_F", "0_2_R", "0_3_E"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(names, want);
         let mut again = scan(dir, 1).unwrap().remove(0);
+        assert!(again.has_marker && again.garbage.is_empty());
         assert!(!repair(dir, 0, &mut again).unwrap());
+
+        // A marker wins over a record or filemark at its block, as in the reference backend: what
+        // follows it is unreachable, and an empty record is never a record.
+        fs::write(dir.join("0_1_E"), b"").unwrap();
+        let s = scan(dir, 1).unwrap().remove(0);
+        assert_eq!((s.eod, s.has_marker, s.bytes), (1, true, 3));
+        assert_eq!(s.garbage, vec![(1, 'F'), (2, 'R'), (3, 'E')]);
+    }
+
+    #[test]
+    fn temp_names() {
+        let t = temp_path(Path::new("/x"), "rec");
+        let name = t.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_owner(name), Some(std::process::id()));
+        assert_eq!(parse_rec_name(name), None);
+        assert_eq!(temp_owner(".attr_0_9.123.tmp"), Some(123));
+        assert_eq!(temp_owner(".x.abc.tmp"), None);
+        assert_eq!(temp_owner("0_1_R"), None);
     }
 }

@@ -442,10 +442,7 @@ fn descriptor(st: &State, e: Elem, voltag: bool, with_id: bool, dlen: usize) -> 
             d[at + 3] = 34;
             util::pad(&mut d[at + 4..at + 12], "IBM");
             util::pad(&mut d[at + 12..at + 28], model.product());
-            util::pad(
-                &mut d[at + 28..at + 38],
-                &crate::drive_serial(&st.spec.serial, i),
-            );
+            util::pad(&mut d[at + 28..at + 38], &st.drive_serial(i));
         }
     }
     d

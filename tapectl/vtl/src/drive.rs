@@ -41,9 +41,8 @@ pub struct VirtualDrive {
 }
 
 struct Part {
+    /// End of data: `<p>_<eod>_E` is on disk, always (see [`Media::move_eod`]).
     eod: u64,
-    /// `<p>_<eod>_E` exists. False while a write run is in progress.
-    eod_on_disk: bool,
     filemarks: BTreeSet<u64>,
     bytes: u64,
     capacity: u64,
@@ -122,6 +121,9 @@ struct Media {
     /// Records advised ahead, kept open for the read that follows. Only valid across consecutive
     /// fast-path reads: any other command clears it, since a write may replace those files.
     ahead: std::collections::VecDeque<(usize, u64, File)>,
+    /// The directory no longer matches this model (an end-of-data marker was not where it should be,
+    /// or a change failed half-way): the next command that is not streamed reads the directory again.
+    stale: bool,
 }
 
 fn io_fail(
@@ -144,6 +146,9 @@ impl Media {
         model: DriveModel,
     ) -> Result<Media, VtlError> {
         let meta = cart::load_meta(&dir)?;
+        cart::remove_stale_temps(&dir);
+        // The model comes from the directory as it is now: whoever wrote it last (this library, the
+        // reference implementation's ltfsck, a person), its end-of-data markers say where the data ends.
         let mut scans = cart::scan(&dir, meta.partitions as usize)?;
         for (p, s) in scans.iter_mut().enumerate() {
             if cart::repair(&dir, p, s)? {
@@ -158,7 +163,6 @@ impl Media {
             .enumerate()
             .map(|(p, s)| Part {
                 eod: s.eod,
-                eod_on_disk: true,
                 filemarks: s.filemarks,
                 bytes: s.bytes,
                 capacity: meta.partition_bytes(p),
@@ -189,6 +193,7 @@ impl Media {
             precreate: Default::default(),
             read_ahead: (0, 0),
             ahead: Default::default(),
+            stale: false,
         })
     }
 
@@ -281,66 +286,67 @@ impl Media {
         self.vcr_bumped = true;
     }
 
-    /// Deletes every record, filemark and EOD marker at `at` and beyond in partition `p`.
-    fn truncate(&mut self, p: usize, at: u64) -> Result<(), VtlError> {
-        self.precreate.cancel();
-        let eod = self.parts[p].eod;
-        for blk in at..eod {
-            if self.parts[p].filemarks.contains(&blk) {
-                cart::remove_if_exists(&self.rec(p, blk, 'F'))?;
-            } else {
-                let path = self.rec(p, blk, 'R');
-                if let Ok(md) = fs::metadata(&path) {
-                    self.parts[p].bytes = self.parts[p].bytes.saturating_sub(md.len());
+    /// Moves partition `p`'s end-of-data marker from block `from` to `to` with one rename, so the
+    /// directory holds exactly one marker at every instant. Before the move everything from `to` on is
+    /// already in place (moving forward) or becomes unreachable by it (moving back). A marker that is
+    /// not where the model says means someone changed the directory behind the drive: nothing is
+    /// touched and the model is read again at the next command.
+    fn move_eod(&mut self, p: usize, from: u64, to: u64) -> Result<(), VtlError> {
+        if from == to {
+            return Ok(());
+        }
+        let (a, b) = (self.rec(p, from, 'E'), self.rec(p, to, 'E'));
+        match fs::rename(&a, &b) {
+            Ok(()) => {
+                crate::crash::step();
+                Ok(())
+            }
+            Err(e) => {
+                self.stale = true;
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    return Err(VtlError::Corrupt {
+                        path: a,
+                        message: "the end-of-data marker is gone: the cartridge directory was changed while the cartridge was loaded; unload and load it".into(),
+                    });
                 }
-                cart::remove_if_exists(&path)?;
+                Err(VtlError::io(&a, e))
             }
         }
-        if self.parts[p].eod_on_disk {
-            cart::remove_if_exists(&self.rec(p, eod, 'E'))?;
+    }
+
+    /// Logically erases partition `p` from block `at` on: first the end-of-data marker moves back to
+    /// `at` (one rename: from then on what follows is unreachable), then those files are deleted.
+    fn truncate(&mut self, p: usize, at: u64) -> Result<(), VtlError> {
+        let eod = self.parts[p].eod;
+        if at >= eod {
+            return Ok(());
         }
+        self.move_eod(p, eod, at)?;
+        self.changed = true;
+        let dropped = self.parts[p].filemarks.split_off(&at);
         let part = &mut self.parts[p];
-        part.eod_on_disk = false;
-        part.filemarks.split_off(&at);
         part.eod = at;
         if part.unsynced_from.is_some_and(|u| u >= at) {
             part.unsynced_from = None;
         }
-        self.changed = true;
-        Ok(())
-    }
-
-    /// Gets the current partition ready for writing at the current position: truncates what follows,
-    /// or (appending) takes the EOD marker away for the duration of the run.
-    fn begin_write(&mut self) -> Result<(), VtlError> {
-        let (p, at) = (self.partition, self.block);
-        if at < self.parts[p].eod {
-            self.truncate(p, at)?;
-        } else if self.parts[p].eod_on_disk {
-            cart::remove_if_exists(&self.rec(p, at, 'E'))?;
-            self.parts[p].eod_on_disk = false;
-        }
-        self.changed = true;
-        Ok(())
-    }
-
-    /// Ends a write run: puts the EOD marker back, so the layout is valid whenever the drive is idle.
-    fn finish_run(&mut self) -> Result<(), VtlError> {
-        self.precreate.cancel();
-        for p in 0..self.parts.len() {
-            if !self.parts[p].eod_on_disk {
-                let e = self.rec(p, self.parts[p].eod, 'E');
-                File::create(&e).map_err(|err| VtlError::io(&e, err))?;
-                self.parts[p].eod_on_disk = true;
+        for blk in at..eod {
+            let path = self.rec(p, blk, if dropped.contains(&blk) { 'F' } else { 'R' });
+            if let Ok(md) = fs::metadata(&path) {
+                self.parts[p].bytes = self.parts[p].bytes.saturating_sub(md.len());
             }
+            if let Err(e) = cart::remove_if_exists(&path) {
+                // Unreachable files are left behind; the next open of the cartridge removes them.
+                self.stale = true;
+                return Err(e);
+            }
+            crate::crash::step();
         }
         Ok(())
     }
 
-    fn finish_run_logged(&mut self) {
-        if let Err(e) = self.finish_run() {
-            tracing::error!(cartridge = %self.barcode, "could not write the end-of-data marker: {e}");
-        }
+    /// Ends a write run: the files pre-created for records that were not written go.
+    fn finish_run(&mut self) {
+        self.precreate.cancel();
     }
 
     /// A sync point: records written since the last one reach the disk, and the directory too.
@@ -402,7 +408,7 @@ impl Media {
             self.ta_events |= ta_bit(0x03) | ta_bit(0x06);
             return fail(SenseKey::MediumError, 0x0c, 0x00);
         }
-        if let Err(e) = self.begin_write() {
+        if let Err(e) = self.truncate(p, blk) {
             return io_fail("write", &self.dir, &e, SenseKey::MediumError, 0x0c, 0x00);
         }
         if self.parts[p].bytes + len as u64 > self.end_of_medium(p) {
@@ -412,26 +418,39 @@ impl Media {
             return check(s, 0);
         }
         self.bump_vcr();
-        let path = self.rec(p, blk, 'R');
+        // The record goes into a temporary file, is renamed to `<p>_<blk>_R` (beside the marker at
+        // `blk`, which hides it) and becomes part of the tape when the marker moves past it. At every
+        // instant the directory is a valid image: the tape before the write or the tape after it.
         let pre =
             if len >= crate::writer::PRECREATE_MIN || self.precreate.continues(&self.dir, p, blk) {
-                // A short record in a run takes its pre-created file like any other (so ending the run
-                // later cannot delete it), and the run goes on: LTFS streams files of all sizes.
+                // A short record in a run takes a pre-created file like any other, and the run goes
+                // on: LTFS streams files of all sizes.
                 self.precreate.take(&self.dir, p, blk)
             } else {
-                // A short record outside a run: no run is started for it; files pre-created for other
-                // blocks must go now, or ending the run later would delete this record's file.
+                // A short record outside a run starts none.
                 self.precreate.cancel();
                 None
             };
-        let written = match pre {
-            Some(mut f) => f.write_all(buf),
-            None => File::create(&path).and_then(|mut f| f.write_all(buf)),
+        let (tmp, written) = match pre.map_or_else(|| crate::writer::create_temp(&self.dir), Ok) {
+            Ok((tmp, mut f)) => {
+                let r = f.write_all(buf);
+                (tmp, r)
+            }
+            Err(e) => return io_fail("write", &self.dir, &e, SenseKey::MediumError, 0x0c, 0x00),
         };
-        if let Err(e) = written {
+        crate::crash::step();
+        let path = self.rec(p, blk, 'R');
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
+            let _ = fs::remove_file(&tmp);
+            return io_fail("write", &path, &e, SenseKey::MediumError, 0x0c, 0x00);
+        }
+        crate::crash::step();
+        if let Err(e) = self.move_eod(p, blk, blk + 1) {
+            // Still hidden by the marker at `blk`: the record was not written.
             let _ = fs::remove_file(&path);
             return io_fail("write", &path, &e, SenseKey::MediumError, 0x0c, 0x00);
         }
+        self.changed = true;
         let part = &mut self.parts[p];
         part.eod = blk + 1;
         part.bytes += len as u64;
@@ -541,7 +560,7 @@ impl Media {
                 self.ta_events |= ta_bit(0x03) | ta_bit(0x06);
                 return fail(SenseKey::MediumError, 0x0c, 0x00);
             }
-            if let Err(e) = self.begin_write() {
+            if let Err(e) = self.truncate(p, blk) {
                 return io_fail(
                     "write filemark",
                     &self.dir,
@@ -558,9 +577,15 @@ impl Media {
                 return check(s, 0);
             }
             self.bump_vcr();
-            for _ in 0..n {
-                let path = self.rec(p, self.block, 'F');
+            // The filemarks are made beyond the marker (which hides them) and join the tape together
+            // when it moves past them.
+            let end = blk + n as u64;
+            for at in blk..end {
+                let path = self.rec(p, at, 'F');
                 if let Err(e) = File::create(&path) {
+                    for made in blk..at {
+                        let _ = fs::remove_file(self.rec(p, made, 'F'));
+                    }
                     return io_fail(
                         "write filemark",
                         &path,
@@ -570,13 +595,26 @@ impl Media {
                         0x00,
                     );
                 }
-                self.parts[p].filemarks.insert(self.block);
-                self.block += 1;
-                self.parts[p].eod = self.block;
+                crate::crash::step();
             }
+            if let Err(e) = self.move_eod(p, blk, end) {
+                return io_fail(
+                    "write filemark",
+                    &self.dir,
+                    &e,
+                    SenseKey::MediumError,
+                    0x0c,
+                    0x00,
+                );
+            }
+            self.parts[p].filemarks.extend(blk..end);
+            self.parts[p].eod = end;
+            self.block = end;
+            self.changed = true;
             self.last_write = Some((p as u8, self.block));
         }
-        if let Err(e) = self.finish_run().and_then(|_| self.sync()) {
+        self.finish_run();
+        if let Err(e) = self.sync() {
             return io_fail("sync", &self.dir, &e, SenseKey::MediumError, 0x0c, 0x00);
         }
         if n > 0 && self.past_early_warning(self.partition) {
@@ -763,60 +801,78 @@ impl Media {
             return c;
         }
         let (p, at) = (self.partition, self.block);
-        let r = if at < self.parts[p].eod {
-            self.truncate(p, at)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = r.and_then(|_| self.finish_run()).and_then(|_| self.sync()) {
+        self.finish_run();
+        if let Err(e) = self.truncate(p, at).and_then(|_| self.sync()) {
             return io_fail("erase", &self.dir, &e, SenseKey::MediumError, 0x0c, 0x00);
         }
         Completion::good(0)
     }
 
-    /// Erases the whole cartridge and makes `sizes_mb.len()` empty partitions.
+    /// Erases the whole cartridge and makes `sizes_mb.len()` empty partitions. Each step leaves a valid
+    /// image: every partition's marker moves to block 0 first, then what that made unreachable goes.
     fn format(&mut self, sizes_mb: Vec<u64>) -> Result<(), VtlError> {
+        self.finish_run();
+        for p in 0..self.parts.len() {
+            let eod = self.parts[p].eod;
+            self.move_eod(p, eod, 0)?;
+            self.parts[p].eod = 0;
+            self.changed = true;
+        }
+        // Until the end the model is not the directory's: a failure leaves it to be read again.
+        self.stale = true;
+        let count = sizes_mb.len();
+        let mut markers = Vec::new();
         for e in fs::read_dir(&self.dir)
             .map_err(|e| VtlError::io(&self.dir, e))?
             .flatten()
         {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
-            let is_rec = {
-                let mut it = name.splitn(3, '_');
-                let a = it.next().unwrap_or("");
-                let b = it.next().unwrap_or("");
-                let c = it.next().unwrap_or("");
-                !a.is_empty()
-                    && a.bytes().all(|x| x.is_ascii_digit())
-                    && !b.is_empty()
-                    && b.bytes().all(|x| x.is_ascii_digit())
-                    && matches!(c, "R" | "F" | "E")
+            let remove = match cart::parse_rec_name(name) {
+                Some((p, 0, 'E')) => {
+                    if p >= count {
+                        markers.push(e.path());
+                    }
+                    false
+                }
+                Some(_) => true,
+                None => name.starts_with("attr_") && name != "attr_0_9",
             };
-            let is_host_attr = name.starts_with("attr_") && name != "attr_0_9";
-            if is_rec || is_host_attr {
+            if remove {
                 cart::remove_if_exists(&e.path())?;
+                crate::crash::step();
             }
         }
-        self.meta.partitions = sizes_mb.len() as u8;
+        // Partitions that no longer exist lose their (now lone) marker last.
+        for m in markers {
+            cart::remove_if_exists(&m)?;
+            crate::crash::step();
+        }
+        for p in 0..count {
+            let e = self.rec(p, 0, 'E');
+            if !e.exists() {
+                File::create(&e).map_err(|err| VtlError::io(&e, err))?;
+                crate::crash::step();
+            }
+        }
+        self.meta.partitions = count as u8;
         self.meta.partition_mb = sizes_mb;
         self.meta_dirty = true;
         cart::save_meta(&self.dir, &self.meta)?;
-        self.parts = (0..self.meta.partitions as usize)
+        self.parts = (0..count)
             .map(|p| Part {
                 eod: 0,
-                eod_on_disk: false,
                 filemarks: BTreeSet::new(),
                 bytes: 0,
                 capacity: self.meta.partition_bytes(p),
                 unsynced_from: None,
             })
             .collect();
+        self.stale = false;
         self.partition = 0;
         self.block = 0;
         self.changed = true;
         self.bump_vcr();
-        self.finish_run()?;
         self.sync()
     }
 
@@ -859,44 +915,44 @@ impl VirtualDrive {
             && self
                 .media
                 .as_ref()
-                .is_some_and(|m| m.threaded && !m.meta.cleaning)
+                .is_some_and(|m| m.threaded && !m.meta.cleaning && !m.stale)
             && crate::state::state_id(&self.state_file) == self.fast
     }
 
-    /// The tape was taken out of the drive (by the changer, possibly in another process) while this
-    /// handle may still have had a write run open: rebuild the cartridge's EOD markers from its files.
-    fn orphan(mut m: Media) {
-        m.precreate.cancel();
-        if m.parts.iter().all(|p| p.eod_on_disk) {
-            return;
-        }
-        match cart::scan(&m.dir, m.parts.len()) {
-            Ok(mut scans) => {
-                for (p, s) in scans.iter_mut().enumerate() {
-                    if let Err(e) = cart::repair(&m.dir, p, s) {
-                        tracing::error!(cartridge = %m.barcode, "EOD repair failed: {e}");
-                    }
-                }
-            }
-            Err(e) => tracing::error!(cartridge = %m.barcode, "EOD repair failed: {e}"),
+    /// Lets go of a cartridge model: unused pre-created files go, statistics not yet saved are saved.
+    /// The directory itself is always a valid image, so nothing else is left to do.
+    fn release(mut m: Media) {
+        m.finish_run();
+        if m.meta_dirty
+            && let Err(e) = cart::save_meta(&m.dir, &m.meta)
+        {
+            tracing::warn!(cartridge = %m.barcode, "cartridge statistics not saved: {e}");
         }
     }
 
-    /// Brings the in-memory model in line with `library.json`.
-    fn sync_media(&mut self, st: &State) {
-        let loaded = st.drives[self.index].loaded.as_ref();
-        let Some(l) = loaded else {
+    /// Brings the in-memory model in line with `library.json`. A new load (a move into the drive, or
+    /// LOAD after UNLOAD) or a change by another handle means reading the cartridge directory again.
+    fn sync_media(&mut self, st: &mut State) {
+        let Some(barcode) = st.drives[self.index]
+            .loaded
+            .as_ref()
+            .map(|l| l.barcode.clone())
+        else {
             self.media_broken = false;
             if let Some(m) = self.media.take() {
-                Self::orphan(m);
+                Self::release(m);
             }
             return;
         };
-        let faults = MediaFaults::for_cartridge(st, &l.barcode);
+        let faults = MediaFaults::for_cartridge(st, &barcode);
+        let Some(l) = st.drives[self.index].loaded.as_mut() else {
+            return;
+        };
         if let Some(m) = self.media.as_mut()
             && m.load_seq == l.load_seq
             && m.version == l.version
             && m.barcode == l.barcode
+            && !m.stale
         {
             if (l.partition, l.block) != m.persisted_pos {
                 // Another handle moved the tape.
@@ -909,15 +965,16 @@ impl VirtualDrive {
             m.faults = faults;
             return;
         }
-        if let Some(mut old) = self.media.take() {
-            if old.load_seq == l.load_seq {
-                old.finish_run_logged();
-            } else {
-                Self::orphan(old);
+        if let Some(old) = self.media.take() {
+            if old.stale && old.load_seq == l.load_seq {
+                // The directory changed behind this handle: other handles' models are stale too.
+                l.version += 1;
             }
+            Self::release(old);
         }
+        let l = l.clone();
         let dir = self.lib.cartridge_dir(&l.barcode);
-        match Media::open(dir, l, faults, self.model) {
+        match Media::open(dir, &l, faults, self.model) {
             Ok(m) => {
                 self.media = Some(m);
                 self.media_broken = false;
@@ -942,7 +999,8 @@ impl VirtualDrive {
         l.threaded = m.threaded;
         l.vcr_bumped = m.vcr_bumped;
         l.last_write = m.last_write;
-        if m.changed {
+        if m.changed || m.stale {
+            // Other handles read the directory again (a stale model means it changed behind us).
             l.version += 1;
             m.version = l.version;
             m.changed = false;
@@ -967,7 +1025,7 @@ impl VirtualDrive {
             // TapeAlert events from the streaming path.
             st.drives[self.index].tapealert |= std::mem::take(&mut m.ta_events);
             if op != 0x0a {
-                m.finish_run_logged();
+                m.finish_run();
             }
         }
         let c = self.dispatch(st, cdb, data, now);
@@ -1144,26 +1202,44 @@ impl VirtualDrive {
             return fail(SenseKey::NotReady, 0x3a, 0x00);
         };
         if load {
-            if !m.threaded {
-                if m.meta_dirty && cart::save_meta(&m.dir, &m.meta).is_ok() {
-                    m.meta_dirty = false;
-                }
-                if let Err(e) = crate::changer::loaded_into_drive(st, i, &m.dir) {
-                    tracing::warn!(cartridge = %m.barcode, "load bookkeeping failed: {e}");
-                }
-                if let Ok(meta) = cart::load_meta(&m.dir) {
-                    m.meta = meta;
-                }
-                m.threaded = true;
-                m.vcr_bumped = false;
+            if m.threaded {
+                m.partition = 0;
+                m.block = 0;
+                return Completion::good(0);
             }
-            m.partition = 0;
-            m.block = 0;
+            // A new load. While the tape was not threaded anyone may have written the cartridge
+            // directory (the reference's ltfsck appending an index, a person): this handle and every
+            // other one read it again, and the end of data is where its marker now is.
+            let Some(old) = self.media.take() else {
+                return fail(SenseKey::NotReady, 0x3a, 0x00);
+            };
+            let dir = old.dir.clone();
+            Self::release(old);
+            st.load_counter += 1;
+            let seq = st.load_counter;
+            let Some(l) = st.drives[i].loaded.as_mut() else {
+                return fail(SenseKey::NotReady, 0x3a, 0x00);
+            };
+            l.load_seq = seq;
+            l.version = 0;
+            l.threaded = true;
+            l.vcr_bumped = false;
+            l.partition = 0;
+            l.block = 0;
+            l.last_write = None;
+            if let Err(e) = crate::changer::loaded_into_drive(st, i, &dir) {
+                tracing::warn!(cartridge = %dir.display(), "load bookkeeping failed: {e}");
+            }
+            self.sync_media(st);
+            if self.media_broken {
+                return fail(SenseKey::MediumError, 0x31, 0x00);
+            }
         } else {
             if st.drives[i].prevent {
                 return illegal(0x53, 0x02);
             }
-            if let Err(e) = m.finish_run().and_then(|_| m.sync()) {
+            m.finish_run();
+            if let Err(e) = m.sync() {
                 tracing::error!(cartridge = %m.barcode, "flush on unload failed: {e}");
             }
             m.threaded = false;
@@ -1662,7 +1738,7 @@ impl VirtualDrive {
                 raw.push(format);
                 raw.extend_from_slice(&(value.len() as u16).to_be_bytes());
                 raw.extend_from_slice(value);
-                fs::write(&path, raw).map_err(|e| VtlError::io(&path, e))
+                cart::write_atomic(&path, &raw)
             };
             if let Err(e) = r {
                 return io_fail(
@@ -1799,7 +1875,7 @@ impl Transport for VirtualDrive {
                 (cdb[1] & 0x02 != 0, cdb[8], 0, u32_at(cdb, 3) as u64)
             };
             if dest == 0 && (!cp || part as usize == m.partition) && id == m.block {
-                m.finish_run_logged();
+                m.finish_run();
                 return Ok(Completion::good(0));
             }
         }
@@ -1811,7 +1887,7 @@ impl Transport for VirtualDrive {
         if matches!(op, 0x08 | 0x0a) && self.fast_ok() {
             let m = self.media.as_mut().expect("fast_ok checked");
             if op == 0x08 {
-                m.finish_run_logged();
+                m.finish_run();
                 return Ok(m.read6(cdb, data));
             }
             return Ok(m.write6(cdb, data));
@@ -1852,11 +1928,11 @@ impl Drop for VirtualDrive {
             };
             if current {
                 if let Some(m) = self.media.as_mut() {
-                    m.finish_run_logged();
+                    m.finish_run();
                 }
                 self.persist(st);
             } else if let Some(m) = self.media.take() {
-                Self::orphan(m);
+                Self::release(m);
             }
         });
         if let Err(e) = r {
@@ -1864,8 +1940,8 @@ impl Drop for VirtualDrive {
                 drive = self.index,
                 "could not save the drive state on close: {e}"
             );
-            if let Some(m) = self.media.as_mut() {
-                m.finish_run_logged();
+            if let Some(m) = self.media.take() {
+                Self::release(m);
             }
         }
     }

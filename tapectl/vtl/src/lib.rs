@@ -8,6 +8,7 @@
 
 mod cart;
 mod changer;
+mod crash;
 mod density;
 mod drive;
 mod state;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use changer::VirtualChanger;
+pub use crash::{crash_at_step, steps_passed};
 pub use drive::VirtualDrive;
 
 use state::{FaultEntry, Slot, State};
@@ -400,6 +402,7 @@ impl Library {
             }),
         };
         let mut st = State::new(spec.clone());
+        st.id = Some(state::random_id());
         for (i, bc) in spec.barcodes.iter().enumerate() {
             lib.ensure_cartridge(bc, &CartridgeOptions::default(), spec, false)?;
             st.storage[i] = Some(Slot {
@@ -453,7 +456,7 @@ impl Library {
             self.clone(),
             index,
             model,
-            drive_serial(&st.spec.serial, index),
+            st.drive_serial(index),
         ))
     }
 
@@ -489,7 +492,7 @@ impl Library {
                     model,
                     vendor: "IBM".into(),
                     product: model.product().into(),
-                    serial: drive_serial(&st.spec.serial, i),
+                    serial: st.drive_serial(i),
                     barcode: d.loaded.as_ref().map(|l| l.barcode.clone()),
                     threaded: d.loaded.as_ref().is_some_and(|l| l.threaded),
                     partition: d.loaded.as_ref().map_or(0, |l| l.partition),
@@ -717,8 +720,10 @@ impl Library {
     }
 }
 
-/// Drive serial numbers: the last 8 characters of the library serial (zero-padded) plus a 2-digit
-/// drive number; 10 characters, as the DVCID identifier wants.
+/// Drive serial numbers: the last 8 letters and digits of `library_serial` (zero-padded) plus a 2-digit
+/// drive number; 10 characters, as the DVCID identifier wants. A library made by this version passes
+/// its random identifier (`id` in library.json), so drive serials differ between libraries; one made
+/// before passes the changer serial.
 pub fn drive_serial(library_serial: &str, index: usize) -> String {
     let s: Vec<char> = library_serial
         .chars()

@@ -36,6 +36,12 @@ pub(crate) struct State {
     /// Source of per-load sequence numbers.
     #[serde(default)]
     pub load_counter: u64,
+    /// This library's own identifier, random at create (8 hex digits). Drive serials are made from it,
+    /// so two libraries never share a drive serial (tapectl locks drives by serial) even when their
+    /// specs, changer serial included, are the same. Libraries created before it existed have none and
+    /// keep the serials they had, made from the changer serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -123,7 +129,13 @@ impl State {
             changer_ua: VecDeque::new(),
             door_locked: false,
             load_counter: 0,
+            id: None,
         }
+    }
+
+    /// The serial number of drive `index` (INQUIRY VPD 0x80, DVCID).
+    pub fn drive_serial(&self, index: usize) -> String {
+        crate::drive_serial(self.id.as_deref().unwrap_or(&self.spec.serial), index)
     }
 
     /// Every barcode inside the library with a human description of where it is.
@@ -217,6 +229,22 @@ impl State {
 
 pub(crate) fn state_path(dir: &Path) -> PathBuf {
     dir.join("library.json")
+}
+
+/// A new library identifier: 32 random bits as 8 hex digits.
+pub(crate) fn random_id() -> String {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    let v = if n == b.len() as isize {
+        u32::from_ne_bytes(b)
+    } else {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+        t ^ std::process::id().rotate_left(16)
+    };
+    format!("{v:08X}")
 }
 
 fn lock_path(dir: &Path) -> PathBuf {

@@ -384,84 +384,93 @@ fn reopen_shows_the_same_state() {
     assert_eq!(b, b"from d2");
 }
 
+/// The record and EOD files of partition 0, and whether every `_R` holds data.
+fn layout(dir: &std::path::Path) -> BTreeSet<String> {
+    let t: BTreeSet<String> = tree(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("0_"))
+        .collect();
+    for n in t.iter().filter(|n| n.ends_with("_R")) {
+        assert!(
+            std::fs::metadata(dir.join(n)).unwrap().len() > 0,
+            "{n} is empty"
+        );
+    }
+    t
+}
+
 #[test]
-fn lazy_eod_is_recovered_after_a_crash_mid_stream() {
+fn the_eod_marker_follows_every_record_even_mid_stream() {
     let (_d, lib) = library(&["AAA001L6"]);
     let dir = lib.cartridge_dir("AAA001L6");
     let mut d = load(&lib, 1, 0);
     for k in 0..5u8 {
         good(&write(&mut d, &[k; 4096]));
+        // Mid-stream, after every record, the directory is the tape: one marker right after it.
+        let mut want: BTreeSet<String> = (0..=k).map(|b| format!("0_{b}_R")).collect();
+        want.insert(format!("0_{}_E", k + 1));
+        assert_eq!(layout(&dir), want);
     }
-    // Mid-stream the EOD marker is not on disk (it moves lazily).
-    assert!(!tree(&dir).iter().any(|n| n.ends_with("_E")));
+    // A handle that vanishes mid-stream (no drop, as in a crash) leaves nothing to repair.
     std::mem::forget(d);
+    let before = layout(&dir);
     let mut d = lib.drive(0).unwrap();
     good(&run(&mut d, &[0; 6]));
-    let t: BTreeSet<String> = tree(&dir)
-        .into_iter()
-        .filter(|n| n.starts_with("0_"))
-        .collect();
+    assert_eq!(layout(&dir), before);
     assert_eq!(
-        t,
+        before,
         names(&["0_0_R", "0_1_R", "0_2_R", "0_3_R", "0_4_R", "0_5_E"])
     );
     good(&space(&mut d, 3, 0));
     assert_eq!(position(&mut d).1, 5);
-
-    // Dropping the handle mid-stream writes the marker.
     for k in 0..3u8 {
         good(&write(&mut d, &[k; 10]));
     }
-    drop(d);
-    assert!(tree(&dir).contains("0_8_E"));
-    // So does any other command, and the changer taking the tape out.
-    let mut d = lib.drive(0).unwrap();
+    assert!(layout(&dir).contains("0_8_E"));
+    // The changer taking the tape out mid-stream finds it complete too.
     good(&write(&mut d, b"x"));
-    good(&write(&mut d, b"y"));
-    assert!(!tree(&dir).contains("0_10_E"));
     let mut ch = lib.changer();
     good(&move_medium(&mut ch, 0x100, 0x1000));
     expect(&run(&mut d, &[0; 6]), SenseKey::NotReady, 0x3a, 0);
-    assert!(tree(&dir).contains("0_10_E"));
-    assert_eq!(tree(&dir).iter().filter(|n| n.ends_with("_E")).count(), 1);
+    let t = layout(&dir);
+    assert!(t.contains("0_9_E") && t.contains("0_8_R"), "{t:?}");
+    assert_eq!(t.iter().filter(|n| n.ends_with("_E")).count(), 1);
 }
 
 #[test]
-fn crash_during_a_large_record_stream_leaves_no_trace() {
+fn files_pre_created_for_a_large_record_stream_are_never_records() {
     let (_d, lib) = library(&["AAA001L6"]);
     let dir = lib.cartridge_dir("AAA001L6");
     let mut d = load(&lib, 1, 0);
     let rec = vec![9u8; 256 * 1024];
-    for _ in 0..6 {
+    let stream = |n: u64| {
+        let mut want: BTreeSet<String> = (0..n).map(|b| format!("0_{b}_R")).collect();
+        want.insert(format!("0_{n}_E"));
+        want
+    };
+    for n in 1..=6 {
         good(&write(&mut d, &rec));
+        // Files for the next records are being created meanwhile, under temporary (hidden) names.
+        assert_eq!(layout(&dir), stream(n));
     }
-    // Files for the next blocks are being pre-created: empty `_R` files beyond the data.
-    std::mem::forget(d);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(tree(&dir).iter().filter(|n| n.ends_with("_R")).count() > 6);
-    assert!(!tree(&dir).iter().any(|n| n.ends_with("_E")));
-    let mut d = lib.drive(0).unwrap();
-    good(&run(&mut d, &[0; 6]));
-    let t: BTreeSet<String> = tree(&dir)
-        .into_iter()
-        .filter(|n| n.starts_with("0_"))
-        .collect();
-    let mut expected: BTreeSet<String> = (0..6).map(|b| format!("0_{b}_R")).collect();
-    expected.insert("0_6_E".into());
-    assert_eq!(t, expected);
-    // A clean run end removes the unused pre-created files too.
+    let hidden = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".rec."))
+            .count()
+    };
+    // A clean run end removes the unused pre-created files.
+    good(&run(&mut d, &[0x01, 0, 0, 0, 0, 0]));
+    assert_eq!(hidden(), 0);
     good(&space(&mut d, 3, 0));
     for _ in 0..5 {
         good(&write(&mut d, &rec));
     }
     good(&run(&mut d, &[0x01, 0, 0, 0, 0, 0]));
-    let t: BTreeSet<String> = tree(&dir)
-        .into_iter()
-        .filter(|n| n.starts_with("0_"))
-        .collect();
-    let mut expected: BTreeSet<String> = (0..11).map(|b| format!("0_{b}_R")).collect();
-    expected.insert("0_11_E".into());
-    assert_eq!(t, expected);
+    assert_eq!(hidden(), 0);
+    let t = layout(&dir);
+    assert_eq!(t, stream(11));
     assert!(
         t.iter().all(|n| n.ends_with("_E")
             || std::fs::metadata(dir.join(n)).unwrap().len() == rec.len() as u64)
