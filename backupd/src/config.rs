@@ -35,6 +35,9 @@ pub struct ServeConfig {
     pub stop_grace: std::time::Duration,
     /// After downtime, run a job once if a scheduled time was missed (default true; per job too).
     pub catch_up: bool,
+    /// Host names the API answers to besides IP addresses and `localhost` (lowercase, no
+    /// port): a request whose Host names anything else is refused, against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -45,6 +48,7 @@ impl Default for ServeConfig {
             max_concurrent: 1,
             stop_grace: std::time::Duration::from_secs(60),
             catch_up: true,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -205,6 +209,7 @@ struct RawServe {
     max_concurrent: Option<Spanned<i64>>,
     stop_grace: Option<Spanned<String>>,
     catch_up: Option<bool>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -488,6 +493,13 @@ fn parse_serve(
     }
     if let Some(c) = sv.catch_up {
         out.catch_up = c;
+    }
+    for h in sv.allowed_hosts.iter().flatten() {
+        let name = web::allowed_host_name(h.get_ref())
+            .map_err(|m| err_at(Some(h.span()), format!("serve.allowed_hosts: {m}")))?;
+        if !out.allowed_hosts.contains(&name) {
+            out.allowed_hosts.push(name);
+        }
     }
     Ok(out)
 }
@@ -871,6 +883,33 @@ retention = { keep_last = 3, keep_daily = 7 }
             "{GOOD}\n[library]\ntransport = \"virtual\"\ndir = \"vtl\"\n"
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn serve_allowed_hosts_are_host_names() {
+        let c = parse(&format!(
+            "{GOOD}\n[serve]\nallowed_hosts = [\"NAS.example.lan\", \"backup.example.com.\", \"nas.example.lan\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.serve.allowed_hosts,
+            ["nas.example.lan", "backup.example.com"]
+        );
+        assert!(parse(GOOD).unwrap().serve.allowed_hosts.is_empty());
+        for (bad, says) in [
+            ("nas.lan:8480", "without scheme or port"),
+            ("*.lan", "wildcards"),
+            ("nas/x", "not a host name"),
+        ] {
+            let e = parse(&format!("{GOOD}\n[serve]\nallowed_hosts = [\"{bad}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("serve.allowed_hosts") && e.contains(says),
+                "{bad}: {e}"
+            );
+            assert!(e.contains(":16:"), "{bad}: names the line: {e}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! of the mutating calls, and the layers every request goes through (logging, a JSON safety
 //! net for errors, a timeout, a body limit).
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, Version};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use tracing::{debug, error, warn};
 
 use crate::auth::{TokenDigest, bearer_token};
 use crate::backend::{ApiError, Backend};
+use crate::host::{AllowedHosts, Refusal};
 use crate::model::{ErrorBody, RunQuery};
 
 /// How the API is set up by the daemon.
@@ -29,6 +30,9 @@ use crate::model::{ErrorBody, RunQuery};
 pub struct ApiConfig {
     /// Bearer token for the mutating (POST) endpoints; `None` disables them (403).
     pub token: Option<String>,
+    /// Host names requests may be addressed to besides IP addresses and `localhost`
+    /// (`serve.allowed_hosts`); any other Host gets a 421, against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Bounds on each request. [`router`] uses the defaults.
@@ -84,6 +88,7 @@ pub fn router_with_limits(backend: Arc<dyn Backend>, cfg: ApiConfig, limits: Lim
         None => None,
     };
     let state = AppState { backend, token };
+    let hosts = Arc::new(AllowedHosts::new(&cfg.allowed_hosts));
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/jobs", get(jobs))
@@ -107,23 +112,9 @@ pub fn router_with_limits(backend: Arc<dyn Backend>, cfg: ApiConfig, limits: Lim
             limits.request_timeout,
             timeout,
         ))
+        .layer(middleware::from_fn_with_state(hosts, check_host))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(log_request))
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits for
-/// the requests in flight to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 #[derive(Clone)]
@@ -497,6 +488,73 @@ async fn json_errors(req: Request, next: Next) -> Response {
     );
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
+}
+
+/// Answers only requests addressed to a host the daemon answers to (see `crate::host`): a page
+/// on another name that DNS rebinding pointed at the daemon gets a 421 it cannot read past.
+/// HTTP/1.0 requests without a Host header pass: browsers always send one.
+async fn check_host(State(hosts): State<Arc<AllowedHosts>>, req: Request, next: Next) -> Response {
+    // An absolute request target (`GET http://host/path`) names the host; Host is then ignored.
+    let named = match req.uri().authority() {
+        Some(a) => Some(Ok(a.as_str())),
+        None => {
+            let mut values = req.headers().get_all(header::HOST).iter();
+            match (values.next(), values.next()) {
+                (_, Some(_)) => {
+                    return Failure::bad_request(
+                        "the request has more than one Host header; send one, naming the daemon",
+                    )
+                    .into_response();
+                }
+                (Some(v), None) => Some(v.to_str().map_err(|_| v)),
+                (None, None) => None,
+            }
+        }
+    };
+    let authority = match named {
+        Some(Ok(a)) => a,
+        Some(Err(raw)) => {
+            return Failure::bad_request(format!(
+                "the Host header {:?} is not a host name or address",
+                String::from_utf8_lossy(raw.as_bytes())
+            ))
+            .into_response();
+        }
+        None if req.version() <= Version::HTTP_10 => return next.run(req).await,
+        None => {
+            return Failure::bad_request(
+                "the request has no Host header; HTTP/1.1 requires one, naming the daemon (e.g. Host: 127.0.0.1:8480)",
+            )
+            .into_response();
+        }
+    };
+    match hosts.check(authority) {
+        Ok(()) => next.run(req).await,
+        Err(Refusal::Malformed) => Failure::bad_request(format!(
+            "the Host header {:?} is not a host name or address with an optional port",
+            shorten(authority)
+        ))
+        .into_response(),
+        Err(Refusal::Unknown(name)) => {
+            warn!(host = shorten(&name), peer = ?peer(req.extensions()), path = req.uri().path(), "API request for a host name the daemon does not answer to");
+            Failure::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "the request is addressed to host {:?}, which this daemon does not answer to (a guard against DNS rebinding): connect by IP address or localhost, or add the name to serve.allowed_hosts",
+                    shorten(&name)
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// At most 100 characters of a client's string, for messages and logs.
+fn shorten(s: &str) -> &str {
+    match s.char_indices().nth(100) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }
 
 async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {

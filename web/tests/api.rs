@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use web::model::{Health, JobView, RunQuery, RunView, SnapshotItem, Triggered};
-use web::{ApiConfig, ApiError, Backend, Limits};
+use web::{ApiConfig, ApiError, Backend, Limits, ServeOptions};
 
 const TOKEN: &str = "3f1c9a7e5b2d4f6081a3c5e7f9b1d3e5";
 
@@ -198,6 +198,10 @@ impl Server {
     }
 
     fn start_with(token: Option<&str>, limits: Limits) -> Server {
+        Server::start_serving(token, limits, ServeOptions::default())
+    }
+
+    fn start_serving(token: Option<&str>, limits: Limits, opts: ServeOptions) -> Server {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -211,11 +215,12 @@ impl Server {
             Arc::new(FakeBackend::default()),
             ApiConfig {
                 token: token.map(String::from),
+                allowed_hosts: vec!["backup.example.lan".into()],
             },
             limits,
         );
         let (tx, rx) = oneshot::channel::<()>();
-        let done = rt.spawn(web::serve(listener, router, async {
+        let done = rt.spawn(web::serve_with(listener, router, opts, async {
             let _ = rx.await;
         }));
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -272,6 +277,29 @@ impl Server {
 
     fn post(&self, path: &str, auth: Option<&str>) -> Reply {
         self.send("POST", path, auth, None)
+    }
+
+    fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Sends `head` (request line and headers, without the blank line) as it is, with
+    /// `Connection: close`, and returns the status and body.
+    fn raw(&self, head: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(self.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(c, "{head}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply)
+            .unwrap_or_else(|e| panic!("{head:?}: no complete answer: {e}"));
+        let status = reply
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{head:?}: not an HTTP answer: {reply:?}"));
+        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, body.to_string())
     }
 }
 
@@ -672,11 +700,12 @@ fn oversized_bodies_are_413() {
     // Beyond what the server drains (1 MiB) it answers at once and closes the connection; a
     // client that reads while it writes (here: one that sends only the headers) sees the 413.
     use std::io::{Read, Write};
-    let mut raw = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+    let addr = s.base.trim_start_matches("http://");
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         raw,
-        "POST /api/v1/runs/1/cancel HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/v1/runs/1/cancel HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n",
         2 << 20
     )
     .unwrap();
@@ -868,4 +897,226 @@ fn random_requests_always_get_json_or_success() {
         assert!(seen.contains(&status), "no {status} among {seen:?}");
     }
     assert_eq!(s.get("/api/v1/health").status, 200);
+}
+
+// ---- Host check (DNS rebinding) ----
+
+/// The message of a JSON error body.
+fn error_of(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
+}
+
+#[test]
+fn requests_for_unknown_host_names_are_refused() {
+    let s = Server::start(None);
+    let port = s.addr().rsplit_once(':').unwrap().1.to_string();
+    // A page on evil.example whose name now points at 127.0.0.1 (DNS rebinding).
+    for path in ["/api/v1/jobs", "/metrics", "/api/v1/nothing"] {
+        let (status, body) = s.raw(&format!("GET {path} HTTP/1.1\r\nHost: evil.example:{port}"));
+        assert_eq!(status, 421, "{path}: {body}");
+        let msg = error_of(&body);
+        assert!(
+            msg.contains("\"evil.example\"") && msg.contains("serve.allowed_hosts"),
+            "{msg}"
+        );
+    }
+    // The host named by an absolute request target counts, not the Host header.
+    let (status, body) = s.raw(&format!(
+        "GET http://evil.example:{port}/api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}"
+    ));
+    assert_eq!(status, 421, "{body}");
+    // The address itself, loopback names, IP addresses and the configured name are answered.
+    for host in [
+        s.addr().to_string(),
+        format!("localhost:{port}"),
+        format!("LocalHost.:{port}"),
+        format!("[::1]:{port}"),
+        "10.1.2.3".into(),
+        format!("backup.example.lan:{port}"),
+        "Backup.Example.Lan".into(),
+    ] {
+        let (status, body) = s.raw(&format!("GET /api/v1/jobs HTTP/1.1\r\nHost: {host}"));
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    // HTTP/1.0 without Host (no browser sends that) is answered; HTTP/1.1 requires one.
+    let (status, body) = s.raw("GET /api/v1/health HTTP/1.0");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.raw("GET /api/v1/health HTTP/1.1");
+    assert_eq!(status, 400, "{body}");
+    assert!(error_of(&body).contains("no Host header"), "{body}");
+    let (status, body) = s.raw(&format!(
+        "GET /api/v1/health HTTP/1.1\r\nHost: {}\r\nHost: evil.example",
+        s.addr()
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(error_of(&body).contains("more than one Host"), "{body}");
+    for bad in ["user@127.0.0.1", "127.0.0.1:x", "a b"] {
+        let (status, body) = s.raw(&format!("GET /api/v1/health HTTP/1.1\r\nHost: {bad}"));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(error_of(&body).contains("not a host name"), "{body}");
+    }
+    // The real client (ureq sends Host: 127.0.0.1:port) is unaffected.
+    assert_eq!(s.get("/api/v1/jobs").status, 200);
+}
+
+// ---- idle and slow clients ----
+
+/// Makes sure this process may open `n` more descriptors than it has now, raising the soft
+/// limit up to the hard one if needed.
+fn ensure_open_files(n: u64) {
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
+    let want = open + n + 256;
+    if r.rlim_cur != libc::RLIM_INFINITY && r.rlim_cur < want {
+        assert!(
+            r.rlim_max == libc::RLIM_INFINITY || r.rlim_max >= want,
+            "this test needs {want} open files; the hard limit is {}",
+            r.rlim_max
+        );
+        r.rlim_cur = want;
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }, 0);
+    }
+}
+
+/// Whether the server closed `c` within `within`; `poke` is written every 100 ms meanwhile
+/// (empty: nothing is written).
+fn closed_within(c: &mut std::net::TcpStream, within: Duration, poke: &[u8]) -> bool {
+    use std::io::{ErrorKind, Read, Write};
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + within;
+    let mut poke = poke.iter().cycle();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        if let Some(b) = poke.next()
+            && c.write_all(&[*b]).is_err()
+        {
+            return true;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
+    use std::io::{Read, Write};
+    let s = Server::start_serving(
+        None,
+        Limits::default(),
+        ServeOptions {
+            header_timeout: Duration::from_secs(1),
+            ..ServeOptions::default()
+        },
+    );
+    let connect = || std::net::TcpStream::connect(s.addr()).unwrap();
+    // Nothing sent.
+    assert!(closed_within(&mut connect(), Duration::from_secs(15), b""));
+    // A request head trickling in a byte at a time (slowloris): the timeout is for the whole
+    // head, not between bytes.
+    let mut c = connect();
+    write!(c, "GET /api/v1/health HTTP/1.1\r\nHost: {}\r\n", s.addr()).unwrap();
+    assert!(closed_within(
+        &mut c,
+        Duration::from_secs(15),
+        b"X-Slow: a\r\n"
+    ));
+    // Kept alive after a response, then idle.
+    let mut c = connect();
+    write!(
+        c,
+        "GET /api/v1/health HTTP/1.1\r\nHost: {}\r\n\r\n",
+        s.addr()
+    )
+    .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"stopping\"") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the response was complete");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(closed_within(&mut c, Duration::from_secs(15), b""));
+    // Meanwhile others are served.
+    assert_eq!(s.get("/api/v1/health").status, 200);
+}
+
+#[test]
+fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
+    const IDLE: usize = 300;
+    ensure_open_files(IDLE as u64 + 64);
+    let s = Server::start_serving(
+        None,
+        Limits::default(),
+        ServeOptions {
+            // Long enough that no connection times out during the test: room is made by the
+            // limit alone.
+            header_timeout: Duration::from_secs(120),
+            max_connections: 16,
+        },
+    );
+    let mut idle: Vec<std::net::TcpStream> = (0..IDLE)
+        .map(|_| std::net::TcpStream::connect(s.addr()).unwrap())
+        .collect();
+    let start = std::time::Instant::now();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let r = agent
+        .get(format!("{}/api/v1/health", s.base))
+        .call()
+        .unwrap_or_else(|e| {
+            panic!(
+                "health did not answer with {IDLE} idle connections open ({:?}): {e}",
+                start.elapsed()
+            )
+        });
+    assert_eq!(r.status().as_u16(), 200);
+    // The oldest idle connection was closed to make room; the newest is still open.
+    assert!(closed_within(&mut idle[0], Duration::from_secs(10), b""));
+    assert!(!closed_within(
+        &mut idle[IDLE - 1],
+        Duration::from_millis(300),
+        b""
+    ));
+    // A connection in the middle of a request is not the one closed: a slow request started
+    // before a wave of new connections still gets its answer.
+    let slow = std::thread::spawn({
+        let base = s.base.clone();
+        let agent = agent.clone();
+        move || {
+            agent
+                .get(format!("{base}/api/v1/jobs/slow"))
+                .call()
+                .map(|r| r.status().as_u16())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let more: Vec<std::net::TcpStream> = (0..32)
+        .map(|_| std::net::TcpStream::connect(s.addr()).unwrap())
+        .collect();
+    assert_eq!(s.get("/api/v1/health").status, 200);
+    // "slow" takes 1.5 s, well within the request timeout (30 s by default).
+    assert_eq!(slow.join().unwrap().unwrap(), 200);
+    drop(more);
+    drop(idle);
 }

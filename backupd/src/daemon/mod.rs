@@ -105,6 +105,7 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
         Arc::new(service::Service(shared.clone())),
         web::ApiConfig {
             token: cfg.serve.token.clone(),
+            allowed_hosts: cfg.serve.allowed_hosts.clone(),
         },
     );
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
