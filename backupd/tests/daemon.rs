@@ -52,17 +52,41 @@ impl Setup {
     }
 
     fn start_with(&self, env: &[(&str, &str)]) -> Daemon {
+        self.spawn(env, None)
+    }
+
+    /// The daemon with its open-file limit (soft and hard) set to `nofile`.
+    fn start_with_open_files(&self, nofile: u64) -> Daemon {
+        self.spawn(&[], Some(nofile))
+    }
+
+    fn spawn(&self, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
+        use std::os::unix::process::CommandExt;
         let log = self.path(&format!("daemon-{}.log", rand_suffix()));
-        let child = Command::new(env!("CARGO_BIN_EXE_backupd"))
-            .arg("--config")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backupd"));
+        cmd.arg("--config")
             .arg(&self.config)
             .arg("serve")
             .env("RACKVAULT_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         let info = self.path("state/daemon.json");
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut d = Daemon {
@@ -808,4 +832,195 @@ fn runs_are_cancelled_through_the_api_queued_or_running() {
     // The job runs normally afterwards.
     let again = d.trigger("big");
     assert_eq!(d.wait_run(again)["status"], "succeeded");
+}
+
+// ---- idle and slow clients; the Host check ----
+
+/// Makes sure this process may open `n` more descriptors than it has now, raising the soft
+/// limit up to the hard one if needed.
+fn ensure_open_files(n: u64) {
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
+    let want = open + n + 256;
+    if r.rlim_cur != libc::RLIM_INFINITY && r.rlim_cur < want {
+        assert!(
+            r.rlim_max == libc::RLIM_INFINITY || r.rlim_max >= want,
+            "this test needs {want} open files; the hard limit is {}",
+            r.rlim_max
+        );
+        r.rlim_cur = want;
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }, 0);
+    }
+}
+
+/// Whether the daemon closed `c` within `within`; `poke` is written a byte every 100 ms
+/// meanwhile (empty: nothing is written).
+fn closed_within(c: &mut std::net::TcpStream, within: Duration, poke: &[u8]) -> bool {
+    use std::io::ErrorKind;
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let mut poke = poke.iter().cycle();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Some(b) = poke.next()
+            && c.write_all(&[*b]).is_err()
+        {
+            return true;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn idle_and_slow_connections_do_not_starve_the_api() {
+    const IDLE: usize = 300;
+    ensure_open_files(IDLE as u64 + 64);
+    let s = Setup::new("", "");
+    // 256 open files: without a connection limit, 300 idle connections use them all and
+    // `accept` fails, so nothing more is served.
+    let d = s.start_with_open_files(256);
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let idle: Vec<std::net::TcpStream> = (0..IDLE)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let quick = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let t0 = Instant::now();
+    let r = quick.get(format!("{}/api/v1/health", d.base)).call();
+    let status = r.map(|r| r.status().as_u16()).unwrap_or_else(|e| {
+        panic!(
+            "/api/v1/health did not answer with {IDLE} idle connections open ({:?}): {e}\n{}",
+            t0.elapsed(),
+            d.log()
+        )
+    });
+    assert_eq!(status, 200);
+
+    // A request head sent a byte at a time, and a kept-alive connection left idle, are
+    // closed by the daemon (header timeout: 10 s) while others are served.
+    let slow = std::thread::spawn({
+        let addr = addr.clone();
+        move || {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            write!(c, "GET /api/v1/health HTTP/1.1\r\nHost: {addr}\r\n").unwrap();
+            closed_within(&mut c, Duration::from_secs(40), b"X-Slow: a\r\n")
+        }
+    });
+    let kept = std::thread::spawn({
+        let addr = addr.clone();
+        move || {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            write!(c, "GET /api/v1/health HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&got).contains("\"stopping\"") {
+                let n = c.read(&mut buf).unwrap();
+                assert!(n > 0, "closed before the response was complete");
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+            closed_within(&mut c, Duration::from_secs(40), b"")
+        }
+    });
+    for _ in 0..5 {
+        assert_eq!(d.get("/api/v1/health").0, 200);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        slow.join().unwrap(),
+        "a request head trickling in was not cut off in 40 s"
+    );
+    assert!(
+        kept.join().unwrap(),
+        "an idle kept-alive connection was not closed in 40 s"
+    );
+    assert_eq!(d.get("/api/v1/health").0, 200);
+    let (status, took, log) = d.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    assert!(log.contains("half the open-file limit"), "{log}");
+    drop(idle);
+}
+
+/// Sends a GET with this Host header (none: no header, HTTP/1.0) and returns status and body.
+fn get_as(addr: &str, path: &str, host: Option<&str>) -> (u16, String) {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    match host {
+        Some(h) => write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"
+        ),
+        None => write!(c, "GET {path} HTTP/1.0\r\n\r\n"),
+    }
+    .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {reply:?}"));
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+#[test]
+fn requests_for_host_names_the_daemon_does_not_answer_to_are_refused() {
+    let s = Setup::new(
+        "allowed_hosts = [\"backup.example.lan\"]",
+        &job("a", "src", ""),
+    );
+    small_source(&s.path("src"), 3);
+    let d = s.start();
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let port = addr.rsplit_once(':').unwrap().1;
+
+    // A DNS-rebinding page: its own name, now pointing at 127.0.0.1.
+    for path in ["/api/v1/jobs", "/metrics"] {
+        let (st, body) = get_as(&addr, path, Some(&format!("evil.example:{port}")));
+        assert_eq!(st, 421, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let msg = v["error"].as_str().unwrap();
+        assert!(
+            msg.contains("\"evil.example\"") && msg.contains("serve.allowed_hosts"),
+            "{msg}"
+        );
+    }
+    // The listen address (what curl and Prometheus send for http://127.0.0.1:port), localhost,
+    // the configured name, and HTTP/1.0 without Host are answered.
+    for host in [
+        Some(addr.clone()),
+        Some(format!("localhost:{port}")),
+        Some(format!("backup.example.lan:{port}")),
+        None,
+    ] {
+        let (st, body) = get_as(&addr, "/api/v1/jobs", host.as_deref());
+        assert_eq!(st, 200, "{host:?}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v[0]["name"], "a", "{v}");
+    }
+    assert_eq!(d.get_text("/metrics").0, 200);
+    // The CLI's hand-off to the daemon still works.
+    let o = s.cli(&["run", "a"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("handed to backupd serve"));
+    assert!(d.log().contains("does not answer to"), "{}", d.log());
 }
