@@ -126,6 +126,9 @@ pub struct RunRow {
     pub status: String,
     pub error: Option<String>,
     pub stats: Option<serde_json::Value>,
+    /// Warnings of the run (files left out, xattrs not read, …): a run that succeeded with
+    /// warnings did not back up everything it was asked to.
+    pub warnings: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,6 +136,24 @@ pub struct SnapshotRow {
     pub files: u64,
     pub bytes: u64,
     pub bytes_written: u64,
+}
+
+/// Turns SQLite's "database or disk is full" anywhere in an error's chain into an error that says
+/// where space is missing and what to do. (A full store is explained by `run` itself.)
+pub fn explain_full(e: anyhow::Error, state_dir: &Path) -> anyhow::Error {
+    let full = e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>()
+            .and_then(|s| s.sqlite_error_code())
+            .is_some_and(|code| code == rusqlite::ErrorCode::DiskFull)
+    });
+    if full {
+        e.context(format!(
+            "state_dir {} is full: free space on its filesystem, then run again (reading commands still work)",
+            state_dir.display()
+        ))
+    } else {
+        e
+    }
 }
 
 impl Catalog {
@@ -143,8 +164,15 @@ impl Catalog {
         let conn = Connection::open(&path)
             .with_context(|| format!("cannot open catalog {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // A rollback journal, not WAL: WAL's shared-memory index is a file that is mmapped and
+        // grown on demand, so with state_dir's filesystem full every open fails (or dies of
+        // SIGBUS on tmpfs), reads included. With a journal, reading needs no space at all, and a
+        // write that cannot get space fails with SQLITE_FULL, which `explain_full` names. Catalog
+        // writes are few (a run's start and end), so WAL's speed is not needed. Leaving WAL needs
+        // no other connection open: until then (a daemon of an older build), it stays WAL.
+        if let Err(e) = conn.pragma_update(None, "journal_mode", "DELETE") {
+            tracing::debug!(error = %e, "catalog stays in its journal mode for now");
+        }
         let mut cat = Catalog { conn };
         cat.migrate()
             .with_context(|| format!("cannot prepare catalog {}", path.display()))?;
@@ -196,6 +224,19 @@ impl Catalog {
              WHERE job = ?1 AND status = 'running'",
             params![job, jiff::Timestamp::now().to_string()],
         )?)
+    }
+
+    /// Runs of `job` that did not finish (left `running` by a dead process, or already marked
+    /// interrupted) whose snapshot is not recorded: (id, snapshot name). Their snapshot may have
+    /// been published all the same.
+    pub fn unrecorded_runs(&self, job: &str) -> Result<Vec<(i64, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, snapshot FROM runs r
+             WHERE job = ?1 AND status IN ('running', 'interrupted') AND snapshot IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.job = r.job AND s.name = r.snapshot)",
+        )?;
+        let rows = stmt.query_map(params![job], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Marks queued runs left by a daemon that stopped as cancelled. Call only while holding
@@ -351,7 +392,7 @@ impl Catalog {
         self.conn.execute(
             "INSERT OR REPLACE INTO snapshots (job, name, run_id, created_at, files, bytes, bytes_written)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![job, name, run_id, jiff::Timestamp::now().to_string(), stats.scanned_files, stats.scanned_bytes, stats.bytes_written],
+            params![job, name, run_id, jiff::Timestamp::now().to_string(), stats.files, stats.bytes, stats.bytes_written],
         )?;
         Ok(())
     }
@@ -415,6 +456,15 @@ impl Catalog {
                 status: r.get(7)?,
                 error: r.get(8)?,
                 stats: stats.and_then(|s| serde_json::from_str(&s).ok()),
+                warnings: 0,
+            })
+            .map(|mut row: RunRow| {
+                row.warnings = row
+                    .stats
+                    .as_ref()
+                    .and_then(|s| s["warnings"].as_array())
+                    .map_or(0, |w| w.len() as u64);
+                row
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -439,7 +489,7 @@ mod tests {
             "s1",
             a,
             &Stats {
-                scanned_files: 3,
+                files: 3,
                 ..Default::default()
             },
         )

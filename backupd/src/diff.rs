@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use common::manifest::{Entry, Manifest};
+use common::relpath::RelPath;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -29,7 +30,8 @@ impl Change {
 #[derive(Debug, Clone, Serialize)]
 pub struct Difference {
     pub change: Change,
-    pub path: String,
+    /// In JSON exactly as in the manifest (a string, or `{"hex": …}` for a name that is not UTF-8).
+    pub path: RelPath,
 }
 
 pub fn diff(a: &Manifest, b: &Manifest) -> Vec<Difference> {
@@ -38,7 +40,7 @@ pub fn diff(a: &Manifest, b: &Manifest) -> Vec<Difference> {
     let push = |out: &mut Vec<Difference>, c, e: &Entry| {
         out.push(Difference {
             change: c,
-            path: e.path.display(),
+            path: e.path.clone(),
         })
     };
     while i < a.entries.len() || j < b.entries.len() {

@@ -11,6 +11,7 @@ pub mod diff;
 pub mod engine;
 pub mod interrupt;
 pub mod metrics;
+pub mod pending_post;
 pub mod progress;
 pub mod prune;
 pub mod restore;

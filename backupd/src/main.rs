@@ -132,6 +132,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| level.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: not in a log file or the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     match dispatch(&cli) {
@@ -140,7 +142,10 @@ fn main() -> ExitCode {
             let usage = e.downcast_ref::<ConfigError>().is_some()
                 || e.downcast_ref::<backupd::config::NoSuchJob>().is_some();
             let code = if usage { 2 } else { 1 };
-            eprintln!("error: {e:#}");
+            // A name in the message may hold control characters: escaped, line breaks kept.
+            let msg = format!("{e:#}");
+            let msg: Vec<_> = msg.lines().map(common::escape::escape).collect();
+            eprintln!("error: {}", msg.join("\n"));
             ExitCode::from(code)
         }
     }
@@ -155,6 +160,11 @@ fn jobs_for<'c>(cfg: &'c Config, job: &Option<String>) -> Result<Vec<&'c backupd
 
 fn dispatch(cli: &Cli) -> Result<ExitCode> {
     let cfg = Config::load(&cli.config)?;
+    dispatch_with(cli, &cfg).map_err(|e| backupd::catalog::explain_full(e, &cfg.state_dir))
+}
+
+fn dispatch_with(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
+    let cfg = cfg.clone();
     if let Command::CheckConfig = cli.command {
         if cli.json {
             print_json(
@@ -243,7 +253,10 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
                     }
                     Err(e) => {
                         failed += 1;
-                        eprintln!("error: {e:#}");
+                        // A name in the message may hold control characters: escaped, line breaks kept.
+                        let msg = format!("{e:#}");
+                        let msg: Vec<_> = msg.lines().map(common::escape::escape).collect();
+                        eprintln!("error: {}", msg.join("\n"));
                         results.push(serde_json::json!({"ok": false, "job": j.name, "error": format!("{e:#}")}));
                     }
                 }
@@ -452,8 +465,13 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 print_json(&runs);
             } else {
                 for r in runs {
+                    let warned = match r.warnings {
+                        0 => String::new(),
+                        1 => "  with 1 warning".to_string(),
+                        n => format!("  with {n} warnings"),
+                    };
                     println!(
-                        "{:>5}  {:<12} {:<20} {:<11} {}{}",
+                        "{:>5}  {:<12} {:<20} {:<11} {}{warned}{}",
                         r.id,
                         r.job,
                         r.snapshot.unwrap_or_default(),

@@ -91,7 +91,7 @@ pub fn ls_line(e: &Entry) {
     let target = e
         .target
         .as_ref()
-        .map(|t| format!(" -> {}", String::from_utf8_lossy(&t.0)))
+        .map(|t| format!(" -> {}", common::escape::escape_bytes(&t.0)))
         .unwrap_or_default();
     println!(
         "{t}{:04o} {:>6} {:>6} {:>12} {time} {}{target}",

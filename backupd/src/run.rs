@@ -19,7 +19,7 @@ use crate::engine::{self, Stats};
 use crate::progress::Progress;
 use crate::scan::ScanOptions;
 use crate::store::Store;
-use common::manifest::{self, Header, Manifest};
+use common::manifest::{self, Header, Kind, Manifest};
 use common::snapname;
 
 #[derive(Debug, Serialize)]
@@ -104,6 +104,7 @@ pub fn run_job(
     now: Timestamp,
 ) -> Result<RunSummary, RunError> {
     let fail_early = |e: anyhow::Error| {
+        let e = crate::catalog::explain_full(e, &cfg.state_dir);
         if let Some(q) = req.queued {
             let _ = catalog.finish_run(q, Outcome::Failed, Some(&format!("{e:#}")), None);
         }
@@ -115,10 +116,10 @@ pub fn run_job(
     };
     let _lock = lock_job(&cfg.state_dir, &job.name).map_err(fail_early)?;
     let prepared = (|| -> Result<(String, i64)> {
-        let interrupted = catalog.mark_interrupted(&job.name)?;
-        if interrupted > 0 {
-            tracing::warn!(job = %job.name, runs = interrupted, "earlier run(s) were interrupted; cleaning up");
+        if let Some(w) = crate::pending_post::settle(&cfg.state_dir, &job.name) {
+            tracing::warn!(job = %job.name, "{w}");
         }
+        settle_dead_runs(catalog, store, &job.name)?;
         let existing: Vec<String> = store
             .snapshots(&job.name)?
             .into_iter()
@@ -144,7 +145,7 @@ pub fn run_job(
     })();
     let (name, run_id) = prepared.map_err(fail_early)?;
     let started = Instant::now();
-    let mut post_hook = PostHook::new(job, &name, run_id);
+    let mut post_hook = PostHook::new(job, &cfg.state_dir, &name, run_id);
     let timed_out = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         let (done, wait) = std::sync::mpsc::channel::<()>();
@@ -245,13 +246,16 @@ fn attempt(
         && let Some(pre) = &h.pre
     {
         progress.phase("pre hook");
-        post_hook.armed = true;
+        // The pre hook may freeze the application: from now on its post hook is owed, even by a
+        // later process if this one is killed.
+        post_hook.arm();
+        post_hook.owe()?;
         hooks::run(hooks::Phase::Pre, pre, h.timeout, &post_hook.env, &|| {
             progress.is_cancelled()
         })
         .context("the pre hook failed")?;
     }
-    post_hook.armed = true;
+    post_hook.arm();
     progress.check()?;
     progress.phase("taking a point-in-time view");
     let ctx = consistency::Context {
@@ -340,6 +344,7 @@ fn attempt(
 /// right after a point-in-time view exists, else when the run ends.
 struct PostHook<'a> {
     job: &'a Job,
+    state_dir: &'a Path,
     env: hooks::HookEnv,
     armed: bool,
     done: bool,
@@ -347,9 +352,10 @@ struct PostHook<'a> {
 }
 
 impl<'a> PostHook<'a> {
-    fn new(job: &'a Job, snapshot: &str, run_id: i64) -> Self {
+    fn new(job: &'a Job, state_dir: &'a Path, snapshot: &str, run_id: i64) -> Self {
         PostHook {
             job,
+            state_dir,
             env: hooks::HookEnv {
                 job: job.name.clone(),
                 snapshot: snapshot.to_string(),
@@ -364,6 +370,22 @@ impl<'a> PostHook<'a> {
         }
     }
 
+    /// From here on the post hook runs when the run ends (or as soon as a view exists).
+    fn arm(&mut self) {
+        self.armed = true;
+    }
+
+    /// Records the post hook as owed (see `pending_post`), for a later process to run if this
+    /// one is killed before it does.
+    fn owe(&mut self) -> Result<()> {
+        if let Some(h) = &self.job.hooks
+            && let Some(post) = &h.post
+        {
+            crate::pending_post::owe(self.state_dir, post, h.timeout, &self.env)?;
+        }
+        Ok(())
+    }
+
     fn run_now(&mut self, outcome: Option<Outcome>) {
         if self.done || !self.armed {
             return;
@@ -376,6 +398,7 @@ impl<'a> PostHook<'a> {
             tracing::warn!(job = %self.job.name, error = %format!("{e:#}"), "post hook failed");
             self.warning = Some(format!("the post hook failed: {e:#}"));
         }
+        crate::pending_post::paid(self.state_dir, &self.job.name);
     }
 
     /// Runs the hook if it has not run yet; returns its failure, if any.
@@ -383,6 +406,46 @@ impl<'a> PostHook<'a> {
         self.run_now(Some(outcome));
         self.warning
     }
+}
+
+/// Runs of `job` that a dead process left unfinished: a run whose snapshot the store holds (the
+/// process died after publishing, before recording it) is recorded as succeeded with its
+/// snapshot; the others are marked interrupted. Call only while holding the job's lock.
+pub fn settle_dead_runs(catalog: &Catalog, store: &dyn Store, job: &str) -> Result<()> {
+    let unsettled = catalog.unrecorded_runs(job)?;
+    if !unsettled.is_empty() {
+        let published: std::collections::HashSet<String> =
+            store.snapshots(job)?.into_iter().map(|s| s.name).collect();
+        for (id, snapshot) in unsettled.iter().filter(|(_, s)| published.contains(s)) {
+            let manifest = store
+                .open(job, snapshot)
+                .and_then(|view| view.manifest())
+                .with_context(|| format!("cannot read snapshot {snapshot} to record it"))?;
+            let files = manifest.entries.iter().filter(|e| e.kind == Kind::File);
+            let stats = Stats {
+                files: files.clone().count() as u64,
+                bytes: files.map(|e| e.size).sum(),
+                ..Stats::default()
+            };
+            catalog.finish_run(
+                *id,
+                Outcome::Succeeded,
+                Some("recorded at the next start: the process ended after publishing the snapshot"),
+                Some(&stats),
+            )?;
+            catalog.add_snapshot(job, snapshot, *id, &stats)?;
+            tracing::warn!(job, run = id, snapshot = %snapshot, "a run that published its snapshot before its process died was recorded");
+        }
+    }
+    let interrupted = catalog.mark_interrupted(job)?;
+    if interrupted > 0 {
+        tracing::warn!(
+            job,
+            runs = interrupted,
+            "earlier run(s) were interrupted; cleaning up"
+        );
+    }
+    Ok(())
 }
 
 /// Turns ENOSPC/EDQUOT anywhere in the chain into a message that says what to do.

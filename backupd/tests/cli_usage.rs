@@ -52,3 +52,111 @@ fn a_closed_pipe_ends_the_command_quietly() {
         out.status
     );
 }
+
+#[test]
+fn file_names_cannot_drive_the_terminal_and_json_keeps_their_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::dir_store("");
+    write(&env.source.join("plain.txt"), b"p");
+    env.backup();
+    write(&env.source.join("new\nline.txt"), b"n");
+    write(&env.source.join("x\x1b[2J\x1b]0;owned\x07.txt"), b"x");
+    write(
+        &env.source.join(std::ffi::OsStr::from_bytes(b"caf\xE9.txt")),
+        b"c",
+    );
+    env.backup();
+    let snaps = env.snapshots();
+    for args in [
+        vec!["ls", "j", "latest"],
+        vec!["diff", "j", &snaps[0], "latest"],
+    ] {
+        let out = env.ok(&args);
+        assert!(
+            !out.contains('\x1b') && !out.contains('\x07'),
+            "{args:?}: {out:?}"
+        );
+        assert!(out.contains("new\\nline.txt"), "{args:?}: {out}");
+        assert!(out.contains("x\\e[2J\\e]0;owned\\a.txt"), "{args:?}: {out}");
+        assert!(out.contains("caf\\xE9.txt"), "{args:?}: {out}");
+    }
+    // JSON: the exact names, in one shape for ls and diff (a string, or hex for non-UTF-8).
+    let diff = env.json(&["diff", "j", &snaps[0], "latest"]);
+    let ls = env.json(&["ls", "j", "latest"]);
+    for listing in [&diff, &ls] {
+        let paths: Vec<&serde_json::Value> = listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["path"])
+            .collect();
+        assert!(
+            paths.contains(&&serde_json::json!("new\nline.txt")),
+            "{listing}"
+        );
+        assert!(
+            paths.contains(&&serde_json::json!({"hex": "636166e92e747874"})),
+            "{listing}"
+        );
+    }
+}
+
+#[test]
+fn warnings_are_plain_lines_off_a_terminal_and_runs_count_them() {
+    let env = Env::dir_store("");
+    write(&env.source.join("a.txt"), b"a");
+    // A FIFO is skipped with a warning, whoever runs the backup.
+    let fifo = std::ffi::CString::new(env.source.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let o = env
+        .cmd(&["run", "j"])
+        .env("RACKVAULT_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes in a log that is not a terminal: {stderr:?}"
+    );
+    let runs = env.json(&["runs", "j"]);
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[0]["warnings"], 1, "{runs}");
+    let text = env.ok(&["runs", "j"]);
+    assert!(text.contains("with 1 warning"), "{text}");
+}
+
+#[test]
+fn a_snapshot_counts_the_files_it_holds_not_those_it_could_not_read() {
+    let env = Env::dir_store("");
+    write(&env.source.join("a.txt"), b"a");
+    write(&env.source.join("secret.txt"), b"s");
+    chmod(&env.source.join("secret.txt"), 0o000);
+    // root reads any file: run the backup as an ordinary user, who cannot read secret.txt.
+    let mut cmd = env.cmd(&["--json", "run", "j"]);
+    if is_root() {
+        let st = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(env.dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut as_nobody = std::process::Command::new("setpriv");
+        as_nobody
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env("RACKVAULT_LOG", "warn");
+        cmd = as_nobody;
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let snaps = env.json(&["snapshots", "j"]);
+    assert_eq!(
+        snaps[0]["files"], 1,
+        "the snapshot holds one file, not the two scanned: {snaps}"
+    );
+    let runs = env.json(&["runs", "j"]);
+    assert_eq!(runs[0]["warnings"], 1, "{runs}");
+}

@@ -7,6 +7,7 @@
 pub mod beneath;
 pub mod bytes;
 pub mod config;
+pub mod escape;
 pub mod fsmeta;
 pub mod manifest;
 pub mod relpath;

@@ -147,11 +147,13 @@ impl RelPath {
         }
     }
 
+    /// The path for people: control characters and invalid UTF-8 escaped (see `crate::escape`),
+    /// so a hostile name cannot drive the terminal. Machines get the bytes (JSON, `as_bytes`).
     pub fn display(&self) -> String {
         if self.0.is_empty() {
             "/".to_string()
         } else {
-            String::from_utf8_lossy(&self.0).into_owned()
+            crate::escape::escape_bytes(&self.0).into_owned()
         }
     }
 }

@@ -22,11 +22,16 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: not in a log file or the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tapectl: {e:#}");
+            // A name in the message may hold control characters: escaped, line breaks kept.
+            let msg = format!("{e:#}");
+            let msg: Vec<_> = msg.lines().map(common::escape::escape).collect();
+            eprintln!("tapectl: {}", msg.join("\n"));
             ExitCode::from(cli::exit_code(&e))
         }
     }

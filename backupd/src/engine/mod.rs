@@ -37,6 +37,10 @@ pub struct Stats {
     pub scanned_files: u64,
     pub scanned_dirs: u64,
     pub scanned_bytes: u64,
+    /// Regular files and their bytes in the snapshot: the scanned ones less those left out
+    /// (unreadable, vanished), with a warning each.
+    pub files: u64,
+    pub bytes: u64,
     pub new_files: u64,
     pub changed_files: u64,
     pub unchanged_files: u64,
@@ -136,10 +140,13 @@ pub fn build(
     };
     retain_backed_up(&mut entries);
     progress.finish();
+    let held = entries.iter().filter(|e| e.kind == Kind::File);
     let stats = Stats {
         scanned_files: scanned.files,
         scanned_dirs: scanned.dirs,
         scanned_bytes: scanned.bytes,
+        files: held.clone().count() as u64,
+        bytes: held.map(|e| e.size).sum(),
         new_files: counters.new_files.into_inner(),
         changed_files: counters.changed_files.into_inner(),
         unchanged_files: counters.unchanged_files.into_inner(),
