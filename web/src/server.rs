@@ -7,21 +7,24 @@
 //!   previous response; otherwise hyper closes it. One byte every few seconds does not extend it.
 //! - Connection limit: at most [`ServeOptions::max_connections`] connections (and never more
 //!   than half the open-file limit). A connection beyond it makes room by closing the
-//!   connection that has been idle (no request in progress) the longest; if every connection is
-//!   in the middle of a request, it waits for one to end (requests are bounded by the router's
-//!   timeout). Until then it waits in the kernel's listen queue, not refused.
+//!   connection that has been idle the longest. Idle means the daemon is not working on a
+//!   complete request there: a connection still sending its request's head or body, or slow to
+//!   read its response, is idle. If every connection is busy, the new one waits for a request
+//!   to end (the router's timeout bounds them), in the kernel's listen queue, not refused.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -127,13 +130,21 @@ pub async fn serve_with(
         let svc = {
             let entry = entry.clone();
             let service = service.clone();
-            hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                let busy = Busy::start(entry.clone());
-                let fut = hyper::service::Service::call(&service, req);
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let busy = Arc::new(Busy::new(entry.clone()));
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(ConnectInfo(peer));
+                if body.is_end_stream() {
+                    busy.start();
+                }
+                let body = Watched {
+                    inner: body,
+                    busy: busy.clone(),
+                };
+                let fut = hyper::service::Service::call(&service, Request::from_parts(parts, body));
                 async move {
                     let res = fut.await;
-                    drop(busy);
+                    busy.end();
                     res
                 }
             })
@@ -230,7 +241,7 @@ struct Conn {
     id: u64,
     /// The `Conns` epoch `idle_since` counts from.
     epoch: Instant,
-    /// Requests being answered (0 or 1: HTTP/1 answers one at a time).
+    /// Complete requests being answered (0 or 1: HTTP/1 answers one at a time); see [`Busy`].
     in_flight: AtomicUsize,
     /// When the last request ended (or the connection opened), in ns since `Conns::epoch`.
     idle_since: AtomicU64,
@@ -319,21 +330,82 @@ impl Conns {
     }
 }
 
-/// A request in progress on a connection; when it ends the connection counts as idle again.
-struct Busy(Arc<Conn>);
+/// A request on a connection. The connection is busy, and so not closed to make room, from
+/// when the request is complete (its body, if any, received) until its response is ready: a
+/// client cannot keep its connection busy by sending slowly, and the daemon's part is bounded
+/// by the router's request timeout. (A response the client is slow to read does not count.)
+struct Busy {
+    conn: Arc<Conn>,
+    /// [`WAITING`], [`BUSY`] or [`DONE`].
+    state: AtomicU8,
+}
+
+const WAITING: u8 = 0;
+const BUSY: u8 = 1;
+const DONE: u8 = 2;
 
 impl Busy {
-    fn start(conn: Arc<Conn>) -> Busy {
-        conn.in_flight.fetch_add(1, Ordering::SeqCst);
-        Busy(conn)
+    fn new(conn: Arc<Conn>) -> Busy {
+        Busy {
+            conn,
+            state: AtomicU8::new(WAITING),
+        }
+    }
+
+    /// The request is complete.
+    fn start(&self) {
+        if self
+            .state
+            .compare_exchange(WAITING, BUSY, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.conn.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The response is ready (or the request was dropped).
+    fn end(&self) {
+        if self.state.swap(DONE, Ordering::SeqCst) == BUSY {
+            let c = &self.conn;
+            c.idle_since.store(nanos_since(c.epoch), Ordering::SeqCst);
+            c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let c = &self.0;
-        c.idle_since.store(nanos_since(c.epoch), Ordering::SeqCst);
-        c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.end();
+    }
+}
+
+/// A request body that marks its request complete once it has all arrived.
+struct Watched {
+    inner: Incoming,
+    busy: Arc<Busy>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            self.busy.start();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -1098,8 +1098,8 @@ fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
         Duration::from_millis(300),
         b""
     ));
-    // A connection in the middle of a request is not the one closed: a slow request started
-    // before a wave of new connections still gets its answer.
+    // A connection whose request the server is working on is not closed: a slow request
+    // started before a wave of new connections still gets its answer.
     let slow = std::thread::spawn({
         let base = s.base.clone();
         let agent = agent.clone();
@@ -1110,6 +1110,18 @@ fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
                 .map(|r| r.status().as_u16())
         }
     });
+    // A request whose body is still arriving is not busy: a slow client could hold its
+    // connection that way.
+    let mut trickling = std::net::TcpStream::connect(s.addr()).unwrap();
+    {
+        use std::io::Write;
+        write!(
+            trickling,
+            "POST /api/v1/jobs/home/run HTTP/1.1\r\nHost: {}\r\nContent-Length: 100\r\n\r\nx",
+            s.addr()
+        )
+        .unwrap();
+    }
     std::thread::sleep(Duration::from_millis(200));
     let more: Vec<std::net::TcpStream> = (0..32)
         .map(|_| std::net::TcpStream::connect(s.addr()).unwrap())
@@ -1117,6 +1129,7 @@ fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
     assert_eq!(s.get("/api/v1/health").status, 200);
     // "slow" takes 1.5 s, well within the request timeout (30 s by default).
     assert_eq!(slow.join().unwrap().unwrap(), 200);
+    assert!(closed_within(&mut trickling, Duration::from_secs(10), b""));
     drop(more);
     drop(idle);
 }
