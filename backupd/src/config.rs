@@ -16,6 +16,10 @@ pub struct Config {
     pub path: PathBuf,
     pub state_dir: PathBuf,
     pub store: StoreConfig,
+    /// The file itself and where its shared tables are: errors found after parsing point there.
+    file: ConfigFile,
+    state_dir_span: Option<Range<usize>>,
+    store_span: Range<usize>,
     pub jobs: Vec<Job>,
     /// `backupd serve`: the daemon's API, scheduler limits and shutdown.
     pub serve: ServeConfig,
@@ -148,6 +152,8 @@ pub struct Hooks {
 pub struct Job {
     pub name: String,
     pub source: PathBuf,
+    /// Where `source` is in the file (none for dump jobs, whose source is their dump directory).
+    source_span: Option<Range<usize>>,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub cross_filesystems: bool,
@@ -263,7 +269,18 @@ struct RawJob {
     cross_filesystems: bool,
     schedule: Option<Spanned<String>>,
     #[serde(default)]
-    retention: Retention,
+    retention: Option<Spanned<RawRetention>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<Spanned<i64>>,
+    keep_hourly: Option<Spanned<i64>>,
+    keep_daily: Option<Spanned<i64>>,
+    keep_weekly: Option<Spanned<i64>>,
+    keep_monthly: Option<Spanned<i64>>,
+    keep_yearly: Option<Spanned<i64>>,
 }
 
 impl Config {
@@ -281,7 +298,12 @@ impl Config {
             tapectl::config::Settings::from_file(&cf)?;
         }
         let resolve = |p: &str| cf.resolve(p);
-        let SharedConfig { state_dir, store } = SharedConfig::parse(&cf)?;
+        let SharedConfig {
+            state_dir,
+            store,
+            state_dir_span,
+            store_span,
+        } = SharedConfig::parse(&cf)?;
 
         let serve = match &raw.serve {
             Some(sv) => parse_serve(sv.get_ref(), &resolve, &err_at)?,
@@ -352,6 +374,7 @@ impl Config {
                 })?),
                 None => None,
             };
+            let retention = parse_retention(j.retention.map(Spanned::into_inner), &name, &err_at)?;
             if let Some(s) = &j.schedule {
                 validate_schedule(s.get_ref())
                     .map_err(|m| err_at(Some(s.span()), format!("job {name:?}: {m}")))?;
@@ -373,11 +396,12 @@ impl Config {
             jobs.push(Job {
                 name,
                 source,
+                source_span: j.source.as_ref().map(|s| s.span()),
                 include,
                 exclude,
                 cross_filesystems: j.cross_filesystems,
                 schedule: j.schedule.map(|s| s.into_inner()),
-                retention: j.retention,
+                retention,
                 selector,
                 catch_up: j.catch_up.unwrap_or(serve.catch_up),
                 stale_after,
@@ -394,10 +418,117 @@ impl Config {
             path: path.to_path_buf(),
             state_dir,
             store,
+            file: cf.clone(),
+            state_dir_span,
+            store_span,
             jobs,
             serve,
             alerts,
         })
+    }
+
+    /// Checks what a run needs of the machine, before anything is created: the sources of `jobs`
+    /// exist and are directories, state_dir can be written, and the store, the sources and state_dir do
+    /// not contain each other in a way that breaks (a source inside the store, or the store
+    /// itself, would back up the snapshots; a state_dir inside the store would be pruned with it).
+    pub fn check_environment<'a>(
+        &'a self,
+        jobs: impl IntoIterator<Item = &'a Job>,
+    ) -> Result<(), ConfigError> {
+        let err = |span: Option<Range<usize>>, msg: String| self.file.error(span, msg);
+        let store_path = match &self.store {
+            StoreConfig::Dir { path, .. } => Some(path.as_path()),
+            StoreConfig::Zfs { .. } => None,
+        };
+        let state_span = || self.state_dir_span.clone().or(Some(0..0));
+        if !writable_or_creatable(&self.state_dir) {
+            return Err(err(
+                state_span(),
+                format!(
+                    "`state_dir` {} cannot be written by this user: choose another directory or fix its permissions",
+                    self.state_dir.display()
+                ),
+            ));
+        }
+        if let Some(store) = store_path {
+            if !writable_or_creatable(store) {
+                return Err(err(
+                    Some(self.store_span.clone()),
+                    format!(
+                        "store `path` {} cannot be written by this user: choose another directory or fix its permissions",
+                        store.display()
+                    ),
+                ));
+            }
+            if within(&self.state_dir, store) {
+                return Err(err(
+                    state_span(),
+                    format!(
+                        "`state_dir` {} is inside the store {}: keep them apart (the catalog must not live among the snapshots)",
+                        self.state_dir.display(),
+                        store.display()
+                    ),
+                ));
+            }
+        }
+        for j in jobs {
+            if j.consistency.makes_dumps() {
+                continue;
+            }
+            let at = || j.source_span.clone();
+            match std::fs::metadata(&j.source) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(err(
+                        at(),
+                        format!(
+                            "job {:?}: `source` {} does not exist",
+                            j.name,
+                            j.source.display()
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(err(
+                        at(),
+                        format!(
+                            "job {:?}: `source` {} cannot be read: {e}",
+                            j.name,
+                            j.source.display()
+                        ),
+                    ));
+                }
+                Ok(m) if !m.is_dir() => {
+                    return Err(err(
+                        at(),
+                        format!(
+                            "job {:?}: `source` {} is not a directory (a job backs up a directory; include patterns choose files in it)",
+                            j.name,
+                            j.source.display()
+                        ),
+                    ));
+                }
+                Ok(_) => {}
+            }
+            if let Some(store) = store_path
+                && within(&j.source, store)
+            {
+                let what = if same_dir(&j.source, store) {
+                    "is the store itself"
+                } else {
+                    "is inside the store"
+                };
+                return Err(err(
+                    at(),
+                    format!(
+                        "job {:?}: `source` {} {what} ({}): a backup would copy its own snapshots",
+                        j.name,
+                        j.source.display(),
+                        store.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn job(&self, name: &str) -> Result<&Job, NoSuchJob> {
@@ -798,9 +929,45 @@ pub fn validate_job_name(name: &str) -> Result<(), String> {
     }
 }
 
+fn parse_retention(
+    raw: Option<RawRetention>,
+    job: &str,
+    err_at: &ErrAt,
+) -> Result<Retention, ConfigError> {
+    let r = raw.unwrap_or_default();
+    let count = |v: Option<Spanned<i64>>, key: &str| -> Result<Option<u32>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(v) => u32::try_from(*v.get_ref()).map(Some).map_err(|_| {
+                err_at(
+                    Some(v.span()),
+                    format!(
+                        "job {job:?}: retention.{key} must be a whole number, 0 or more; found {}",
+                        v.get_ref()
+                    ),
+                )
+            }),
+        }
+    };
+    Ok(Retention {
+        keep_last: count(r.keep_last, "keep_last")?,
+        keep_hourly: count(r.keep_hourly, "keep_hourly")?,
+        keep_daily: count(r.keep_daily, "keep_daily")?,
+        keep_weekly: count(r.keep_weekly, "keep_weekly")?,
+        keep_monthly: count(r.keep_monthly, "keep_monthly")?,
+        keep_yearly: count(r.keep_yearly, "keep_yearly")?,
+    })
+}
+
 /// Checks a cron expression (the daemon uses it to schedule runs).
 pub fn validate_schedule(s: &str) -> Result<(), String> {
-    crate::schedule::Schedule::parse(s, crate::schedule::Zone::Utc).map(|_| ())
+    let schedule = crate::schedule::Schedule::parse(s, crate::schedule::Zone::Utc)?;
+    if !schedule.ever_fires(jiff::Timestamp::now()) {
+        return Err(format!(
+            "schedule {s:?} never fires (no such date, e.g. February 30)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -941,4 +1108,50 @@ retention = { keep_last = 3, keep_daily = 7 }
         let e = parse(&t.replace("tank/backups", "/tank")).unwrap_err();
         assert_eq!(e.line, 3);
     }
+}
+
+/// `dir` exists and is writable, or can be created (its nearest existing ancestor is writable).
+fn writable_or_creatable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let mut p = dir;
+    loop {
+        if p.exists() {
+            let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+                return false;
+            };
+            // SAFETY: access(2) with a valid NUL-terminated path only reads.
+            return p.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+        }
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => return false,
+        }
+    }
+}
+
+/// The real path of `p`, or of its nearest existing ancestor joined with the rest.
+fn real(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(r) = std::fs::canonicalize(cur) {
+            return rest.iter().rev().fold(r, |acc: PathBuf, c| acc.join(c));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+/// `inner` is `outer` or below it (symlinks resolved).
+fn within(inner: &Path, outer: &Path) -> bool {
+    real(inner).starts_with(real(outer))
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    real(a) == real(b)
 }

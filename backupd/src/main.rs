@@ -165,6 +165,14 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
 
 fn dispatch_with(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
     let cfg = cfg.clone();
+    // What a run needs of the machine, before anything (state_dir, the store, a catalog) is made.
+    match &cli.command {
+        Command::CheckConfig => cfg.check_environment(&cfg.jobs)?,
+        Command::Serve => cfg.check_environment([])?,
+        Command::Run { job: Some(j), .. } => cfg.check_environment([cfg.job(j)?])?,
+        Command::Run { all: true, .. } => cfg.check_environment(&cfg.jobs)?,
+        _ => {}
+    }
     if let Command::CheckConfig = cli.command {
         if cli.json {
             print_json(

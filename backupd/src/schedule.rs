@@ -31,14 +31,29 @@ impl Schedule {
             .seconds(croner::parser::Seconds::Optional)
             .year(croner::parser::Year::Disallowed)
             .build();
-        let cron = parser
-            .parse(s)
-            .map_err(|e| format!("invalid schedule {s:?}: {e}"))?;
+        let cron = parser.parse(s).map_err(|e| {
+            out_of_range(s, fields == 6).unwrap_or_else(|| {
+                let why = e.to_string();
+                let why = why.trim_start_matches("Component error: ").trim_end_matches('.');
+                format!(
+                    "schedule {s:?} is not a cron expression (minute hour day-of-month month day-of-week): {why}"
+                )
+            })
+        })?;
         Ok(Schedule {
             cron,
             text: s.to_string(),
             zone,
         })
+    }
+
+    /// True when the schedule fires at least once in the next eight years (a leap day's
+    /// schedule fires every four), so "0 0 30 2 *" (February 30) is found out.
+    pub fn ever_fires(&self, from: Timestamp) -> bool {
+        match self.next_after(from) {
+            Some(t) => t.duration_since(from) < jiff::SignedDuration::from_hours(24 * 366 * 8),
+            None => false,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -141,4 +156,36 @@ mod tests {
             assert!(Schedule::parse(bad, Zone::Utc).is_err(), "{bad}");
         }
     }
+}
+
+/// Names the field and the allowed range when a number in `s` is out of it (croner only says
+/// "Number out of bounds").
+fn out_of_range(s: &str, with_seconds: bool) -> Option<String> {
+    const FIELDS: [(&str, u32, u32); 6] = [
+        ("second", 0, 59),
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    let specs = if with_seconds {
+        &FIELDS[..]
+    } else {
+        &FIELDS[1..]
+    };
+    for (field, (name, lo, hi)) in s.split_whitespace().zip(specs) {
+        for part in field.split(',') {
+            // "a-b/step": the step is not a value of the field.
+            let range = part.split('/').next().unwrap_or("");
+            for n in range.split('-').filter_map(|v| v.parse::<u32>().ok()) {
+                if n < *lo || n > *hi {
+                    return Some(format!(
+                        "schedule {s:?}: {name} {n} is out of range ({lo}-{hi})"
+                    ));
+                }
+            }
+        }
+    }
+    None
 }

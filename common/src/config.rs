@@ -9,13 +9,24 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
+/// `file:line:col: message`; an error about the whole file (it cannot be read) has no position
+/// (line 0) and reads `cannot read configuration FILE: cause`.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{col}: {msg}")]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub col: usize,
     pub msg: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.msg)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+        }
+    }
 }
 
 impl ConfigError {
@@ -25,7 +36,10 @@ impl ConfigError {
             file: path.display().to_string(),
             line: 0,
             col: 0,
-            msg: format!("cannot read configuration: {e}"),
+            msg: format!(
+                "cannot read configuration {}: {e}\npass --config FILE or set RACKVAULT_CONFIG",
+                path.display()
+            ),
         }
     }
 
@@ -43,6 +57,7 @@ impl ConfigError {
 
 /// One rackvault.toml being parsed: its text, its name in errors, and the directory its relative
 /// paths resolve against.
+#[derive(Debug, Clone)]
 pub struct ConfigFile {
     file: String,
     text: String,
@@ -98,6 +113,10 @@ impl ConfigFile {
 pub struct SharedConfig {
     pub state_dir: PathBuf,
     pub store: StoreConfig,
+    /// Where `state_dir` and the `[store]` table are in the file, for errors found later
+    /// (e.g. `check-config` finding the directory unwritable).
+    pub state_dir_span: Option<Range<usize>>,
+    pub store_span: Range<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +245,12 @@ impl SharedConfig {
                 ));
             }
         };
-        Ok(SharedConfig { state_dir, store })
+        Ok(SharedConfig {
+            state_dir,
+            store,
+            state_dir_span: raw.state_dir.as_ref().map(|s| s.span()),
+            store_span,
+        })
     }
 }
 
