@@ -293,11 +293,37 @@ impl Index {
     }
 }
 
+/// Deepest element nesting an index may have (the root element counts 1). The reference implementation
+/// reads an index from tape with libxml2 and `XML_PARSE_HUGE` (`xml_schema_from_tape()`,
+/// `src/libltfs/xml_reader_libltfs.c`), and libxml2 refuses a document with more than 2048 open elements
+/// then (256 without `XML_PARSE_HUGE`): a deeper index is one the reference cannot read.
+pub const MAX_XML_DEPTH: usize = 2048;
+
+/// Deepest directory nesting below the root, the one limit the reader ([`Limits::default`]), the index
+/// writer and the volume's writing side share. A file in a directory nested this deep has its deepest
+/// element (`…/file/extentinfo/extent/fileoffset`, or an xattr's `key`) at depth 2·1000 + 7 = 2007, which
+/// leaves room under [`MAX_XML_DEPTH`] for the unknown elements a file or directory may carry.
+pub const MAX_DIR_DEPTH: usize = 1000;
+
+/// Bytes of a name or xattr key (255 code points of at most 4 bytes fit); a symlink target may have
+/// [`MAX_SYMLINK_BYTES`]. Shared by the reader's [`Limits::default`] and the writers.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// Bytes of a symlink target.
+pub const MAX_SYMLINK_BYTES: usize = 4 * MAX_NAME_BYTES;
+
+/// Bytes of one xattr value.
+pub const MAX_XATTR_VALUE: usize = 64 * 1024;
+
 /// Bounds for the reader. Every one of them turns hostile input into an [`ErrorKind::Limit`] error.
+/// [`Limits::default`] is also what the writer refuses to exceed, so an index this crate writes is one it
+/// reads back (and one the reference implementation reads: see [`MAX_XML_DEPTH`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Directory nesting below the root.
     pub max_depth: usize,
+    /// Element nesting, the root element counting 1 (unknown elements included).
+    pub max_xml_depth: usize,
     /// Files plus directories.
     pub max_entries: u64,
     /// UTF-8 bytes of a decoded name or xattr key (a symlink target may have 4 times as many).
@@ -313,10 +339,11 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_depth: 256,
+            max_depth: MAX_DIR_DEPTH,
+            max_xml_depth: MAX_XML_DEPTH,
             max_entries: 50_000_000,
-            max_name_bytes: 1024,
-            max_xattr_value: 64 * 1024,
+            max_name_bytes: MAX_NAME_BYTES,
+            max_xattr_value: MAX_XATTR_VALUE,
             max_comment: 65536,
             max_unknown: 1 << 20,
         }

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::io::{self, BufRead, Read};
 
 /// Largest offset or length accepted (`off_t`).
-const MAX_LEN: u64 = i64::MAX as u64;
+pub(super) const MAX_LEN: u64 = i64::MAX as u64;
 
 /// A `BufRead` that hands out at most `left` bytes, so one XML event (which quick-xml buffers whole) cannot grow
 /// without bound. `left` is refilled before each event.
@@ -479,21 +479,24 @@ impl Parser<'_> {
                 "a character XML 1.0 does not allow (a C0 control or U+FFFE/U+FFFF)".into(),
             )));
         }
+        let open = self.stack.len();
         if let Some(Frame::Raw(r)) = self.stack.last_mut() {
+            // Elements open before this one: the frames and the unknown element's own open children.
+            let open = open + r.depth;
             if !empty {
                 r.depth += 1;
             }
             r.xml.push('<');
             r.xml.push_str(s);
             r.xml.push_str(if empty { "/>" } else { ">" });
-            let (len, depth) = (r.xml.len(), r.depth);
+            let len = r.xml.len();
             if len > self.limits.max_unknown {
                 return Err(self.fail(ErrorKind::Limit(format!(
                     "unknown element longer than {} bytes",
                     self.limits.max_unknown
                 ))));
             }
-            if self.stack.len() + depth > self.max_xml_depth {
+            if open >= self.max_xml_depth {
                 return Err(self.fail(ErrorKind::Limit(format!(
                     "XML nesting deeper than {}",
                     self.max_xml_depth
@@ -1386,7 +1389,7 @@ impl Index {
         let mut p = Parser {
             limits,
             stack: Vec::new(),
-            max_xml_depth: limits.max_depth.saturating_mul(2).saturating_add(32),
+            max_xml_depth: limits.max_xml_depth,
             dir_depth: 0,
             entries: 0,
             uids: Vec::new(),

@@ -559,6 +559,55 @@ fn hostile_extents() {
     assert!(err.to_string().contains("EOD 100"), "{err}");
 }
 
+/// `levels` directories nested below the root, the deepest holding a file with an extent and an xattr
+/// (the deepest elements an index has).
+fn nested(levels: usize) -> Index {
+    let mut ix = sample();
+    let mut f = File::new("leaf", 2000, Times::all(t()));
+    f.length = 10;
+    f.xattrs.push(Xattr {
+        key: "k".into(),
+        value: b"v".to_vec(),
+    });
+    f.content = FileContent::Extents(vec![Extent {
+        file_offset: 0,
+        partition: 'b',
+        start_block: 7,
+        byte_offset: 0,
+        byte_count: 10,
+    }]);
+    let mut d = Directory::new("d", 10, Times::all(t()));
+    d.entries.push(Entry::File(f));
+    for i in 1..levels {
+        let mut up = Directory::new(format!("d{i}"), 10 + i as u64, Times::all(t()));
+        up.entries.push(Entry::Directory(d));
+        d = up;
+    }
+    if levels > 0 {
+        ix.root.entries.push(Entry::Directory(d));
+    }
+    ix.highest_file_uid = 2000;
+    ix
+}
+
+/// The deepest element nesting of a document (the root element counts 1).
+fn xml_depth(xml: &str) -> usize {
+    let mut r = quick_xml::Reader::from_str(xml);
+    let (mut depth, mut max) = (0usize, 0usize);
+    loop {
+        match r.read_event().unwrap() {
+            quick_xml::events::Event::Start(_) => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            quick_xml::events::Event::Empty(_) => max = max.max(depth + 1),
+            quick_xml::events::Event::End(_) => depth -= 1,
+            quick_xml::events::Event::Eof => return max,
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn deep_nesting_is_a_limit_not_a_stack_overflow() {
     let head = example_xml();
@@ -569,20 +618,89 @@ fn deep_nesting_is_a_limit_not_a_stack_overflow() {
          <backuptime>{T}</backuptime><fileuid>9</fileuid><contents>"
     );
     let deep = format!("{pre}{}{post}", dir_open.repeat(10_000));
-    rejects(&deep, "directories nested deeper than 256");
+    rejects(&deep, "directories nested deeper than 1000");
     let deep = head.replace("<contents>", &format!("{}<contents>", "<x>".repeat(10_000)));
-    rejects(&deep, "XML nesting deeper");
-    // Within the limit: fine (uids must be unique, so build it with the writer).
-    let mut ix = sample();
-    let mut d = Directory::new("d", 1000, Times::all(t()));
-    for i in 0..255 {
-        let mut up = Directory::new(format!("d{i}"), 3 + i, Times::all(t()));
-        up.entries.push(Entry::Directory(d));
-        d = up;
-    }
-    ix.root.entries.push(Entry::Directory(d));
-    ix.highest_file_uid = 1000;
+    rejects(&deep, "XML nesting deeper than 2048");
+}
+
+#[test]
+fn the_writer_and_the_reader_share_one_depth_limit_within_libxml2s() {
+    // At the limit: written, read back, and no deeper than libxml2 reads with XML_PARSE_HUGE.
+    let ix = nested(MAX_DIR_DEPTH);
+    let xml = ix.to_xml_string().unwrap();
+    assert_eq!(xml_depth(&xml), 2 * MAX_DIR_DEPTH + 7);
+    assert!(xml_depth(&xml) <= MAX_XML_DEPTH);
     assert_eq!(round_trip(&ix), ix);
+    // One more: the writer refuses it (naming the directory), and so would the reader.
+    let ix = nested(MAX_DIR_DEPTH + 1);
+    let e = ix.write_xml(std::io::sink()).unwrap_err();
+    assert!(matches!(e, IndexError::Unwritable { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("directories nested deeper than 1000") && msg.contains("/d1000/d999/"),
+        "{msg}"
+    );
+    // The same tree, one directory deeper, is what the reader refuses.
+    let xml = nested(MAX_DIR_DEPTH).to_xml_string().unwrap();
+    let root = xml.find("<directory>").unwrap() + 1;
+    let first = root + xml[root..].find("<directory>").unwrap();
+    let last = xml.rfind("</contents>").unwrap();
+    let up = format!(
+        "<directory><name>up</name><readonly>false</readonly><creationtime>{T}</creationtime>\
+         <changetime>{T}</changetime><modifytime>{T}</modifytime><accesstime>{T}</accesstime>\
+         <backuptime>{T}</backuptime><fileuid>5000</fileuid><contents>"
+    );
+    let xml = format!(
+        "{}{up}{}</contents></directory>{}",
+        &xml[..first],
+        &xml[first..last],
+        &xml[last..]
+    )
+    .replace(
+        "<highestfileuid>2000</highestfileuid>",
+        "<highestfileuid>5000</highestfileuid>",
+    );
+    rejects(&xml, "directories nested deeper than 1000");
+
+    // Unknown elements count: kept where they were read, refused where they would go too deep.
+    let mut ix = nested(MAX_DIR_DEPTH);
+    let Some(Entry::File(f)) = d_of(&mut ix).entries.first_mut() else {
+        panic!()
+    };
+    // The file is element 2004: 44 levels fit below it, 45 do not.
+    f.unknown.push(RawElement {
+        xml: format!("{}{}", "<u>".repeat(44), "</u>".repeat(44)),
+    });
+    let xml = ix.to_xml_string().unwrap();
+    assert_eq!(xml_depth(&xml), MAX_XML_DEPTH);
+    assert_eq!(round_trip(&ix), ix);
+    let Some(Entry::File(f)) = d_of(&mut ix).entries.first_mut() else {
+        panic!()
+    };
+    f.unknown[0].xml = format!("{}<v/>{}", "<u>".repeat(44), "</u>".repeat(44));
+    let e = ix.write_xml(std::io::sink()).unwrap_err();
+    assert!(
+        e.to_string().contains("XML nesting deeper than 2048"),
+        "{e}"
+    );
+    let xml = xml.replace(&"<u>".repeat(44), &format!("{}<v/>", "<u>".repeat(44)));
+    rejects(&xml, "XML nesting deeper than 2048");
+}
+
+/// The deepest directory of [`nested`].
+fn d_of(ix: &mut Index) -> &mut Directory {
+    let mut d = &mut ix.root;
+    while let Some(k) = d
+        .entries
+        .iter()
+        .position(|e| matches!(e, Entry::Directory(_)))
+    {
+        let Entry::Directory(sub) = &mut d.entries[k] else {
+            unreachable!()
+        };
+        d = sub;
+    }
+    d
 }
 
 #[test]
@@ -1050,6 +1168,47 @@ fn writer_refuses_invalid_models() {
     };
     e[0].partition = 'B';
     unwritable(&ix, "extent partition");
+    // What the reader would refuse is not written either.
+    fn file(ix: &mut Index) -> &mut File {
+        match &mut ix.root.entries[0] {
+            Entry::File(f) => f,
+            _ => panic!(),
+        }
+    }
+    let mut ix = sample();
+    file(&mut ix).length = 10;
+    unwritable(&ix, "past the file length 10");
+    let mut ix = sample();
+    let f = file(&mut ix);
+    f.length = 3 << 20;
+    let FileContent::Extents(e) = &mut f.content else {
+        panic!()
+    };
+    e.push(Extent {
+        file_offset: 100,
+        ..e[0]
+    });
+    unwritable(&ix, "extents overlap at file offset 100");
+    let mut ix = sample();
+    file(&mut ix).xattrs.push(Xattr {
+        key: "big".into(),
+        value: vec![b'x'; MAX_XATTR_VALUE + 1],
+    });
+    unwritable(
+        &ix,
+        "/hello.txt (xattr \"big\"): limit exceeded: xattr value",
+    );
+    let mut ix = sample();
+    ix.highest_file_uid = 1;
+    unwritable(&ix, "highestfileuid 1 is lower than fileuid 2");
+    let mut ix = sample();
+    ix.comment = Some("c".repeat(65537));
+    unwritable(&ix, "<comment> longer than 65536 characters");
+    let mut ix = sample();
+    file(&mut ix).unknown.push(RawElement {
+        xml: "<a><b></a>".into(),
+    });
+    unwritable(&ix, "not one well-formed element");
 }
 
 #[test]

@@ -1,10 +1,13 @@
 //! The streaming index writer: the §4 form, one element per line, straight into the caller's `Write`.
 
 use super::names::{self, NameKind};
+use super::read::MAX_LEN;
 use super::{
-    Directory, Entry, ErrorKind, File, FileContent, INDEX_VERSION, Index, IndexError, Times, Xattr,
+    Directory, Entry, ErrorKind, File, FileContent, INDEX_VERSION, Index, IndexError, Limits,
+    RawElement, Times, Xattr,
 };
 use base64::Engine as _;
+use quick_xml::events::Event;
 use std::io::{self, BufWriter, Write};
 
 /// Appends `s` escaped for element content: `&`, `<`, `>` and CR (as `&#13;`, which XML would otherwise
@@ -36,7 +39,12 @@ fn xml_safe(s: &str) -> bool {
 
 struct Out<W: Write> {
     w: BufWriter<W>,
-    max_name_bytes: usize,
+    /// What the reader accepts ([`Limits::default`]): nothing beyond it is written.
+    limits: Limits,
+    /// Files and directories written so far.
+    entries: u64,
+    /// The highest `fileuid` written.
+    max_uid: u64,
     /// The last time formatted: times repeat a lot within an index.
     last_time: Option<(super::LtfsTime, String)>,
 }
@@ -71,9 +79,9 @@ impl<W: Write> Out<W> {
     ) -> Result<(), IndexError> {
         let name = &*names::nfc(name);
         let max = if kind == NameKind::SymlinkTarget {
-            self.max_name_bytes * 4
+            self.limits.max_name_bytes.saturating_mul(4)
         } else {
-            self.max_name_bytes
+            self.limits.max_name_bytes
         };
         names::validate(name, kind, max).map_err(|error| IndexError::Unwritable {
             path: path(),
@@ -118,6 +126,16 @@ impl<W: Write> Out<W> {
         }
         self.line("<extendedattributes>")?;
         for x in xattrs {
+            if x.value.len() > self.limits.max_xattr_value {
+                return Err(IndexError::Unwritable {
+                    path: format!("{} (xattr {:?})", path(), x.key),
+                    kind: ErrorKind::Limit(format!(
+                        "xattr value of {} bytes, longer than {}",
+                        x.value.len(),
+                        self.limits.max_xattr_value
+                    )),
+                });
+            }
             self.line("<xattr>")?;
             self.name("key", &x.key, NameKind::XattrKey, path)?;
             match std::str::from_utf8(&x.value) {
@@ -134,9 +152,55 @@ impl<W: Write> Out<W> {
         Ok(())
     }
 
-    fn raw(&mut self, raw: &[super::RawElement]) -> io::Result<()> {
+    /// Unknown elements kept from the index read, written back where they were: `depth` is the depth
+    /// of their parent element. Refused when they would take the document deeper than the reader reads
+    /// or are larger than it keeps.
+    fn raw(
+        &mut self,
+        raw: &[RawElement],
+        depth: usize,
+        path: &dyn Fn() -> String,
+    ) -> Result<(), IndexError> {
         for r in raw {
+            self.check_raw(r, depth, path)?;
             self.line(&r.xml)?;
+        }
+        Ok(())
+    }
+
+    fn check_raw(
+        &self,
+        r: &RawElement,
+        depth: usize,
+        path: &dyn Fn() -> String,
+    ) -> Result<(), IndexError> {
+        let bad = |kind| IndexError::Unwritable {
+            path: format!("{} (element <{}>)", path(), r.name()),
+            kind,
+        };
+        if r.xml.len() > self.limits.max_unknown {
+            return Err(bad(ErrorKind::Limit(format!(
+                "unknown element longer than {} bytes",
+                self.limits.max_unknown
+            ))));
+        }
+        match raw_depth(&r.xml) {
+            Some(d) if depth + d <= self.limits.max_xml_depth => Ok(()),
+            Some(_) => Err(bad(ErrorKind::Limit(format!(
+                "XML nesting deeper than {}",
+                self.limits.max_xml_depth
+            )))),
+            None => Err(bad(ErrorKind::Xml("not one well-formed element".into()))),
+        }
+    }
+
+    fn count_entry(&mut self, path: &dyn Fn() -> String) -> Result<(), IndexError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(IndexError::Unwritable {
+                path: path(),
+                kind: ErrorKind::Limit(format!("more than {} entries", self.limits.max_entries)),
+            });
         }
         Ok(())
     }
@@ -147,6 +211,21 @@ impl<W: Write> Out<W> {
         root: bool,
         path: &dyn Fn() -> String,
     ) -> Result<(), IndexError> {
+        self.count_entry(path)?;
+        if (root && d.uid != 1) || (!root && !(2..=MAX_LEN).contains(&d.uid)) {
+            return Err(IndexError::Unwritable {
+                path: path(),
+                kind: ErrorKind::Uid(
+                    d.uid,
+                    if root {
+                        "the root directory's must be 1"
+                    } else {
+                        "must be 2 to 2^63-1"
+                    },
+                ),
+            });
+        }
+        self.max_uid = self.max_uid.max(d.uid);
         self.line("<directory>")?;
         self.name(
             "name",
@@ -170,15 +249,31 @@ impl<W: Write> Out<W> {
         Ok(())
     }
 
-    fn dir_tail(&mut self, d: &Directory) -> io::Result<()> {
+    /// `depth`: the directory element's.
+    fn dir_tail(
+        &mut self,
+        d: &Directory,
+        depth: usize,
+        path: &dyn Fn() -> String,
+    ) -> Result<(), IndexError> {
         if !d.entries.is_empty() {
             self.line("</contents>")?;
         }
-        self.raw(&d.unknown)?;
-        self.line("</directory>")
+        self.raw(&d.unknown, depth, path)?;
+        self.line("</directory>")?;
+        Ok(())
     }
 
-    fn file(&mut self, f: &File, path: &dyn Fn() -> String) -> Result<(), IndexError> {
+    /// `depth`: the file element's.
+    fn file(
+        &mut self,
+        f: &File,
+        depth: usize,
+        path: &dyn Fn() -> String,
+    ) -> Result<(), IndexError> {
+        self.count_entry(path)?;
+        check_file(f, path)?;
+        self.max_uid = self.max_uid.max(f.uid);
         self.line("<file>")?;
         self.name("name", &f.name, NameKind::Entry, path)?;
         self.num("length", f.length)?;
@@ -213,10 +308,89 @@ impl<W: Write> Out<W> {
                 self.name("symlink", target, NameKind::SymlinkTarget, path)?
             }
         }
-        self.raw(&f.unknown)?;
+        self.raw(&f.unknown, depth, path)?;
         self.line("</file>")?;
         Ok(())
     }
+}
+
+/// What the reader checks of a file's numbers and extents (`Index::read_xml`).
+fn check_file(f: &File, path: &dyn Fn() -> String) -> Result<(), IndexError> {
+    let bad = |kind| IndexError::Unwritable { path: path(), kind };
+    let value = |what, value: String| bad(ErrorKind::BadValue { what, value });
+    if !(2..=MAX_LEN).contains(&f.uid) {
+        return Err(bad(ErrorKind::Uid(f.uid, "must be 2 to 2^63-1")));
+    }
+    if f.length > MAX_LEN {
+        return Err(value("length", f.length.to_string()));
+    }
+    let FileContent::Extents(exts) = &f.content else {
+        return Ok(());
+    };
+    let mut spans = Vec::with_capacity(exts.len());
+    for x in exts {
+        if x.start_block > MAX_LEN || x.byte_offset > MAX_LEN {
+            return Err(value(
+                "extent",
+                format!("startblock {} byteoffset {}", x.start_block, x.byte_offset),
+            ));
+        }
+        let end = x
+            .file_offset
+            .checked_add(x.byte_count)
+            .filter(|&e| e <= MAX_LEN);
+        let Some(end) = end else {
+            return Err(value(
+                "extent end",
+                format!("{} + {}", x.file_offset, x.byte_count),
+            ));
+        };
+        spans.push((x.file_offset, end));
+    }
+    spans.sort_unstable();
+    let mut end = 0;
+    for (start, e) in spans {
+        if start < end {
+            return Err(bad(ErrorKind::ExtentOverlap(start)));
+        }
+        end = e;
+    }
+    if end > f.length {
+        return Err(bad(ErrorKind::ExtentTooLong {
+            end,
+            length: f.length,
+        }));
+    }
+    Ok(())
+}
+
+/// The nesting depth of one well-formed element given as XML text (the element itself counts 1);
+/// `None` when it is not one element.
+fn raw_depth(xml: &str) -> Option<usize> {
+    let mut r = quick_xml::Reader::from_str(xml);
+    r.config_mut().check_end_names = true;
+    let (mut depth, mut max, mut tops) = (0usize, 0usize, 0usize);
+    loop {
+        match r.read_event().ok()? {
+            Event::Start(_) => {
+                if depth == 0 {
+                    tops += 1;
+                }
+                depth += 1;
+                max = max.max(depth);
+            }
+            Event::Empty(_) => {
+                if depth == 0 {
+                    tops += 1;
+                }
+                max = max.max(depth + 1);
+            }
+            Event::End(_) => depth = depth.checked_sub(1)?,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    (depth == 0 && tops == 1).then_some(max)
 }
 
 fn check_partition(p: char, what: &'static str) -> Result<(), IndexError> {
@@ -240,10 +414,26 @@ impl Index {
     pub fn write_xml<W: Write>(&self, w: W) -> Result<(), IndexError> {
         let mut o = Out {
             w: BufWriter::with_capacity(64 * 1024, w),
-            max_name_bytes: 4 * names::MAX_NAME_CHARS,
+            limits: Limits::default(),
+            entries: 0,
+            max_uid: 1,
             last_time: None,
         };
         let top = || "ltfsindex".to_string();
+        for (text, what) in [(&self.creator, "creator")]
+            .into_iter()
+            .chain(self.comment.as_ref().map(|c| (c, "comment")))
+        {
+            if text.chars().count() > o.limits.max_comment {
+                return Err(IndexError::Unwritable {
+                    path: top(),
+                    kind: ErrorKind::Limit(format!(
+                        "<{what}> longer than {} characters",
+                        o.limits.max_comment
+                    )),
+                });
+            }
+        }
         for (text, what) in [
             (&self.creator, "creator"),
             (&self.volume_uuid, "volumeuuid"),
@@ -299,6 +489,7 @@ impl Index {
         }
         o.boolean("allowpolicyupdate", self.allow_policy_update)?;
         if let Some(d) = &self.data_placement_policy {
+            o.check_raw(d, 1, &top)?;
             o.line(&d.xml)?;
         }
         o.num("highestfileuid", self.highest_file_uid)?;
@@ -318,27 +509,52 @@ impl Index {
             p.push_str(leaf);
             p
         };
+        // Depths: the directory at nesting k (the root's is 0) is element 2 + 2k, its entries 4 + 2k.
         o.dir_head(&self.root, true, &|| "/".to_string())?;
-        while let Some((dir, i)) = stack.last_mut() {
-            let dir: &Directory = dir;
-            if *i == dir.entries.len() {
-                o.dir_tail(dir)?;
+        while let Some(&(dir, i)) = stack.last() {
+            let n = stack.len();
+            if i == dir.entries.len() {
+                let path = || match n {
+                    1 => "/".to_string(),
+                    _ => path_of(&stack[..n - 1], &dir.name),
+                };
+                o.dir_tail(dir, 2 * n, &path)?;
                 stack.pop();
                 continue;
             }
-            let e = &dir.entries[*i];
-            *i += 1;
-            match e {
+            if let Some(top) = stack.last_mut() {
+                top.1 += 1;
+            }
+            match &dir.entries[i] {
                 Entry::File(f) => {
-                    o.file(f, &|| path_of(&stack, &f.name))?;
+                    o.file(f, 2 + 2 * n, &|| path_of(&stack, &f.name))?;
                 }
                 Entry::Directory(d) => {
-                    o.dir_head(d, false, &|| path_of(&stack, &d.name))?;
+                    let path = || path_of(&stack, &d.name);
+                    if n > o.limits.max_depth {
+                        return Err(IndexError::Unwritable {
+                            path: path(),
+                            kind: ErrorKind::Limit(format!(
+                                "directories nested deeper than {}",
+                                o.limits.max_depth
+                            )),
+                        });
+                    }
+                    o.dir_head(d, false, &path)?;
                     stack.push((d, 0));
                 }
             }
         }
-        o.raw(&self.unknown)?;
+        o.raw(&self.unknown, 1, &top)?;
+        if o.max_uid > self.highest_file_uid {
+            return Err(IndexError::Unwritable {
+                path: top(),
+                kind: ErrorKind::HighestUid {
+                    highest: self.highest_file_uid,
+                    max: o.max_uid,
+                },
+            });
+        }
         o.line("</ltfsindex>")?;
         o.w.flush()?;
         Ok(())
