@@ -348,7 +348,10 @@ fn dispatch_with(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
                 .iter()
                 .map(|p| RelPath::parse_user(p).map_err(anyhow::Error::from))
                 .collect::<Result<Vec<_>>>()?;
-            let report = restore::restore(&view.root, &m, &sel, to, *overwrite)?;
+            let progress = Progress::new(!cli.json);
+            let report = restore::restore(&view.root, &m, &sel, to, *overwrite, &progress);
+            progress.finish();
+            let report = report?;
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }
@@ -393,7 +396,7 @@ fn dispatch_with(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
             for name in names {
                 let view = store.open(&j.name, &name)?;
                 let report = match view.manifest() {
-                    Ok(m) => verify::verify(&view.root, &m),
+                    Ok(m) => verify::verify(&view.root, &m, &Progress::new(!cli.json)),
                     Err(e) => verify::VerifyReport {
                         problems: vec![format!("manifest: {e:#}")],
                         ..Default::default()

@@ -60,7 +60,12 @@ impl Progress {
     }
 
     pub fn start_copy(&self, files: u64, bytes: u64) {
-        self.phase("copying");
+        self.start("copying", files, bytes);
+    }
+
+    /// Work of `files` files and `bytes` bytes begins: the bar shows bytes, rate and files.
+    pub fn start(&self, phase: &str, files: u64, bytes: u64) {
+        self.phase(phase);
         self.files_total.store(files, Relaxed);
         self.bytes_total.store(bytes, Relaxed);
         if let Some(b) = &self.bar {

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::content::{Dest, copy_hashed_from};
+use crate::progress::Progress;
 use common::beneath::Beneath;
 use common::fsmeta;
 use common::manifest::{Entry, Kind, Manifest};
@@ -56,6 +57,7 @@ pub fn restore(
     paths: &[RelPath],
     target: &Path,
     overwrite: bool,
+    progress: &Progress,
 ) -> Result<RestoreReport> {
     let chosen = select(manifest, paths)?;
     std::fs::create_dir_all(target)
@@ -79,6 +81,11 @@ pub fn restore(
             if conflicts.len() > 10 { "\n  ..." } else { "" }
         );
     }
+    let (files, bytes) = chosen
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .fold((0, 0), |(n, b), e| (n + 1, b + e.size));
+    progress.start("restoring", files, bytes);
     let mut report = RestoreReport::default();
     // Files copied so far: a hard link whose leader is among them is linked, not copied again.
     let mut copied: HashSet<&RelPath> = HashSet::new();
@@ -126,8 +133,11 @@ pub fn restore(
                         e.path
                     );
                 }
-                let h = copy_hashed_from(&mut src, &md, Dest::Fresh(&dst), false, &mut |_| Ok(()))
-                    .with_context(|| format!("cannot restore {}", e.path))?;
+                let h = copy_hashed_from(&mut src, &md, Dest::Fresh(&dst), false, &mut |n| {
+                    progress.bytes(n);
+                    Ok(())
+                })
+                .with_context(|| format!("cannot restore {}", e.path))?;
                 if Some(h.hash) != e.hash || h.size != e.size {
                     report.mismatches.push(format!(
                         "{}: restored content does not match the manifest (damaged snapshot?)",
@@ -140,6 +150,7 @@ pub fn restore(
                 warn_xattrs(&mut report, e, failed);
                 report.files += 1;
                 report.bytes += h.size;
+                progress.file_done();
             }
             Kind::Symlink => unreachable!("filtered above"),
         }
@@ -155,6 +166,7 @@ pub fn restore(
         warn_xattrs(&mut report, e, failed);
         report.symlinks += 1;
     }
+    progress.finish();
     for e in chosen.iter().rev().filter(|e| e.kind == Kind::Dir) {
         let dir = out
             .open_dir(&e.path)

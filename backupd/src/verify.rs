@@ -6,7 +6,8 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::content::{Dest, copy_hashed};
+use crate::content::{Dest, copy_hashed_from};
+use crate::progress::Progress;
 use common::beneath::Beneath;
 use common::manifest::{Kind, META_DIR, Manifest};
 use common::relpath::RelPath;
@@ -19,7 +20,7 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
 }
 
-pub fn verify(root: &Path, manifest: &Manifest) -> VerifyReport {
+pub fn verify(root: &Path, manifest: &Manifest, progress: &Progress) -> VerifyReport {
     let tree = match Beneath::open(root) {
         Ok(t) => t,
         Err(err) => {
@@ -33,6 +34,12 @@ pub fn verify(root: &Path, manifest: &Manifest) -> VerifyReport {
             };
         }
     };
+    let (files, bytes) = manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .fold((0, 0), |(n, b), e| (n + 1, b + e.size));
+    progress.start("verifying", files, bytes);
     let mut problems: Vec<String> = manifest
         .entries
         .par_iter()
@@ -75,7 +82,14 @@ pub fn verify(root: &Path, manifest: &Manifest) -> VerifyReport {
                         Ok(f) => f,
                         Err(err) => return Some(format!("{}: cannot read ({err})", e.path)),
                     };
-                    match copy_hashed(&mut f, Dest::None) {
+                    let hashed = f.metadata().and_then(|md| {
+                        copy_hashed_from(&mut f, &md, Dest::None, true, &mut |n| {
+                            progress.bytes(n);
+                            Ok(())
+                        })
+                    });
+                    progress.file_done();
+                    match hashed {
                         Ok(h) if Some(h.hash) == e.hash => None,
                         Ok(h) => {
                             let bad_block = e.blocks.iter().zip(&h.blocks).position(|(a, b)| a != b);
@@ -91,6 +105,7 @@ pub fn verify(root: &Path, manifest: &Manifest) -> VerifyReport {
             }
         })
         .collect();
+    progress.finish();
     let known: HashSet<&RelPath> = manifest.entries.iter().map(|e| &e.path).collect();
     let mut extras = Vec::new();
     find_extras(root, &RelPath::root(), &known, &mut extras);

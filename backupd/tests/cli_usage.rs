@@ -160,3 +160,65 @@ fn a_snapshot_counts_the_files_it_holds_not_those_it_could_not_read() {
     let runs = env.json(&["runs", "j"]);
     assert_eq!(runs[0]["warnings"], 1, "{runs}");
 }
+
+/// Runs backupd with a pseudo-terminal as stdin/stdout/stderr (util-linux `script`), as a person
+/// at a terminal would; returns everything it drew.
+fn on_a_terminal(env: &Env, args: &[&str]) -> String {
+    let mut cmdline = format!(
+        "{} --config {}",
+        env!("CARGO_BIN_EXE_backupd"),
+        env.config.display()
+    );
+    for a in args {
+        cmdline.push(' ');
+        cmdline.push_str(a);
+    }
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs a command on a pseudo-terminal");
+    assert!(
+        o.status.success(),
+        "{cmdline}: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stdout).replace('\r', "\n")
+}
+
+#[test]
+fn verify_and_restore_show_progress_on_a_terminal_only() {
+    let env = Env::dir_store("");
+    for i in 0..20 {
+        write(&env.source.join(format!("f{i}")), &noise(100_000, i));
+    }
+    env.backup();
+    let to = env.path("out");
+    let drawn = on_a_terminal(
+        &env,
+        &["restore", "j", "latest", "--to", to.to_str().unwrap()],
+    );
+    assert!(drawn.contains("restoring"), "{drawn}");
+    let drawn = on_a_terminal(&env, &["verify", "j"]);
+    assert!(drawn.contains("verifying"), "{drawn}");
+    // Off a terminal: no bar at all.
+    let o = env.run(&["verify", "j"]);
+    assert!(o.status.success());
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = env.run(&[
+        "restore",
+        "j",
+        "latest",
+        "--to",
+        env.path("out2").to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
