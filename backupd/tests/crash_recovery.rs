@@ -163,3 +163,48 @@ fn a_run_killed_between_pre_and_post_hook_owes_its_post_hook() {
         "owed only once"
     );
 }
+
+#[test]
+fn the_daemon_settles_what_a_killed_run_left_when_it_starts() {
+    let t = tempfile::tempdir().unwrap();
+    let post_out = t.path().join("post.out");
+    let env = Env::dir_store(&format!(
+        "[job.hooks]\npre = \"kill -9 $PPID\"\npost = \"echo $RACKVAULT_OUTCOME >> {}\"\n",
+        post_out.display()
+    ));
+    write(&env.source.join("a.txt"), b"a");
+    let o = env.run(&["run", "j"]);
+    assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{o:?}");
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!("{cfg}\n[serve]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let mut daemon = env
+        .cmd(&["serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let settled = loop {
+        let runs = env.json(&["runs", "j"]);
+        let post = std::fs::read_to_string(&post_out).unwrap_or_default();
+        if runs[0]["status"] == "interrupted" && post == "interrupted\n" {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || daemon.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.wait().unwrap();
+    assert!(
+        settled,
+        "the daemon ran the owed post hook and settled the run"
+    );
+    assert!(status.success(), "{status:?}");
+}

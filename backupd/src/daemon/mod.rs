@@ -52,14 +52,16 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
             "runs queued by a daemon that stopped were marked cancelled"
         );
     }
-    // Runs a dead process left `running`: marked interrupted now (not only at the job's next
-    // run), unless a `backupd run` outside the daemon holds the job right now.
+    // What a dead process left, settled now (not only at the job's next run), unless a `backupd
+    // run` outside the daemon holds the job right now: a post hook a killed run owed runs first
+    // (the application may be frozen), then runs left `running` are recorded as they ended (a
+    // published snapshot as succeeded, the others interrupted).
     for j in &cfg.jobs {
         if let Ok(_held) = crate::run::lock_job(&cfg.state_dir, &j.name) {
-            let n = catalog.mark_interrupted(&j.name)?;
-            if n > 0 {
-                tracing::warn!(job = %j.name, runs = n, "runs of a process that died were marked interrupted");
+            if let Some(w) = crate::pending_post::settle(&cfg.state_dir, &j.name) {
+                tracing::warn!(job = %j.name, "{w}");
             }
+            crate::run::settle_dead_runs(&catalog, store.as_ref(), &j.name)?;
         }
     }
     let now = Timestamp::now();
