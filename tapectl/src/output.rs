@@ -192,7 +192,7 @@ pub fn print_drive_status(out: &Out, st: &DriveStatus) -> Result<()> {
         Some(flags) => {
             for f in flags {
                 s.push_str(&format!(
-                    "  TapeAlert    {:02X} {} ({:?})\n",
+                    "  TapeAlert    {:02X} {} ({})\n",
                     f.number, f.name, f.severity
                 ));
             }
@@ -203,7 +203,7 @@ pub fn print_drive_status(out: &Out, st: &DriveStatus) -> Result<()> {
     }
     for v in &st.volume_statistics {
         s.push_str(&format!(
-            "  stat {:04X}    {} = {:?}\n",
+            "  stat {:04X}    {} = {}\n",
             v.code,
             v.name.unwrap_or("?"),
             v.value

@@ -344,6 +344,34 @@ pub enum StatValue {
     Raw(Vec<u8>),
 }
 
+/// For people: the number or text itself, partitions as `p0 N, p1 M`, raw bytes in hex.
+impl std::fmt::Display for StatValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatValue::Counter(n) => write!(f, "{n}"),
+            StatValue::Text(t) => f.write_str(&common::escape::escape(t)),
+            StatValue::Partitions(ps) => {
+                let parts: Vec<String> = ps.iter().map(|(p, v)| format!("p{p} {v}")).collect();
+                f.write_str(&parts.join(", "))
+            }
+            StatValue::Raw(b) => {
+                let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+                write!(f, "0x{}", hex.concat())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "information",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VolumeStatistic {
     pub code: u16,
