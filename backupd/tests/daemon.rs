@@ -1024,3 +1024,21 @@ fn requests_for_host_names_the_daemon_does_not_answer_to_are_refused() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("handed to backupd serve"));
     assert!(d.log().contains("does not answer to"), "{}", d.log());
 }
+
+#[test]
+fn the_api_counts_a_runs_warnings() {
+    let s = Setup::new("", "[[job]]\nname = \"j\"\nsource = \"src\"\n");
+    std::fs::create_dir(s.path("src")).unwrap();
+    std::fs::write(s.path("src/a.txt"), b"a").unwrap();
+    // A FIFO is skipped with a warning.
+    let fifo = std::ffi::CString::new(s.path("src/pipe").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let o = s.cli(&["run", "j"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = s.start();
+    let (code, runs) = d.get("/api/v1/runs?job=j");
+    assert_eq!(code, 200, "{runs}");
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+    assert_eq!(runs[0]["warnings"], 1, "{runs}");
+}

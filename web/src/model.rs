@@ -52,6 +52,10 @@ pub struct RunView {
     pub error: Option<String>,
     /// The engine's statistics of a finished run (files, bytes read and written, warnings).
     pub stats: Option<serde_json::Value>,
+    /// How many warnings the run had (files left out, xattrs not read, …): a run that
+    /// "succeeded" with warnings did not back up everything it was asked to.
+    #[serde(default)]
+    pub warnings: u64,
     /// Live progress of a running run.
     pub progress: Option<Progress>,
     /// True when a cancel was asked for and the run has not stopped yet.

@@ -145,6 +145,7 @@ impl Backend for FakeBackend {
             finished_at: None,
             error: None,
             stats: None,
+            warnings: 0,
             progress: None,
             cancel_requested: false,
         });

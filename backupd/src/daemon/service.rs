@@ -40,6 +40,7 @@ impl Service {
             finished_at: r.finished_at,
             error: r.error,
             stats: r.stats,
+            warnings: r.warnings,
         }
     }
 
