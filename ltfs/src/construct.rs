@@ -4,7 +4,7 @@
 //!
 //! Errors name the partition and block they happened at.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 use crate::device::{DeviceError, Position, ReadOutcome, TapeDevice, WriteOutcome};
 use crate::label::{self, LABEL_MAX, Label, LabelError, LabelMismatch};
@@ -250,7 +250,7 @@ pub fn write_index_construct<D: TapeDevice + ?Sized>(
     })
 }
 
-/// An index's XML as read from tape.
+/// An index's XML as read from tape (by [`read_index_xml`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexXml {
     pub xml: Vec<u8>,
@@ -268,72 +268,253 @@ impl IndexXml {
     }
 }
 
+/// Where an index construct that was read whole lies on tape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexExtent {
+    /// The block of the first record (what the index's self pointer must say).
+    pub start: Position,
+    pub records: u64,
+    /// Whether a filemark followed the last record (§5: accepted without, but flagged).
+    pub trailing_fm: bool,
+}
+
+impl IndexExtent {
+    /// The block after the construct: past the trailing FM, or past the last record without one.
+    pub fn end_block(&self) -> u64 {
+        self.start.block + self.records + u64::from(self.trailing_fm)
+    }
+}
+
 fn starts_like_xml(rec: &[u8]) -> bool {
     let rec = rec.strip_prefix(b"\xef\xbb\xbf").unwrap_or(rec);
     rec.starts_with(b"<?xml")
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    /// The last record read was full: more may follow.
+    More,
+    /// The last record read was short: it ends the index; the next object says whether the trailing
+    /// FM is there.
+    Short,
+    Done {
+        trailing_fm: bool,
+    },
+}
+
+/// An index construct's XML, read from tape one record at a time as the parser asks for it (a
+/// [`BufRead`]): memory is one record, whatever the size of the index, and a parser that stops at the
+/// first error stops the reading there too.
+///
+/// Records are read until the first short record or FM, like the reference; more than `limit` bytes in
+/// all, a record longer than the block size, or a device error end the stream with an I/O error, and
+/// the [`ConstructError`] is kept for [`IndexStream::take_error`].
+pub struct IndexStream<'d, D: TapeDevice + ?Sized> {
+    t: Tracked<'d, D>,
+    start: Position,
+    block_size: usize,
+    limit: usize,
+    buf: Vec<u8>,
+    /// Unread bytes of the current record: `buf[pos..len]`.
+    pos: usize,
+    len: usize,
+    records: u64,
+    total: usize,
+    state: StreamState,
+    error: Option<ConstructError>,
+}
+
+impl<'d, D: TapeDevice + ?Sized> IndexStream<'d, D> {
+    /// Starts at the current position, which must be the index's first record (just past the leading
+    /// FM). The first record is read at once: a FM or end of data there, or a record that does not start
+    /// an XML document, is an error.
+    pub fn open(
+        dev: &'d mut D,
+        block_size: usize,
+        limit: usize,
+    ) -> Result<IndexStream<'d, D>, ConstructError> {
+        if block_size == 0 {
+            return Err(ConstructError::ZeroBlockSize);
+        }
+        let t = Tracked::here(dev)?;
+        let start = t.at;
+        let mut s = IndexStream {
+            t,
+            start,
+            block_size,
+            limit,
+            buf: vec![0u8; block_size],
+            pos: 0,
+            len: 0,
+            records: 0,
+            total: 0,
+            state: StreamState::More,
+            error: None,
+        };
+        s.next_record()?;
+        if s.records == 0 {
+            return Err(ConstructError::EmptyIndex {
+                partition: start.partition,
+                block: start.block,
+            });
+        }
+        if !starts_like_xml(&s.buf[..s.len]) {
+            return Err(ConstructError::NotAnIndex {
+                partition: start.partition,
+                block: start.block,
+            });
+        }
+        Ok(s)
+    }
+
+    /// The block of the first record.
+    pub fn start(&self) -> Position {
+        self.start
+    }
+
+    /// The error that ended the stream, if one did.
+    pub fn take_error(&mut self) -> Option<ConstructError> {
+        self.error.take()
+    }
+
+    /// Reads the next record into the buffer (or finds the end of the construct).
+    fn next_record(&mut self) -> Result<(), ConstructError> {
+        self.pos = 0;
+        self.len = 0;
+        match self.state {
+            StreamState::Done { .. } => Ok(()),
+            StreamState::Short => {
+                // A short record ended the index; is the trailing FM next?
+                let trailing_fm = match self.t.read(&mut self.buf) {
+                    Ok(o) => o == ReadOutcome::Filemark,
+                    Err(ConstructError::RecordTooLong { .. }) => false,
+                    Err(e) => return Err(e),
+                };
+                self.state = StreamState::Done { trailing_fm };
+                Ok(())
+            }
+            StreamState::More => {
+                let block = self.t.at.block;
+                match self.t.read(&mut self.buf)? {
+                    ReadOutcome::Data(n) => {
+                        if self.total.saturating_add(n) > self.limit {
+                            return Err(ConstructError::IndexTooLarge {
+                                partition: self.start.partition,
+                                block,
+                                limit: self.limit,
+                            });
+                        }
+                        self.total += n;
+                        self.records += 1;
+                        self.len = n;
+                        if n < self.block_size {
+                            self.state = StreamState::Short;
+                        }
+                    }
+                    ReadOutcome::Filemark => self.state = StreamState::Done { trailing_fm: true },
+                    ReadOutcome::EndOfData => self.state = StreamState::Done { trailing_fm: false },
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads (and drops) what is left of the construct and says where it lay.
+    pub fn finish(mut self) -> Result<IndexExtent, ConstructError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        loop {
+            if let StreamState::Done { trailing_fm } = self.state {
+                return Ok(IndexExtent {
+                    start: self.start,
+                    records: self.records,
+                    trailing_fm,
+                });
+            }
+            self.next_record()?;
+        }
+    }
+}
+
+impl<D: TapeDevice + ?Sized> Read for IndexStream<'_, D> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<D: TapeDevice + ?Sized> BufRead for IndexStream<'_, D> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.error.is_some() {
+            return Err(std::io::Error::other(
+                "the index could not be read from tape",
+            ));
+        }
+        while self.pos == self.len && !matches!(self.state, StreamState::Done { .. }) {
+            if let Err(e) = self.next_record() {
+                let msg = e.to_string();
+                self.error = Some(e);
+                return Err(std::io::Error::other(msg));
+            }
+        }
+        Ok(&self.buf[self.pos..self.len])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.len);
+    }
+}
+
+/// Reads the index construct whose first record is at the current position through `parse`, which
+/// gets the XML as a stream ([`IndexStream`]): the XML is never held whole. When `parse` succeeds, the
+/// rest of the construct is read to find where it ends.
+///
+/// `Err` when the construct cannot be read (see [`IndexStream::open`]; a device error, a record longer
+/// than the block size or more than `limit` bytes while `parse` reads); `Ok(Err(e))` when it was read
+/// but `parse` refused it.
+#[allow(clippy::type_complexity)]
+pub fn read_index<D, T, E>(
+    dev: &mut D,
+    block_size: usize,
+    limit: usize,
+    parse: impl FnOnce(&mut dyn BufRead) -> Result<T, E>,
+) -> Result<Result<(T, IndexExtent), E>, ConstructError>
+where
+    D: TapeDevice + ?Sized,
+{
+    let mut s = IndexStream::open(dev, block_size, limit)?;
+    let parsed = parse(&mut s);
+    if let Some(e) = s.take_error() {
+        return Err(e);
+    }
+    match parsed {
+        Ok(v) => Ok(Ok((v, s.finish()?))),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
 /// Reads an index's XML starting at the current position, which must be its first record (just past
-/// the leading FM). Records are read until the first short record or FM, like the reference; a record
-/// longer than `block_size`, a first record that is not the start of an XML document, or more than
-/// `limit` bytes in all, is an error. After a short record one more object is read to see whether it is
-/// the trailing FM.
+/// the leading FM), into memory: [`read_index`] with a parser that keeps every byte (at most `limit`).
+/// For tools and tests; a reader of untrusted tapes streams with [`read_index`] instead.
 pub fn read_index_xml<D: TapeDevice + ?Sized>(
     dev: &mut D,
     block_size: usize,
     limit: usize,
 ) -> Result<IndexXml, ConstructError> {
-    if block_size == 0 {
-        return Err(ConstructError::ZeroBlockSize);
-    }
-    let mut t = Tracked::here(dev)?;
-    let start = t.at;
-    let mut buf = vec![0u8; block_size];
-    let mut xml = Vec::new();
-    let mut records = 0u64;
-    let trailing_fm = loop {
-        let block = t.at.block;
-        match t.read(&mut buf)? {
-            ReadOutcome::Data(n) => {
-                if records == 0 && !starts_like_xml(&buf[..n]) {
-                    return Err(ConstructError::NotAnIndex {
-                        partition: start.partition,
-                        block,
-                    });
-                }
-                if xml.len() + n > limit {
-                    return Err(ConstructError::IndexTooLarge {
-                        partition: start.partition,
-                        block,
-                        limit,
-                    });
-                }
-                xml.extend_from_slice(&buf[..n]);
-                records += 1;
-                if n < block_size {
-                    // A short record ends the index; is the trailing FM next?
-                    break match t.read(&mut buf) {
-                        Ok(o) => o == ReadOutcome::Filemark,
-                        Err(ConstructError::RecordTooLong { .. }) => false,
-                        Err(e) => return Err(e),
-                    };
-                }
-            }
-            ReadOutcome::Filemark if records > 0 => break true,
-            ReadOutcome::EndOfData if records > 0 => break false,
-            ReadOutcome::Filemark | ReadOutcome::EndOfData => {
-                return Err(ConstructError::EmptyIndex {
-                    partition: start.partition,
-                    block,
-                });
-            }
-        }
-    };
+    let (xml, at) = read_index(dev, block_size, limit, |r| {
+        let mut xml = Vec::new();
+        r.read_to_end(&mut xml).map(|_| xml)
+    })?
+    .map_err(ConstructError::Source)?;
     Ok(IndexXml {
         xml,
-        start,
-        records,
-        trailing_fm,
+        start: at.start,
+        records: at.records,
+        trailing_fm: at.trailing_fm,
     })
 }
 
@@ -514,6 +695,8 @@ pub(crate) mod tests {
         pub parts: [Vec<Option<Vec<u8>>>; 2],
         pub pos: Position,
         pub early_warning_from: Option<u64>,
+        /// MAM 0x0001 (maximum capacity in partition, MiB) of each partition; no MAM otherwise.
+        pub capacity_mib: Option<[u64; 2]>,
     }
 
     const BOT: Position = Position {
@@ -527,6 +710,7 @@ pub(crate) mod tests {
                 parts: Default::default(),
                 pos: BOT,
                 early_warning_from: None,
+                capacity_mib: None,
             }
         }
     }
@@ -645,8 +829,19 @@ pub(crate) mod tests {
             }
             Ok(self.outcome())
         }
-        fn read_attribute(&mut self, _: u8, _: u16) -> crate::device::Result<Option<Attribute>> {
-            Ok(None)
+        fn read_attribute(
+            &mut self,
+            partition: u8,
+            id: u16,
+        ) -> crate::device::Result<Option<Attribute>> {
+            Ok(match (id, self.capacity_mib) {
+                (0x0001, Some(c)) => Some(Attribute::new(
+                    id,
+                    crate::mam::AttributeFormat::Binary,
+                    c[partition as usize].to_be_bytes(),
+                )),
+                _ => None,
+            })
         }
         fn write_attribute(&mut self, _: u8, _: &Attribute) -> crate::device::Result<()> {
             Err(DeviceError::Unsupported("MAM".into()))
@@ -953,6 +1148,47 @@ pub(crate) mod tests {
         ));
         let mut t = setup(vec![Some(b"\xef\xbb\xbf<?xml".to_vec()), None]);
         assert!(read_index_xml(&mut t, 16, 1000).is_ok());
+    }
+
+    #[test]
+    fn an_index_is_read_only_as_far_as_the_parser_goes() {
+        // A 1000-record index whose XML goes wrong in its first record: the parser stops there, and
+        // so does the reading; a parser that reads it all gets every byte and where it ends.
+        let mut t = formatted();
+        t.parts[1].push(None);
+        let mut first = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<notanindex>".to_vec();
+        first.resize(64, b' ');
+        t.parts[1].push(Some(first));
+        t.parts[1].extend((0..999).map(|_| Some(vec![b' '; 64])));
+        t.parts[1].push(None);
+        let start = Position {
+            partition: 1,
+            block: 5,
+        };
+        t.locate(start).unwrap();
+        let r = read_index(&mut t, 64, 1 << 20, |r| {
+            crate::index::Index::read_xml(r, &crate::index::Limits::default())
+        })
+        .unwrap();
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("notanindex"), "{e}");
+        assert!(t.pos.block <= start.block + 2, "read up to {:?}", t.pos);
+        t.locate(start).unwrap();
+        let (n, at) = read_index(&mut t, 64, 1 << 20, |r| {
+            std::io::copy(r, &mut std::io::sink())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((n, at.records, at.trailing_fm), (64_000, 1000, true));
+        assert_eq!(at.end_block(), 1006);
+        // The limit is applied while streaming, at the record that crosses it.
+        t.locate(start).unwrap();
+        let e =
+            read_index(&mut t, 64, 100, |r| std::io::copy(r, &mut std::io::sink())).unwrap_err();
+        assert!(
+            matches!(e, ConstructError::IndexTooLarge { block: 6, .. }),
+            "{e}"
+        );
     }
 
     #[test]

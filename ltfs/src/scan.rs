@@ -1,7 +1,9 @@
 //! Finding the current index (ltfs-format.md §5): the search of one partition for its last valid index,
 //! and the choice between the index and data partitions' indexes (`_ltfs_check_pointers()`).
 
-use crate::construct::{ConstructError, read_index_xml};
+use std::io::BufRead;
+
+use crate::construct::{ConstructError, read_index};
 use crate::device::{Position, TapeDevice};
 
 /// The last valid index found on a partition.
@@ -24,6 +26,18 @@ pub struct Rejected {
     /// Where its first record would be (just past a filemark).
     pub start: Position,
     pub reason: String,
+    /// It is an LTFS index that was written completely (a filemark follows it) and refused: a newer
+    /// state of the volume that cannot be used, not what an interrupted write left behind. Reading
+    /// an older index instead would silently show an older volume.
+    pub unusable_index: bool,
+}
+
+/// Why the caller's parser refused a candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    /// The candidate is an LTFS index (its root element is `<ltfsindex>`), just not a valid one here.
+    pub is_index: bool,
 }
 
 /// The result of searching one partition.
@@ -53,9 +67,10 @@ impl<T> PartitionScan<T> {
 /// 1. locate EOD; if EOD ≤ 4 there is no index;
 /// 2. space back one FM; at block 3 (the label's) there is no index; at EOD − 1 (a trailing FM) space
 ///    back one more, to the leading FM of the last index;
-/// 3. space forward over that FM and read the XML ([`read_index_xml`], at most `limit` bytes), then let
-///    `accept(xml, start)` parse and check it (UUID, self pointer = `start`, back pointer); on failure
-///    go to the filemark before and try again, until the label's FM at block 3.
+/// 3. space forward over that FM and let `accept(xml, start)` parse and check the XML (UUID, self
+///    pointer = `start`, back pointer) as it is read from tape ([`read_index`], at most `limit` bytes:
+///    the XML is streamed, never held whole); on failure go to the filemark before and try again, until
+///    the label's FM at block 3.
 ///
 /// One deviation, on purpose: the reference steps back two FMs per retry, which relies on where its
 /// failed read stopped; this steps back one FM at a time, so every index the reference can reach is
@@ -73,7 +88,7 @@ pub fn find_last_index<D, T, F>(
 ) -> Result<PartitionScan<T>, ConstructError>
 where
     D: TapeDevice + ?Sized,
-    F: FnMut(&[u8], Position) -> Option<T>,
+    F: FnMut(&mut dyn BufRead, Position) -> Result<T, Refusal>,
 {
     let dev_err = |block: u64| {
         move |source| ConstructError::Device {
@@ -94,8 +109,11 @@ where
         return Ok(scan);
     }
     let mut fm = back_one(dev, partition, eod)?;
+    // Whether the candidate after `fm` is closed by a filemark (the one the scan came back over).
+    let mut closed = false;
     if fm == eod - 1 && fm > 3 {
         fm = back_one(dev, partition, fm)?;
+        closed = true;
     }
     while fm > 3 {
         let start = Position {
@@ -103,30 +121,31 @@ where
             block: fm + 1,
         };
         dev.locate(start).map_err(dev_err(start.block))?;
-        match read_index_xml(dev, block_size, limit) {
-            Ok(x) => match accept(&x.xml, x.start) {
-                Some(index) => {
-                    scan.found = Some(FoundIndex {
-                        index,
-                        start: x.start,
-                        records: x.records,
-                        trailing_fm: x.trailing_fm,
-                        end_block: x.end_block(),
-                    });
-                    return Ok(scan);
-                }
-                None => scan.rejected.push(Rejected {
-                    start,
-                    reason: "not a valid index for this volume and position".into(),
-                }),
-            },
+        match read_index(dev, block_size, limit, |r| accept(r, start)) {
+            Ok(Ok((index, x))) => {
+                scan.found = Some(FoundIndex {
+                    index,
+                    start: x.start,
+                    records: x.records,
+                    trailing_fm: x.trailing_fm,
+                    end_block: x.end_block(),
+                });
+                return Ok(scan);
+            }
+            Ok(Err(r)) => scan.rejected.push(Rejected {
+                start,
+                reason: r.reason,
+                unusable_index: r.is_index && closed,
+            }),
             Err(e) if e.is_local() => scan.rejected.push(Rejected {
                 start,
                 reason: e.to_string(),
+                unusable_index: false,
             }),
             Err(e) => return Err(e),
         }
         fm = back_one(dev, partition, fm)?;
+        closed = true;
     }
     Ok(scan)
 }
@@ -242,11 +261,24 @@ mod tests {
     const BS: usize = 16;
 
     /// Accepts XML whose self pointer, encoded in the test XML's tail as `@<block>`, matches.
-    fn accept_at(xml: &[u8], at: Position) -> Option<(u64, usize)> {
+    fn accept_xml(xml: &[u8], at: Position) -> Option<(u64, usize)> {
         let s = std::str::from_utf8(xml).ok()?;
         let (_, tail) = s.rsplit_once('@')?;
         let block: u64 = tail.parse().ok()?;
         (block == at.block).then_some((block, xml.len()))
+    }
+
+    /// [`accept_xml`] on the whole stream; what has an `@` counts as an index.
+    fn accept_at(r: &mut dyn BufRead, at: Position) -> Result<(u64, usize), Refusal> {
+        let mut xml = Vec::new();
+        r.read_to_end(&mut xml).map_err(|e| Refusal {
+            reason: e.to_string(),
+            is_index: false,
+        })?;
+        accept_xml(&xml, at).ok_or(Refusal {
+            reason: "wrong self pointer".into(),
+            is_index: xml.contains(&b'@'),
+        })
     }
 
     fn index_xml(selfptr: u64, len: usize) -> Vec<u8> {
@@ -303,12 +335,29 @@ mod tests {
         assert_eq!(s.found.as_ref().unwrap().start, w.start);
         assert_eq!(s.rejected.len(), 2, "{:?}", s.rejected);
         assert_eq!(s.rejected[0].start.block, bad_at);
+        // A complete index that is refused is a newer state, not debris; the data before it is not.
+        assert!(s.rejected[0].unusable_index);
+        assert!(!s.rejected[1].unusable_index);
+        // Without its trailing FM (an interrupted write) it is debris.
+        t.parts[1].pop();
+        let s = scan(&mut t, 1);
+        assert_eq!(s.found.as_ref().unwrap().start, w.start);
+        assert!(!s.rejected[0].unusable_index);
+        t.locate_eod(1).unwrap();
+        t.write_filemarks(1).unwrap();
+        let s = scan(&mut t, 1);
         // The extra blocks are the rejected construct.
         assert_eq!(s.extra_blocks(), s.eod - w.end.block);
         assert!(s.extra_blocks() > 0);
 
         // Everything rejected: no index, everything after the label is extra.
-        let s = find_last_index(&mut t, 1, BS, 1 << 16, |_, _| None::<()>).unwrap();
+        let s = find_last_index(&mut t, 1, BS, 1 << 16, |_, _| {
+            Err::<(), _>(Refusal {
+                reason: "no".into(),
+                is_index: false,
+            })
+        })
+        .unwrap();
         assert!(s.found.is_none());
         assert_eq!(s.extra_blocks(), s.eod - 4);
         assert_eq!(s.rejected.last().unwrap().start.block, 5);

@@ -11,7 +11,7 @@ use ltfs::construct::{
     read_labels, write_data_records, write_index_construct, write_label_construct,
 };
 use ltfs::label::{self, Label, LtfsTime, WRITE_VERSION};
-use ltfs::scan::{PartitionScan, find_last_index};
+use ltfs::scan::{PartitionScan, Refusal, find_last_index};
 use ltfs::{Position, TapeDevice};
 use tapectl::drive::Drive;
 use vtl::Library;
@@ -68,7 +68,19 @@ fn placeholder_index(partition: char, startblock: u64) -> Vec<u8> {
 }
 
 /// What the index parser will do: accept an index whose UUID and self pointer match where it sits.
-fn accept(xml: &[u8], at: Position) -> Option<(char, u64)> {
+fn accept(r: &mut dyn std::io::BufRead, at: Position) -> Result<(char, u64), Refusal> {
+    let mut xml = Vec::new();
+    r.read_to_end(&mut xml).map_err(|e| Refusal {
+        reason: e.to_string(),
+        is_index: false,
+    })?;
+    accept_xml(&xml, at).ok_or_else(|| Refusal {
+        reason: "not this volume's index at this position".into(),
+        is_index: xml.windows(10).any(|w| w == b"<ltfsindex"),
+    })
+}
+
+fn accept_xml(xml: &[u8], at: Position) -> Option<(char, u64)> {
     let s = std::str::from_utf8(xml).ok()?;
     if !s.contains(&format!("<volumeuuid>{UUID}</volumeuuid>")) {
         return None;

@@ -246,6 +246,60 @@ impl Index {
         }
     }
 
+    /// Checks the index against the medium it is on: every file no longer than the volume can hold
+    /// ([`Medium::max_file_length`]), every extent on one of its partitions and within the blocks that
+    /// partition can hold. A hostile index cannot then claim more than the tape could have; the first
+    /// file that does is named.
+    pub fn validate_medium(&self, medium: &Medium) -> Result<(), IndexError> {
+        let mut stack: Vec<(&Directory, String)> = vec![(&self.root, String::new())];
+        while let Some((dir, path)) = stack.pop() {
+            for e in &dir.entries {
+                let f = match e {
+                    Entry::Directory(d) => {
+                        stack.push((d, format!("{path}/{}", d.name)));
+                        continue;
+                    }
+                    Entry::File(f) => f,
+                };
+                let bad = |kind| IndexError::Extent {
+                    path: format!("{path}/{}", f.name),
+                    kind,
+                };
+                if let Some(max) = medium.max_file_length
+                    && f.length > max
+                {
+                    return Err(bad(ExtentProblem::LongerThanVolume {
+                        length: f.length,
+                        capacity: max,
+                    }));
+                }
+                let FileContent::Extents(exts) = &f.content else {
+                    continue;
+                };
+                for x in exts {
+                    let Some(&(_, blocks)) = medium.partitions.iter().find(|p| p.0 == x.partition)
+                    else {
+                        return Err(bad(ExtentProblem::UnknownPartition(x.partition)));
+                    };
+                    let bytes = x.byte_offset.saturating_add(x.byte_count).max(1);
+                    let last = x
+                        .start_block
+                        .saturating_add((bytes - 1) / medium.block_size.max(1));
+                    if let Some(blocks) = blocks
+                        && last >= blocks
+                    {
+                        return Err(bad(ExtentProblem::PastPartition {
+                            partition: x.partition,
+                            last,
+                            blocks,
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every extent against what only the caller knows: `start_block` ≥ 4 and, where `eod_of(partition)`
     /// returns the partition's EOD block, that the extent's last block lies before it (`ltfs_check_medium`).
     pub fn validate_extents(
@@ -314,6 +368,16 @@ pub const MAX_SYMLINK_BYTES: usize = 4 * MAX_NAME_BYTES;
 
 /// Bytes of one xattr value.
 pub const MAX_XATTR_VALUE: usize = 64 * 1024;
+
+/// What a volume's medium can hold, as its drive reports it, for [`Index::validate_medium`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Medium {
+    pub block_size: u64,
+    /// The longest file the volume can hold, in bytes (`None`: unknown, not checked).
+    pub max_file_length: Option<u64>,
+    /// The partitions (logical ID) and, where known, the most blocks each can hold.
+    pub partitions: Vec<(char, Option<u64>)>,
+}
 
 /// Bounds for the reader. Every one of them turns hostile input into an [`ErrorKind::Limit`] error.
 /// [`Limits::default`] is also what the writer refuses to exceed, so an index this crate writes is one it
@@ -401,6 +465,18 @@ pub enum ExtentProblem {
         partition: char,
         last: u64,
         eod: u64,
+    },
+    #[error("a length of {length} bytes, more than the volume can hold ({capacity} bytes)")]
+    LongerThanVolume { length: u64, capacity: u64 },
+    #[error("an extent on partition {0}, which the volume does not have")]
+    UnknownPartition(char),
+    #[error(
+        "an extent ends at block {last} of partition {partition}, which can hold {blocks} blocks"
+    )]
+    PastPartition {
+        partition: char,
+        last: u64,
+        blocks: u64,
     },
 }
 

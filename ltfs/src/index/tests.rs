@@ -359,7 +359,17 @@ fn duplicate_names_after_normalisation() {
         .entries
         .push(Entry::File(File::new("\u{e9}", 4, Times::all(t()))));
     ix.highest_file_uid = 4;
-    let xml = ix.to_xml_string().unwrap();
+    // The writer does not write it; the same XML typed out is refused by the reader.
+    let e = ix.to_xml_string().unwrap_err();
+    assert!(matches!(e.kind(), Some(ErrorKind::DuplicateName(_))), "{e}");
+    let Entry::File(f) = &mut ix.root.entries[2] else {
+        panic!()
+    };
+    f.name = "x".into();
+    let xml = ix
+        .to_xml_string()
+        .unwrap()
+        .replace("<name>x</name>", "<name>e\u{301}</name>");
     rejects(&xml, "duplicate name");
 }
 
@@ -1209,6 +1219,25 @@ fn writer_refuses_invalid_models() {
         xml: "<a><b></a>".into(),
     });
     unwritable(&ix, "not one well-formed element");
+    let mut ix = sample();
+    ix.root
+        .entries
+        .push(Entry::File(File::new("hello.txt", 3, Times::all(t()))));
+    ix.highest_file_uid = 3;
+    unwritable(&ix, "duplicate name \"hello.txt\"");
+    let mut ix = sample();
+    ix.root
+        .entries
+        .push(Entry::File(File::new("other", 2, Times::all(t()))));
+    unwritable(&ix, "fileuid 2: used more than once");
+    let mut ix = sample();
+    for _ in 0..2 {
+        file(&mut ix).xattrs.push(Xattr {
+            key: "k".into(),
+            value: b"v".to_vec(),
+        });
+    }
+    unwritable(&ix, "duplicate xattr key \"k\"");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use super::{
 };
 use base64::Engine as _;
 use quick_xml::events::Event;
+use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 
 /// Appends `s` escaped for element content: `&`, `<`, `>` and CR (as `&#13;`, which XML would otherwise
@@ -45,6 +46,8 @@ struct Out<W: Write> {
     entries: u64,
     /// The highest `fileuid` written.
     max_uid: u64,
+    /// Every `fileuid` written (they must be unique).
+    uids: Vec<u64>,
     /// The last time formatted: times repeat a lot within an index.
     last_time: Option<(super::LtfsTime, String)>,
 }
@@ -123,6 +126,17 @@ impl<W: Write> Out<W> {
     fn xattrs(&mut self, xattrs: &[Xattr], path: &dyn Fn() -> String) -> Result<(), IndexError> {
         if xattrs.is_empty() {
             return Ok(());
+        }
+        if xattrs.len() > 1 {
+            let mut seen = HashSet::with_capacity(xattrs.len());
+            for x in xattrs {
+                if !seen.insert(names::nfc(&x.key)) {
+                    return Err(IndexError::Unwritable {
+                        path: path(),
+                        kind: ErrorKind::DuplicateXattr(x.key.clone()),
+                    });
+                }
+            }
         }
         self.line("<extendedattributes>")?;
         for x in xattrs {
@@ -226,6 +240,19 @@ impl<W: Write> Out<W> {
             });
         }
         self.max_uid = self.max_uid.max(d.uid);
+        self.uids.push(d.uid);
+        if d.entries.len() > 1 {
+            let mut seen = HashSet::with_capacity(d.entries.len());
+            for e in &d.entries {
+                let n = names::nfc(e.name());
+                if !seen.insert(n) {
+                    return Err(IndexError::Unwritable {
+                        path: path(),
+                        kind: ErrorKind::DuplicateName(e.name().to_string()),
+                    });
+                }
+            }
+        }
         self.line("<directory>")?;
         self.name(
             "name",
@@ -274,6 +301,7 @@ impl<W: Write> Out<W> {
         self.count_entry(path)?;
         check_file(f, path)?;
         self.max_uid = self.max_uid.max(f.uid);
+        self.uids.push(f.uid);
         self.line("<file>")?;
         self.name("name", &f.name, NameKind::Entry, path)?;
         self.num("length", f.length)?;
@@ -417,6 +445,7 @@ impl Index {
             limits: Limits::default(),
             entries: 0,
             max_uid: 1,
+            uids: Vec::new(),
             last_time: None,
         };
         let top = || "ltfsindex".to_string();
@@ -459,6 +488,24 @@ impl Index {
                     value: self.volume_uuid.clone(),
                 },
             });
+        }
+        for (n, what) in [
+            (self.generation, "generationnumber"),
+            (self.location.start_block, "location startblock"),
+            (
+                self.previous.map_or(0, |p| p.start_block),
+                "previousgenerationlocation startblock",
+            ),
+        ] {
+            if n > MAX_LEN {
+                return Err(IndexError::Unwritable {
+                    path: top(),
+                    kind: ErrorKind::BadValue {
+                        what,
+                        value: n.to_string(),
+                    },
+                });
+            }
         }
         check_partition(self.location.partition, "location partition")?;
         if let Some(p) = &self.previous {
@@ -546,6 +593,13 @@ impl Index {
             }
         }
         o.raw(&self.unknown, 1, &top)?;
+        o.uids.sort_unstable();
+        if let Some(w) = o.uids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(IndexError::Unwritable {
+                path: top(),
+                kind: ErrorKind::Uid(w[0], "used more than once"),
+            });
+        }
         if o.max_uid > self.highest_file_uid {
             return Err(IndexError::Unwritable {
                 path: top(),

@@ -11,21 +11,22 @@
 //! losing anything that index describes: it never erases or overwrites a data-partition block. See
 //! `docs/ltfs.md` for exactly what it writes.
 
+use std::io::BufRead;
 use std::time::Instant;
 
 use super::{
     INDEX_READ_LIMIT, LastIndex, MountReport, Result, SyncPolicy, Volume, VolumeError, creator,
-    dev_err,
+    dev_err, medium_of, read_capacity,
 };
 use crate::coherency::{
     ATTR_VOLUME_CHANGE_REFERENCE, ATTR_VOLUME_COHERENCY, VolumeCoherency, volume_change_reference,
 };
 use crate::construct::{
-    ConstructError, VolumeLabels, read_index_xml, read_label_construct, read_labels,
+    ConstructError, VolumeLabels, read_index, read_label_construct, read_labels,
 };
 use crate::device::{Position, TapeDevice};
-use crate::index::{Directory, Entry, FileContent, Index, IndexLocation, Limits, LtfsTime};
-use crate::scan::{CurrentIndex, IndexPointers, choose_current, find_last_index};
+use crate::index::{Directory, Entry, FileContent, Index, IndexLocation, Limits, LtfsTime, Medium};
+use crate::scan::{CurrentIndex, IndexPointers, Refusal, choose_current, find_last_index};
 
 /// What kind of inconsistency a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -210,6 +211,8 @@ struct Examined {
     /// Where the current index is (physical partition, start block).
     current_at: Option<Position>,
     spans: Vec<Span>,
+    /// Native capacity per physical partition, as the drive reports it.
+    capacity: [Option<u64>; 2],
 }
 
 fn problem(
@@ -226,35 +229,46 @@ fn problem(
     }
 }
 
-/// Parses an index read at `at` and checks it as `ltfs_read_index()` does, saying what is wrong.
+/// Parses an index streamed from `at` and checks it as `ltfs_read_index()` does, saying what is
+/// wrong. The medium's capacity is not checked here: that is a problem of the index (`bad_extent`),
+/// not a reason to look for an older one.
 fn parse_checked(
-    xml: &[u8],
+    r: &mut dyn BufRead,
     at: Position,
     labels: &VolumeLabels,
-) -> std::result::Result<Index, String> {
-    let idx = Index::read_xml(xml, &Limits::default()).map_err(|e| e.to_string())?;
+) -> std::result::Result<Index, Refusal> {
+    let idx = Index::read_xml(r, &Limits::default()).map_err(|e| Refusal {
+        is_index: super::mount::is_about_an_index(&e),
+        reason: e.to_string(),
+    })?;
     if super::mount::index_fits(&idx, at, labels) {
         return Ok(idx);
     }
+    let refuse = |reason| Refusal {
+        reason,
+        is_index: true,
+    };
     let label_uuid = &labels.label().volume_uuid;
     if !idx.volume_uuid.eq_ignore_ascii_case(label_uuid) {
-        return Err(format!(
+        return Err(refuse(format!(
             "index of volume {} (the label says {label_uuid})",
             idx.volume_uuid
-        ));
+        )));
     }
     let here = labels.labels[at.partition as usize].location;
     if idx.location.partition != here || idx.location.start_block != at.block {
-        return Err(format!(
+        return Err(refuse(format!(
             "self pointer {}/{} but the index is at {here}/{}",
             idx.location.partition, idx.location.start_block, at.block
-        ));
+        )));
     }
-    Err(format!(
-        "back pointer {:?} is not a data-partition index before this one",
-        idx.previous
-            .map(|b| format!("{}/{}", b.partition, b.start_block))
-    ))
+    Err(refuse(format!(
+        "back pointer {} is not a data-partition index before this one",
+        idx.previous.map_or("(none)".into(), |b| format!(
+            "{}/{}",
+            b.partition, b.start_block
+        ))
+    )))
 }
 
 /// Reads and checks the index whose first record is at `at`.
@@ -268,12 +282,14 @@ fn read_index_at<D: TapeDevice>(
         "locating partition {} block {}",
         at.partition, at.block
     )))?;
-    let x = match read_index_xml(dev, block_size, INDEX_READ_LIMIT) {
-        Ok(x) => x,
-        Err(e) if e.is_local() => return Ok(Err(e.to_string())),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(parse_checked(&x.xml, at, labels).map(|i| (i, x.records, x.trailing_fm)))
+    match read_index(dev, block_size, INDEX_READ_LIMIT, |r| {
+        parse_checked(r, at, labels)
+    }) {
+        Ok(Ok((i, x))) => Ok(Ok((i, x.records, x.trailing_fm))),
+        Ok(Err(r)) => Ok(Err(r.reason)),
+        Err(e) if e.is_local() => Ok(Err(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The first and last block of every extent of `idx`, with the file's path.
@@ -309,8 +325,8 @@ fn extents_of(idx: &Index, block_size: u64) -> Vec<(String, char, u64, u64)> {
 /// At most this many extent problems are listed (then a count).
 const MAX_EXTENT_PROBLEMS: usize = 20;
 
-/// Checks `idx`'s extents (sitting at `at`) against the EODs, the index constructs and, for a
-/// data-partition index, its own position.
+/// Checks `idx`'s extents (sitting at `at`) against the medium's capacity, the EODs, the index
+/// constructs and, for a data-partition index, its own position.
 fn extent_problems(
     idx: &Index,
     at: Position,
@@ -318,8 +334,17 @@ fn extent_problems(
     block_size: usize,
     eods: [u64; 2],
     spans: &[Span],
+    medium: &Medium,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
+    if let Err(e) = idx.validate_medium(medium) {
+        out.push(problem(
+            ProblemKind::BadExtent,
+            Some(at.partition),
+            Some(at.block),
+            e.to_string(),
+        ));
+    }
     let eod_of = |id: char| labels.physical(id).map(|p| eods[p as usize]);
     if let Err(e) = idx.validate_extents(block_size as u64, eod_of) {
         out.push(problem(
@@ -446,6 +471,7 @@ fn examine<D: TapeDevice>(dev: &mut D) -> Result<Examined> {
         parts: Vec::new(),
         current_at: None,
         spans: Vec::new(),
+        capacity: [None, None],
     };
     let Some(labels) = check_labels(dev, &mut problems)? else {
         ex.report.problems = problems;
@@ -467,25 +493,18 @@ fn examine<D: TapeDevice>(dev: &mut D) -> Result<Examined> {
     }
     let (ip, dp) = (labels.index_partition(), labels.data_partition());
     let dp_id = labels.labels[dp as usize].location;
+    let capacity = read_capacity(dev);
+    let medium = medium_of(&labels, block_size, capacity);
 
     // §5: the last valid index of each partition; what failed after it.
     let mut parts = Vec::new();
     for p in [ip, dp] {
         let mut parse_errors: Vec<(u64, String)> = Vec::new();
-        let scan =
-            find_last_index(
-                dev,
-                p,
-                block_size,
-                INDEX_READ_LIMIT,
-                |xml, at| match parse_checked(xml, at, &labels) {
-                    Ok(i) => Some(i),
-                    Err(e) => {
-                        parse_errors.push((at.block, e));
-                        None
-                    }
-                },
-            )?;
+        let scan = find_last_index(dev, p, block_size, INDEX_READ_LIMIT, |r, at| {
+            parse_checked(r, at, &labels).inspect_err(|e| {
+                parse_errors.push((at.block, e.reason.clone()));
+            })
+        })?;
         for r in &scan.rejected {
             if let Some((_, e)) = parse_errors.iter().find(|(b, _)| *b == r.start.block) {
                 problems.push(problem(
@@ -666,7 +685,7 @@ fn examine<D: TapeDevice>(dev: &mut D) -> Result<Examined> {
             block: f.start,
         };
         problems.extend(extent_problems(
-            &f.index, at, &labels, block_size, eods, &spans,
+            &f.index, at, &labels, block_size, eods, &spans, &medium,
         ));
         ex.report.current = Some(IndexSummary::of(&f.index));
         current_at = Some(at);
@@ -699,6 +718,7 @@ fn examine<D: TapeDevice>(dev: &mut D) -> Result<Examined> {
     ex.parts = parts;
     ex.current_at = current_at;
     ex.spans = spans;
+    ex.capacity = capacity;
     Ok(ex)
 }
 
@@ -868,7 +888,8 @@ impl<D: TapeDevice> Volume<D> {
             Ok(match read_index_at(dev, at, &labels, bs)? {
                 Err(e) => Err(e),
                 Ok((idx, _, _)) => {
-                    let bad = extent_problems(&idx, at, &labels, bs, eod, &ex.spans);
+                    let medium = medium_of(&labels, bs, ex.capacity);
+                    let bad = extent_problems(&idx, at, &labels, bs, eod, &ex.spans, &medium);
                     if bad.is_empty() {
                         Ok(idx)
                     } else {
@@ -987,6 +1008,7 @@ impl<D: TapeDevice> Volume<D> {
             full: false,
             wrote: false,
             creator: creator(),
+            capacity: ex.capacity,
         };
         let mut actions = Vec::new();
 

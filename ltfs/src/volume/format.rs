@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::{
     LastIndex, MountReport, Result, SyncPolicy, Volume, VolumeError, creator, dev_err, now,
+    read_capacity,
 };
 use crate::coherency;
 use crate::construct::{VolumeLabels, write_label_construct};
@@ -177,7 +178,9 @@ impl<D: TapeDevice> Volume<D> {
             full: false,
             wrote: true,
             creator,
+            capacity: [None, None],
         };
+        vol.capacity = read_capacity(&mut vol.dev);
         // DP then IP: label construct, then the generation-1 index at block 5 (the IP's pointing back
         // to b/5; the index is clean, so both are generation 1).
         for p in [dp, ip] {

@@ -28,17 +28,68 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::construct::{ConstructError, VolumeLabels, write_index_construct};
 use crate::device::{DeviceError, Position, TapeDevice};
-use crate::index::{Index, IndexError, IndexLocation, NameError};
+use crate::index::{Index, IndexError, IndexLocation, Medium, NameError};
 use crate::scan::{CurrentIndex, PointerError, Rejected};
 use crate::time::LtfsTime;
 
 pub use check::{CheckReport, IndexSummary, PartitionCheck, Problem, ProblemKind, RepairReport};
 pub use format::FormatOptions;
-pub use read::{EntryInfo, EntryKind, RecordCache};
+pub use read::{EntryInfo, EntryKind, RecordCache, SparseWrite, Zeros};
 pub use write::{FileMeta, Generation, PutReport, SyncPolicy};
 
 /// Bound on the bytes of one index read from tape (a million-file index is a few hundred MB).
 pub const INDEX_READ_LIMIT: usize = 4 << 30;
+
+/// MAM attribute 0x0001, MAXIMUM CAPACITY IN PARTITION (SPC-4: binary, MiB), set by the drive.
+pub const ATTR_MAX_CAPACITY: u16 = 0x0001;
+
+/// How much more than its native capacity a volume with compression on may hold: LTO's nominal
+/// compression ratio (2.5:1 from LTO-6 on, 2:1 before). Files longer than that are refused on both
+/// sides (see [`Volume::max_file_length`]).
+pub const COMPRESSION_ALLOWANCE: (u64, u64) = (5, 2);
+
+/// The native capacity of each physical partition in bytes, from MAM 0x0001 as the drive reports it;
+/// `None` where it does not (a drive or medium without MAM).
+pub(crate) fn read_capacity<D: TapeDevice + ?Sized>(dev: &mut D) -> [Option<u64>; 2] {
+    let mut cap = [None, None];
+    for (p, c) in cap.iter_mut().enumerate() {
+        if let Ok(Some(a)) = dev.read_attribute(p as u8, ATTR_MAX_CAPACITY)
+            && (1..=8).contains(&a.value.len())
+        {
+            let mib = a.value.iter().fold(0u64, |v, &b| v << 8 | u64::from(b));
+            *c = mib.checked_mul(1 << 20).filter(|&b| b > 0);
+        }
+    }
+    cap
+}
+
+/// What the medium can hold, for [`Index::validate_medium`]: files no longer than the volume's capacity
+/// (with [`COMPRESSION_ALLOWANCE`] when the label says compression is on), and extents within the
+/// blocks a partition can hold (a record takes at least a byte of it). Unknown capacities are not
+/// checked.
+pub(crate) fn medium_of(
+    labels: &VolumeLabels,
+    block_size: usize,
+    capacity: [Option<u64>; 2],
+) -> Medium {
+    Medium {
+        block_size: block_size as u64,
+        max_file_length: max_file_length(labels, capacity),
+        partitions: (0..2)
+            .map(|p| (labels.labels[p].location, capacity[p]))
+            .collect(),
+    }
+}
+
+fn max_file_length(labels: &VolumeLabels, capacity: [Option<u64>; 2]) -> Option<u64> {
+    let total = capacity[0]?.checked_add(capacity[1]?)?;
+    Some(if labels.label().compression {
+        let (n, d) = COMPRESSION_ALLOWANCE;
+        total.saturating_mul(n) / d
+    } else {
+        total
+    })
+}
 
 /// The creator string this crate writes (the index creator adds `" - <reason>"`).
 pub fn creator() -> String {
@@ -106,6 +157,29 @@ pub enum VolumeError {
     VolumeFull { path: String, written: u64 },
     #[error("{path}: corrupt on tape: {detail}; run `tapectl ltfs check`")]
     Corrupt { path: String, detail: String },
+    #[error(
+        "the newest index on the volume cannot be used (partition {partition} block {block}: {reason}); {}",
+        unusable_advice(*.fallback)
+    )]
+    UnusableIndex {
+        partition: u8,
+        block: u64,
+        reason: String,
+        /// The index a reader would fall back to: generation and location.
+        fallback: Option<(u64, IndexLocation)>,
+    },
+    #[error(
+        "{path}: {length} bytes is more than the volume can hold ({max} bytes); nothing was written"
+    )]
+    TooLong { path: String, length: u64, max: u64 },
+    #[error(
+        "{path}: directories nested {depth} deep, deeper than an LTFS index can hold ({max}: what the reference implementation reads); nothing was written"
+    )]
+    TooDeep {
+        path: String,
+        depth: usize,
+        max: usize,
+    },
     #[error("{path}: writing the file's data out: {source}")]
     Output {
         path: String,
@@ -121,6 +195,21 @@ pub enum VolumeError {
 }
 
 pub type Result<T, E = VolumeError> = std::result::Result<T, E>;
+
+fn unusable_advice(fallback: Option<(u64, IndexLocation)>) -> String {
+    match fallback {
+        Some((g, l)) => format!(
+            "the newest index that can be read is generation {g} at {}/{}, an older state of the volume \
+             without what the newer index describes, so it is not used silently. `tapectl ltfs check` \
+             shows the details; `tapectl ltfs check --repair --generation {g}` rolls the volume back to \
+             generation {g} (written as a new generation; what only the newer index describes is lost)",
+            l.partition, l.start_block
+        ),
+        None => {
+            "no older valid index is on the volume; `tapectl ltfs check` shows what is there".into()
+        }
+    }
+}
 
 pub(crate) fn dev_err(what: impl Into<String>) -> impl FnOnce(DeviceError) -> VolumeError {
     let what = what.into();
@@ -189,6 +278,8 @@ pub struct Volume<D: TapeDevice> {
     /// Something was written in this session (MAM coherency is updated at unmount).
     wrote: bool,
     creator: String,
+    /// Native capacity per physical partition in bytes, as the drive reports it.
+    capacity: [Option<u64>; 2],
 }
 
 impl<D: TapeDevice> Volume<D> {
@@ -217,6 +308,20 @@ impl<D: TapeDevice> Volume<D> {
     }
     pub fn set_sync_policy(&mut self, policy: SyncPolicy) {
         self.sync = policy;
+    }
+    /// The volume's native capacity in bytes (both partitions), as the drive reports it (MAM 0x0001);
+    /// `None` when it does not.
+    pub fn capacity(&self) -> Option<u64> {
+        self.capacity[0]?.checked_add(self.capacity[1]?)
+    }
+    /// The longest file this volume holds: its capacity, times [`COMPRESSION_ALLOWANCE`] when the
+    /// label says compression is on. A longer file is refused by the reader (a hostile index) and by
+    /// [`Volume::put_file_sparse`] (before anything is written). `None`: the capacity is unknown.
+    pub fn max_file_length(&self) -> Option<u64> {
+        max_file_length(&self.labels, self.capacity)
+    }
+    pub(crate) fn medium(&self) -> Medium {
+        medium_of(&self.labels, self.block_size, self.capacity)
     }
 
     pub(crate) fn id_of(&self, physical: u8) -> char {

@@ -1,16 +1,18 @@
 //! Mounting (§5): labels, then the current index from the MAM fast path when the coherency records
 //! match the tape, else the full scan of both partitions and the pointer rules.
 
+use std::io::BufRead;
 use std::time::Instant;
 
 use super::{
     INDEX_READ_LIMIT, LastIndex, MountReport, Result, SyncPolicy, Volume, VolumeError, creator,
+    medium_of, read_capacity,
 };
 use crate::coherency::{self, ATTR_VOLUME_CHANGE_REFERENCE, ATTR_VOLUME_COHERENCY, PartitionRole};
-use crate::construct::{VolumeLabels, read_index_xml, read_labels};
+use crate::construct::{VolumeLabels, read_index, read_labels};
 use crate::device::{Position, TapeDevice};
-use crate::index::{Index, IndexLocation, Limits};
-use crate::scan::{CurrentIndex, IndexPointers, choose_current, find_last_index};
+use crate::index::{Index, IndexError, IndexLocation, Limits, Medium};
+use crate::scan::{CurrentIndex, IndexPointers, Refusal, choose_current, find_last_index};
 
 /// What a reader checks of an index found at `at` (`ltfs_read_index()`): the label's UUID, the self
 /// pointer equal to where it sits, and a back pointer on the DP that is sane.
@@ -41,10 +43,39 @@ pub(crate) fn index_fits(idx: &Index, at: Position, labels: &VolumeLabels) -> bo
     }
 }
 
-/// Parses and checks an index read at `at`.
-pub(crate) fn parse_at(xml: &[u8], at: Position, labels: &VolumeLabels) -> Option<Index> {
-    let idx = Index::read_xml(xml, &Limits::default()).ok()?;
-    index_fits(&idx, at, labels).then_some(idx)
+/// Whether an index error is about an LTFS index (its root element is `<ltfsindex>`), as opposed to
+/// something that is not one at all.
+pub(crate) fn is_about_an_index(e: &IndexError) -> bool {
+    match e {
+        IndexError::Invalid { path, .. } => path.starts_with("ltfsindex"),
+        IndexError::Extent { .. } | IndexError::Unwritable { .. } => true,
+        IndexError::Io(_) => false,
+    }
+}
+
+/// Parses an index streamed from `at` and checks it: the reader's checks, [`index_fits`], and the
+/// medium's capacity ([`Index::validate_medium`]).
+pub(crate) fn parse_at(
+    r: &mut dyn BufRead,
+    at: Position,
+    labels: &VolumeLabels,
+    medium: &Medium,
+) -> std::result::Result<Index, Refusal> {
+    let refusal = |e: IndexError| Refusal {
+        is_index: is_about_an_index(&e),
+        reason: e.to_string(),
+    };
+    let idx = Index::read_xml(r, &Limits::default()).map_err(refusal)?;
+    if !index_fits(&idx, at, labels) {
+        return Err(Refusal {
+            reason:
+                "not an index of this volume at this position (UUID, self pointer or back pointer)"
+                    .into(),
+            is_index: true,
+        });
+    }
+    idx.validate_medium(medium).map_err(refusal)?;
+    Ok(idx)
 }
 
 struct Found {
@@ -77,9 +108,11 @@ impl<D: TapeDevice> Volume<D> {
             });
         }
         let (ip, dp) = (labels.index_partition(), labels.data_partition());
-        let found = match fast_path(&mut dev, &labels, ip, dp, block_size) {
+        let capacity = read_capacity(&mut dev);
+        let medium = medium_of(&labels, block_size, capacity);
+        let found = match fast_path(&mut dev, &labels, ip, dp, block_size, &medium) {
             Some(f) => f,
-            None => full_scan(&mut dev, &labels, ip, dp, block_size)?,
+            None => full_scan(&mut dev, &labels, ip, dp, block_size, &medium)?,
         };
         let stale = !matches!(found.current, CurrentIndex::IndexPartition);
         Ok(Volume {
@@ -108,6 +141,7 @@ impl<D: TapeDevice> Volume<D> {
             full: false,
             wrote: false,
             creator: creator(),
+            capacity,
         })
     }
 }
@@ -147,6 +181,7 @@ fn fast_path<D: TapeDevice>(
     ip: u8,
     dp: u8,
     block_size: usize,
+    medium: &Medium,
 ) -> Option<Found> {
     let vcr = dev.read_attribute(0, ATTR_VOLUME_CHANGE_REFERENCE).ok()??;
     let mut coh = |p: u8| {
@@ -174,11 +209,14 @@ fn fast_path<D: TapeDevice>(
         block: fp.set_id,
     };
     dev.locate(at).ok()?;
-    let x = read_index_xml(dev, block_size, INDEX_READ_LIMIT).ok()?;
+    let (index, x) = read_index(dev, block_size, INDEX_READ_LIMIT, |r| {
+        parse_at(r, at, labels, medium)
+    })
+    .ok()?
+    .ok()?;
     if !x.trailing_fm || x.end_block() != eod[p as usize] {
         return None;
     }
-    let index = parse_at(&x.xml, at, labels)?;
     if index.generation != fp.generation {
         return None;
     }
@@ -233,6 +271,7 @@ fn full_scan<D: TapeDevice>(
     ip: u8,
     dp: u8,
     block_size: usize,
+    medium: &Medium,
 ) -> Result<Found> {
     let mut scans = Vec::with_capacity(2);
     for p in [ip, dp] {
@@ -241,7 +280,7 @@ fn full_scan<D: TapeDevice>(
             p,
             block_size,
             INDEX_READ_LIMIT,
-            |xml, at| parse_at(xml, at, labels),
+            |r, at| parse_at(r, at, labels, medium),
         )?);
     }
     let ptrs = |s: &crate::scan::PartitionScan<Index>| {
@@ -251,7 +290,33 @@ fn full_scan<D: TapeDevice>(
             backptr: f.index.previous.map(|b| (b.partition, b.start_block)),
         })
     };
-    let current = choose_current(ptrs(&scans[0]).as_ref(), ptrs(&scans[1]).as_ref())?;
+    let current = choose_current(ptrs(&scans[0]).as_ref(), ptrs(&scans[1]).as_ref());
+    // A complete index after a partition's last valid one that was refused is a newer state of the
+    // volume: reading the older one instead would hide it. Say so, with what a rollback would give.
+    let unusable = scans
+        .iter()
+        .find_map(|s| s.rejected.iter().find(|r| r.unusable_index));
+    if let Some(r) = unusable {
+        let chosen = match current {
+            Ok(CurrentIndex::IndexPartition | CurrentIndex::OnlyIndexPartition) => {
+                scans[0].found.as_ref()
+            }
+            Ok(CurrentIndex::DataPartition | CurrentIndex::OnlyDataPartition) => {
+                scans[1].found.as_ref()
+            }
+            Err(_) => scans
+                .iter()
+                .filter_map(|s| s.found.as_ref())
+                .max_by_key(|f| (f.index.generation, f.start.partition != dp)),
+        };
+        return Err(VolumeError::UnusableIndex {
+            partition: r.start.partition,
+            block: r.start.block,
+            reason: r.reason.clone(),
+            fallback: chosen.map(|f| (f.index.generation, f.index.location)),
+        });
+    }
+    let current = current?;
     let mut eod = [0u64; 2];
     let mut last = [None, None];
     let mut ends_in_index = [false, false];

@@ -5,7 +5,7 @@
 //! through a small [`RecordCache`].
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 
 use super::{Result, Volume, VolumeError, dev_err};
 use crate::device::{DeviceError, Position, ReadOutcome, TapeDevice};
@@ -45,6 +45,53 @@ impl RecordCache {
 
     fn get(&self, at: (u8, u64)) -> Option<usize> {
         self.records.iter().position(|(k, _)| *k == at)
+    }
+}
+
+/// Where [`Volume::read_file_sparse`] puts a file: its data is written, its holes are skipped.
+pub trait SparseWrite: Write {
+    /// A hole of `n` bytes: the next write lands `n` bytes further on, and what is skipped reads as
+    /// zeros.
+    fn skip(&mut self, n: u64) -> std::io::Result<()>;
+    /// The file is `length` bytes long (it may end in a hole that [`SparseWrite::skip`] left unwritten).
+    fn finish(&mut self, length: u64) -> std::io::Result<()>;
+}
+
+/// A file holes are restored into as holes (seek, then `set_len` for a hole at the end): a file of
+/// 4 EiB with a few bytes of data costs a few blocks of disk.
+impl SparseWrite for std::fs::File {
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        let n = i64::try_from(n).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "hole too large to seek")
+        })?;
+        self.seek(SeekFrom::Current(n)).map(|_| ())
+    }
+    fn finish(&mut self, length: u64) -> std::io::Result<()> {
+        self.set_len(length)
+    }
+}
+
+/// Any writer, holes written out as zeros ([`Volume::read_file`]).
+pub struct Zeros<W: Write>(pub W);
+
+impl<W: Write> Write for Zeros<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> SparseWrite for Zeros<W> {
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        write_zeros(&mut self.0, n)
+    }
+    fn finish(&mut self, _: u64) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -114,7 +161,7 @@ pub(crate) fn components(path: &str) -> Result<Vec<String>> {
         .filter(|c| !c.is_empty())
         .map(|c| {
             let c = names::nfc(c).into_owned();
-            names::validate(&c, names::NameKind::Entry, 1024)
+            names::validate(&c, names::NameKind::Entry, crate::index::MAX_NAME_BYTES)
                 .map(|()| c)
                 .map_err(|error| VolumeError::InvalidName {
                     path: path.to_string(),
@@ -176,8 +223,15 @@ impl<D: TapeDevice> Volume<D> {
         })
     }
 
-    /// Writes the file's bytes to `out`: `length` bytes in all. Returns the length.
+    /// Writes the file's bytes to `out`: `length` bytes in all, holes as zeros. Returns the length.
     pub fn read_file(&mut self, path: &str, out: &mut impl Write) -> Result<u64> {
+        self.read_file_sparse(path, &mut Zeros(out))
+    }
+
+    /// Writes the file to `out` as the index has it: its extents' data written, the holes between
+    /// them and after the last skipped ([`SparseWrite::skip`]), then [`SparseWrite::finish`] with the
+    /// length. Returns the length.
+    pub fn read_file_sparse(&mut self, path: &str, out: &mut impl SparseWrite) -> Result<u64> {
         let file: File = match lookup(&self.index.root, path)? {
             Found::Entry(Entry::File(f)) => f.clone(),
             Found::Entry(Entry::Directory(_)) | Found::Root(_) => {
@@ -203,13 +257,14 @@ impl<D: TapeDevice> Volume<D> {
                 // Overlap or past the end: the index reader rejects these; never trust it anyway.
                 continue;
             }
-            write_zeros(out, x.file_offset - pos).map_err(out_err)?;
+            out.skip(x.file_offset - pos).map_err(out_err)?;
             pos = x.file_offset;
             let count = x.byte_count.min(file.length - x.file_offset);
             self.read_extent(path, x, count, &mut buf, out)?;
             pos += count;
         }
-        write_zeros(out, file.length - pos).map_err(out_err)?;
+        out.skip(file.length - pos).map_err(out_err)?;
+        out.finish(file.length).map_err(out_err)?;
         Ok(file.length)
     }
 

@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::construct::tests::MemTape;
-use crate::index::{Entry, Extent, File, FileContent, Times};
+use std::ops::Range;
+use crate::index::{Directory, Entry, Extent, File, FileContent, Index, IndexLocation, Times};
 
 const BS: usize = 4096;
 
@@ -277,4 +278,336 @@ fn an_index_partition_without_index_gets_one_before_data() {
     let r = vol.mount_report().clone();
     assert_eq!(r.current, CurrentIndex::IndexPartition);
     assert_eq!(r.extra_blocks, [0, 2]);
+}
+
+/// Format, `a` (10,000 bytes), unmount: generation 2, its DP index last on the data partition.
+fn two_generations(t: &mut MemTape) -> Vec<u8> {
+    let a = data(10_000, 4);
+    let mut vol = Volume::format(&mut *t, &opts()).unwrap();
+    vol.put_file("a", &a[..], &FileMeta::default()).unwrap();
+    vol.unmount().unwrap();
+    a
+}
+
+/// The next generation of the volume's index, changed by `edit`, as a complete index construct
+/// appended to the data partition (what a later session would have written). Returns its block.
+fn append_next_index(t: &mut MemTape, edit: impl FnOnce(&mut Index) -> String) -> u64 {
+    let vol = Volume::mount(&mut *t).unwrap();
+    let mut ix = vol.index().clone();
+    let dp_last = vol.last[vol.dp as usize].unwrap().start;
+    drop(vol);
+    let start = t.parts[1].len() as u64 + 1;
+    ix.generation += 1;
+    ix.previous = Some(IndexLocation {
+        partition: 'b',
+        start_block: dp_last,
+    });
+    ix.location = IndexLocation {
+        partition: 'b',
+        start_block: start,
+    };
+    let xml = edit(&mut ix);
+    t.locate_eod(1).unwrap();
+    let w = crate::construct::write_index_construct(t, xml.as_bytes(), BS).unwrap();
+    assert_eq!(w.start.block, start);
+    start
+}
+
+#[test]
+fn a_newest_index_that_cannot_be_used_is_an_error_not_a_silent_fallback() {
+    let mut t = MemTape::default();
+    let a = two_generations(&mut t);
+    // Generation 3 adds `b`, but as a second `a`: a complete index our reader refuses.
+    let at = append_next_index(&mut t, |ix| {
+        let mut f = File::new("b", ix.highest_file_uid + 1, Times::default());
+        f.length = 0;
+        ix.highest_file_uid += 1;
+        ix.root.entries.push(Entry::File(f));
+        ix.to_xml_string()
+            .unwrap()
+            .replace("<name>b</name>", "<name>a</name>")
+    });
+    let e = Volume::mount(&mut t).err().expect("refused");
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            VolumeError::UnusableIndex {
+                partition: 1,
+                block,
+                fallback: Some((2, _)),
+                ..
+            } if block == at
+        ),
+        "{msg}"
+    );
+    for needle in [
+        "duplicate name \"a\"",
+        "generation 2",
+        "tapectl ltfs check --repair --generation 2",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+    // `check` says the same; rolling back makes the volume usable again.
+    let r = Volume::check(&mut t).unwrap();
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::InvalidIndex && p.block == Some(at)),
+        "{:?}",
+        r.problems
+    );
+    let before = t.parts.clone();
+    let rr = Volume::repair(&mut t, Some(2)).unwrap();
+    assert!(rr.after.consistent, "{:?}", rr.after.problems);
+    let mut vol = Volume::mount(&mut t).unwrap();
+    assert_eq!(read(&mut vol, "a").unwrap(), a);
+    drop(vol);
+
+    // The same index cut short by a crash (no trailing filemark) is the remains of an interrupted
+    // write: the last complete index is used, and the mount reports the blocks after it.
+    t.parts = before;
+    t.parts[1].pop();
+    let mut vol = Volume::mount(&mut t).unwrap();
+    assert_eq!(vol.index().generation, 2);
+    assert!(!vol.mount_report().is_consistent());
+    assert_eq!(read(&mut vol, "a").unwrap(), a);
+}
+
+#[test]
+fn lengths_and_extents_beyond_the_medium_are_index_errors_naming_the_file() {
+    let mut t = MemTape {
+        capacity_mib: Some([1, 10]),
+        ..MemTape::default()
+    };
+    two_generations(&mut t);
+    let vol = Volume::mount(&mut t).unwrap();
+    // 11 MiB with compression on (the label's default): 2.5 times that.
+    assert_eq!(vol.capacity(), Some(11 << 20));
+    assert_eq!(vol.max_file_length(), Some((11 << 20) * 5 / 2));
+    drop(vol);
+    let good = t.parts.clone();
+
+    // A file of 2^62 bytes (an extent at a huge offset needs one): refused by the reader, reported
+    // by `check`, and what a rollback gives is said.
+    let at = append_next_index(&mut t, |ix| {
+        ix.highest_file_uid += 1;
+        let mut f = File::new("huge", ix.highest_file_uid, Times::default());
+        f.length = 1 << 62;
+        f.content = FileContent::Extents(vec![Extent {
+            file_offset: (1 << 62) - 10,
+            partition: 'b',
+            start_block: 7,
+            byte_offset: 0,
+            byte_count: 10,
+        }]);
+        ix.root.entries.push(Entry::Directory(Directory {
+            entries: vec![Entry::File(f)],
+            ..Directory::new("d", ix.highest_file_uid + 1, Times::default())
+        }));
+        ix.highest_file_uid += 1;
+        ix.to_xml_string().unwrap()
+    });
+    let e = Volume::mount(&mut t).err().expect("refused");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, VolumeError::UnusableIndex { block, .. } if block == at),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(
+            "/d/huge: a length of 4611686018427387904 bytes, more than the volume can hold"
+        ),
+        "{msg}"
+    );
+    let r = Volume::check(&mut t).unwrap();
+    assert!(!r.consistent);
+    let bad: Vec<&Problem> = r
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::BadExtent)
+        .collect();
+    assert!(
+        bad.iter().any(|p| p.message.contains("/d/huge")),
+        "{:?}",
+        r.problems
+    );
+
+    // An extent beyond what its partition can hold.
+    t.parts = good;
+    append_next_index(&mut t, |ix| {
+        ix.highest_file_uid += 1;
+        let mut f = File::new("far", ix.highest_file_uid, Times::default());
+        f.length = 10;
+        f.content = FileContent::Extents(vec![Extent {
+            file_offset: 0,
+            partition: 'b',
+            start_block: 1 << 40,
+            byte_offset: 0,
+            byte_count: 10,
+        }]);
+        ix.root.entries.push(Entry::File(f));
+        ix.to_xml_string().unwrap()
+    });
+    let msg = Volume::mount(&mut t).err().expect("refused").to_string();
+    assert!(
+        msg.contains("/far: an extent ends at block 1099511627776 of partition b, which can hold"),
+        "{msg}"
+    );
+}
+
+/// A [`SparseWrite`] that keeps what was written and counts what was skipped.
+#[derive(Default)]
+struct Recorder {
+    bytes: Vec<u8>,
+    skipped: u64,
+    finished: Option<u64>,
+}
+
+impl std::io::Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SparseWrite for Recorder {
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        self.skipped += n;
+        self.bytes.resize(self.bytes.len() + n as usize, 0);
+        Ok(())
+    }
+    fn finish(&mut self, length: u64) -> std::io::Result<()> {
+        self.finished = Some(length);
+        Ok(())
+    }
+}
+
+#[test]
+fn sparse_files_are_written_as_extents_and_read_back_with_holes_skipped() {
+    let mut t = MemTape {
+        capacity_mib: Some([1, 10]),
+        ..MemTape::default()
+    };
+    let mut src = vec![0u8; 100_000];
+    src[20_000..25_000].copy_from_slice(&data(5000, 1));
+    src[60_000..61_000].copy_from_slice(&data(1000, 2));
+    let mut vol = Volume::format(&mut t, &opts()).unwrap();
+    let before = vol.eod[1];
+    let ranges = [20_000..25_000, 60_000..61_000];
+    let r = vol
+        .put_file_sparse(
+            "s",
+            std::io::Cursor::new(&src),
+            src.len() as u64,
+            &ranges,
+            &FileMeta::default(),
+        )
+        .unwrap();
+    assert_eq!(r.length, 100_000);
+    let offs: Vec<(u64, u64)> = r
+        .extents
+        .iter()
+        .map(|x| (x.file_offset, x.byte_count))
+        .collect();
+    assert_eq!(offs, [(20_000, 5000), (60_000, 1000)]);
+    // Only the data went to tape: 2 records for 5000 bytes, 1 for 1000.
+    assert_eq!(vol.eod[1] - before, 3);
+    assert_eq!(r.extents[1].start_block, r.extents[0].start_block + 2);
+    // All holes: no data at all; and a file that shrank ends where its data did.
+    let r = vol
+        .put_file_sparse(
+            "h",
+            std::io::Cursor::new(&src),
+            1 << 20,
+            &[],
+            &FileMeta::default(),
+        )
+        .unwrap();
+    assert_eq!((r.length, r.extents.len()), (1 << 20, 0));
+    let r = vol
+        .put_file_sparse(
+            "shrank",
+            std::io::Cursor::new(&src[..22_000]),
+            100_000,
+            &ranges,
+            &FileMeta::default(),
+        )
+        .unwrap();
+    assert_eq!((r.length, r.extents.len()), (22_000, 1));
+    // Refused before anything is written: longer than the volume holds, ranges out of order.
+    let eod = vol.eod[1];
+    let e = vol
+        .put_file_sparse(
+            "big",
+            std::io::Cursor::new(&src),
+            1 << 40,
+            &[Range { start: 0, end: 10 }],
+            &FileMeta::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, VolumeError::TooLong { .. }), "{e}");
+    let e = vol
+        .put_file_sparse(
+            "bad",
+            std::io::Cursor::new(&src),
+            100,
+            &[50..60, 0..10],
+            &FileMeta::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, VolumeError::Source { .. }), "{e}");
+    assert_eq!(vol.eod[1], eod);
+    assert!(vol.stat("big").is_err() && vol.stat("bad").is_err());
+    vol.unmount().unwrap();
+
+    let mut vol = Volume::mount(&mut t).unwrap();
+    let mut out = Recorder::default();
+    assert_eq!(vol.read_file_sparse("s", &mut out).unwrap(), 100_000);
+    assert_eq!(out.bytes, src);
+    assert_eq!(out.skipped, 100_000 - 6000);
+    assert_eq!(out.finished, Some(100_000));
+    let mut out = Recorder::default();
+    vol.read_file_sparse("h", &mut out).unwrap();
+    assert_eq!((out.skipped, out.finished), (1 << 20, Some(1 << 20)));
+    assert_eq!(read(&mut vol, "shrank").unwrap(), src[..22_000]);
+}
+
+#[test]
+fn directories_deeper_than_an_index_holds_are_refused_before_anything_is_written() {
+    let mut t = MemTape::default();
+    let mut vol = Volume::format(&mut t, &opts()).unwrap();
+    let deep = |n: usize| vec!["d"; n].join("/");
+    vol.mkdir_p(&deep(crate::index::MAX_DIR_DEPTH)).unwrap();
+    let eod = vol.eod;
+    let e = vol
+        .mkdir_p(&deep(crate::index::MAX_DIR_DEPTH + 1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VolumeError::TooDeep {
+                depth: 1001,
+                max: 1000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let path = format!("{}/f", deep(crate::index::MAX_DIR_DEPTH + 1));
+    let e = vol
+        .put_file(&path, &b"data"[..], &FileMeta::default())
+        .unwrap_err();
+    assert!(matches!(e, VolumeError::TooDeep { .. }), "{e}");
+    assert_eq!(vol.eod, eod, "nothing written");
+    // At the limit, a file is written and read back.
+    let path = format!("{}/f", deep(crate::index::MAX_DIR_DEPTH));
+    vol.put_file(&path, &b"data"[..], &FileMeta::default())
+        .unwrap();
+    vol.unmount().unwrap();
+    let mut vol = Volume::mount(&mut t).unwrap();
+    assert_eq!(read(&mut vol, &path).unwrap(), b"data");
 }

@@ -1,15 +1,17 @@
 //! Writing: directories, files (data appended at the DP's end of data in full `blocksize` records, one
 //! extent per file), symlinks, the sync policy and early warning; and the generation list.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::read::components;
 use super::{INDEX_READ_LIMIT, Result, Volume, VolumeError, dev_err, now};
-use crate::construct::{ConstructError, read_index_xml, write_data_records};
+use crate::construct::{ConstructError, read_index, write_data_records};
 use crate::device::{Position, TapeDevice};
 use crate::index::{
-    Directory, Entry, Extent, File, FileContent, IndexLocation, LtfsTime, Times, Xattr, names,
+    Directory, Entry, Extent, File, FileContent, IndexLocation, LtfsTime, MAX_DIR_DEPTH,
+    MAX_NAME_BYTES, MAX_SYMLINK_BYTES, MAX_XATTR_VALUE, Times, Xattr, names,
 };
 
 /// When to write a DP index during a run of puts (checked after each file; a file is never split
@@ -36,12 +38,21 @@ pub struct FileMeta {
 pub struct PutReport {
     pub uid: u64,
     pub length: u64,
-    /// The file's extent (none for an empty file).
+    /// The file's first extent (none for an empty or all-hole file).
     pub extent: Option<Extent>,
+    /// All its extents (one per data range of a sparse file).
+    pub extents: Vec<Extent>,
     /// A DP index was written after this file (by policy or at early warning).
     pub synced: bool,
     /// The tape reached early warning with this file (it was written completely; further puts fail).
     pub early_warning: bool,
+}
+
+/// One extent written by [`Volume::write_extent`].
+struct ExtentWritten {
+    extent: Option<Extent>,
+    bytes: u64,
+    early_warning: bool,
 }
 
 /// One index generation on tape, newest first (see [`Volume::generations`]).
@@ -59,6 +70,13 @@ fn ensure_dir<'a>(
     highest: &mut u64,
     t: LtfsTime,
 ) -> Result<(&'a mut Directory, bool)> {
+    if comps.len() > MAX_DIR_DEPTH {
+        return Err(VolumeError::TooDeep {
+            path: format!("/{}", comps.join("/")),
+            depth: comps.len(),
+            max: MAX_DIR_DEPTH,
+        });
+    }
     let mut dir = root;
     let mut created = false;
     for (i, c) in comps.iter().enumerate() {
@@ -92,14 +110,33 @@ fn ensure_dir<'a>(
     Ok((dir, created))
 }
 
+/// What the index writer (and reader) accept of xattrs: valid, unique keys and values up to
+/// [`MAX_XATTR_VALUE`], checked before anything is written.
 fn check_xattrs(path: &str, xattrs: &[Xattr]) -> Result<()> {
-    for x in xattrs {
-        names::validate(&x.key, names::NameKind::XattrKey, 1024).map_err(|error| {
+    for (i, x) in xattrs.iter().enumerate() {
+        let key = names::nfc(&x.key);
+        names::validate(&key, names::NameKind::XattrKey, MAX_NAME_BYTES).map_err(|error| {
             VolumeError::InvalidName {
                 path: format!("{path} (xattr {:?})", x.key),
                 error,
             }
         })?;
+        if xattrs[..i].iter().any(|y| names::nfc(&y.key) == key) {
+            return Err(VolumeError::Source {
+                path: path.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("xattr {:?} given twice", x.key),
+                ),
+            });
+        }
+        if x.value.len() > MAX_XATTR_VALUE {
+            return Err(VolumeError::TooLong {
+                path: format!("{path} (xattr {:?})", x.key),
+                length: x.value.len() as u64,
+                max: MAX_XATTR_VALUE as u64,
+            });
+        }
     }
     Ok(())
 }
@@ -158,12 +195,12 @@ impl<D: TapeDevice> Volume<D> {
     /// Creates a symlink at `path` pointing to `target`.
     pub fn symlink(&mut self, path: &str, target: &str, meta: &FileMeta) -> Result<u64> {
         let target = names::nfc(target).into_owned();
-        names::validate(&target, names::NameKind::SymlinkTarget, 4096).map_err(|error| {
-            VolumeError::InvalidName {
+        names::validate(&target, names::NameKind::SymlinkTarget, MAX_SYMLINK_BYTES).map_err(
+            |error| VolumeError::InvalidName {
                 path: format!("{path} -> {target:?}"),
                 error,
-            }
-        })?;
+            },
+        )?;
         check_xattrs(path, &meta.xattrs)?;
         let t = meta.times.unwrap_or_else(|| Times::all(now()));
         let (dir, name, uid) = self.new_entry_parent(path)?;
@@ -211,12 +248,108 @@ impl<D: TapeDevice> Volume<D> {
     /// Copies `reader` to a new file at `path` (parents are created). The data goes to the DP's end of
     /// data as one extent. At early warning the rest is not written: a DP index is, and
     /// [`VolumeError::VolumeFull`] says how much of the file was written (it is not in the index).
+    /// A file longer than [`Volume::max_file_length`] is refused when its data reaches that length
+    /// ([`VolumeError::TooLong`]; what was written is not in the index).
     pub fn put_file(
         &mut self,
         path: &str,
         mut reader: impl Read,
         meta: &FileMeta,
     ) -> Result<PutReport> {
+        self.begin_put(path, meta, None)?;
+        let max = self.max_file_length();
+        let mut src = (&mut reader).take(max.map_or(u64::MAX, |m| m.saturating_add(1)));
+        let w = self.write_extent(path, &mut src, 0)?;
+        if let Some(m) = max
+            && w.bytes > m
+        {
+            return Err(VolumeError::TooLong {
+                path: path.to_string(),
+                length: w.bytes,
+                max: m,
+            });
+        }
+        let extent = w.extent;
+        self.finish_put(
+            path,
+            meta,
+            w.bytes,
+            extent.into_iter().collect(),
+            w.early_warning,
+        )
+    }
+
+    /// Copies a file with holes: `length` bytes of which only the `data` ranges (sorted, disjoint,
+    /// within `length`) are read from `reader` and written, each as an extent of its own; the holes
+    /// between them and after the last are not written at all and read back as zeros, as the
+    /// reference implementation writes sparse files. The caller finds the ranges (SEEK_DATA /
+    /// SEEK_HOLE); a range that reads short (the file shrank) ends the file there.
+    ///
+    /// Refused before anything is written: a `length` beyond [`Volume::max_file_length`], ranges out
+    /// of order or past `length`, and what [`Volume::put_file`] refuses.
+    pub fn put_file_sparse(
+        &mut self,
+        path: &str,
+        mut reader: impl Read + Seek,
+        length: u64,
+        data: &[Range<u64>],
+        meta: &FileMeta,
+    ) -> Result<PutReport> {
+        let mut end = 0;
+        for r in data {
+            if r.start < end || r.end < r.start || r.end > length {
+                return Err(VolumeError::Source {
+                    path: path.to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!(
+                            "data range {}..{} out of order or past the length {length}",
+                            r.start, r.end
+                        ),
+                    ),
+                });
+            }
+            end = r.end;
+        }
+        self.begin_put(path, meta, Some(length))?;
+        let mut extents = Vec::new();
+        let mut length = length;
+        let mut early_warning = false;
+        for r in data {
+            if r.start == r.end {
+                continue;
+            }
+            if early_warning {
+                // Early warning came with the previous range: the rest of the file does not fit.
+                self.full = true;
+                self.sync()?;
+                return Err(VolumeError::VolumeFull {
+                    path: path.to_string(),
+                    written: extents.iter().map(|x: &Extent| x.byte_count).sum(),
+                });
+            }
+            reader
+                .seek(SeekFrom::Start(r.start))
+                .map_err(|source| VolumeError::Source {
+                    path: path.to_string(),
+                    source,
+                })?;
+            let want = r.end - r.start;
+            let w = self.write_extent(path, &mut (&mut reader).take(want), r.start)?;
+            extents.extend(w.extent);
+            early_warning = w.early_warning;
+            if w.bytes < want {
+                // The file shrank while it was read: it ends where its data did.
+                length = r.start + w.bytes;
+                break;
+            }
+        }
+        self.finish_put(path, meta, length, extents, early_warning)
+    }
+
+    /// Checks made before a put writes anything: the volume is not full, the xattrs, the name (new,
+    /// valid, not too deep; missing parents are created) and the length.
+    fn begin_put(&mut self, path: &str, meta: &FileMeta, length: Option<u64>) -> Result<()> {
         if self.full {
             return Err(VolumeError::VolumeFull {
                 path: path.to_string(),
@@ -224,13 +357,33 @@ impl<D: TapeDevice> Volume<D> {
             });
         }
         check_xattrs(path, &meta.xattrs)?;
+        if let (Some(length), Some(max)) = (length, self.max_file_length())
+            && length > max
+        {
+            return Err(VolumeError::TooLong {
+                path: path.to_string(),
+                length,
+                max,
+            });
+        }
         // Check the name before writing any data.
         {
             let (_, _, _) = self.new_entry_parent(path)?;
             self.index.highest_file_uid -= 1;
         }
-        self.prepare_dp_append()?;
-        let w = match write_data_records(&mut self.dev, &mut reader, self.block_size) {
+        self.prepare_dp_append()
+    }
+
+    /// Writes `src` at the DP's end of data as the extent of file offset `file_offset` (none when
+    /// `src` is empty). Early warning in the middle of it ends the put with [`VolumeError::VolumeFull`]
+    /// after a DP index.
+    fn write_extent(
+        &mut self,
+        path: &str,
+        src: &mut impl Read,
+        file_offset: u64,
+    ) -> Result<ExtentWritten> {
+        let w = match write_data_records(&mut self.dev, src, self.block_size) {
             Ok(w) => w,
             Err(ConstructError::Source(source)) => {
                 return Err(VolumeError::Source {
@@ -255,25 +408,41 @@ impl<D: TapeDevice> Volume<D> {
             });
         }
         let dp_id = self.id_of(self.dp);
-        let extent = (w.bytes > 0).then_some(Extent {
-            file_offset: 0,
-            partition: dp_id,
-            start_block: w.start.block,
-            byte_offset: 0,
-            byte_count: w.bytes,
-        });
+        Ok(ExtentWritten {
+            extent: (w.bytes > 0).then_some(Extent {
+                file_offset,
+                partition: dp_id,
+                start_block: w.start.block,
+                byte_offset: 0,
+                byte_count: w.bytes,
+            }),
+            bytes: w.bytes,
+            early_warning: w.early_warning,
+        })
+    }
+
+    /// Adds the file written to the index and applies the sync policy.
+    fn finish_put(
+        &mut self,
+        path: &str,
+        meta: &FileMeta,
+        length: u64,
+        extents: Vec<Extent>,
+        early_warning: bool,
+    ) -> Result<PutReport> {
         let t = meta.times.unwrap_or_else(|| Times::all(now()));
         let (dir, name, uid) = self.new_entry_parent(path)?;
         let mut f = File::new(name, uid, t);
-        f.length = w.bytes;
+        f.length = length;
         f.read_only = meta.read_only;
         f.xattrs = meta.xattrs.clone();
-        f.content = FileContent::Extents(extent.into_iter().collect());
+        f.content = FileContent::Extents(extents.clone());
         dir.entries.push(Entry::File(f));
         self.dirty = true;
-        self.unsynced_bytes += w.bytes;
+        let bytes: u64 = extents.iter().map(|x| x.byte_count).sum();
+        self.unsynced_bytes += bytes;
         let mut synced = false;
-        if w.early_warning {
+        if early_warning {
             self.full = true;
             self.sync()?;
             synced = true;
@@ -291,10 +460,11 @@ impl<D: TapeDevice> Volume<D> {
         }
         Ok(PutReport {
             uid,
-            length: w.bytes,
-            extent,
+            length,
+            extent: extents.first().copied(),
+            extents,
             synced,
-            early_warning: w.early_warning,
+            early_warning,
         })
     }
 
@@ -325,10 +495,13 @@ impl<D: TapeDevice> Volume<D> {
                 "locating the index at partition {} block {}",
                 self.dp, at.block
             )))?;
-            let Ok(x) = read_index_xml(&mut self.dev, self.block_size, INDEX_READ_LIMIT) else {
-                break;
-            };
-            let Some(idx) = super::mount::parse_at(&x.xml, at, &self.labels) else {
+            let medium = self.medium();
+            let labels = &self.labels;
+            let Ok(Ok((idx, _))) =
+                read_index(&mut self.dev, self.block_size, INDEX_READ_LIMIT, |r| {
+                    super::mount::parse_at(r, at, labels, &medium)
+                })
+            else {
                 break;
             };
             out.push(Generation {
