@@ -42,6 +42,9 @@ pub fn serve(cfg: Config) -> Result<()> {
 }
 
 async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
+    // Listened for from the start: a SIGTERM sent as soon as the daemon says it is ready
+    // (daemon.json, READY=1) must stop it cleanly, not kill it before the scheduler listens.
+    let mut signals = StopSignals::listen()?;
     let cfg = Arc::new(cfg);
     let store: Arc<dyn crate::store::Store> = Arc::from(crate::store::open_store(&cfg)?);
     let catalog = Catalog::open(&cfg.state_dir)?;
@@ -133,7 +136,7 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
         });
     }
 
-    scheduler_loop(&shared).await;
+    scheduler_loop(&shared, &mut signals).await;
 
     // SIGTERM: nothing new starts; queued runs are dropped; running ones get the grace period.
     notify::stopping();
@@ -160,16 +163,26 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
     Ok(())
 }
 
+/// SIGTERM and SIGINT. Once listened for, they no longer end the process by default; a
+/// signal that arrives before the scheduler waits for it is kept until it does.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+}
+
 /// Starts what may start, sleeps until the next fire or a wake-up, queues what is due; returns
 /// on SIGTERM or SIGINT.
-async fn scheduler_loop(shared: &Arc<Shared>) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; stopping");
-            return;
-        }
-    };
+async fn scheduler_loop(shared: &Arc<Shared>, signals: &mut StopSignals) {
     let mut last_status = std::time::Instant::now();
     loop {
         start_runs(shared);
@@ -188,8 +201,8 @@ async fn scheduler_loop(shared: &Arc<Shared>) {
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = shared.wake.notified() => {}
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return; }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); return; }
+            _ = signals.term.recv() => { tracing::info!("SIGTERM: stopping"); return; }
+            _ = signals.int.recv() => { tracing::info!("SIGINT: stopping"); return; }
         }
         let now = Timestamp::now();
         let due = shared.state().sched.due(now);
