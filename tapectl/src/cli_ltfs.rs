@@ -8,7 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use common::beneath::Beneath;
 use common::relpath::RelPath;
-use ltfs::index::{Extent, Times};
+use std::ops::Range;
+
+use ltfs::index::names::{self, NameKind};
+use ltfs::index::{Extent, MAX_DIR_DEPTH, MAX_NAME_BYTES, MAX_SYMLINK_BYTES, Times};
 use ltfs::time::LtfsTime;
 use ltfs::volume::{
     CheckReport, EntryInfo, EntryKind, FileMeta, FormatOptions, IndexSummary, Problem, SyncPolicy,
@@ -461,16 +464,216 @@ fn join(dest: &str, name: &str) -> String {
     format!("{}/{name}", dest.trim_end_matches('/'))
 }
 
+/// One step of a put, planned before anything is written.
+enum Op {
+    /// A directory (created with its parents; existing ones are kept).
+    Dir { dest: String },
+    /// A directory's times, once its entries are in (adding them moved them).
+    DirTimes { dest: String, times: Times },
+    File {
+        src: PathBuf,
+        dest: String,
+        meta: FileMeta,
+    },
+    Symlink {
+        dest: String,
+        target: String,
+        meta: FileMeta,
+    },
+}
+
+/// What a put will write, checked before the first byte goes to tape: every name is UTF-8 and a valid
+/// LTFS name, unique in its directory after NFC normalisation, new on the volume (existing
+/// directories are merged), directories no deeper than an LTFS index holds
+/// (`ltfs::index::MAX_DIR_DEPTH`, what the reference implementation reads), symlink targets valid, and
+/// no file longer than the volume holds. A source that breaks one of these fails the put with nothing
+/// written, instead of half a copy.
+struct Plan {
+    ops: Vec<Op>,
+    /// Planned destinations (NFC) and whether each is a directory.
+    dests: std::collections::HashMap<String, bool>,
+    max_length: Option<u64>,
+}
+
+impl Plan {
+    fn refuse(src: &Path, why: impl std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!("{}: {why}; nothing was written", src.display())
+    }
+
+    /// A name as LTFS stores it, or why it cannot be one.
+    fn name<'a>(src: &Path, name: &'a std::ffi::OsStr) -> Result<&'a str> {
+        let Some(n) = name.to_str() else {
+            return Err(Self::refuse(
+                src,
+                "the name is not UTF-8, which LTFS names must be (rename it, e.g. with convmv)",
+            ));
+        };
+        let normal = names::nfc(n);
+        names::validate(&normal, NameKind::Entry, MAX_NAME_BYTES)
+            .map_err(|e| Self::refuse(src, format!("{n:?} cannot be an LTFS name: {e}")))?;
+        Ok(n)
+    }
+
+    /// Records `dest` (a directory or not), refusing a second source for the same name and a name the
+    /// volume already has (other than a directory for a directory).
+    fn claim(
+        &mut self,
+        vol: &Volume<Drive<BoxedTransport>>,
+        src: &Path,
+        dest: &str,
+        dir: bool,
+    ) -> Result<()> {
+        let key = names::nfc(dest).into_owned();
+        let depth = dest.split('/').filter(|c| !c.is_empty()).count() - usize::from(!dir);
+        if depth > MAX_DIR_DEPTH {
+            return Err(Self::refuse(
+                src,
+                format!(
+                    "{dest} would be nested {depth} directories deep, deeper than an LTFS index can hold \
+                     ({MAX_DIR_DEPTH}: what the reference implementation reads)"
+                ),
+            ));
+        }
+        if let Some(&was_dir) = self.dests.get(&key) {
+            if dir && was_dir {
+                return Ok(());
+            }
+            return Err(Self::refuse(
+                src,
+                format!("another source is also copied to {dest} (names are compared in NFC)"),
+            ));
+        }
+        match vol.stat(dest) {
+            Ok(info) if dir && info.kind == EntryKind::Directory => {}
+            Ok(_) => {
+                return Err(Self::refuse(
+                    src,
+                    format!("{dest} already exists on the volume; choose another DEST"),
+                ));
+            }
+            Err(ltfs::volume::VolumeError::NotFound { .. }) => {}
+            Err(e) => return Err(Self::refuse(src, e)),
+        }
+        self.dests.insert(key, dir);
+        Ok(())
+    }
+
+    fn add(&mut self, vol: &Volume<Drive<BoxedTransport>>, src: &Path, dest: String) -> Result<()> {
+        let m = fs::symlink_metadata(src)
+            .with_context(|| format!("cannot read {}; nothing was written", src.display()))?;
+        let ft = m.file_type();
+        if ft.is_symlink() {
+            let target = fs::read_link(src)
+                .with_context(|| format!("cannot read {}; nothing was written", src.display()))?;
+            let Some(target) = target.to_str() else {
+                return Err(Self::refuse(
+                    src,
+                    "the symlink target is not UTF-8, which LTFS names must be",
+                ));
+            };
+            let normal = names::nfc(target);
+            names::validate(&normal, NameKind::SymlinkTarget, MAX_SYMLINK_BYTES).map_err(|e| {
+                Self::refuse(
+                    src,
+                    format!("symlink target {target:?} cannot be stored: {e}"),
+                )
+            })?;
+            self.claim(vol, src, &dest, false)?;
+            self.ops.push(Op::Symlink {
+                dest,
+                target: target.to_string(),
+                meta: meta_of(&m),
+            });
+        } else if ft.is_dir() {
+            self.claim(vol, src, &dest, true)?;
+            self.ops.push(Op::Dir { dest: dest.clone() });
+            let mut entries: Vec<_> = fs::read_dir(src)
+                .and_then(|d| d.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("cannot list {}; nothing was written", src.display()))?;
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let path = e.path();
+                let name = e.file_name();
+                let name = Self::name(&path, &name)?;
+                self.add(vol, &path, join(&dest, name))?;
+            }
+            self.ops.push(Op::DirTimes {
+                dest,
+                times: times_of(&m),
+            });
+        } else if ft.is_file() {
+            if let Some(max) = self.max_length
+                && m.len() > max
+            {
+                return Err(Self::refuse(
+                    src,
+                    format!(
+                        "{} bytes is more than the volume can hold ({max} bytes)",
+                        m.len()
+                    ),
+                ));
+            }
+            self.claim(vol, src, &dest, false)?;
+            self.ops.push(Op::File {
+                src: src.to_path_buf(),
+                dest,
+                meta: meta_of(&m),
+            });
+        } else {
+            tracing::warn!(path = %src.display(), "not a file, directory or symlink: skipped");
+        }
+        Ok(())
+    }
+}
+
 fn put(out: &Out, vol: &mut Volume<Drive<BoxedTransport>>, paths: &[PathBuf]) -> Result<()> {
     let (dest, sources) = paths.split_last().expect("clap requires two paths");
-    let dest = dest.to_str().context("DEST must be UTF-8")?.to_string();
-    let (mut files, mut bytes) = (0u64, 0u64);
+    let dest = dest
+        .to_str()
+        .context("DEST must be UTF-8; nothing was written")?
+        .to_string();
+    let mut plan = Plan {
+        ops: Vec::new(),
+        dests: std::collections::HashMap::new(),
+        max_length: vol.max_file_length(),
+    };
     for src in sources {
-        let name = src
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("{}: no usable file name", src.display()))?;
-        put_one(vol, src, &join(&dest, name), &mut files, &mut bytes)?;
+        let Some(name) = src.file_name() else {
+            bail!(
+                "{}: no usable file name; nothing was written",
+                src.display()
+            );
+        };
+        let name = Plan::name(src, name)?;
+        plan.add(vol, src, join(&dest, name))?;
+    }
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let block = vol.block_size() as u64;
+    for op in plan.ops {
+        match op {
+            Op::Dir { dest } => vol.mkdir_p(&dest)?,
+            Op::DirTimes { dest, times } => vol.set_dir_times(&dest, times)?,
+            Op::Symlink { dest, target, meta } => {
+                vol.symlink(&dest, &target, &meta)?;
+                files += 1;
+            }
+            Op::File { src, dest, meta } => {
+                let mut f = match fs::File::open(&src) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        tracing::warn!(path = %src.display(), "vanished since the put began: skipped");
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot open {}", src.display()));
+                    }
+                };
+                let r = put_file(vol, &mut f, &dest, &meta, block)
+                    .with_context(|| format!("copying {} to {dest}", src.display()))?;
+                files += 1;
+                bytes += r.length;
+            }
+        }
     }
     out.value(
         &serde_json::json!({ "files": files, "bytes": bytes }),
@@ -478,47 +681,70 @@ fn put(out: &Out, vol: &mut Volume<Drive<BoxedTransport>>, paths: &[PathBuf]) ->
     )
 }
 
-fn put_one(
+/// Copies one local file: as one extent, or, when it has holes of at least a tape block, only its data
+/// ranges, each an extent (the holes stay holes on tape, as the reference implementation writes them).
+fn put_file(
     vol: &mut Volume<Drive<BoxedTransport>>,
-    src: &Path,
+    f: &mut fs::File,
     dest: &str,
-    files: &mut u64,
-    bytes: &mut u64,
-) -> Result<()> {
-    let m = fs::symlink_metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
-    let ft = m.file_type();
-    if ft.is_symlink() {
-        let target = fs::read_link(src)?;
-        vol.symlink(
-            dest,
-            target.to_str().context("symlink target must be UTF-8")?,
-            &meta_of(&m),
-        )?;
-        *files += 1;
-    } else if ft.is_dir() {
-        vol.mkdir_p(dest)?;
-        let mut entries: Vec<_> = fs::read_dir(src)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            let name = name
-                .to_str()
-                .with_context(|| format!("{}: file name is not UTF-8", e.path().display()))?;
-            put_one(vol, &e.path(), &join(dest, name), files, bytes)?;
-        }
-        // After its entries: adding them moved the directory's times.
-        vol.set_dir_times(dest, times_of(&m))?;
-    } else if ft.is_file() {
-        let f = fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
-        let r = vol
-            .put_file(dest, f, &meta_of(&m))
-            .with_context(|| format!("copying {} to {dest}", src.display()))?;
-        *files += 1;
-        *bytes += r.length;
+    meta: &FileMeta,
+    min_hole: u64,
+) -> Result<ltfs::volume::PutReport> {
+    use std::io::{Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    let ranges = data_ranges(f, len, min_hole)?;
+    f.seek(SeekFrom::Start(0))?;
+    let whole = len == 0 || (ranges.len() == 1 && ranges[0] == (0..len));
+    Ok(if whole {
+        vol.put_file(dest, &mut *f, meta)?
     } else {
-        tracing::warn!(path = %src.display(), "not a file, directory or symlink: skipped");
+        vol.put_file_sparse(dest, &mut *f, len, &ranges, meta)?
+    })
+}
+
+/// The data ranges of the first `len` bytes of `f` (SEEK_DATA/SEEK_HOLE), holes shorter than
+/// `min_hole` counted as data. A file system that cannot say gives one range: all data.
+fn data_ranges(f: &fs::File, len: u64, min_hole: u64) -> std::io::Result<Vec<Range<u64>>> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let seek = |off: u64, whence: libc::c_int| -> std::io::Result<Option<u64>> {
+        let off = i64::try_from(off).map_err(std::io::Error::other)?;
+        // SAFETY: lseek on a descriptor we own; it only moves the file offset.
+        let r = unsafe { libc::lseek(fd, off, whence) };
+        if r >= 0 {
+            return Ok(Some(r as u64));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(e),
+        }
+    };
+    let mut out: Vec<Range<u64>> = Vec::new();
+    let mut off = 0;
+    while off < len {
+        let data = match seek(off, libc::SEEK_DATA) {
+            Ok(Some(d)) if d < len => d,
+            Ok(_) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Ok(vec![Range { start: 0, end: len }]);
+            }
+            Err(e) => return Err(e),
+        };
+        let hole = seek(data, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
+        match out.last_mut() {
+            Some(last) if data - last.end < min_hole => last.end = hole,
+            None if data < min_hole => out.push(0..hole),
+            _ => out.push(data..hole),
+        }
+        off = hole;
     }
-    Ok(())
+    if let Some(last) = out.last_mut()
+        && len - last.end < min_hole
+    {
+        last.end = len;
+    }
+    Ok(out)
 }
 
 /// One entry to copy off, with where it starts on tape, and where it goes below the target.
@@ -652,8 +878,9 @@ fn get(
         let mut f = tree
             .create_file(&w.local, 0o666)
             .with_context(|| format!("cannot create {} (it exists?)", shown.display()))?;
+        // Holes stay holes (seek, not zeros): an index cannot make this fill the disk.
         bytes += vol
-            .read_file(&w.tape_path, &mut f)
+            .read_file_sparse(&w.tape_path, &mut f)
             .with_context(|| format!("reading {}", w.tape_path))?;
         let mt: std::time::SystemTime = w.info.times.modify.into();
         f.set_modified(mt)

@@ -550,3 +550,301 @@ fn cli_check_exit_codes_and_repair() {
     assert_eq!(code, 1);
     assert!(err.contains("generation 7 is not on the volume"), "{err}");
 }
+
+// ------------------------------------------------------------------------------------------------
+// What `ltfs put` reports as written can be read back; a hostile tape cannot fill the disk.
+
+impl Vtl {
+    /// A virtual library of 64 MB cartridges with an LTFS volume (64 KiB blocks) in drive 0.
+    fn formatted() -> Vtl {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = Vtl {
+            dir: tmp.path().join("vtl"),
+            locks: tmp.path().join("locks"),
+            _tmp: tmp,
+        };
+        v.ok(&["vtl", "create", "--capacity-mb", "64"]);
+        v.ok(&["load", BARCODE]);
+        v.ok(&["ltfs", "format", "--block-size", "64K"]);
+        v
+    }
+
+    fn base(&self) -> PathBuf {
+        self.dir.parent().unwrap().to_path_buf()
+    }
+
+    fn cartridge(&self) -> PathBuf {
+        Library::open(&self.dir).unwrap().cartridge_dir(BARCODE)
+    }
+
+    /// Runs `args`, which must fail; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_ne!(code, 0, "tapectl {args:?} should fail: {out}");
+        err
+    }
+
+    /// Runs `f` on the drive holding the cartridge (the library closed again before returning).
+    fn with_drive<T>(&self, f: impl FnOnce(&mut Dev) -> T) -> T {
+        let lib = Library::open(&self.dir).unwrap();
+        let mut d = drive(&lib);
+        f(&mut d)
+    }
+}
+
+/// `depth` directories `d` nested in `root`, with `f` (4 bytes) in the deepest; returns its path below
+/// `root`'s parent, as the volume will have it under `/`.
+fn deep_tree(root: &Path, depth: usize) -> String {
+    let rel = vec!["d"; depth].join("/");
+    std::fs::create_dir_all(root.join(&rel)).unwrap();
+    std::fs::write(root.join(&rel).join("f"), b"deep").unwrap();
+    format!("/{}/{rel}/f", root.file_name().unwrap().to_str().unwrap())
+}
+
+#[test]
+fn cli_put_copies_what_can_be_read_back_or_refuses_before_writing_anything() {
+    let v = Vtl::formatted();
+    let base = v.base();
+    let cart = v.cartridge();
+
+    // 300 levels (more than the 256 the reader used to take): put, then read back.
+    let deep = deep_tree(&base.join("t300"), 300);
+    v.ok(&["ltfs", "put", base.join("t300").to_str().unwrap(), "/"]);
+    let ls: serde_json::Value =
+        serde_json::from_str(&v.ok(&["--json", "ltfs", "ls", &deep])).unwrap();
+    assert_eq!(ls[0]["length"], 4, "{ls}");
+    let out = base.join("out");
+    v.ok(&["ltfs", "get", &deep, "--to", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), b"deep");
+
+    // Deeper than an index can hold (what the reference reads): refused, nothing written.
+    let before = snapshot(&cart);
+    deep_tree(&base.join("t1001"), 1000);
+    let err = v.fails(&["ltfs", "put", base.join("t1001").to_str().unwrap(), "/"]);
+    assert!(
+        err.contains("1001 directories deep, deeper than an LTFS index can hold (1000")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&cart), before, "the refused put wrote to the tape");
+
+    // A name that is not UTF-8, after two that are: found before the first byte is written.
+    let odd = base.join("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::write(odd.join("a"), b"a").unwrap();
+    std::fs::write(odd.join("b"), b"b").unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    let bad = odd.join(std::ffi::OsStr::from_bytes(b"c\xff"));
+    std::fs::write(&bad, b"c").unwrap();
+    let err = v.fails(&["ltfs", "put", odd.to_str().unwrap(), "/"]);
+    assert!(
+        err.contains("not UTF-8") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&cart), before, "the refused put wrote to the tape");
+    // Two local names that are one name in LTFS (NFC): refused the same way.
+    std::fs::remove_file(&bad).unwrap();
+    std::fs::write(odd.join("e\u{301}"), b"1").unwrap();
+    std::fs::write(odd.join("\u{e9}"), b"2").unwrap();
+    let err = v.fails(&["ltfs", "put", odd.to_str().unwrap(), "/"]);
+    assert!(err.contains("names are compared in NFC"), "{err}");
+    assert_eq!(snapshot(&cart), before, "the refused put wrote to the tape");
+    // And a name the volume already has.
+    let err = v.fails(&["ltfs", "put", base.join("t300").to_str().unwrap(), "/"]);
+    assert!(err.contains("already exists on the volume"), "{err}");
+    assert_eq!(snapshot(&cart), before);
+}
+
+/// The volume's current index (from a fresh mount).
+fn current_index(v: &Vtl) -> ltfs::index::Index {
+    v.with_drive(|d| Volume::mount(d).unwrap().index().clone())
+}
+
+/// Writes `ix` as the next generation, as a session would at unmount: a data-partition index at
+/// its end of data, then the index partition's index rewritten in place pointing back to it. MAM
+/// coherency is left stale (mount then scans).
+fn write_generation(v: &Vtl, mut ix: ltfs::index::Index, xml_edit: impl Fn(String) -> String) {
+    use ltfs::construct::write_index_construct;
+    use ltfs::index::IndexLocation;
+    use ltfs::{Position, TapeDevice};
+    let cart = v.cartridge();
+    v.with_drive(|d| {
+        let dp_last = dp_last_index(&cart);
+        let dp_eod = eod_file(&cart, 1);
+        ix.generation += 1;
+        ix.previous = Some(IndexLocation {
+            partition: 'b',
+            start_block: dp_last,
+        });
+        ix.location = IndexLocation {
+            partition: 'b',
+            start_block: dp_eod + 1,
+        };
+        d.locate_eod(1).unwrap();
+        let xml = xml_edit(ix.to_xml_string().unwrap());
+        write_index_construct(d, xml.as_bytes(), BS).unwrap();
+        ix.previous = Some(ix.location);
+        ix.location = IndexLocation {
+            partition: 'a',
+            start_block: 5,
+        };
+        d.locate(Position {
+            partition: 0,
+            block: 4,
+        })
+        .unwrap();
+        let xml = xml_edit(ix.to_xml_string().unwrap());
+        write_index_construct(d, xml.as_bytes(), BS).unwrap();
+        d.write_filemarks(0).unwrap();
+    });
+}
+
+#[test]
+fn cli_a_newest_index_that_cannot_be_used_is_an_error_with_the_way_back() {
+    let v = Vtl::formatted();
+    let src = v.base().join("f.bin");
+    std::fs::write(&src, pattern(100_000, 11)).unwrap();
+    v.ok(&["ltfs", "put", src.to_str().unwrap(), "/"]);
+    let mut ix = current_index(&v);
+    let g = ix.generation;
+    // The next generation adds `x`, written as a second `f.bin`: complete, but refused by the reader.
+    ix.highest_file_uid += 1;
+    ix.root
+        .entries
+        .push(ltfs::index::Entry::File(ltfs::index::File::new(
+            "x",
+            ix.highest_file_uid,
+            ix.root.times,
+        )));
+    write_generation(&v, ix, |xml| {
+        xml.replace("<name>x</name>", "<name>f.bin</name>")
+    });
+
+    let out = v.base().join("out");
+    for args in [
+        vec!["ltfs", "ls"],
+        vec!["ltfs", "get", "/", "--to", out.to_str().unwrap()],
+    ] {
+        let err = v.fails(&args);
+        assert!(
+            err.contains("the newest index on the volume cannot be used")
+                && err.contains("duplicate name \"f.bin\"")
+                && err.contains(&format!(
+                    "the newest index that can be read is generation {g}"
+                ))
+                && err.contains(&format!("tapectl ltfs check --repair --generation {g}")),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!out.join("f.bin").exists());
+    // Rolling back as it says gives the volume back.
+    let (code, _, _) = v.run(&["ltfs", "check"]);
+    assert_eq!(code, 1);
+    v.ok(&["ltfs", "check", "--repair", "--generation", &g.to_string()]);
+    v.ok(&["ltfs", "get", "/f.bin", "--to", out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(out.join("f.bin")).unwrap(),
+        pattern(100_000, 11)
+    );
+}
+
+#[test]
+fn cli_a_hostile_length_is_found_by_check_and_refused_by_the_reader() {
+    let v = Vtl::formatted();
+    let src = v.base().join("f.bin");
+    std::fs::write(&src, pattern(1000, 12)).unwrap();
+    v.ok(&["ltfs", "put", src.to_str().unwrap(), "/"]);
+    let mut ix = current_index(&v);
+    let g = ix.generation;
+    // A consistent next generation (both partitions, pointers right) claiming a 2^62-byte file.
+    ix.highest_file_uid += 1;
+    let mut f = ltfs::index::File::new("huge", ix.highest_file_uid, ix.root.times);
+    f.length = 1 << 62;
+    ix.root.entries.push(ltfs::index::Entry::File(f));
+    write_generation(&v, ix, |xml| xml);
+
+    // Nothing below may write the file: the assertions come first, `get` last.
+    let (code, out, err) = v.run(&["--json", "ltfs", "check"]);
+    assert_eq!(code, 1, "check passed a 2^62-byte file: {out}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let problems = j["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["kind"] == "bad_extent"
+            && p["message"].as_str().unwrap().contains(
+                "/huge: a length of 4611686018427387904 bytes, more than the volume can hold"
+            )),
+        "{j} {err}"
+    );
+    let err = v.fails(&["ltfs", "ls"]);
+    assert!(
+        err.contains("/huge: a length of 4611686018427387904 bytes")
+            && err.contains(&format!("generation {g}")),
+        "{err}"
+    );
+    let out = v.base().join("out");
+    let err = v.fails(&["ltfs", "get", "/huge", "--to", out.to_str().unwrap()]);
+    assert!(err.contains("/huge"), "{err}");
+    assert!(!out.join("huge").exists());
+}
+
+#[test]
+fn cli_sparse_files_go_to_tape_as_extents_and_come_back_sparse() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    let v = Vtl::formatted();
+    let src = v.base().join("sparse.img");
+    let a = pattern(100 * 1024, 13);
+    let b = pattern(48 * 1024, 14);
+    {
+        let mut f = std::fs::File::create(&src).unwrap();
+        f.set_len(16 << 20).unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        f.write_all(&a).unwrap();
+        f.seek(SeekFrom::Start(9 << 20)).unwrap();
+        f.write_all(&b).unwrap();
+    }
+    assert!(
+        std::fs::metadata(&src).unwrap().blocks() * 512 < 1 << 20,
+        "the test file system keeps holes"
+    );
+    let cart = v.cartridge();
+    let records = |c: &Path| {
+        std::fs::read_dir(c)
+            .unwrap()
+            .filter(|e| {
+                let n = e.as_ref().unwrap().file_name().into_string().unwrap();
+                n.starts_with("1_") && n.ends_with("_R")
+            })
+            .count()
+    };
+    let before = records(&cart);
+    v.ok(&["ltfs", "put", src.to_str().unwrap(), "/"]);
+    // Two extents at the data's offsets; only their records on tape (2 + 1, and one index record).
+    let ls: serde_json::Value =
+        serde_json::from_str(&v.ok(&["--json", "ltfs", "ls", "/sparse.img", "--long"])).unwrap();
+    let e = &ls[0]["extents"];
+    assert_eq!(ls[0]["length"], 16 << 20, "{ls}");
+    assert_eq!(
+        (e[0]["file_offset"].as_u64(), e[0]["byte_count"].as_u64()),
+        (Some(1 << 20), Some(a.len() as u64)),
+        "{ls}"
+    );
+    assert_eq!(
+        (e[1]["file_offset"].as_u64(), e[1]["byte_count"].as_u64()),
+        (Some(9 << 20), Some(b.len() as u64)),
+        "{ls}"
+    );
+    assert_eq!(records(&cart) - before, 3 + 1);
+
+    let out = v.base().join("out");
+    v.ok(&["ltfs", "get", "/sparse.img", "--to", out.to_str().unwrap()]);
+    let got = out.join("sparse.img");
+    let m = std::fs::metadata(&got).unwrap();
+    assert_eq!(m.len(), 16 << 20);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "holes were written as zeros: {} blocks",
+        m.blocks()
+    );
+    assert!(std::fs::read(&got).unwrap() == std::fs::read(&src).unwrap());
+}
