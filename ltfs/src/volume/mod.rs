@@ -37,7 +37,8 @@ pub use format::FormatOptions;
 pub use read::{EntryInfo, EntryKind, RecordCache, SparseWrite, Zeros};
 pub use write::{FileMeta, Generation, PutReport, SyncPolicy};
 
-/// Bound on the bytes of one index read from tape (a million-file index is a few hundred MB).
+/// Bound on the bytes of one index read from tape (a million-file index is a few hundred MB). The XML is
+/// streamed into the parser, so this bounds the reading, not memory (which is the size of the model).
 pub const INDEX_READ_LIMIT: usize = 4 << 30;
 
 /// MAM attribute 0x0001, MAXIMUM CAPACITY IN PARTITION (SPC-4: binary, MiB), set by the drive.
