@@ -490,8 +490,8 @@ enum Op {
 /// written, instead of half a copy.
 struct Plan {
     ops: Vec<Op>,
-    /// Planned destinations (NFC) and whether each is a directory.
-    dests: std::collections::HashMap<String, bool>,
+    /// Planned destinations (NFC): whether each is a directory, and new on the volume.
+    dests: std::collections::HashMap<String, (bool, bool)>,
     max_length: Option<u64>,
 }
 
@@ -515,14 +515,16 @@ impl Plan {
     }
 
     /// Records `dest` (a directory or not), refusing a second source for the same name and a name the
-    /// volume already has (other than a directory for a directory).
+    /// volume already has (other than a directory for a directory). Returns whether `dest` is new on
+    /// the volume; below a new directory (`parent_new`) nothing is looked up.
     fn claim(
         &mut self,
         vol: &Volume<Drive<BoxedTransport>>,
         src: &Path,
         dest: &str,
         dir: bool,
-    ) -> Result<()> {
+        parent_new: bool,
+    ) -> Result<bool> {
         let key = names::nfc(dest).into_owned();
         let depth = dest.split('/').filter(|c| !c.is_empty()).count() - usize::from(!dir);
         if depth > MAX_DIR_DEPTH {
@@ -534,31 +536,38 @@ impl Plan {
                 ),
             ));
         }
-        if let Some(&was_dir) = self.dests.get(&key) {
+        if let Some(&(was_dir, new)) = self.dests.get(&key) {
             if dir && was_dir {
-                return Ok(());
+                return Ok(new);
             }
             return Err(Self::refuse(
                 src,
                 format!("another source is also copied to {dest} (names are compared in NFC)"),
             ));
         }
-        match vol.stat(dest) {
-            Ok(info) if dir && info.kind == EntryKind::Directory => {}
-            Ok(_) => {
-                return Err(Self::refuse(
-                    src,
-                    format!("{dest} already exists on the volume; choose another DEST"),
-                ));
-            }
-            Err(ltfs::volume::VolumeError::NotFound { .. }) => {}
-            Err(e) => return Err(Self::refuse(src, e)),
-        }
-        self.dests.insert(key, dir);
-        Ok(())
+        let new = parent_new
+            || match vol.stat(dest) {
+                Ok(info) if dir && info.kind == EntryKind::Directory => false,
+                Ok(_) => {
+                    return Err(Self::refuse(
+                        src,
+                        format!("{dest} already exists on the volume; choose another DEST"),
+                    ));
+                }
+                Err(ltfs::volume::VolumeError::NotFound { .. }) => true,
+                Err(e) => return Err(Self::refuse(src, e)),
+            };
+        self.dests.insert(key, (dir, new));
+        Ok(new)
     }
 
-    fn add(&mut self, vol: &Volume<Drive<BoxedTransport>>, src: &Path, dest: String) -> Result<()> {
+    fn add(
+        &mut self,
+        vol: &Volume<Drive<BoxedTransport>>,
+        src: &Path,
+        dest: String,
+        parent_new: bool,
+    ) -> Result<()> {
         let m = fs::symlink_metadata(src)
             .with_context(|| format!("cannot read {}; nothing was written", src.display()))?;
         let ft = m.file_type();
@@ -578,14 +587,14 @@ impl Plan {
                     format!("symlink target {target:?} cannot be stored: {e}"),
                 )
             })?;
-            self.claim(vol, src, &dest, false)?;
+            self.claim(vol, src, &dest, false, parent_new)?;
             self.ops.push(Op::Symlink {
                 dest,
                 target: target.to_string(),
                 meta: meta_of(&m),
             });
         } else if ft.is_dir() {
-            self.claim(vol, src, &dest, true)?;
+            let new = self.claim(vol, src, &dest, true, parent_new)?;
             self.ops.push(Op::Dir { dest: dest.clone() });
             let mut entries: Vec<_> = fs::read_dir(src)
                 .and_then(|d| d.collect::<Result<Vec<_>, _>>())
@@ -595,7 +604,7 @@ impl Plan {
                 let path = e.path();
                 let name = e.file_name();
                 let name = Self::name(&path, &name)?;
-                self.add(vol, &path, join(&dest, name))?;
+                self.add(vol, &path, join(&dest, name), new)?;
             }
             self.ops.push(Op::DirTimes {
                 dest,
@@ -613,7 +622,7 @@ impl Plan {
                     ),
                 ));
             }
-            self.claim(vol, src, &dest, false)?;
+            self.claim(vol, src, &dest, false, parent_new)?;
             self.ops.push(Op::File {
                 src: src.to_path_buf(),
                 dest,
@@ -645,7 +654,7 @@ fn put(out: &Out, vol: &mut Volume<Drive<BoxedTransport>>, paths: &[PathBuf]) ->
             );
         };
         let name = Plan::name(src, name)?;
-        plan.add(vol, src, join(&dest, name))?;
+        plan.add(vol, src, join(&dest, name), false)?;
     }
     let (mut files, mut bytes) = (0u64, 0u64);
     let block = vol.block_size() as u64;
