@@ -1191,6 +1191,72 @@ pub(crate) mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// The streamed read is the reference's rule, whatever the tape holds: records up to the first
+        /// short one or FM, then whether a FM follows; at most `limit` bytes; never a panic.
+        #[test]
+        fn streamed_index_reads_follow_the_reference_rule(
+            objs in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..20)),
+                0..30,
+            ),
+            limit in 1usize..400,
+        ) {
+            let mut t = formatted();
+            t.parts[1].push(None);
+            let mut objs = objs;
+            if let Some(Some(first)) = objs.first_mut() {
+                first.splice(0..0, b"<?xml".iter().copied());
+                first.truncate(16);
+            }
+            t.parts[1].extend(objs.iter().cloned());
+            let start = Position { partition: 1, block: 5 };
+            t.locate(start).unwrap();
+            let got = read_index_xml(&mut t, 16, limit);
+            // The rule, on the objects directly.
+            let mut xml = Vec::new();
+            let mut records = 0u64;
+            let mut want = None;
+            for (i, o) in objs.iter().enumerate() {
+                match o {
+                    None => {
+                        want = Some(Ok(true));
+                        break;
+                    }
+                    Some(r) if r.len() > 16 => {
+                        want = Some(Err((true, 5 + i as u64)));
+                        break;
+                    }
+                    Some(r) => {
+                        if xml.len() + r.len() > limit {
+                            want = Some(Err((false, 5 + i as u64)));
+                            break;
+                        }
+                        xml.extend_from_slice(r);
+                        records += 1;
+                        if r.len() < 16 {
+                            want = Some(Ok(matches!(objs.get(i + 1), Some(None))));
+                            break;
+                        }
+                    }
+                }
+            }
+            let want = want.unwrap_or(Ok(false));
+            match (got, want) {
+                (Ok(x), Ok(fm)) if records > 0 => {
+                    proptest::prop_assert_eq!(&x.xml, &xml);
+                    proptest::prop_assert_eq!((x.records, x.trailing_fm), (records, fm));
+                }
+                (Err(ConstructError::EmptyIndex { .. }), _) => proptest::prop_assert_eq!(records, 0),
+                (Err(ConstructError::IndexTooLarge { block, .. }), Err((false, b)))
+                | (Err(ConstructError::RecordTooLong { block, .. }), Err((true, b))) => {
+                    proptest::prop_assert_eq!(block, b)
+                }
+                (got, want) => proptest::prop_assert!(false, "{:?} vs {:?}", got, want),
+            }
+        }
+    }
+
     #[test]
     fn data_records() {
         let mut t = formatted();

@@ -181,6 +181,17 @@ pub enum VolumeError {
         depth: usize,
         max: usize,
     },
+    #[error("{path}: xattr {key:?} is given twice; nothing was written")]
+    DuplicateXattr { path: String, key: String },
+    #[error(
+        "{path}: the value of xattr {key:?} is {length} bytes, more than an LTFS index holds ({max}); nothing was written"
+    )]
+    XattrTooLong {
+        path: String,
+        key: String,
+        length: usize,
+        max: usize,
+    },
     #[error("{path}: writing the file's data out: {source}")]
     Output {
         path: String,

@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::construct::tests::MemTape;
-use std::ops::Range;
 use crate::index::{Directory, Entry, Extent, File, FileContent, Index, IndexLocation, Times};
+use std::ops::Range;
 
 const BS: usize = 4096;
 
@@ -610,4 +610,30 @@ fn directories_deeper_than_an_index_holds_are_refused_before_anything_is_written
     vol.unmount().unwrap();
     let mut vol = Volume::mount(&mut t).unwrap();
     assert_eq!(read(&mut vol, &path).unwrap(), b"data");
+}
+
+#[test]
+fn xattrs_the_index_cannot_hold_are_refused_before_anything_is_written() {
+    let mut t = MemTape::default();
+    let mut vol = Volume::format(&mut t, &opts()).unwrap();
+    let eod = vol.eod;
+    let x = |k: &str, n: usize| crate::index::Xattr {
+        key: k.into(),
+        value: vec![b'v'; n],
+    };
+    for (xattrs, want) in [
+        (vec![x("k", 1), x("k", 2)], "xattr \"k\" is given twice"),
+        (
+            vec![x("big", crate::index::MAX_XATTR_VALUE + 1)],
+            "is 65537 bytes, more than an LTFS index holds (65536)",
+        ),
+    ] {
+        let meta = FileMeta {
+            xattrs,
+            ..FileMeta::default()
+        };
+        let e = vol.put_file("f", &b"data"[..], &meta).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    assert_eq!(vol.eod, eod, "nothing written");
 }

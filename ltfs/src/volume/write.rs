@@ -122,19 +122,17 @@ fn check_xattrs(path: &str, xattrs: &[Xattr]) -> Result<()> {
             }
         })?;
         if xattrs[..i].iter().any(|y| names::nfc(&y.key) == key) {
-            return Err(VolumeError::Source {
+            return Err(VolumeError::DuplicateXattr {
                 path: path.to_string(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("xattr {:?} given twice", x.key),
-                ),
+                key: x.key.clone(),
             });
         }
         if x.value.len() > MAX_XATTR_VALUE {
-            return Err(VolumeError::TooLong {
-                path: format!("{path} (xattr {:?})", x.key),
-                length: x.value.len() as u64,
-                max: MAX_XATTR_VALUE as u64,
+            return Err(VolumeError::XattrTooLong {
+                path: path.to_string(),
+                key: x.key.clone(),
+                length: x.value.len(),
+                max: MAX_XATTR_VALUE,
             });
         }
     }
