@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{Checkout, Readme, bash, target_dir};
+use support::{Checkout, Readme, bash, scenario_target_dir};
 
 /// The first run builds the release binaries (minutes on a cold target directory).
 const FIRST_BUILD: Duration = Duration::from_secs(40 * 60);
@@ -15,7 +15,7 @@ const STEP: Duration = Duration::from_secs(10 * 60);
 
 fn env(co: &Checkout) -> Vec<(&'static str, std::path::PathBuf)> {
     vec![
-        ("CARGO_TARGET_DIR", target_dir()),
+        ("CARGO_TARGET_DIR", scenario_target_dir()),
         // The virtual library's default home (~/.local/state/rackvault/vtl) goes to the scratch dir.
         ("XDG_STATE_HOME", co.scratch.path().join("state")),
     ]
@@ -42,7 +42,7 @@ fn backup_quickstart_edit_rerun_browse_restore_verify_and_serve() {
     let first = readme.block_with("--config examples/quickstart.toml run quickstart");
     let browse = readme.block_with("$B restore quickstart");
     let serve = readme.block_with("$B serve &");
-    let co = Checkout::new("readme-quickstart");
+    let co = Checkout::new("readme");
 
     let r = run(&co, first, FIRST_BUILD).ok("the README's first backup");
     assert!(r.stdout.contains("quickstart: snapshot "), "{}", r.stdout);
@@ -104,7 +104,7 @@ fn backup_quickstart_edit_rerun_browse_restore_verify_and_serve() {
 fn tape_quickstart_on_the_virtual_library() {
     let readme = Readme::load();
     let tape = readme.block_with("$T vtl create");
-    let co = Checkout::new("readme-tape");
+    let co = Checkout::new("readme");
     let r = run(&co, tape, FIRST_BUILD).ok("the README's tape commands");
     assert!(r.stdout.contains("RV0001L6"), "{}", r.stdout);
     let after = format!(

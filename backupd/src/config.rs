@@ -970,6 +970,52 @@ pub fn validate_schedule(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `dir` exists and is writable, or can be created (its nearest existing ancestor is writable).
+fn writable_or_creatable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let mut p = dir;
+    loop {
+        if p.exists() {
+            let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+                return false;
+            };
+            // SAFETY: access(2) with a valid NUL-terminated path only reads.
+            return p.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+        }
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => return false,
+        }
+    }
+}
+
+/// The real path of `p`, or of its nearest existing ancestor joined with the rest.
+fn real(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(r) = std::fs::canonicalize(cur) {
+            return rest.iter().rev().fold(r, |acc: PathBuf, c| acc.join(c));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
+/// `inner` is `outer` or below it (symlinks resolved).
+fn within(inner: &Path, outer: &Path) -> bool {
+    real(inner).starts_with(real(outer))
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    real(a) == real(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1108,50 +1154,4 @@ retention = { keep_last = 3, keep_daily = 7 }
         let e = parse(&t.replace("tank/backups", "/tank")).unwrap_err();
         assert_eq!(e.line, 3);
     }
-}
-
-/// `dir` exists and is writable, or can be created (its nearest existing ancestor is writable).
-fn writable_or_creatable(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let mut p = dir;
-    loop {
-        if p.exists() {
-            let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-                return false;
-            };
-            // SAFETY: access(2) with a valid NUL-terminated path only reads.
-            return p.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
-        }
-        match p.parent() {
-            Some(parent) => p = parent,
-            None => return false,
-        }
-    }
-}
-
-/// The real path of `p`, or of its nearest existing ancestor joined with the rest.
-fn real(p: &Path) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut cur = p;
-    loop {
-        if let Ok(r) = std::fs::canonicalize(cur) {
-            return rest.iter().rev().fold(r, |acc: PathBuf, c| acc.join(c));
-        }
-        match (cur.parent(), cur.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_owned());
-                cur = parent;
-            }
-            _ => return p.to_path_buf(),
-        }
-    }
-}
-
-/// `inner` is `outer` or below it (symlinks resolved).
-fn within(inner: &Path, outer: &Path) -> bool {
-    real(inner).starts_with(real(outer))
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    real(a) == real(b)
 }

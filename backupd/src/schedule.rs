@@ -99,6 +99,38 @@ fn find<Tz: TimeZone>(
     Timestamp::new(found.timestamp(), 0).ok()
 }
 
+/// Names the field and the allowed range when a number in `s` is out of it (croner only says
+/// "Number out of bounds").
+fn out_of_range(s: &str, with_seconds: bool) -> Option<String> {
+    const FIELDS: [(&str, u32, u32); 6] = [
+        ("second", 0, 59),
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    let specs = if with_seconds {
+        &FIELDS[..]
+    } else {
+        &FIELDS[1..]
+    };
+    for (field, (name, lo, hi)) in s.split_whitespace().zip(specs) {
+        for part in field.split(',') {
+            // "a-b/step": the step is not a value of the field.
+            let range = part.split('/').next().unwrap_or("");
+            for n in range.split('-').filter_map(|v| v.parse::<u32>().ok()) {
+                if n < *lo || n > *hi {
+                    return Some(format!(
+                        "schedule {s:?}: {name} {n} is out of range ({lo}-{hi})"
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,36 +188,4 @@ mod tests {
             assert!(Schedule::parse(bad, Zone::Utc).is_err(), "{bad}");
         }
     }
-}
-
-/// Names the field and the allowed range when a number in `s` is out of it (croner only says
-/// "Number out of bounds").
-fn out_of_range(s: &str, with_seconds: bool) -> Option<String> {
-    const FIELDS: [(&str, u32, u32); 6] = [
-        ("second", 0, 59),
-        ("minute", 0, 59),
-        ("hour", 0, 23),
-        ("day of month", 1, 31),
-        ("month", 1, 12),
-        ("day of week", 0, 7),
-    ];
-    let specs = if with_seconds {
-        &FIELDS[..]
-    } else {
-        &FIELDS[1..]
-    };
-    for (field, (name, lo, hi)) in s.split_whitespace().zip(specs) {
-        for part in field.split(',') {
-            // "a-b/step": the step is not a value of the field.
-            let range = part.split('/').next().unwrap_or("");
-            for n in range.split('-').filter_map(|v| v.parse::<u32>().ok()) {
-                if n < *lo || n > *hi {
-                    return Some(format!(
-                        "schedule {s:?}: {name} {n} is out of range ({lo}-{hi})"
-                    ));
-                }
-            }
-        }
-    }
-    None
 }

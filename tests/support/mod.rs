@@ -63,8 +63,12 @@ impl Readme {
 
 /// A copy of the repository's files (tracked and untracked but not ignored, as the working tree has
 /// them) at a fixed place in the target directory, so that `cargo run --release` there reuses the
-/// release build of earlier runs; modification times are kept for the same reason. A lock keeps
-/// two test runs from sharing it; the README's data (`var/`, the virtual library) is made anew.
+/// release build of earlier runs; modification times are kept for the same reason. Its builds go
+/// to a target directory of their own ([`scenario_target_dir`]): cargo names a workspace member's
+/// artifacts by its path inside the workspace, so a copy sharing the repository's target directory
+/// would overwrite (and be handed) the repository's own artifacts. The lock is held for as long as
+/// the value lives, so scenarios using the same copy run one after the other; the README's data
+/// (`var/`, the virtual library) is made anew.
 pub struct Checkout {
     pub dir: PathBuf,
     pub scratch: tempfile::TempDir,
@@ -75,6 +79,11 @@ pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target"))
+}
+
+/// Where the copies' own builds go (see [`Checkout`]).
+pub fn scenario_target_dir() -> PathBuf {
+    target_dir().join("scenarios/target")
 }
 
 impl Checkout {
