@@ -919,11 +919,14 @@ impl VirtualDrive {
             && crate::state::state_id(&self.state_file) == self.fast
     }
 
-    /// Lets go of a cartridge model: unused pre-created files go, statistics not yet saved are saved.
-    /// The directory itself is always a valid image, so nothing else is left to do.
-    fn release(mut m: Media) {
+    /// Lets go of a cartridge model: unused pre-created files go. The directory itself is always a
+    /// valid image, so nothing else is left to do. Statistics not yet saved are saved only when
+    /// `current` (the model is still the loaded cartridge's: otherwise another handle may have saved a
+    /// newer meta, partitions included, that this one must not overwrite).
+    fn release(mut m: Media, current: bool) {
         m.finish_run();
-        if m.meta_dirty
+        if current
+            && m.meta_dirty
             && let Err(e) = cart::save_meta(&m.dir, &m.meta)
         {
             tracing::warn!(cartridge = %m.barcode, "cartridge statistics not saved: {e}");
@@ -940,7 +943,7 @@ impl VirtualDrive {
         else {
             self.media_broken = false;
             if let Some(m) = self.media.take() {
-                Self::release(m);
+                Self::release(m, false);
             }
             return;
         };
@@ -970,7 +973,7 @@ impl VirtualDrive {
                 // The directory changed behind this handle: other handles' models are stale too.
                 l.version += 1;
             }
-            Self::release(old);
+            Self::release(old, false);
         }
         let l = l.clone();
         let dir = self.lib.cartridge_dir(&l.barcode);
@@ -1214,7 +1217,7 @@ impl VirtualDrive {
                 return fail(SenseKey::NotReady, 0x3a, 0x00);
             };
             let dir = old.dir.clone();
-            Self::release(old);
+            Self::release(old, true);
             st.load_counter += 1;
             let seq = st.load_counter;
             let Some(l) = st.drives[i].loaded.as_mut() else {
@@ -1932,7 +1935,7 @@ impl Drop for VirtualDrive {
                 }
                 self.persist(st);
             } else if let Some(m) = self.media.take() {
-                Self::release(m);
+                Self::release(m, false);
             }
         });
         if let Err(e) = r {
@@ -1941,7 +1944,7 @@ impl Drop for VirtualDrive {
                 "could not save the drive state on close: {e}"
             );
             if let Some(m) = self.media.take() {
-                Self::release(m);
+                Self::release(m, false);
             }
         }
     }

@@ -453,3 +453,39 @@ fn changer_unit_attention_fault_and_open_errors() {
         Err(VtlError::NoSuchDrive { index: 2, count: 2 })
     ));
 }
+
+/// Drive serials are the drives' identities (tapectl locks drives by serial): two libraries made
+/// from the same spec, changer serial included, have different ones, stable across opens, and the
+/// changer reports them. A library.json from before the per-library id keeps the serials it had.
+#[test]
+fn drive_serials_differ_between_libraries_and_survive_reopening() {
+    let (_a, a) = library(&[]);
+    let (_b, b) = library(&[]);
+    let serials = |l: &Library| -> Vec<String> {
+        (0..2)
+            .map(|i| l.drive(i).unwrap().serial().to_string())
+            .collect()
+    };
+    let (sa, sb) = (serials(&a), serials(&b));
+    assert_eq!(a.spec().unwrap().serial, b.spec().unwrap().serial);
+    assert!(sa.iter().all(|s| !sb.contains(s)), "{sa:?} {sb:?}");
+    assert!(sa.iter().all(|s| s.len() == 10));
+    assert_eq!(serials(&Library::open(a.dir()).unwrap()), sa);
+    let st = a.status().unwrap();
+    assert_eq!(st.drives[1].serial, sa[1]);
+
+    // An older library.json: no "id"; it still opens, with serials made from the changer serial.
+    let path = b.dir().join("library.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(j.as_object_mut().unwrap().remove("id").is_some());
+    std::fs::write(&path, serde_json::to_vec_pretty(&j).unwrap()).unwrap();
+    let old = Library::open(b.dir()).unwrap();
+    let spec = old.spec().unwrap();
+    assert_eq!(
+        serials(&old),
+        vec![
+            vtl::drive_serial(&spec.serial, 0),
+            vtl::drive_serial(&spec.serial, 1)
+        ]
+    );
+}

@@ -130,3 +130,87 @@ fn an_unrelated_directory_is_not_a_cartridge() {
     assert!(dir.join("0_0_E").exists() && dir.join("notes.txt").exists());
     let _ = Library::open(lib.dir()).unwrap();
 }
+
+/// What the reference's ltfsck does to a cartridge (it appends an index after the data): records and
+/// a filemark after our end of data, and the end-of-data marker moved past them.
+fn append_by_hand(dir: &Path, from: u64, records: &[&[u8]]) -> u64 {
+    let mut b = from;
+    for r in records {
+        std::fs::write(dir.join(format!("0_{b}_R")), r).unwrap();
+        b += 1;
+    }
+    std::fs::write(dir.join(format!("0_{b}_F")), b"").unwrap();
+    b += 1;
+    std::fs::rename(
+        dir.join(format!("0_{from}_E")),
+        dir.join(format!("0_{b}_E")),
+    )
+    .unwrap();
+    b
+}
+
+fn read_rec(d: &mut dyn Transport) -> Vec<u8> {
+    let (c, b) = read(d, 1 << 20, true);
+    good(&c);
+    b
+}
+
+/// A cartridge written by someone else between two loads: its end of data is where its marker now
+/// is, not where this drive last saw it. LOAD after UNLOAD (same handle), a handle that saw the tape
+/// before, and a move out and back by the changer all read what was appended, and writing at the new
+/// end keeps it (the old model would have read BLANK CHECK there, and written over those records).
+#[test]
+fn records_appended_by_another_tool_between_loads_are_kept() {
+    let (_d, lib) = library(&["AAA001L6"]);
+    let dir = lib.cartridge_dir("AAA001L6");
+    let mut d = load(&lib, 1, 0);
+    let mut other = lib.drive(0).unwrap(); // another process's handle on the same drive
+    let big = vec![0x5au8; 100 * 1024];
+    for _ in 0..3 {
+        good(&write(&mut d, &big));
+    }
+    good(&wfm(&mut d, 1));
+    assert_eq!(position(&mut other), (0, 4, 1));
+    // UNLOAD: the tape stays in the drive, unthreaded; meanwhile another tool appends.
+    good(&run(&mut d, &[0x1b, 0, 0, 0, 0, 0]));
+    let end = append_by_hand(&dir, 4, &[b"index part 1", b"index part 2"]);
+    assert_eq!(end, 7);
+    good(&run(&mut d, &[0x1b, 0, 0, 0, 1, 0])); // LOAD
+    good(&space(&mut d, 3, 0));
+    assert_eq!(position(&mut d), (0, 7, 2));
+    good(&locate(&mut d, 0, 4));
+    assert_eq!(read_rec(&mut d), b"index part 1");
+    assert_eq!(read_rec(&mut other), b"index part 2");
+    // Writing at the new end (with files pre-created for a stream) leaves them alone.
+    good(&space(&mut d, 3, 0));
+    for _ in 0..4 {
+        good(&write(&mut d, &big));
+    }
+    good(&wfm(&mut d, 1));
+    assert_eq!(std::fs::read(dir.join("0_4_R")).unwrap(), b"index part 1");
+    assert_eq!(std::fs::read(dir.join("0_5_R")).unwrap(), b"index part 2");
+    assert!(dir.join("0_12_E").exists() && !dir.join("0_7_E").exists());
+
+    // Out to its slot and back by the changer, with another append in between.
+    let mut ch = lib.changer();
+    good(&move_medium(&mut ch, 0x100, 0x1000));
+    let end = append_by_hand(&dir, 12, &[b"second index"]);
+    good(&move_medium(&mut ch, 0x1000, 0x100));
+    clear_ua(&mut d);
+    good(&space(&mut d, 3, 0));
+    assert_eq!(position(&mut d).1, end);
+    good(&locate(&mut d, 0, 12));
+    assert_eq!(read_rec(&mut d), b"second index");
+    // A write in the middle cuts the tape there, like any tape: that is the only way records go.
+    good(&locate(&mut d, 0, 5));
+    good(&write(&mut d, b"new"));
+    good(&locate(&mut d, 0, 4));
+    assert_eq!(read_rec(&mut d), b"index part 1");
+    assert_eq!(read_rec(&mut d), b"new");
+    expect(&read(&mut d, 64, true).0, SenseKey::BlankCheck, 0, 5);
+    let markers: Vec<String> = tree(&dir)
+        .into_iter()
+        .filter(|n| n.ends_with("_E"))
+        .collect();
+    assert_eq!(markers, vec!["0_6_E".to_string()]);
+}
