@@ -506,3 +506,110 @@ fn ltfs_get_keeps_directory_and_symlink_times_and_refuses_to_copy_nothing() {
         Path::new("e/f")
     );
 }
+
+/// Opens `fifo` for writing once `holder` has opened it for reading (which `tapectl drive write` does
+/// only after it took the drive's lock), failing with its message if it exits first.
+fn writer_once_open(fifo: &Path, holder: &mut std::process::Child) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(f) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: fcntl on a descriptor we own; back to blocking writes.
+                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
+                return f;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                // No reader yet: the holder is still starting (or failed).
+                if let Some(status) = holder.try_wait().unwrap() {
+                    let mut err = String::new();
+                    use std::io::Read;
+                    holder
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
+                    panic!("tapectl exited ({status}) before it held its drive: {err}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{}: {e}", fifo.display()),
+        }
+    }
+}
+
+/// Two virtual libraries in two directories, made with the same defaults (changer serial included),
+/// with their locks in one directory as by default: drive 0 of each is a device of its own, so two
+/// tapectl processes hold them at the same time (the drives used to share a serial, hence a lock,
+/// and the second process was told "busy" and exited 3).
+#[test]
+fn two_libraries_do_not_share_drive_locks() {
+    let a = Vtl::new(&[]);
+    let b = Vtl::new(&[]);
+    let locks = a.locks.clone();
+    let on = |v: &Vtl, args: &[&str]| {
+        let o = support::tapectl_on_vtl(&v.dir, &locks)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "tapectl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    on(&a, &["load", "RV0001L6"]);
+    on(&b, &["load", "RV0001L6"]);
+    let hold = |v: &Vtl, name: &str| {
+        let fifo = v.dir.parent().unwrap().join(name);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let child = support::tapectl_on_vtl(&v.dir, &locks)
+            .args([
+                "drive",
+                "write",
+                "--drive",
+                "0",
+                fifo.to_str().unwrap(),
+                "--block-size",
+                "64K",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (fifo, child)
+    };
+    let (fifo_a, mut holder_a) = hold(&a, "a.fifo");
+    let mut in_a = writer_once_open(&fifo_a, &mut holder_a);
+    // Library a's drive 0 is held now; library b's drive 0 is another drive.
+    let (fifo_b, mut holder_b) = hold(&b, "b.fifo");
+    let mut in_b = writer_once_open(&fifo_b, &mut holder_b);
+    use std::io::Write;
+    in_a.write_all(&[1u8; 100_000]).unwrap();
+    in_b.write_all(&[2u8; 100_000]).unwrap();
+    drop((in_a, in_b));
+    for (name, c) in [("a", holder_a), ("b", holder_b)] {
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "library {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let serial = |v: &Vtl| {
+        let st: Value = serde_json::from_str(&on(v, &["--json", "library", "status"])).unwrap();
+        st["drives"][0]["drive_id"]["serial"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(serial(&a), serial(&b));
+}
