@@ -142,10 +142,7 @@ fn main() -> ExitCode {
             let usage = e.downcast_ref::<ConfigError>().is_some()
                 || e.downcast_ref::<backupd::config::NoSuchJob>().is_some();
             let code = if usage { 2 } else { 1 };
-            // A name in the message may hold control characters: escaped, line breaks kept.
-            let msg = format!("{e:#}");
-            let msg: Vec<_> = msg.lines().map(common::escape::escape).collect();
-            eprintln!("error: {}", msg.join("\n"));
+            eprintln!("error: {}", common::report::render(&e));
             ExitCode::from(code)
         }
     }

@@ -11,6 +11,7 @@ pub mod escape;
 pub mod fsmeta;
 pub mod manifest;
 pub mod relpath;
+pub mod report;
 pub mod snapname;
 pub mod snapshots;
 pub mod zfs;

@@ -118,12 +118,16 @@ impl LtfsCmd {
 pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
     let n = cmd.drive();
     let (drive, _lock) = lib.open_drive(n)?;
-    let barcode = lib.inventory().ok().and_then(|inv| {
-        inv.drives
-            .get(n as usize)
-            .and_then(|e| e.volume_tag.clone())
-    });
+    let element = lib
+        .inventory()
+        .ok()
+        .and_then(|inv| inv.drives.get(n as usize).cloned());
+    let barcode = element.as_ref().and_then(|e| e.volume_tag.clone());
     drop(lib);
+    // The changer knows an empty drive: say so, instead of what a command on no medium reports.
+    if element.is_some_and(|e| !e.full) {
+        bail!("drive {n} is empty; load a cartridge first: tapectl load BARCODE --drive {n}");
+    }
     if let LtfsCmd::Format {
         name,
         force,
@@ -160,8 +164,20 @@ pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
     {
         return check(out, drive, *repair, *generation, n);
     }
-    let mut vol =
-        Volume::mount(drive).with_context(|| format!("mounting the LTFS volume in drive {n}"))?;
+    let shown = barcode.as_deref().unwrap_or("the cartridge");
+    let mut vol = match Volume::mount(drive) {
+        Ok(v) => v,
+        Err(ltfs::volume::VolumeError::Construct(
+            ltfs::construct::ConstructError::PartitionCount(p),
+        )) => bail!(
+            "drive {n}: {shown} is not an LTFS volume ({p} partition{}; LTFS needs 2)\nformat it with: tapectl ltfs format --drive {n}",
+            if p == 1 { "" } else { "s" }
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("mounting the LTFS volume on {shown} in drive {n}")));
+        }
+    };
     let report = vol.mount_report().clone();
     if !report.is_consistent() {
         eprintln!(

@@ -28,10 +28,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // A name in the message may hold control characters: escaped, line breaks kept.
-            let msg = format!("{e:#}");
-            let msg: Vec<_> = msg.lines().map(common::escape::escape).collect();
-            eprintln!("tapectl: {}", msg.join("\n"));
+            eprintln!("tapectl: {}", common::report::render(&e));
             ExitCode::from(cli::exit_code(&e))
         }
     }
