@@ -77,7 +77,7 @@ impl Precreator {
         while self.ready.len() + self.outstanding < self.depth {
             let path = temp_path(dir, "rec");
             let Some(h) = self.helper() else { return };
-            if !h.tx.as_ref().is_some_and(|tx| tx.send(path).is_ok()) {
+            if h.tx.as_ref().is_none_or(|tx| tx.send(path).is_err()) {
                 return;
             }
             self.outstanding += 1;
