@@ -19,7 +19,8 @@ use common::manifest::Kind;
 use common::relpath::RelPath;
 
 mod output;
-use output::{human_bytes, print_json};
+use common::human::bytes as human_bytes;
+use output::print_json;
 
 #[derive(Parser)]
 #[command(

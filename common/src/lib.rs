@@ -9,6 +9,7 @@ pub mod bytes;
 pub mod config;
 pub mod escape;
 pub mod fsmeta;
+pub mod human;
 pub mod manifest;
 pub mod relpath;
 pub mod report;

@@ -24,6 +24,7 @@ use tapectl::drive::Drive;
 use tapectl::library::Library;
 
 use crate::output::Out;
+use crate::progress::{Bar, Counted};
 
 #[derive(Subcommand)]
 pub enum LtfsCmd {
@@ -438,10 +439,10 @@ fn ls(out: &Out, vol: &Volume<Drive<BoxedTransport>>, path: &str, long: bool) ->
             "{kind} {:>12}  {}  {}",
             r.length,
             &r.modified[..19],
-            r.name
+            common::escape::escape(&r.name)
         ));
         if let Some(t) = &r.symlink {
-            s.push_str(&format!(" -> {t}"));
+            s.push_str(&format!(" -> {}", common::escape::escape(t)));
         }
         s.push('\n');
         if long {
@@ -674,6 +675,15 @@ fn put(out: &Out, vol: &mut Volume<Drive<BoxedTransport>>, paths: &[PathBuf]) ->
     }
     let (mut files, mut bytes) = (0u64, 0u64);
     let block = vol.block_size() as u64;
+    let (total_files, total_bytes) = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::File { src, .. } => Some(fs::metadata(src).map_or(0, |m| m.len())),
+            _ => None,
+        })
+        .fold((0, 0), |(n, b), len| (n + 1, b + len));
+    let bar = Bar::new(!out.json, "writing", total_files, total_bytes);
     for op in plan.ops {
         match op {
             Op::Dir { dest } => vol.mkdir_p(&dest)?,
@@ -693,16 +703,18 @@ fn put(out: &Out, vol: &mut Volume<Drive<BoxedTransport>>, paths: &[PathBuf]) ->
                         return Err(e).with_context(|| format!("cannot open {}", src.display()));
                     }
                 };
-                let r = put_file(vol, &mut f, &dest, &meta, block)
+                let r = put_file(vol, &mut f, &dest, &meta, block, &bar)
                     .with_context(|| format!("copying {} to {dest}", src.display()))?;
                 files += 1;
                 bytes += r.length;
+                bar.file_done(files);
             }
         }
     }
+    bar.finish();
     out.value(
         &serde_json::json!({ "files": files, "bytes": bytes }),
-        &format!("copied {files} files, {bytes} bytes"),
+        &format!("copied {files} files, {}", common::human::bytes(bytes)),
     )
 }
 
@@ -714,6 +726,7 @@ fn put_file(
     dest: &str,
     meta: &FileMeta,
     min_hole: u64,
+    bar: &Bar,
 ) -> Result<ltfs::volume::PutReport> {
     use std::io::{Seek, SeekFrom};
     let len = f.metadata()?.len();
@@ -721,9 +734,15 @@ fn put_file(
     f.seek(SeekFrom::Start(0))?;
     let whole = len == 0 || (ranges.len() == 1 && ranges[0] == (0..len));
     Ok(if whole {
-        vol.put_file(dest, &mut *f, meta)?
+        let counted = Counted {
+            inner: &mut *f,
+            bar,
+        };
+        vol.put_file(dest, counted, meta)?
     } else {
-        vol.put_file_sparse(dest, &mut *f, len, &ranges, meta)?
+        let r = vol.put_file_sparse(dest, &mut *f, len, &ranges, meta)?;
+        bar.bytes(len);
+        r
     })
 }
 
@@ -894,23 +913,34 @@ fn get(
             .map_or((' ', 0), |x| (x.partition, x.start_block))
     });
     let mut bytes = 0;
-    for w in wanted
+    let files: Vec<&Wanted> = wanted
         .iter()
         .filter(|w| !matches!(w.info.kind, EntryKind::Symlink(_)))
-    {
+        .collect();
+    let bar = Bar::new(
+        !out.json,
+        "reading",
+        files.len() as u64,
+        files.iter().map(|w| w.info.length).sum(),
+    );
+    for (done, w) in files.iter().enumerate() {
         let shown = w.local.under(to);
         // O_EXCL: never overwrite, and never follow a symlink planted at the name.
         let mut f = tree
             .create_file(&w.local, 0o666)
             .with_context(|| format!("cannot create {} (it exists?)", shown.display()))?;
         // Holes stay holes (seek, not zeros): an index cannot make this fill the disk.
-        bytes += vol
+        let n = vol
             .read_file_sparse(&w.tape_path, &mut f)
             .with_context(|| format!("reading {}", w.tape_path))?;
+        bytes += n;
+        bar.bytes(n);
+        bar.file_done(done as u64 + 1);
         let mt: std::time::SystemTime = w.info.times.modify.into();
         f.set_modified(mt)
             .with_context(|| format!("cannot set the time of {}", shown.display()))?;
     }
+    bar.finish();
     for w in &wanted {
         if let EntryKind::Symlink(target) = &w.info.kind {
             tree.symlink(&w.local, target.as_bytes()).with_context(|| {
@@ -935,8 +965,9 @@ fn get(
     out.value(
         &serde_json::json!({ "files": wanted.len(), "bytes": bytes }),
         &format!(
-            "copied {} files, {bytes} bytes to {}",
+            "copied {} files, {} to {}",
             wanted.len(),
+            common::human::bytes(bytes),
             to.display()
         ),
     )

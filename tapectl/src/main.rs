@@ -4,6 +4,7 @@ mod cli;
 mod cli_ltfs;
 mod fuse_mount;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -80,3 +80,82 @@ fn ltfs_errors_say_the_cause_once_and_what_to_do() {
         assert_ne!(w[0], w[1], "repeated cause in {e}");
     }
 }
+
+/// Runs tapectl on a pseudo-terminal (util-linux `script`); returns what it drew.
+fn on_a_terminal(dir: &std::path::Path, locks: &std::path::Path, args: &[&str]) -> String {
+    let mut cmdline = format!(
+        "RACKVAULT_LOCK_DIR={} {} --vtl {}",
+        locks.display(),
+        env!("CARGO_BIN_EXE_tapectl"),
+        dir.display()
+    );
+    for a in args {
+        cmdline.push(' ');
+        cmdline.push_str(a);
+    }
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs a command on a pseudo-terminal");
+    let drawn = String::from_utf8_lossy(&o.stdout).replace('\r', "\n");
+    assert!(o.status.success(), "{cmdline}: {drawn}");
+    drawn
+}
+
+#[test]
+fn ltfs_put_and_get_show_progress_on_a_terminal_and_names_escaped() {
+    let t = tempfile::tempdir().unwrap();
+    let (dir, locks) = (t.path().join("vtl"), t.path().join("locks"));
+    for args in [
+        &["vtl", "create", "--capacity-mb", "64"][..],
+        &["load", "RV0001L6", "--drive", "0"][..],
+        &["ltfs", "format"][..],
+    ] {
+        let o = tapectl(&dir, &locks, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(src.join("x\x1b[2J.txt"), b"x").unwrap();
+    let drawn = on_a_terminal(&dir, &locks, &["ltfs", "put", src.to_str().unwrap(), "/"]);
+    assert!(drawn.contains("writing"), "{drawn}");
+    assert!(drawn.contains("copied 2 files, 3.0 MiB"), "{drawn}");
+    let out = t.path().join("out");
+    let drawn = on_a_terminal(
+        &dir,
+        &locks,
+        &["ltfs", "get", "/src", "--to", out.to_str().unwrap()],
+    );
+    assert!(drawn.contains("reading"), "{drawn}");
+    // Names with control characters are escaped in listings for people.
+    let o = tapectl(&dir, &locks, &["ltfs", "ls", "/src"]);
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(
+        listing.contains("x\\e[2J.txt") && !listing.contains('\x1b'),
+        "{listing}"
+    );
+    // Off a terminal: nothing but the result.
+    let o = tapectl(
+        &dir,
+        &locks,
+        &[
+            "ltfs",
+            "get",
+            "/src",
+            "--to",
+            t.path().join("out2").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
