@@ -133,10 +133,9 @@ fn a_run_killed_right_after_publishing_is_recorded_at_the_next_start() {
     );
 }
 
-#[test]
-fn a_run_killed_between_pre_and_post_hook_owes_its_post_hook() {
-    let t = tempfile::tempdir().unwrap();
-    let post_out = t.path().join("post.out");
+/// A job whose pre hook kills backupd (its parent) with SIGKILL, run once: the run dies between
+/// its pre and post hook. The post hook appends its RACKVAULT_OUTCOME to `post_out`.
+fn killed_after_its_pre_hook(post_out: &Path) -> Env {
     let env = Env::dir_store(&format!(
         "[job.hooks]\npre = \"kill -9 $PPID\"\npost = \"echo $RACKVAULT_OUTCOME >> {}\"\n",
         post_out.display()
@@ -144,6 +143,14 @@ fn a_run_killed_between_pre_and_post_hook_owes_its_post_hook() {
     write(&env.source.join("a.txt"), b"a");
     let o = env.run(&["run", "j"]);
     assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{o:?}");
+    env
+}
+
+#[test]
+fn a_run_killed_between_pre_and_post_hook_owes_its_post_hook() {
+    let t = tempfile::tempdir().unwrap();
+    let post_out = t.path().join("post.out");
+    let env = killed_after_its_pre_hook(&post_out);
     assert!(
         !post_out.exists(),
         "the killed run could not run its post hook"
@@ -168,13 +175,7 @@ fn a_run_killed_between_pre_and_post_hook_owes_its_post_hook() {
 fn the_daemon_settles_what_a_killed_run_left_when_it_starts() {
     let t = tempfile::tempdir().unwrap();
     let post_out = t.path().join("post.out");
-    let env = Env::dir_store(&format!(
-        "[job.hooks]\npre = \"kill -9 $PPID\"\npost = \"echo $RACKVAULT_OUTCOME >> {}\"\n",
-        post_out.display()
-    ));
-    write(&env.source.join("a.txt"), b"a");
-    let o = env.run(&["run", "j"]);
-    assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{o:?}");
+    let env = killed_after_its_pre_hook(&post_out);
     let cfg = std::fs::read_to_string(&env.config).unwrap();
     std::fs::write(
         &env.config,

@@ -343,16 +343,7 @@ impl Beneath {
 
     /// Sets the modification time of `rel` (a symlink's own, not its target's); atime is left alone.
     pub fn set_mtime(&self, rel: &RelPath, sec: i64, nsec: u32) -> io::Result<()> {
-        let times = [
-            libc::timespec {
-                tv_sec: 0,
-                tv_nsec: libc::UTIME_OMIT,
-            },
-            libc::timespec {
-                tv_sec: sec as libc::time_t,
-                tv_nsec: nsec.min(999_999_999) as libc::c_long,
-            },
-        ];
+        let times = crate::fsmeta::mtime_only(sec, nsec);
         if rel.is_root() {
             // The root's own descriptor is O_PATH, which futimens refuses: open it for reading.
             let fd = self.open_dir(rel)?;

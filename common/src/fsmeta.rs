@@ -228,7 +228,7 @@ pub fn apply_symlink_at(at: &crate::beneath::At, e: &Entry) -> io::Result<Vec<St
 }
 
 /// utimensat's times: atime left alone, mtime set.
-fn mtime_only(sec: i64, nsec: u32) -> [libc::timespec; 2] {
+pub(crate) fn mtime_only(sec: i64, nsec: u32) -> [libc::timespec; 2] {
     [
         libc::timespec {
             tv_sec: 0,
