@@ -388,6 +388,23 @@ impl Catalog {
         )?)
     }
 
+    /// A run that published `name`: its end and its snapshot in one transaction, so a crash
+    /// cannot leave a succeeded run without its snapshot (or the reverse).
+    pub fn record_published(
+        &self,
+        run_id: i64,
+        job: &str,
+        name: &str,
+        stats: &Stats,
+        note: Option<&str>,
+    ) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        self.finish_run(run_id, Outcome::Succeeded, note, Some(stats))?;
+        self.add_snapshot(job, name, run_id, stats)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn add_snapshot(&self, job: &str, name: &str, run_id: i64, stats: &Stats) -> Result<()> {
         self.conn.execute(
             "INSERT OR REPLACE INTO snapshots (job, name, run_id, created_at, files, bytes, bytes_written)

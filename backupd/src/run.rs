@@ -188,11 +188,8 @@ pub fn run_job(
     match result {
         Ok(mut stats) => {
             stats.warnings.extend(post_warning);
-            if let Err(e) = catalog
-                .finish_run(run_id, Outcome::Succeeded, None, Some(&stats))
-                .and_then(|()| catalog.add_snapshot(&job.name, &name, run_id, &stats))
-            {
-                // The snapshot exists; only its history entry is missing.
+            if let Err(e) = catalog.record_published(run_id, &job.name, &name, &stats, None) {
+                // The snapshot exists; the next run of the job records it (`settle_dead_runs`).
                 tracing::warn!(error = %format!("{e:#}"), "cannot record the run in the catalog");
             }
             Ok(RunSummary {
@@ -427,13 +424,13 @@ pub fn settle_dead_runs(catalog: &Catalog, store: &dyn Store, job: &str) -> Resu
                 bytes: files.map(|e| e.size).sum(),
                 ..Stats::default()
             };
-            catalog.finish_run(
+            catalog.record_published(
                 *id,
-                Outcome::Succeeded,
+                job,
+                snapshot,
+                &stats,
                 Some("recorded at the next start: the process ended after publishing the snapshot"),
-                Some(&stats),
             )?;
-            catalog.add_snapshot(job, snapshot, *id, &stats)?;
             tracing::warn!(job, run = id, snapshot = %snapshot, "a run that published its snapshot before its process died was recorded");
         }
     }
