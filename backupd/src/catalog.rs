@@ -161,59 +161,8 @@ impl Catalog {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
         let path = state_dir.join("catalog.sqlite");
-        let conn = Connection::open(&path)
-            .with_context(|| format!("cannot open catalog {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // A rollback journal, not WAL: WAL's shared-memory index is a file that is mmapped and
-        // grown on demand, so with state_dir's filesystem full every open fails (or dies of
-        // SIGBUS on tmpfs), reads included. With a journal, reading needs no space at all, and a
-        // write that cannot get space fails with SQLITE_FULL, which `explain_full` names. Catalog
-        // writes are few (a run's start and end), so WAL's speed is not needed. Leaving WAL needs
-        // no other connection open: until then (a daemon of an older build), it stays WAL.
-        if let Err(e) = conn.pragma_update(None, "journal_mode", "DELETE") {
-            tracing::debug!(error = %e, "catalog stays in its journal mode for now");
-        }
-        let mut cat = Catalog { conn };
-        cat.migrate()
-            .with_context(|| format!("cannot prepare catalog {}", path.display()))?;
-        Ok(cat)
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version as usize > SCHEMA.len() {
-            anyhow::bail!(
-                "catalog schema version {version} is newer than this build understands ({})",
-                SCHEMA.len()
-            );
-        }
-        if version as usize == SCHEMA.len() {
-            return Ok(());
-        }
-        // Migrations rebuild tables that others reference (SQLite cannot alter a CHECK): foreign
-        // keys are off while they run (the pragma is a no-op inside a transaction) and checked
-        // before the commit, as SQLite's documented procedure for table changes says.
-        self.conn.pragma_update(None, "foreign_keys", false)?;
-        let result = (|| -> Result<()> {
-            let tx = self.conn.transaction()?;
-            for (i, sql) in SCHEMA.iter().enumerate().skip(version as usize) {
-                tx.execute_batch(sql)?;
-                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            }
-            let broken: i64 =
-                tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
-                    r.get(0)
-                })?;
-            if broken > 0 {
-                anyhow::bail!("{broken} rows would lose their references; nothing was changed");
-            }
-            tx.commit()?;
-            Ok(())
-        })();
-        self.conn.pragma_update(None, "foreign_keys", true)?;
-        result
+        let conn = common::sqlite::open(&path, SCHEMA)?;
+        Ok(Catalog { conn })
     }
 
     /// Marks runs of `job` left `running` by a process that died as `interrupted`.

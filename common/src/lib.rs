@@ -15,4 +15,5 @@ pub mod relpath;
 pub mod report;
 pub mod snapname;
 pub mod snapshots;
+pub mod sqlite;
 pub mod zfs;
