@@ -1,6 +1,7 @@
 //! Tape library control: the LTO drive and SCSI medium changer command sets over any [`scsi::Transport`].
 
 pub mod backend;
+pub mod catalog;
 pub mod changer;
 pub mod config;
 pub mod drive;

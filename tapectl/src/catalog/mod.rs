@@ -1,0 +1,133 @@
+//! The tape catalog (`<state_dir>/tapes.sqlite`): what rackvault knows of its media and of the
+//! tape sets on them. The library's element status is the truth for what is onsite; every tape
+//! describes itself (LTFS index and set self-description), so this catalog can be rebuilt from the
+//! tapes alone. Designed for both tape sets (issue 12) and media rotation (issue 13):
+//!
+//! - `media`: one row per barcode ever seen: pool, state, LTFS volume UUID, where it is, counters.
+//! - `media_history`: every change of state or location, appended, never updated: when, what,
+//!   from, to, why, and who (the command or daemon job).
+//! - `sets`: one backup snapshot written to tape: job, snapshot, full or incremental (and its base
+//!   set), pool, state (`writing` until its set manifest is on tape, then `complete`).
+//! - `copies`, `copy_tapes`: each copy of a set and its tapes in order (a copy spans tapes).
+//! - `paths`, `set_files`, `file_parts`: which relative path each set holds (or deletes), and for
+//!   each copy which tape, partition and block each part of a file starts at, so a restore loads
+//!   the right tape and seeks straight to the file.
+//!
+//! This module has the schema and the media operations; the set writer fills the rest.
+
+mod media;
+
+pub use media::{HistoryRow, Location, MediaChange, MediaRow, MediaState};
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::Connection;
+
+const SCHEMA: &[&str] = &[
+    // version 1
+    "CREATE TABLE media (
+        barcode TEXT PRIMARY KEY,
+        pool TEXT,
+        state TEXT NOT NULL CHECK (state IN ('new','writable','full','expired','damaged','retired','cleaning')),
+        volume_uuid TEXT,
+        location TEXT NOT NULL,
+        bytes_written INTEGER NOT NULL DEFAULT 0,
+        loads INTEGER NOT NULL DEFAULT 0,
+        write_errors INTEGER NOT NULL DEFAULT 0,
+        read_errors INTEGER NOT NULL DEFAULT 0,
+        cleaning_uses INTEGER,
+        first_seen TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+     );
+     CREATE TABLE media_history (
+        id INTEGER PRIMARY KEY,
+        barcode TEXT NOT NULL REFERENCES media(barcode),
+        at TEXT NOT NULL,
+        what TEXT NOT NULL CHECK (what IN ('seen','state','location','pool','volume')),
+        old TEXT,
+        new TEXT,
+        why TEXT NOT NULL,
+        actor TEXT NOT NULL
+     );
+     CREATE INDEX media_history_barcode ON media_history(barcode, id);
+     CREATE TABLE sets (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        job TEXT NOT NULL,
+        snapshot TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('full','incremental')),
+        base_set INTEGER REFERENCES sets(id),
+        pool TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('writing','complete','interrupted','expired')),
+        started_at TEXT NOT NULL,
+        completed_at TEXT,
+        files INTEGER,
+        bytes INTEGER,
+        manifest_blake3 TEXT,
+        CHECK ((kind = 'full') = (base_set IS NULL))
+     );
+     CREATE INDEX sets_job ON sets(job, snapshot);
+     CREATE TABLE copies (
+        set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+        copy INTEGER NOT NULL CHECK (copy >= 1),
+        state TEXT NOT NULL CHECK (state IN ('writing','complete','interrupted','damaged')),
+        verified_at TEXT,
+        verify_problems INTEGER,
+        PRIMARY KEY (set_id, copy)
+     );
+     CREATE TABLE copy_tapes (
+        set_id INTEGER NOT NULL,
+        copy INTEGER NOT NULL,
+        seq INTEGER NOT NULL CHECK (seq >= 1),
+        barcode TEXT NOT NULL REFERENCES media(barcode),
+        volume_uuid TEXT NOT NULL,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        seconds REAL,
+        tape_alerts TEXT,
+        PRIMARY KEY (set_id, copy, seq),
+        FOREIGN KEY (set_id, copy) REFERENCES copies(set_id, copy) ON DELETE CASCADE
+     );
+     CREATE INDEX copy_tapes_barcode ON copy_tapes(barcode);
+     CREATE TABLE paths (
+        id INTEGER PRIMARY KEY,
+        path BLOB NOT NULL UNIQUE
+     );
+     CREATE TABLE set_files (
+        set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+        path_id INTEGER NOT NULL REFERENCES paths(id),
+        change TEXT NOT NULL CHECK (change IN ('stored','deleted')),
+        size INTEGER,
+        blake3 BLOB,
+        PRIMARY KEY (set_id, path_id)
+     );
+     CREATE INDEX set_files_path ON set_files(path_id);
+     CREATE TABLE file_parts (
+        set_id INTEGER NOT NULL,
+        copy INTEGER NOT NULL,
+        path_id INTEGER NOT NULL,
+        part INTEGER NOT NULL CHECK (part >= 0),
+        seq INTEGER NOT NULL,
+        partition TEXT NOT NULL CHECK (partition IN ('a','b')),
+        start_block INTEGER NOT NULL,
+        file_offset INTEGER NOT NULL,
+        length INTEGER NOT NULL,
+        PRIMARY KEY (set_id, copy, path_id, part),
+        FOREIGN KEY (set_id, copy, seq) REFERENCES copy_tapes(set_id, copy, seq) ON DELETE CASCADE
+     );
+     CREATE INDEX file_parts_tape ON file_parts(set_id, copy, seq, start_block);",
+];
+
+pub struct TapeCatalog {
+    conn: Connection,
+}
+
+impl TapeCatalog {
+    /// Opens (creating) `<state_dir>/tapes.sqlite`.
+    pub fn open(state_dir: &Path) -> Result<TapeCatalog> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let conn = common::sqlite::open(&state_dir.join("tapes.sqlite"), SCHEMA)?;
+        Ok(TapeCatalog { conn })
+    }
+}
