@@ -26,7 +26,8 @@ use output::print_json;
 #[command(
     name = "backupd",
     version,
-    about = "rackvault backups: selective, incremental, into ZFS or a directory store"
+    about = "rackvault backups: selective, incremental, into ZFS or a directory store",
+    after_help = "EXIT STATUS: 0 success, 1 failure, 2 bad usage or configuration, 3 verification found problems"
 )]
 struct Cli {
     /// Configuration file.
@@ -52,7 +53,9 @@ struct Cli {
 enum Command {
     /// Back up one job (or all) now, then apply its retention rules.
     Run {
+        /// The job to back up (a `[[job]]` name in the configuration).
         job: Option<String>,
+        /// Back up every job, one after the other.
         #[arg(long, conflicts_with = "job")]
         all: bool,
         /// Do not apply retention after the run.
@@ -60,11 +63,17 @@ enum Command {
         no_prune: bool,
     },
     /// List snapshots.
-    Snapshots { job: Option<String> },
+    Snapshots {
+        /// Only this job's snapshots (default: every job's).
+        job: Option<String>,
+    },
     /// List the contents of a snapshot (from its manifest).
     Ls {
+        /// The job whose snapshot to list.
         job: String,
+        /// A snapshot name from `backupd snapshots JOB`, a unique prefix of one, or "latest".
         snapshot: String,
+        /// A directory or file inside the snapshot, relative to its root (default: the root).
         path: Option<String>,
         /// Everything below PATH, not only its direct children.
         #[arg(long, short = 'R')]
@@ -72,10 +81,15 @@ enum Command {
     },
     /// Restore a snapshot, or paths in it, into a directory.
     Restore {
+        /// The job whose snapshot to restore.
         job: String,
+        /// A snapshot name from `backupd snapshots JOB`, a unique prefix of one, or "latest".
         snapshot: String,
+        /// Files or directories inside the snapshot to restore (default: everything); each keeps
+        /// its place below --to.
         paths: Vec<String>,
-        #[arg(long)]
+        /// Directory to restore into (created if missing); nothing outside it is touched.
+        #[arg(long, value_name = "DIR")]
         to: PathBuf,
         /// Replace existing files in the target.
         #[arg(long)]
@@ -83,16 +97,26 @@ enum Command {
     },
     /// Re-read a snapshot (default: the latest) and check it against its manifest.
     Verify {
+        /// The job whose snapshot to verify.
         job: String,
+        /// A snapshot name, a unique prefix of one, or "latest" (the default).
         snapshot: Option<String>,
         /// Verify every snapshot of the job.
         #[arg(long, conflicts_with = "snapshot")]
         all: bool,
     },
     /// Show what changed between two snapshots.
-    Diff { job: String, a: String, b: String },
+    Diff {
+        /// The job whose snapshots to compare.
+        job: String,
+        /// The older snapshot: a name from `backupd snapshots JOB`, a unique prefix, or "latest".
+        a: String,
+        /// The newer snapshot, named the same ways.
+        b: String,
+    },
     /// Delete snapshots that no retention rule keeps.
     Prune {
+        /// Only this job (default: every job).
         job: Option<String>,
         /// Show decisions without deleting.
         #[arg(long)]
@@ -100,7 +124,9 @@ enum Command {
     },
     /// Past runs from the catalog.
     Runs {
+        /// Only this job's runs (default: every job's).
         job: Option<String>,
+        /// How many runs to show, newest first.
         #[arg(long, default_value_t = 20)]
         limit: usize,
         /// Only runs with this status (queued, running, succeeded, failed, cancelled, interrupted).
@@ -143,7 +169,7 @@ fn main() -> ExitCode {
             let usage = e.downcast_ref::<ConfigError>().is_some()
                 || e.downcast_ref::<backupd::config::NoSuchJob>().is_some();
             let code = if usage { 2 } else { 1 };
-            eprintln!("error: {}", common::report::render(&e));
+            eprintln!("backupd: {}", common::report::render(&e));
             ExitCode::from(code)
         }
     }

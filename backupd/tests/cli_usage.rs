@@ -222,3 +222,64 @@ fn verify_and_restore_show_progress_on_a_terminal_only() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Arguments and options in `BIN ARGS --help` that have no description (clap prints one on the
+/// same line after two spaces, or, in its long layout, on the next lines, indented).
+pub fn undescribed(bin: &str, args: &[&str]) -> Vec<String> {
+    let o = std::process::Command::new(bin)
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut missing = Vec::new();
+    let mut in_list = false;
+    for (i, l) in lines.iter().enumerate() {
+        if *l == "Arguments:" || *l == "Options:" {
+            in_list = true;
+            continue;
+        }
+        if l.is_empty() {
+            in_list = false;
+        }
+        let entry = l
+            .strip_prefix("  ")
+            .is_some_and(|r| r.starts_with(['-', '<', '[']));
+        if in_list && entry {
+            let inline = l.trim().contains("  ");
+            let below = lines
+                .get(i + 1)
+                .is_some_and(|n| n.starts_with("          "));
+            if !inline && !below {
+                missing.push(format!("{args:?}: {}", l.trim()));
+            }
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_argument_is_described_in_help() {
+    let bin = env!("CARGO_BIN_EXE_backupd");
+    let mut missing = undescribed(bin, &[]);
+    for sub in [
+        "run",
+        "snapshots",
+        "ls",
+        "restore",
+        "verify",
+        "diff",
+        "prune",
+        "runs",
+        "check-config",
+        "serve",
+    ] {
+        missing.extend(undescribed(bin, &[sub]));
+    }
+    assert!(
+        missing.is_empty(),
+        "arguments without a description:\n{}",
+        missing.join("\n")
+    );
+}

@@ -47,6 +47,7 @@ pub struct Args {
     /// Wait up to this many seconds for a busy drive or changer.
     #[arg(long, default_value_t = 0, global = true)]
     wait: u64,
+    /// Show SCSI commands and internal steps (debug log).
     #[arg(long, short, global = true)]
     pub verbose: bool,
     #[command(subcommand)]
@@ -62,23 +63,35 @@ enum Cmd {
     Library(LibraryCmd),
     /// Load a cartridge (barcode, slot:N, ie:N) into a drive and wait until it is ready.
     Load {
+        /// The cartridge: a barcode, slot:N or ie:N.
         what: String,
+        /// The drive to load it into (numbered from 0, as `library status` shows them).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
     },
     /// Unload a drive back to the slot its cartridge came from.
     Unload {
+        /// The drive to unload (numbered from 0).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
     },
     /// Move a cartridge between places: slot:N, ie:N, drive:N, @ADDRESS or a barcode.
-    Move { from: String, to: String },
+    Move {
+        /// Where the cartridge is: slot:N, ie:N, drive:N, @ADDRESS or its barcode.
+        from: String,
+        /// Where it goes: slot:N, ie:N, drive:N or @ADDRESS (must be empty).
+        to: String,
+    },
     /// Move a cartridge to a free import/export slot, to take it offsite.
-    Export { barcode: String },
+    Export {
+        /// The cartridge's barcode (unloaded first if it is in a drive).
+        barcode: String,
+    },
     /// Move every cartridge in the import/export slots to free storage slots.
     Import,
     /// Clean a drive with a CLN* cartridge from a storage slot.
     Clean {
+        /// The drive to clean (numbered from 0).
         #[arg(long, short)]
         drive: u16,
     },
@@ -95,11 +108,13 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum LibraryCmd {
+    /// Drives, import/export slots and storage slots with their barcodes.
     Status,
     /// INITIALIZE ELEMENT STATUS: make the robot re-scan every slot.
     Inventory,
     /// Lock (PREVENT MEDIUM REMOVAL) or unlock (ALLOW) the import/export door.
     Door {
+        /// lock or unlock.
         #[arg(value_parser = ["lock", "unlock"])]
         action: String,
     },
@@ -107,6 +122,7 @@ enum LibraryCmd {
 
 #[derive(ClapArgs)]
 struct DriveSel {
+    /// The drive (numbered from 0, as `library status` shows them).
     #[arg(long, short, default_value_t = 0)]
     drive: u16,
 }
@@ -115,12 +131,15 @@ struct DriveSel {
 enum DriveCmd {
     /// Media, position, TapeAlert flags, MAM attributes, volume statistics.
     Status(DriveSel),
+    /// Rewind to the beginning of partition 0.
     Rewind(DriveSel),
     /// Write a file as fixed-size records at the current position, then a filemark.
     Write {
         #[command(flatten)]
         sel: DriveSel,
+        /// The file to write.
         file: PathBuf,
+        /// Record size (suffixes K and M: 512K, 1M; at most 16M).
         #[arg(long, default_value = "512K", value_parser = parse_size)]
         block_size: usize,
     },
@@ -128,7 +147,8 @@ enum DriveCmd {
     Read {
         #[command(flatten)]
         sel: DriveSel,
-        #[arg(long)]
+        /// The file to write what is read into (must not exist).
+        #[arg(long, value_name = "FILE")]
         to: PathBuf,
         /// Largest record expected.
         #[arg(long, default_value = "512K", value_parser = parse_size)]
@@ -140,6 +160,7 @@ enum DriveCmd {
 enum VtlCmd {
     /// Create a virtual TS3200 (in --vtl DIR, the config's [library] dir, or the default).
     Create {
+        /// Number of storage slots.
         #[arg(long, default_value_t = 24)]
         slots: u16,
         /// Drive generations, e.g. lto6,lto6 (LTO-5 to LTO-9).
@@ -157,21 +178,30 @@ enum VtlCmd {
     },
     /// The operator puts a cartridge into an import/export slot (a known one comes back with its data).
     Insert {
+        /// The cartridge's barcode (e.g. RV0009L6; CLN* for a cleaning cartridge).
         barcode: String,
+        /// The import/export slot to put it in (default: the first free one).
         #[arg(long)]
         ie: Option<u16>,
+        /// Set the cartridge's write-protect tab.
         #[arg(long)]
         write_protected: bool,
+        /// Capacity in MiB of a new cartridge (default: the library's).
         #[arg(long)]
         capacity_mb: Option<u64>,
     },
     /// The operator takes a cartridge out of an import/export slot (ie:N or a barcode).
-    Remove { what: String },
+    Remove {
+        /// ie:N or the cartridge's barcode.
+        what: String,
+    },
     /// Inject a fault as JSON, e.g. '{"kind":"medium_error","barcode":"RV0001L6","partition":0,"block":7,"on":"read"}'
     /// (kinds: medium_error, unit_attention, not_ready_for, early_warning_at, end_of_medium_at,
     /// write_protect, needs_cleaning); --clear removes them all first.
     Fault {
+        /// The fault, as JSON (see above).
         spec: Option<String>,
+        /// Remove every fault before adding SPEC.
         #[arg(long)]
         clear: bool,
     },

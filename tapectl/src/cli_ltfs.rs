@@ -30,30 +30,38 @@ use crate::progress::{Bar, Counted};
 pub enum LtfsCmd {
     /// Make the loaded cartridge an LTFS volume (two partitions); its barcode becomes the volume serial.
     Format {
+        /// The drive holding the volume (numbered from 0).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
+        /// The volume name in the LTFS label (default: none).
         #[arg(long)]
         name: Option<String>,
         /// Overwrite a tape that holds an LTFS volume or other data.
         #[arg(long)]
         force: bool,
+        /// Tape block size (suffixes K and M; 4K to the drive's maximum).
         #[arg(long, default_value = "512K", value_parser = crate::cli::parse_size)]
         block_size: usize,
     },
     /// List a directory of the volume (or one file), with sizes, times and, with --long, extents.
     Ls {
+        /// The drive holding the volume (numbered from 0).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
+        /// A directory or file on the volume.
         #[arg(default_value = "/")]
         path: String,
+        /// Also show each file's extents (partition, block, offsets).
         #[arg(long, short)]
         long: bool,
     },
     /// Copy local files and directories onto the volume, under DEST.
     Put {
+        /// The drive holding the volume (numbered from 0).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
-        #[arg(required = true, num_args = 2..)]
+        /// SOURCE... DEST: local files or directories, then the directory on the volume they go under.
+        #[arg(required = true, num_args = 2.., value_name = "PATH")]
         paths: Vec<PathBuf>,
         /// Write an index to the data partition after this many MiB of file data (rollback points).
         #[arg(long)]
@@ -64,22 +72,28 @@ pub enum LtfsCmd {
     },
     /// Copy files or directories off the volume into --to, reading in tape order; never overwrites.
     Get {
+        /// The drive holding the volume (numbered from 0).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
+        /// Files or directories on the volume (e.g. /backup/src).
         #[arg(required = true)]
         paths: Vec<String>,
-        #[arg(long)]
+        /// Local directory to copy into (created if missing); nothing outside it is touched.
+        #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
     /// Index generations on the tape (rollback points), newest first.
     Generations {
+        /// The drive holding the volume (numbered from 0).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
     },
     /// Mount the volume read-only (FUSE) at MOUNTPOINT until it is unmounted (umount, or Ctrl-C).
     Mount {
+        /// The drive holding the volume (numbered from 0).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
+        /// An empty directory to mount the volume on.
         mountpoint: PathBuf,
         /// Stay in the foreground (always so: run it in the background or from a systemd unit).
         #[arg(long)]
@@ -89,6 +103,7 @@ pub enum LtfsCmd {
     /// consistent index, or with --generation to an older one. Exit 0: consistent (after the
     /// repair); 1: problems found, or not repaired.
     Check {
+        /// The drive holding the volume (numbered from 0).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
         /// Recover: append missing filemarks, write a new index after extra blocks, rewrite the

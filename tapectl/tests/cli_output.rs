@@ -159,3 +159,74 @@ fn ltfs_put_and_get_show_progress_on_a_terminal_and_names_escaped() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Arguments and options in `tapectl ARGS --help` that have no description (clap prints one on the
+/// same line after two spaces, or, in its long layout, on the next lines, indented).
+fn undescribed(args: &[&str]) -> Vec<String> {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tapectl"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut in_list = false;
+    let mut missing = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        in_list = match *l {
+            "Arguments:" | "Options:" => true,
+            "" => false,
+            _ => in_list,
+        };
+        let entry = l
+            .strip_prefix("  ")
+            .is_some_and(|r| r.starts_with(['-', '<', '[']));
+        let inline = l.trim().contains("  ");
+        let below = lines
+            .get(i + 1)
+            .is_some_and(|n| n.starts_with("          "));
+        if in_list && entry && !inline && !below {
+            missing.push(format!("{args:?}: {}", l.trim()));
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_argument_is_described_in_help() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["devices"],
+        &["library", "status"],
+        &["library", "inventory"],
+        &["library", "door"],
+        &["load"],
+        &["unload"],
+        &["move"],
+        &["export"],
+        &["import"],
+        &["clean"],
+        &["drive", "status"],
+        &["drive", "rewind"],
+        &["drive", "write"],
+        &["drive", "read"],
+        &["ltfs", "format"],
+        &["ltfs", "ls"],
+        &["ltfs", "put"],
+        &["ltfs", "get"],
+        &["ltfs", "generations"],
+        &["ltfs", "mount"],
+        &["ltfs", "check"],
+        &["vtl", "create"],
+        &["vtl", "insert"],
+        &["vtl", "remove"],
+        &["vtl", "fault"],
+        &["vtl", "status"],
+    ];
+    let missing: Vec<String> = commands.iter().flat_map(|c| undescribed(c)).collect();
+    assert!(
+        missing.is_empty(),
+        "arguments without a description:\n{}",
+        missing.join("\n")
+    );
+}
