@@ -169,7 +169,7 @@ fn main() -> ExitCode {
             let usage = e.downcast_ref::<ConfigError>().is_some()
                 || e.downcast_ref::<backupd::config::NoSuchJob>().is_some();
             let code = if usage { 2 } else { 1 };
-            eprintln!("backupd: {}", common::report::render(&e));
+            common::report::print_exit_error("backupd", &e, code, cli.json);
             ExitCode::from(code)
         }
     }

@@ -143,3 +143,22 @@ fn a_good_configuration_passes() {
     let o = backupd(&cfg, &["check-config"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn with_json_a_failure_is_one_json_line_on_stderr() {
+    let t = tempfile::tempdir().unwrap();
+    let o = backupd(&t.path().join("rackvault.toml"), &["--json", "snapshots"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let v: serde_json::Value = serde_json::from_str(err.trim()).expect("one JSON document");
+    assert_eq!(v["message_type"], "exit_error");
+    assert_eq!(v["code"], 2);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read configuration"),
+        "{v}"
+    );
+}

@@ -7,6 +7,26 @@
 
 /// The whole chain of `e`, for stderr.
 pub fn render(e: &anyhow::Error) -> String {
+    let text = chain(e);
+    let lines: Vec<_> = text.lines().map(crate::escape::escape).collect();
+    lines.join("\n")
+}
+
+/// Prints a failed command's error on stderr: `PROGRAM: message` for people, or with `--json` one
+/// JSON line a script can parse, `{"message_type":"exit_error","code":N,"message":"…"}` (restic's
+/// shape), with the names in it exact.
+pub fn print_exit_error(program: &str, e: &anyhow::Error, code: u8, json: bool) {
+    if json {
+        let v =
+            serde_json::json!({"message_type": "exit_error", "code": code, "message": chain(e)});
+        eprintln!("{v}");
+    } else {
+        eprintln!("{program}: {}", render(e));
+    }
+}
+
+/// The chain joined with `: `, each cause once, unescaped.
+fn chain(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let part = cause.to_string();
@@ -18,8 +38,7 @@ pub fn render(e: &anyhow::Error) -> String {
         }
         text.push_str(&part);
     }
-    let lines: Vec<_> = text.lines().map(crate::escape::escape).collect();
-    lines.join("\n")
+    text
 }
 
 #[cfg(test)]

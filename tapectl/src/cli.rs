@@ -248,6 +248,13 @@ impl Args {
     }
 }
 
+impl Args {
+    /// `--json` was given: errors go to stderr as JSON too.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let out = Out { json: args.json };
     let wait = Duration::from_secs(args.wait);

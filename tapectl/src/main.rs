@@ -26,11 +26,13 @@ fn main() -> ExitCode {
         // Colour only on a terminal: not in a log file or the journal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let json = args.json();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tapectl: {}", common::report::render(&e));
-            ExitCode::from(cli::exit_code(&e))
+            let code = cli::exit_code(&e);
+            common::report::print_exit_error("tapectl", &e, code, json);
+            ExitCode::from(code)
         }
     }
 }

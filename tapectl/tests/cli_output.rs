@@ -67,6 +67,18 @@ fn ltfs_errors_say_the_cause_once_and_what_to_do() {
             "{args:?}"
         );
     }
+    // With --json the failure is one JSON line on stderr, for scripts.
+    let e = fails(&["--json", "ltfs", "ls", "--drive", "1"]);
+    let v: serde_json::Value = serde_json::from_str(e.trim()).expect("one JSON document");
+    assert_eq!(v["message_type"], "exit_error");
+    assert_eq!(v["code"], 1);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("drive 1 is empty"),
+        "{v}"
+    );
     ok(&["load", "RV0004L6", "--drive", "0"]);
     let e = fails(&["ltfs", "ls"]);
     assert_eq!(
