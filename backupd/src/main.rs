@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 failure; 2 bad usage or configuration; 3 verification found
 //! problems (verify, or a restore whose content did not match its manifest).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use backupd::catalog::Catalog;
 use backupd::config::Config;
+
 use backupd::progress::Progress;
 use backupd::store;
 use backupd::{diff, prune, restore, run, verify};
@@ -74,7 +76,7 @@ enum Command {
         /// A snapshot name from `backupd snapshots JOB`, a unique prefix of one, or "latest".
         snapshot: String,
         /// A directory or file inside the snapshot, relative to its root (default: the root).
-        path: Option<String>,
+        path: Option<std::ffi::OsString>,
         /// Everything below PATH, not only its direct children.
         #[arg(long, short = 'R')]
         recursive: bool,
@@ -87,7 +89,7 @@ enum Command {
         snapshot: String,
         /// Files or directories inside the snapshot to restore (default: everything); each keeps
         /// its place below --to.
-        paths: Vec<String>,
+        paths: Vec<std::ffi::OsString>,
         /// Directory to restore into (created if missing); nothing outside it is touched.
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
@@ -332,7 +334,8 @@ fn dispatch_with(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
                 common::snapshots::resolve(store.as_ref(), cfg.job(job)?.name.as_str(), snapshot)?;
             let view = store.open(job, &name)?;
             let m = view.manifest()?;
-            let base = RelPath::parse_user(path.as_deref().unwrap_or("")).context("bad path")?;
+            let base = RelPath::parse_user(path.as_deref().map(OsStrExt::as_bytes).unwrap_or(b""))
+                .context("bad path")?;
             let base_entry = m
                 .get(&base)
                 .ok_or_else(|| anyhow::anyhow!("{base} is not in snapshot {name}"))?;
@@ -370,7 +373,7 @@ fn dispatch_with(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
             let m = view.manifest()?;
             let sel = paths
                 .iter()
-                .map(|p| RelPath::parse_user(p).map_err(anyhow::Error::from))
+                .map(|p| RelPath::parse_user(p.as_bytes()).map_err(anyhow::Error::from))
                 .collect::<Result<Vec<_>>>()?;
             let progress = Progress::new(!cli.json);
             let report = restore::restore(&view.root, &m, &sel, to, *overwrite, &progress);

@@ -80,6 +80,24 @@ fn file_names_cannot_drive_the_terminal_and_json_keeps_their_bytes() {
         assert!(out.contains("x\\e[2J\\e]0;owned\\a.txt"), "{args:?}: {out}");
         assert!(out.contains("caf\\xE9.txt"), "{args:?}: {out}");
     }
+    // Every name shown can be given back, bytes and all.
+    let to = env.path("one");
+    let o = env
+        .cmd(&["restore", "j", "latest", "--to", to.to_str().unwrap()])
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xE9.txt"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(to.join(std::ffi::OsStr::from_bytes(b"caf\xE9.txt"))).unwrap(),
+        b"c"
+    );
+    let o = env
+        .cmd(&["ls", "j", "latest"])
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xE9.txt"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // JSON: the exact names, in one shape for ls and diff (a string, or hex for non-UTF-8).
     let diff = env.json(&["diff", "j", &snaps[0], "latest"]);
     let ls = env.json(&["ls", "j", "latest"]);

@@ -51,21 +51,26 @@ impl RelPath {
     }
 
     /// Like `parse`, but forgiving for user input: strips leading `/`, `./` and trailing `/`.
-    pub fn parse_user(s: &str) -> Result<Self, RelPathError> {
-        let mut t = s.trim_end_matches('/');
+    /// Any bytes a command line can carry (an OsString), so every name a listing shows can be given
+    /// back.
+    pub fn parse_user(s: impl AsRef<[u8]>) -> Result<Self, RelPathError> {
+        let mut t = s.as_ref();
+        while let Some(r) = t.strip_suffix(b"/") {
+            t = r;
+        }
         loop {
-            if let Some(r) = t.strip_prefix("./") {
+            if let Some(r) = t.strip_prefix(b"./") {
                 t = r;
-            } else if let Some(r) = t.strip_prefix('/') {
+            } else if let Some(r) = t.strip_prefix(b"/") {
                 t = r;
             } else {
                 break;
             }
         }
-        if t == "." {
-            t = "";
+        if t == b"." {
+            t = b"";
         }
-        Self::parse(t.as_bytes())
+        Self::parse(t)
     }
 
     pub fn is_root(&self) -> bool {
