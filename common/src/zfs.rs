@@ -7,8 +7,16 @@ use std::process::Command;
 pub enum ZfsError {
     #[error("cannot run `zfs`: {0} (is ZFS installed and, for zfs-fuse, is the daemon running?)")]
     Spawn(std::io::Error),
-    #[error("`zfs {args}` failed: {stderr}")]
-    Failed { args: String, stderr: String },
+    /// `zfs <op> … <object>` failed; `reason` is the last line zfs printed, and `hint` says what
+    /// to check when zfs could not reach ZFS at all. The whole command goes to the debug log.
+    #[error("zfs {op} {object}: {reason}{hint}")]
+    Failed {
+        op: String,
+        object: String,
+        reason: String,
+        hint: &'static str,
+        stderr: String,
+    },
     #[error("unexpected output from `zfs {args}`: {line:?}")]
     Parse { args: String, line: String },
 }
@@ -23,6 +31,37 @@ impl Default for Zfs {
         Zfs {
             program: std::env::var("RACKVAULT_ZFS").unwrap_or_else(|_| "zfs".into()),
         }
+    }
+}
+
+/// What a failed `zfs ARGS` said, for people: the operation, the object, zfs's last line, and
+/// what to check when ZFS itself is unreachable.
+fn failure(args: &[&str], status: &str, stderr: &str) -> ZfsError {
+    let mut stderr = stderr.trim().to_string();
+    if stderr.is_empty() {
+        stderr = status.to_string();
+    }
+    let reason = stderr
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("failed")
+        .trim_start_matches("internal error: ")
+        .to_string();
+    let unreachable = stderr.contains("failed to initialize ZFS library")
+        || stderr.contains("zfs-fuse daemon")
+        || stderr.contains("/dev/zfs");
+    ZfsError::Failed {
+        op: args.first().copied().unwrap_or("").to_string(),
+        object: args.last().copied().unwrap_or("").to_string(),
+        reason,
+        hint: if unreachable {
+            "\nis the ZFS module (or the zfs-fuse daemon) running?"
+        } else {
+            ""
+        },
+        stderr,
     }
 }
 
@@ -41,14 +80,9 @@ impl Zfs {
             .output()
             .map_err(ZfsError::Spawn)?;
         if !out.status.success() {
-            let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if stderr.is_empty() {
-                stderr = format!("exit status {}", out.status);
-            }
-            return Err(ZfsError::Failed {
-                args: args.join(" "),
-                stderr,
-            });
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            tracing::debug!(command = %format!("{} {}", self.program, args.join(" ")), %stderr, "zfs failed");
+            return Err(failure(args, &out.status.to_string(), &stderr));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -209,6 +243,31 @@ pub fn validate_dataset(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_names_the_operation_and_object_and_says_what_to_check() {
+        // What zfs-fuse's zfs prints when its daemon is not running.
+        let e = failure(
+            &["get", "-Hp", "-o", "value", "name", "tank/backups/x"],
+            "exit status: 1",
+            "connect: No such file or directory\nPlease make sure that the zfs-fuse daemon is running.\ninternal error: failed to initialize ZFS library\n",
+        );
+        assert_eq!(
+            e.to_string(),
+            "zfs get tank/backups/x: failed to initialize ZFS library\nis the ZFS module (or the zfs-fuse daemon) running?"
+        );
+        let e = failure(
+            &["destroy", "tank/x"],
+            "exit status: 1",
+            "cannot open 'tank/x': dataset does not exist\n",
+        );
+        assert_eq!(
+            e.to_string(),
+            "zfs destroy tank/x: cannot open 'tank/x': dataset does not exist"
+        );
+        let e = failure(&["snapshot", "tank/x@s"], "exit status: 2", "");
+        assert_eq!(e.to_string(), "zfs snapshot tank/x@s: exit status: 2");
+    }
 
     #[test]
     fn parses_get_output() {
