@@ -309,13 +309,17 @@ fn drive_cmd(_args: &Args, out: &Out, cmd: &DriveCmd, mut lib: Library) -> Resul
         DriveCmd::Write { sel, .. } | DriveCmd::Read { sel, .. } => sel.drive,
     };
     let (mut drive, _lock) = lib.open_drive(n)?;
+    let element = lib
+        .inventory()
+        .ok()
+        .and_then(|inv| inv.drives.get(n as usize).cloned());
     // The changer's barcode, for cartridges whose MAM has none (LTFS writes it; a new tape has not).
-    let barcode = lib.inventory().ok().and_then(|inv| {
-        inv.drives
-            .get(n as usize)
-            .and_then(|e| e.volume_tag.clone())
-    });
+    let barcode = element.as_ref().and_then(|e| e.volume_tag.clone());
     drop(lib); // the changer lock is not needed while we talk to the drive
+    // The changer knows an empty drive: say so, instead of what a command on no medium reports.
+    if !matches!(cmd, DriveCmd::Status(_)) && element.is_some_and(|e| !e.full) {
+        bail!("drive {n} is empty; load a cartridge first: tapectl load BARCODE --drive {n}");
+    }
     match cmd {
         DriveCmd::Status(_) => {
             let mut st = drive.status();

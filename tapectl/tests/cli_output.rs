@@ -59,6 +59,7 @@ fn ltfs_errors_say_the_cause_once_and_what_to_do() {
     for args in [
         &["ltfs", "format", "--drive", "1"][..],
         &["ltfs", "ls", "--drive", "1"][..],
+        &["drive", "write", "--drive", "1", "/etc/hostname"][..],
     ] {
         let e = fails(args);
         assert_eq!(
