@@ -246,11 +246,20 @@ fn walk_dir(abs: &Path, rel: &RelPath, root_dev: u64, depth: usize, opts: &ScanO
             }
         };
         let ft = md.file_type();
-        if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device() {
-            part.warnings.push(format!(
-                "{}: skipped special file (socket, FIFO or device)",
-                child_rel.display()
-            ));
+        let special = if ft.is_socket() {
+            Some("a socket")
+        } else if ft.is_fifo() {
+            Some("a FIFO")
+        } else if ft.is_block_device() {
+            Some("a block device")
+        } else if ft.is_char_device() {
+            Some("a character device")
+        } else {
+            None
+        };
+        if let Some(kind) = special {
+            part.warnings
+                .push(format!("{}: skipped, it is {kind}", child_rel.display()));
             continue;
         }
         if ft.is_dir() {

@@ -127,6 +127,20 @@ fn warnings_are_plain_lines_off_a_terminal_and_runs_count_them() {
     let fifo = std::ffi::CString::new(env.source.join("pipe").to_str().unwrap()).unwrap();
     // SAFETY: mkfifo with a valid path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // Said once, in the summary, saying what the file is; not again as a log line.
+    let o = env.cmd(&["run", "j"]).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.matches("pipe: skipped, it is a FIFO").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(!stderr.contains("pipe"), "{stderr}");
+    // A log written to a file or the journal has no colour codes.
     let o = env
         .cmd(&["run", "j"])
         .env("RACKVAULT_LOG", "info")
@@ -134,6 +148,7 @@ fn warnings_are_plain_lines_off_a_terminal_and_runs_count_them() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("INFO"), "{stderr}");
     assert!(
         !stderr.contains('\x1b'),
         "no colour codes in a log that is not a terminal: {stderr:?}"

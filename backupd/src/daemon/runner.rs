@@ -72,6 +72,16 @@ fn run(shared: &Shared, q: &Queued, progress: &Progress) {
             ) {
                 Ok(summary) => {
                     tracing::info!(job = %q.job, run = q.run_id, snapshot = %summary.snapshot, "run succeeded");
+                    // One line for the journal; the list is in the catalog and the API.
+                    if let Some(first) = summary.stats.warnings.first() {
+                        tracing::warn!(
+                            job = %q.job,
+                            run = q.run_id,
+                            warnings = summary.stats.warnings.len(),
+                            first = %first,
+                            "run succeeded with warnings (`backupd runs --json` lists them)"
+                        );
+                    }
                     if !job.retention.is_empty()
                         && let Err(e) = crate::prune::prune_job(
                             shared.store.as_ref(),

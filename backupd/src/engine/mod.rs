@@ -73,8 +73,10 @@ impl Counters {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// A warning of the run: listed in its summary and catalog record (the CLI prints the summary,
+    /// the daemon logs one line per run), so each is only logged at info level here.
     fn warn(&self, msg: String) {
-        tracing::warn!("{msg}");
+        tracing::info!("{msg}");
         self.warnings.lock().expect("not poisoned").push(msg);
     }
 }
