@@ -171,6 +171,27 @@ impl TapeCatalog {
         Ok(())
     }
 
+    /// Records a move from `from` to `to`, in the row and in the history.
+    fn move_to(
+        &self,
+        barcode: &str,
+        from: &Location,
+        to: &Location,
+        c: &MediaChange,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE media SET location = ?2, updated_at = ?3 WHERE barcode = ?1",
+            params![barcode, to.to_db(), c.at.to_string()],
+        )?;
+        self.log(
+            barcode,
+            "location",
+            Some(&from.to_db()),
+            Some(&to.to_db()),
+            c,
+        )
+    }
+
     /// The library reports `barcode` at `location` (its element status is the truth for what is
     /// onsite). A new barcode is added (`cleaning` for a cleaning cartridge, else `new`); a known
     /// one recorded elsewhere is moved, and the difference is kept in its history rather than
@@ -200,17 +221,7 @@ impl TapeCatalog {
                 None
             }
             Some(m) if m.location != *location => {
-                self.conn.execute(
-                    "UPDATE media SET location = ?2, updated_at = ?3 WHERE barcode = ?1",
-                    params![barcode, location.to_db(), c.at.to_string()],
-                )?;
-                self.log(
-                    barcode,
-                    "location",
-                    Some(&m.location.to_db()),
-                    Some(&location.to_db()),
-                    c,
-                )?;
+                self.move_to(barcode, &m.location, location, c)?;
                 Some(m.location.clone())
             }
             Some(_) => None,
@@ -224,17 +235,7 @@ impl TapeCatalog {
         let tx = self.conn.unchecked_transaction()?;
         let m = self.known(barcode)?;
         if m.location != *location {
-            self.conn.execute(
-                "UPDATE media SET location = ?2, updated_at = ?3 WHERE barcode = ?1",
-                params![barcode, location.to_db(), c.at.to_string()],
-            )?;
-            self.log(
-                barcode,
-                "location",
-                Some(&m.location.to_db()),
-                Some(&location.to_db()),
-                c,
-            )?;
+            self.move_to(barcode, &m.location, location, c)?;
         }
         tx.commit()?;
         Ok(())
