@@ -171,11 +171,13 @@ pub fn print_drive_status(out: &Out, st: &DriveStatus) -> Result<()> {
                 s.push('\n');
             }
             for c in &st.capacity {
+                let size =
+                    |mib: Option<u64>| mib.map(|v| common::human::bytes(v.saturating_mul(1 << 20)));
                 s.push_str(&format!(
-                    "  capacity p{}  {} MiB free of {} MiB\n",
+                    "  capacity p{}  {} free of {}\n",
                     c.partition,
-                    opt(c.remaining_mib.map(|v| v.to_string())),
-                    opt(c.maximum_mib.map(|v| v.to_string()))
+                    opt(size(c.remaining_mib)),
+                    opt(size(c.maximum_mib))
                 ));
             }
         }
