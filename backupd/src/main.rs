@@ -186,11 +186,11 @@ fn jobs_for<'c>(cfg: &'c Config, job: &Option<String>) -> Result<Vec<&'c backupd
 
 fn dispatch(cli: &Cli) -> Result<ExitCode> {
     let cfg = Config::load(&cli.config)?;
-    dispatch_with(cli, &cfg).map_err(|e| backupd::catalog::explain_full(e, &cfg.state_dir))
+    let state_dir = cfg.state_dir.clone();
+    dispatch_with(cli, cfg).map_err(|e| backupd::catalog::explain_full(e, &state_dir))
 }
 
-fn dispatch_with(cli: &Cli, cfg: &Config) -> Result<ExitCode> {
-    let cfg = cfg.clone();
+fn dispatch_with(cli: &Cli, cfg: Config) -> Result<ExitCode> {
     // What a run needs of the machine, before anything (state_dir, the store, a catalog) is made.
     match &cli.command {
         Command::CheckConfig => cfg.check_environment(&cfg.jobs)?,

@@ -10,7 +10,6 @@ use anyhow::Result;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::config::StoreConfig;
 use crate::manifest::{MANIFEST_FILE, Manifest};
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,17 +76,6 @@ impl<T: ReadsThrough> Snapshots for T {
 
     fn open(&self, job: &str, name: &str) -> Result<SnapshotView> {
         self.reader().open(job, name)
-    }
-}
-
-/// The read side of the configured store. `state_dir` holds the mount points of temporary clones.
-pub fn open_snapshots(store: &StoreConfig, state_dir: &std::path::Path) -> Box<dyn Snapshots> {
-    match store {
-        StoreConfig::Dir { path, .. } => Box::new(dir::DirSnapshots::new(path.clone())),
-        StoreConfig::Zfs { parent, .. } => Box::new(zfs::ZfsSnapshots::new(
-            parent.clone(),
-            state_dir.join("mnt"),
-        )),
     }
 }
 
