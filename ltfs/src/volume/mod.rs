@@ -35,7 +35,7 @@ use crate::time::LtfsTime;
 pub use check::{CheckReport, IndexSummary, PartitionCheck, Problem, ProblemKind, RepairReport};
 pub use format::FormatOptions;
 pub use read::{EntryInfo, EntryKind, RecordCache, SparseWrite, Zeros};
-pub use write::{FileMeta, Generation, PutReport, SyncPolicy};
+pub use write::{FileMeta, Generation, PartPut, PutReport, RESERVE_FILE_MAX, SyncPolicy};
 
 /// Bound on the bytes of one index read from tape (a million-file index is a few hundred MB). The XML is
 /// streamed into the parser, so this bounds the reading, not memory (which is the size of the model).

@@ -237,6 +237,50 @@ fn early_warning_on_the_data_partition() {
 }
 
 #[test]
+fn a_file_split_at_early_warning_is_its_parts_concatenated() {
+    let big = data(30 * BS + 17, 6);
+    let mut src = &big[..];
+    let mut tapes = [
+        MemTape {
+            early_warning_from: Some(12),
+            ..MemTape::default()
+        },
+        MemTape::default(),
+    ];
+    let mut lengths = Vec::new();
+    for t in tapes.iter_mut() {
+        let mut vol = Volume::format(t, &opts()).unwrap();
+        let r = vol
+            .put_file_part("big", &mut src, big.len() as u64, &FileMeta::default())
+            .unwrap();
+        let (PartPut::Part(r) | PartPut::Whole(r)) = &r;
+        lengths.push((matches!(r, _ if vol.is_full()), r.length));
+        // Past early warning only the closing file goes on.
+        if vol.is_full() {
+            assert!(matches!(
+                vol.put_file("more", &b"x"[..], &FileMeta::default()),
+                Err(VolumeError::VolumeFull { .. })
+            ));
+            vol.put_closing_file("desc.json", b"{}", &FileMeta::default())
+                .unwrap();
+        }
+        vol.unmount().unwrap();
+    }
+    // Early warning is reported once the position passes block 12: the first tape holds whole
+    // records up to there, the second the rest.
+    assert!(lengths[0].0 && !lengths[1].0, "{lengths:?}");
+    assert_eq!(lengths[0].1 % BS as u64, 0);
+    assert_eq!(lengths[0].1 + lengths[1].1, big.len() as u64);
+    let mut joined = Vec::new();
+    for t in tapes.iter_mut() {
+        let mut vol = Volume::mount(t).unwrap();
+        assert!(vol.mount_report().is_consistent());
+        joined.extend(read(&mut vol, "big").unwrap());
+    }
+    assert_eq!(joined, big);
+}
+
+#[test]
 fn names_are_looked_up_in_nfc_and_must_be_new() {
     let mut t = MemTape::default();
     let mut vol = Volume::format(&mut t, &opts()).unwrap();

@@ -48,11 +48,26 @@ pub struct PutReport {
     pub early_warning: bool,
 }
 
+/// The largest file [`Volume::put_closing_file`] writes past early warning.
+pub const RESERVE_FILE_MAX: usize = 64 << 10;
+
 /// One extent written by [`Volume::write_extent`].
 struct ExtentWritten {
     extent: Option<Extent>,
     bytes: u64,
     early_warning: bool,
+    /// The source was read to its end (false only when early warning cut it short).
+    complete: bool,
+}
+
+/// What [`Volume::put_file_part`] did: the whole file, or the part of it that fit before early
+/// warning (a file of that length in the index; the caller puts the rest on another volume).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartPut {
+    Whole(PutReport),
+    /// Early warning came before the source ended: `report.length` bytes are on this volume, the
+    /// volume is full and its index written. Exactly those bytes were read from the source.
+    Part(PutReport),
 }
 
 /// One index generation on tape, newest first (see [`Volume::generations`]).
@@ -257,7 +272,7 @@ impl<D: TapeDevice> Volume<D> {
         self.begin_put(path, meta, None)?;
         let max = self.max_file_length();
         let mut src = (&mut reader).take(max.map_or(u64::MAX, |m| m.saturating_add(1)));
-        let w = self.write_extent(path, &mut src, 0)?;
+        let w = self.write_extent(path, &mut src, 0, false)?;
         if let Some(m) = max
             && w.bytes > m
         {
@@ -333,7 +348,7 @@ impl<D: TapeDevice> Volume<D> {
                     source,
                 })?;
             let want = r.end - r.start;
-            let w = self.write_extent(path, &mut (&mut reader).take(want), r.start)?;
+            let w = self.write_extent(path, &mut (&mut reader).take(want), r.start, false)?;
             extents.extend(w.extent);
             early_warning = w.early_warning;
             if w.bytes < want {
@@ -343,6 +358,54 @@ impl<D: TapeDevice> Volume<D> {
             }
         }
         self.finish_put(path, meta, length, extents, early_warning)
+    }
+
+    /// Copies `reader` to a new file at `path` like [`Volume::put_file`], except that early warning
+    /// in the middle of it keeps what was written: the file is in the index with the bytes that fit
+    /// ([`PartPut::Part`]), so a writer spanning volumes continues the same reader on the next one
+    /// and the pieces' concatenation is the file. `length` is the file's expected length (checked
+    /// against [`Volume::max_file_length`] before anything is written).
+    pub fn put_file_part(
+        &mut self,
+        path: &str,
+        mut reader: impl Read,
+        length: u64,
+        meta: &FileMeta,
+    ) -> Result<PartPut> {
+        self.begin_put(path, meta, Some(length))?;
+        let w = self.write_extent(path, &mut reader, 0, true)?;
+        let complete = w.complete;
+        let r = self.finish_put(
+            path,
+            meta,
+            w.bytes,
+            w.extent.into_iter().collect(),
+            w.early_warning,
+        )?;
+        Ok(if complete { PartPut::Whole(r) } else { PartPut::Part(r) })
+    }
+
+    /// Writes a small file (at most [`RESERVE_FILE_MAX`] bytes) even when the volume has reached
+    /// early warning: the space between early warning and the end of the medium is there for what
+    /// closes a volume (LTFS writes its index there); a writer spanning volumes uses it for the
+    /// volume's own description of what it holds.
+    pub fn put_closing_file(&mut self, path: &str, data: &[u8], meta: &FileMeta) -> Result<PutReport> {
+        if data.len() > RESERVE_FILE_MAX {
+            return Err(VolumeError::TooLong {
+                path: path.to_string(),
+                length: data.len() as u64,
+                max: RESERVE_FILE_MAX as u64,
+            });
+        }
+        let full = std::mem::replace(&mut self.full, false);
+        let r = self.put_file(path, data, meta);
+        self.full |= full;
+        r
+    }
+
+    /// Early warning was reached: only [`Volume::put_closing_file`] writes now.
+    pub fn is_full(&self) -> bool {
+        self.full
     }
 
     /// Checks made before a put writes anything: the volume is not full, the xattrs, the name (new,
@@ -380,6 +443,7 @@ impl<D: TapeDevice> Volume<D> {
         path: &str,
         src: &mut impl Read,
         file_offset: u64,
+        keep_partial: bool,
     ) -> Result<ExtentWritten> {
         let w = match write_data_records(&mut self.dev, src, self.block_size) {
             Ok(w) => w,
@@ -397,7 +461,7 @@ impl<D: TapeDevice> Volume<D> {
             self.ends_in_index[dp] = false;
             self.wrote = true;
         }
-        if w.early_warning && !w.complete {
+        if w.early_warning && !w.complete && !keep_partial {
             self.full = true;
             self.sync()?;
             return Err(VolumeError::VolumeFull {
@@ -416,6 +480,7 @@ impl<D: TapeDevice> Volume<D> {
             }),
             bytes: w.bytes,
             early_warning: w.early_warning,
+            complete: w.complete,
         })
     }
 
