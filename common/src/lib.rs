@@ -10,6 +10,7 @@ pub mod config;
 pub mod escape;
 pub mod fsmeta;
 pub mod human;
+pub mod jsonl;
 pub mod manifest;
 pub mod relpath;
 pub mod report;

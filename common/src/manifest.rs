@@ -5,7 +5,7 @@
 //! Lines; the first line is a [`Header`], each further line one [`Entry`], sorted by path bytes.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -285,67 +285,40 @@ impl Manifest {
             line,
             msg,
         };
-        let dec =
-            zstd::Decoder::new(r).map_err(|e| corrupt(0, format!("not a zstd stream: {e}")))?;
-        let mut reader = BufReader::with_capacity(1 << 16, dec);
-        let mut line = Vec::new();
-        let mut lineno = 0usize;
+        let err = |e: crate::jsonl::LineError| corrupt(e.line, e.message);
+        let mut lines = crate::jsonl::Lines::new(r, MAX_LINE).map_err(err)?;
         let mut header: Option<Header> = None;
         let mut entries = Vec::new();
-        loop {
-            line.clear();
-            let n = (&mut reader)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .map_err(|e| corrupt(lineno + 1, format!("read failed: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            lineno += 1;
-            if line.len() > MAX_LINE {
+        if let Some(h) = lines.next_json::<Header>("header").map_err(err)? {
+            let lineno = lines.number();
+            if h.format != FORMAT {
                 return Err(corrupt(
                     lineno,
-                    format!("line longer than {MAX_LINE} bytes"),
+                    format!("format is {:?}, expected {FORMAT:?}", h.format),
                 ));
             }
-            if line.last() != Some(&b'\n') {
-                return Err(corrupt(lineno, "truncated (no line end)".into()));
+            if h.version != VERSION {
+                return Err(corrupt(
+                    lineno,
+                    format!(
+                        "version {} is not supported (this build reads {VERSION})",
+                        h.version
+                    ),
+                ));
             }
-            match &header {
-                None => {
-                    let h: Header = serde_json::from_slice(&line)
-                        .map_err(|e| corrupt(lineno, format!("bad header: {e}")))?;
-                    if h.format != FORMAT {
-                        return Err(corrupt(
-                            lineno,
-                            format!("format is {:?}, expected {FORMAT:?}", h.format),
-                        ));
-                    }
-                    if h.version != VERSION {
-                        return Err(corrupt(
-                            lineno,
-                            format!(
-                                "version {} is not supported (this build reads {VERSION})",
-                                h.version
-                            ),
-                        ));
-                    }
-                    if h.hash != "blake3" {
-                        return Err(corrupt(
-                            lineno,
-                            format!("hash {:?} is not supported", h.hash),
-                        ));
-                    }
-                    header = Some(h);
-                }
-                Some(_) => {
-                    let e: Entry = serde_json::from_slice(&line)
-                        .map_err(|e| corrupt(lineno, format!("bad entry: {e}")))?;
-                    validate_entry(&e).map_err(|m| corrupt(lineno, m))?;
-                    entries.push(e);
-                }
+            if h.hash != "blake3" {
+                return Err(corrupt(
+                    lineno,
+                    format!("hash {:?} is not supported", h.hash),
+                ));
             }
+            header = Some(h);
         }
+        while let Some(e) = lines.next_json::<Entry>("entry").map_err(err)? {
+            validate_entry(&e).map_err(|m| corrupt(lines.number(), m))?;
+            entries.push(e);
+        }
+        let lineno = lines.number();
         let header = header.ok_or_else(|| corrupt(0, "empty manifest".into()))?;
         if header.entries != entries.len() as u64 {
             return Err(corrupt(
@@ -385,7 +358,8 @@ impl Manifest {
     }
 }
 
-fn validate_entry(e: &Entry) -> Result<(), String> {
+/// The checks one entry must pass on its own (a reader of any manifest format built on entries).
+pub fn validate_entry(e: &Entry) -> Result<(), String> {
     if e.path.is_root() && e.kind != Kind::Dir {
         return Err("the root entry must be a directory".into());
     }

@@ -104,6 +104,12 @@ enum Cmd {
     /// The virtual library: create it, and play the operator at the door.
     #[command(subcommand)]
     Vtl(VtlCmd),
+    /// Backup snapshots on tape: write, list, show sets.
+    #[command(subcommand)]
+    Set(crate::cli_set::SetCmd),
+    /// The tape catalog: find which tapes hold a path.
+    #[command(subcommand)]
+    Catalog(crate::cli_set::CatalogCmd),
 }
 
 #[derive(Subcommand)]
@@ -300,6 +306,14 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Drive(cmd) => drive_cmd(&args, &out, cmd, open(&args)?),
         Cmd::Ltfs(cmd) => crate::cli_ltfs::run(&out, cmd, open(&args)?),
         Cmd::Vtl(cmd) => vtl_cmd(&args, &out, cmd),
+        Cmd::Set(cmd) => {
+            let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
+            crate::cli_set::set_cmd(&out, &cfg, cmd, &|| open(&args))
+        }
+        Cmd::Catalog(cmd) => {
+            let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
+            crate::cli_set::catalog_cmd(&out, &cfg, cmd)
+        }
     }
 }
 

@@ -7,3 +7,5 @@ pub mod config;
 pub mod drive;
 pub mod library;
 pub mod lock;
+pub mod pools;
+pub mod sets;

@@ -43,6 +43,13 @@ impl Bar {
         }
     }
 
+    /// A line above the bar (or on stderr when there is none and output is for people).
+    pub fn println(&self, line: &str) {
+        if let Some(b) = &self.bar {
+            b.println(line);
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

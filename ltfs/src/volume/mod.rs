@@ -33,7 +33,7 @@ use crate::scan::{CurrentIndex, PointerError, Rejected};
 use crate::time::LtfsTime;
 
 pub use check::{CheckReport, IndexSummary, PartitionCheck, Problem, ProblemKind, RepairReport};
-pub use format::FormatOptions;
+pub use format::{FormatOptions, random_uuid};
 pub use read::{EntryInfo, EntryKind, RecordCache, SparseWrite, Zeros};
 pub use write::{FileMeta, Generation, PartPut, PutReport, RESERVE_FILE_MAX, SyncPolicy};
 

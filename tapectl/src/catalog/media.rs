@@ -267,6 +267,39 @@ impl TapeCatalog {
         Ok(())
     }
 
+    /// The cartridge now carries LTFS volume `uuid` and belongs to `pool` (it was labelled, or a
+    /// label was found on it); both changes are kept in its history.
+    pub fn set_volume(&self, barcode: &str, pool: &str, uuid: &str, c: &MediaChange) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        let m = self.known(barcode)?;
+        if m.pool.as_deref() != Some(pool) {
+            self.conn.execute(
+                "UPDATE media SET pool = ?2, updated_at = ?3 WHERE barcode = ?1",
+                params![barcode, pool, c.at.to_string()],
+            )?;
+            self.log(barcode, "pool", m.pool.as_deref(), Some(pool), c)?;
+        }
+        if m.volume_uuid.as_deref() != Some(uuid) {
+            self.conn.execute(
+                "UPDATE media SET volume_uuid = ?2, updated_at = ?3 WHERE barcode = ?1",
+                params![barcode, uuid, c.at.to_string()],
+            )?;
+            self.log(barcode, "volume", m.volume_uuid.as_deref(), Some(uuid), c)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Counts a load, bytes written and errors against a cartridge.
+    pub fn count_use(&self, barcode: &str, loads: u64, bytes_written: u64, write_errors: u64, read_errors: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE media SET loads = loads + ?2, bytes_written = bytes_written + ?3,
+                write_errors = write_errors + ?4, read_errors = read_errors + ?5 WHERE barcode = ?1",
+            params![barcode, loads as i64, bytes_written as i64, write_errors as i64, read_errors as i64],
+        )?;
+        Ok(())
+    }
+
     fn known(&self, barcode: &str) -> Result<MediaRow> {
         self.media(barcode)?.with_context(|| {
             format!("no cartridge {barcode} in the tape catalog (see `tapectl media list`)")

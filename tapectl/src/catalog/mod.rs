@@ -13,11 +13,13 @@
 //!   each copy which tape, partition and block each part of a file starts at, so a restore loads
 //!   the right tape and seeks straight to the file.
 //!
-//! This module has the schema and the media operations; the set writer fills the rest.
+//! `media` has the media operations, `sets` those of sets, copies and their files.
 
 mod media;
+mod sets;
 
 pub use media::{HistoryRow, Location, MediaChange, MediaRow, MediaState};
+pub use sets::{CopyRow, FoundVersion, NewSet, PartRow, SetRow, SetState, TapeRow};
 
 use std::path::Path;
 
@@ -62,6 +64,7 @@ const SCHEMA: &[&str] = &[
         state TEXT NOT NULL CHECK (state IN ('writing','complete','interrupted','expired')),
         started_at TEXT NOT NULL,
         completed_at TEXT,
+        copies_wanted INTEGER NOT NULL DEFAULT 1,
         files INTEGER,
         bytes INTEGER,
         manifest_blake3 TEXT,
@@ -85,6 +88,7 @@ const SCHEMA: &[&str] = &[
         bytes INTEGER NOT NULL DEFAULT 0,
         seconds REAL,
         tape_alerts TEXT,
+        closed INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (set_id, copy, seq),
         FOREIGN KEY (set_id, copy) REFERENCES copies(set_id, copy) ON DELETE CASCADE
      );
@@ -96,9 +100,10 @@ const SCHEMA: &[&str] = &[
      CREATE TABLE set_files (
         set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
         path_id INTEGER NOT NULL REFERENCES paths(id),
-        change TEXT NOT NULL CHECK (change IN ('stored','deleted')),
+        change TEXT NOT NULL CHECK (change IN ('stored','renamed','deleted')),
         size INTEGER,
         blake3 BLOB,
+        renamed_from INTEGER REFERENCES paths(id),
         PRIMARY KEY (set_id, path_id)
      );
      CREATE INDEX set_files_path ON set_files(path_id);

@@ -1,0 +1,174 @@
+//! The tape side's own tables of rackvault.toml: `[[pool]]` (which cartridges a set may be written
+//! to) and `[tape]` (how sets are written). Every error names file:line:col.
+
+use common::config::{ConfigError, ConfigFile};
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A named group of cartridges, chosen by barcode.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    /// Barcode patterns (`*`, `?`, `[A-F]`), e.g. `RV00[0-4]?L6`.
+    pub barcodes: Vec<String>,
+    matchers: Vec<GlobMatcher>,
+}
+
+impl Pool {
+    pub fn new(name: &str, barcodes: &[String]) -> Result<Pool, String> {
+        let matchers = barcodes
+            .iter()
+            .map(|b| {
+                Glob::new(b)
+                    .map(|g| g.compile_matcher())
+                    .map_err(|e| format!("barcode pattern {b:?}: {}", e.kind()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Pool {
+            name: name.to_string(),
+            barcodes: barcodes.to_vec(),
+            matchers,
+        })
+    }
+
+    pub fn holds(&self, barcode: &str) -> bool {
+        self.matchers.iter().any(|m| m.is_match(barcode))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TapeSettings {
+    pub pools: Vec<Pool>,
+    /// Bytes read ahead of the drives while a set is written.
+    pub buffer_bytes: u64,
+}
+
+pub const DEFAULT_POOL: &str = "default";
+pub const DEFAULT_BUFFER_MB: u64 = 256;
+
+impl Default for TapeSettings {
+    /// Without `[[pool]]`: one pool, `default`, of every cartridge.
+    fn default() -> Self {
+        TapeSettings {
+            pools: vec![Pool::new(DEFAULT_POOL, &["*".to_string()]).expect("valid pattern")],
+            buffer_bytes: DEFAULT_BUFFER_MB << 20,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawFile {
+    #[serde(default)]
+    pool: Vec<Spanned<RawPool>>,
+    tape: Option<Spanned<RawTape>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: Spanned<String>,
+    barcodes: Spanned<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTape {
+    buffer_mb: Option<Spanned<i64>>,
+}
+
+impl TapeSettings {
+    pub fn from_file(cf: &ConfigFile) -> Result<TapeSettings, ConfigError> {
+        let raw: RawFile = cf.tables()?;
+        let mut s = TapeSettings::default();
+        if !raw.pool.is_empty() {
+            s.pools.clear();
+        }
+        for p in raw.pool {
+            let span = p.span();
+            let p = p.into_inner();
+            let name = p.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(cf.error(
+                    Some(p.name.span()),
+                    format!("pool name {name:?} must be letters, digits, '-' or '_'"),
+                ));
+            }
+            if s.pools.iter().any(|q| &q.name == name) {
+                return Err(cf.error(Some(p.name.span()), format!("pool {name:?} is defined twice")));
+            }
+            if p.barcodes.get_ref().is_empty() {
+                return Err(cf.error(
+                    Some(p.barcodes.span()),
+                    format!("pool {name:?} has no barcode patterns (e.g. barcodes = [\"RV00*\"])"),
+                ));
+            }
+            let pool = Pool::new(name, p.barcodes.get_ref())
+                .map_err(|e| cf.error(Some(p.barcodes.span()), format!("pool {name:?}: {e}")))?;
+            let _ = span;
+            s.pools.push(pool);
+        }
+        if let Some(t) = raw.tape {
+            let t = t.into_inner();
+            if let Some(b) = t.buffer_mb {
+                let v = *b.get_ref();
+                if !(1..=65536).contains(&v) {
+                    return Err(cf.error(
+                        Some(b.span()),
+                        format!("[tape] buffer_mb must be 1 to 65536; found {v}"),
+                    ));
+                }
+                s.buffer_bytes = (v as u64) << 20;
+            }
+        }
+        Ok(s)
+    }
+
+    /// The pool a set goes to: the one named, or the only one.
+    pub fn pool(&self, name: Option<&str>) -> anyhow::Result<&Pool> {
+        match name {
+            Some(n) => self.pools.iter().find(|p| p.name == n).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no pool {n:?} in the configuration (pools: {})",
+                    self.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            }),
+            None if self.pools.len() == 1 => Ok(&self.pools[0]),
+            None => anyhow::bail!(
+                "give --pool: the configuration has {} pools ({})",
+                self.pools.len(),
+                self.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(t: &str) -> Result<TapeSettings, ConfigError> {
+        TapeSettings::from_file(&ConfigFile::new(t, Path::new("rackvault.toml")))
+    }
+
+    #[test]
+    fn pools_parse_and_errors_point_at_the_line() {
+        let s = parse("[[pool]]\nname = \"weekly\"\nbarcodes = [\"RV00[0-4]?L6\"]\n[tape]\nbuffer_mb = 64\n").unwrap();
+        assert_eq!(s.pools.len(), 1);
+        assert!(s.pools[0].holds("RV0001L6"));
+        assert!(!s.pools[0].holds("RV0051L6"));
+        assert_eq!(s.buffer_bytes, 64 << 20);
+        assert_eq!(TapeSettings::default().pool(None).unwrap().name, "default");
+        let e = parse("[[pool]]\nname = \"a b\"\nbarcodes = [\"x\"]\n").unwrap_err();
+        assert!(e.to_string().contains("rackvault.toml:2"), "{e}");
+        let e = parse("[tape]\nbuffer_mb = 0\n").unwrap_err();
+        assert!(e.to_string().contains("buffer_mb must be"), "{e}");
+        let e = parse("[[pool]]\nname = \"p\"\nbarcodes = []\n").unwrap_err();
+        assert!(e.to_string().contains("no barcode patterns"), "{e}");
+    }
+}

@@ -1,0 +1,191 @@
+//! Choosing the next tape of a pool for a set and getting it into a drive ready to write: the
+//! library's element status is reconciled into the catalog first; a cartridge of the pool that is
+//! writable (the current tape, continued) comes before a new one; a blank one is formatted with
+//! its barcode as volume name. Write-protected and foreign cartridges (data that is not a
+//! rackvault LTFS volume this catalog knows) are skipped with the reason and never written.
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result, bail};
+use ltfs::volume::{FormatOptions, Volume, VolumeError};
+
+use crate::catalog::{Location, MediaChange, MediaState, TapeCatalog};
+use crate::changer::{ElementKind, Inventory, is_cleaning_cartridge};
+use crate::library::{Library, Target};
+use crate::pools::Pool;
+
+/// A cartridge passed over, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Skipped {
+    pub barcode: String,
+    pub reason: String,
+}
+
+/// Records where the library says each cartridge is (its element status is the truth for what
+/// is onsite); differences from the catalog are kept in the media history.
+pub fn reconcile(cat: &TapeCatalog, inv: &Inventory, actor: &str) -> Result<()> {
+    let c = MediaChange {
+        why: "seen by the library",
+        actor,
+        at: jiff::Timestamp::now(),
+    };
+    for kind in [ElementKind::Storage, ElementKind::ImportExport, ElementKind::Drive] {
+        for (i, e) in inv.of_kind(kind).iter().enumerate() {
+            let Some(barcode) = e.volume_tag.as_deref().filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            let n = i as u16;
+            let at = match kind {
+                ElementKind::Storage => Location::Slot(n + 1),
+                ElementKind::ImportExport => Location::ImportExport(n + 1),
+                _ => Location::Drive(n),
+            };
+            if e.full {
+                cat.seen(barcode, &at, is_cleaning_cartridge(barcode), &c)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the writer needs to find a tape.
+pub struct Want<'a> {
+    pub pool: &'a Pool,
+    pub drive: u16,
+    /// The set's data root (`/<job>/<snapshot>`): a tape that has it from another set is not used.
+    pub data_root: &'a str,
+    pub actor: &'a str,
+    /// Block size for new volumes.
+    pub block_size: usize,
+}
+
+/// Loads the next usable tape of the pool into `want.drive` and returns its barcode and volume
+/// UUID. `taken` holds barcodes not to use (other copies' tapes, ones skipped before); chosen and
+/// skipped ones are added to it.
+pub fn next_tape(
+    lib: &mut Library,
+    cat: &TapeCatalog,
+    want: &Want,
+    taken: &mut HashSet<String>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<(String, String)> {
+    let inv = lib.inventory()?;
+    reconcile(cat, &inv, want.actor)?;
+    let mut candidates: Vec<(u8, String, String)> = Vec::new();
+    for e in inv.storage.iter().chain(inv.drives.get(want.drive as usize)) {
+        let Some(b) = e.volume_tag.as_deref().filter(|_| e.full) else {
+            continue;
+        };
+        if taken.contains(b) || is_cleaning_cartridge(b) || !want.pool.holds(b) {
+            continue;
+        }
+        let Some(m) = cat.media(b)? else { continue };
+        if m.pool.as_deref().is_some_and(|p| p != want.pool.name) {
+            continue;
+        }
+        let rank = match m.state {
+            MediaState::Writable => 0,
+            MediaState::New => 1,
+            _ => continue,
+        };
+        candidates.push((rank, m.updated_at.clone(), b.to_string()));
+    }
+    // The pool's current tape (writable, most recently used) first, then new ones by barcode.
+    candidates.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| match a.0 {
+        0 => b.1.cmp(&a.1),
+        _ => a.2.cmp(&b.2),
+    }));
+    for (_, _, barcode) in candidates {
+        taken.insert(barcode.clone());
+        match prepare(lib, cat, want, &barcode)? {
+            Ok(uuid) => return Ok((barcode, uuid)),
+            Err(reason) => {
+                tracing::warn!(%barcode, "skipped: {reason}");
+                skipped.push(Skipped { barcode, reason });
+            }
+        }
+    }
+    let why = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (skipped: {})",
+            skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.barcode, s.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    };
+    bail!(
+        "no writable tape of pool {} is in the library{why}; insert a new cartridge whose barcode the pool takes ({}) with the import/export door, then `tapectl import`",
+        want.pool.name,
+        want.pool.barcodes.join(", ")
+    )
+}
+
+/// Loads `barcode` and makes it ready for the set: Ok(volume UUID), or Err(why it is skipped).
+fn prepare(
+    lib: &mut Library,
+    cat: &TapeCatalog,
+    want: &Want,
+    barcode: &str,
+) -> Result<Result<String, String>> {
+    lib.load(&Target::Barcode(barcode.to_string()), want.drive)
+        .with_context(|| format!("loading {barcode} into drive {}", want.drive))?;
+    let now = jiff::Timestamp::now();
+    cat.count_use(barcode, 1, 0, 0, 0)?;
+    let (mut drive, _lock) = lib.open_drive(want.drive)?;
+    if drive.status().write_protected == Some(true) {
+        return Ok(Err("the cartridge is write-protected".into()));
+    }
+    let known = cat.media(barcode)?.and_then(|m| m.volume_uuid);
+    match Volume::mount(&mut drive) {
+        Ok(vol) => {
+            let uuid = vol.index().volume_uuid.clone();
+            if known.as_deref() != Some(uuid.as_str()) {
+                return Ok(Err(format!(
+                    "it holds LTFS volume {uuid}, which the tape catalog does not know; it is never overwritten (if it is rackvault's, `tapectl catalog rebuild` reads it in)"
+                )));
+            }
+            if vol.stat(want.data_root).is_ok() {
+                return Ok(Err(format!(
+                    "it already has {} from an earlier set",
+                    want.data_root
+                )));
+            }
+            Ok(Ok(uuid))
+        }
+        Err(VolumeError::Construct(_)) | Err(VolumeError::Pointers(_)) if known.is_none() => {
+            let opts = FormatOptions {
+                barcode: Some(barcode.to_string()),
+                volume_name: Some(barcode.to_string()),
+                block_size: want.block_size,
+                force: false,
+                ..FormatOptions::default()
+            };
+            match Volume::format(&mut drive, &opts) {
+                Ok(vol) => {
+                    let uuid = vol.index().volume_uuid.clone();
+                    vol.unmount().context("closing the new volume")?;
+                    let c = MediaChange {
+                        why: "formatted for a tape set",
+                        actor: want.actor,
+                        at: now,
+                    };
+                    cat.set_volume(barcode, &want.pool.name, &uuid, &c)?;
+                    cat.set_state(barcode, MediaState::Writable, &c)?;
+                    Ok(Ok(uuid))
+                }
+                Err(e @ (VolumeError::AlreadyLtfs { .. } | VolumeError::NotBlank { .. })) => {
+                    Ok(Err(format!("it is not blank and not a rackvault volume ({e})")))
+                }
+                Err(VolumeError::Device { source: ltfs::DeviceError::WriteProtected, .. }) => {
+                    Ok(Err("the cartridge is write-protected".into()))
+                }
+                Err(e) => Err(anyhow::Error::new(e).context(format!("formatting {barcode}"))),
+            }
+        }
+        Err(e) => Ok(Err(format!("its LTFS volume cannot be mounted: {e}"))),
+    }
+}

@@ -1,0 +1,14 @@
+//! Tape sets: one backup snapshot written to LTFS tapes as a full or incremental set, in one or more
+//! copies on distinct tapes, spanning tapes when it must; and read back (verify, restore).
+//!
+//! - `layout`: the names, self-description and set manifest on tape (docs/tape-sets.md).
+//! - `plan`: what a set stores, from manifests alone.
+//! - `source`: the snapshot read once, ahead of the drives.
+//! - `allocate`: the next tape of a pool, loaded and ready.
+//! - `write`: the writers of a set's copies.
+
+pub mod allocate;
+pub mod layout;
+pub mod plan;
+pub mod source;
+pub mod write;

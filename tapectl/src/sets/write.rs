@@ -1,0 +1,755 @@
+//! Writing a set: the plan, the source read once, and one writer per copy that fills tapes of the
+//! pool in turn. At early warning a tape is closed (its self-description, then its index) and the
+//! set continues on the next one, a file that did not fit continuing as a second piece. The set
+//! manifest goes last, then the set is `complete` in the catalog: a set the catalog calls complete
+//! is on tape in full.
+//!
+//! Copies go to distinct tapes. With as many drives as copies they are written at the same time
+//! from one read of the source; otherwise one after the other.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use common::manifest::{Kind, Manifest};
+use common::relpath::RelPath;
+use ltfs::index::{LtfsTime, Times};
+use ltfs::volume::{FileMeta, PartPut, Volume, VolumeError};
+use serde::Serialize;
+
+use super::allocate::{Skipped, Want, next_tape};
+use super::layout::{
+    self, Continued, Part, SET_FORMAT, SetEntry, SetHeader, SetKind, SetTape, Stored, TAPE_FORMAT,
+    TapeDescription, VERSION,
+};
+use super::plan::{SetPlan, plan};
+use super::source::{SourceFile, Stream};
+use crate::backend::BoxedTransport;
+use crate::catalog::{NewSet, PartRow, SetRow, TapeCatalog};
+use crate::drive::Drive;
+use crate::library::Library;
+use crate::pools::Pool;
+
+/// What to write.
+pub struct SetRequest<'a> {
+    pub job: &'a str,
+    /// The snapshot's name (resolved).
+    pub snapshot: &'a str,
+    /// The snapshot's tree (a published snapshot, read-only).
+    pub root: &'a Path,
+    pub manifest: &'a Manifest,
+    pub full: bool,
+    pub copies: u32,
+    pub pool: &'a Pool,
+    /// Drives to use (numbered as `library status` shows them).
+    pub drives: Vec<u16>,
+    pub buffer_bytes: u64,
+    pub state_dir: &'a Path,
+    /// Who is writing (recorded in the media history), e.g. `tapectl set write`.
+    pub actor: &'a str,
+    /// LTFS block size for tapes formatted on the way.
+    pub block_size: usize,
+}
+
+/// Progress of a set being written; called from the writers' threads.
+pub trait Progress: Sync {
+    fn start(&self, _files: u64, _bytes: u64, _copies: u32) {}
+    fn bytes(&self, _copy: u32, _n: u64) {}
+    fn file_done(&self, _copy: u32) {}
+    fn tape(&self, _copy: u32, _seq: u32, _barcode: &str) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TapeReport {
+    pub seq: u32,
+    pub barcode: String,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// MB/s (10^6 bytes) while the tape was written.
+    pub mb_per_s: f64,
+    /// TapeAlert flags the drive raised (names).
+    pub tape_alerts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyReport {
+    pub copy: u32,
+    pub drive: u16,
+    pub tapes: Vec<TapeReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SetReport {
+    pub set: String,
+    pub job: String,
+    pub snapshot: String,
+    pub kind: SetKind,
+    pub base: Option<String>,
+    pub base_snapshot: Option<String>,
+    pub pool: String,
+    /// Files whose content went to tape, and their bytes (per copy).
+    pub files: u64,
+    pub bytes: u64,
+    pub renamed: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub seconds: f64,
+    pub copies: Vec<CopyReport>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Where the catalog keeps a copy's set manifest (the same bytes as on its last tape).
+pub fn local_manifest(state_dir: &Path, set: &str, copy: u32) -> PathBuf {
+    state_dir
+        .join("tape-sets")
+        .join(set)
+        .join(format!("copy-{copy}.manifest.zst"))
+}
+
+/// Reads the entries of a set's manifest from the catalog's copy.
+pub fn load_local_manifest(state_dir: &Path, set: &SetRow) -> Result<layout::SetManifest> {
+    for copy in 1..=set.copies_wanted.max(1) {
+        let p = local_manifest(state_dir, &set.uuid, copy);
+        match std::fs::File::open(&p) {
+            Ok(f) => return layout::SetManifest::read_from(f, &p.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", p.display())),
+        }
+    }
+    bail!(
+        "the manifest of set {} is not in {} (run `tapectl catalog rebuild` to read it back from its tapes)",
+        set.uuid,
+        state_dir.join("tape-sets").display()
+    )
+}
+
+/// The writer's hold on a set while it runs: a lock file another process can test (a set whose
+/// lock is free and still `writing` was interrupted).
+pub struct WriterLock(#[allow(dead_code)] std::fs::File);
+
+pub fn writer_lock_path(state_dir: &Path, set: &str) -> PathBuf {
+    state_dir.join("tape-sets").join(set).join("writer.lock")
+}
+
+impl WriterLock {
+    pub fn take(state_dir: &Path, set: &str) -> Result<WriterLock> {
+        use std::os::fd::AsRawFd;
+        let p = writer_lock_path(state_dir, set);
+        std::fs::create_dir_all(p.parent().expect("has a parent"))
+            .with_context(|| format!("cannot create {}", p.display()))?;
+        let f = std::fs::File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!("set {set} is being written by another process");
+        }
+        Ok(WriterLock(f))
+    }
+
+    /// Whether a writer holds the set's lock now.
+    pub fn held(state_dir: &Path, set: &str) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(f) = std::fs::File::open(writer_lock_path(state_dir, set)) else {
+            return false;
+        };
+        // SAFETY: flock on a descriptor we own; released when `f` closes.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+    }
+}
+
+/// Marks sets whose writer died as interrupted.
+pub fn settle(cat: &TapeCatalog, state_dir: &Path) -> Result<Vec<String>> {
+    cat.settle_interrupted(|uuid| WriterLock::held(state_dir, uuid))
+}
+
+/// Writes the set. `lib` is the library (its changer lock held for the whole set).
+pub fn write_set(
+    lib: Library,
+    cat: TapeCatalog,
+    req: &SetRequest,
+    progress: &dyn Progress,
+) -> Result<SetReport> {
+    let started = Instant::now();
+    settle(&cat, req.state_dir)?;
+    if req.copies == 0 {
+        bail!("--copies must be at least 1");
+    }
+    if req.drives.is_empty() {
+        bail!("no drive to write with");
+    }
+    // The base: the pool's newest complete set of the job, for an incremental.
+    let base = if req.full {
+        None
+    } else {
+        match cat.newest_complete(req.job, &req.pool.name)? {
+            Some(b) if b.snapshot.as_str() >= req.snapshot => bail!(
+                "snapshot {} of job {} is not newer than {}, the newest set of pool {} (set {}); write a full set with --full",
+                req.snapshot,
+                req.job,
+                b.snapshot,
+                req.pool.name,
+                b.uuid
+            ),
+            other => other,
+        }
+    };
+    let base_entries = match &base {
+        Some(b) => Some(load_local_manifest(req.state_dir, b)?.entries),
+        None => None,
+    };
+    let kind = if base.is_some() {
+        SetKind::Incremental
+    } else {
+        SetKind::Full
+    };
+    let uuid = ltfs::volume::random_uuid();
+    let plan = plan(&uuid, req.manifest, base_entries.as_deref());
+    drop(base_entries);
+    let _lock = WriterLock::take(req.state_dir, &uuid)?;
+    let set_id = cat.begin_set(
+        &NewSet {
+            uuid: &uuid,
+            job: req.job,
+            snapshot: req.snapshot,
+            kind,
+            base: base.as_ref().map(|b| b.id),
+            pool: &req.pool.name,
+            copies: req.copies,
+            started_at: jiff::Timestamp::now(),
+        },
+        &plan,
+    )?;
+    let files: Vec<SourceFile> = plan
+        .files_to_write()
+        .map(|(_, e)| SourceFile {
+            path: e.entry.path.clone(),
+            size: e.entry.size,
+            hash: e.entry.hash,
+        })
+        .collect();
+    progress.start(files.len() as u64, plan.bytes_to_write(), req.copies);
+    let ctx = Ctx {
+        uuid: &uuid,
+        set_id,
+        req,
+        kind,
+        base: base.as_ref(),
+        plan: &plan,
+        created: jiff::Timestamp::now().to_string(),
+        lib: Mutex::new(lib),
+        cat: Mutex::new(cat),
+        taken: Mutex::new(HashSet::new()),
+        skipped: Mutex::new(Vec::new()),
+        progress,
+    };
+    let mut copies = Vec::new();
+    let parallel = req.drives.len().min(req.copies as usize);
+    let mut next_copy = 1u32;
+    while next_copy <= req.copies {
+        let group: Vec<u32> = (next_copy..=req.copies).take(parallel).collect();
+        next_copy += group.len() as u32;
+        let rxs = super::source::start(req.root, files.clone(), group.len(), req.buffer_bytes)
+            .with_context(|| format!("cannot open the snapshot at {}", req.root.display()))?;
+        let results: Vec<Result<CopyReport>> = std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .iter()
+                .zip(rxs)
+                .zip(req.drives.iter())
+                .map(|((&copy, rx), &drive)| {
+                    let ctx = &ctx;
+                    s.spawn(move || CopyWriter::new(ctx, copy, drive, Stream::new(rx)).run())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a copy's writer panicked"))))
+                .collect()
+        });
+        for r in results {
+            copies.push(r?);
+        }
+    }
+    let cat = ctx.cat.into_inner().map_err(|_| anyhow!("catalog lock poisoned"))?;
+    let manifest_hash = std::fs::read(local_manifest(req.state_dir, &uuid, 1))
+        .map(|b| blake3::hash(&b).to_hex().to_string())
+        .unwrap_or_default();
+    let (nfiles, bytes) = (files.len() as u64, plan.bytes_to_write());
+    cat.complete_set(set_id, nfiles, bytes, &manifest_hash, jiff::Timestamp::now())?;
+    let mut lib = ctx.lib.into_inner().map_err(|_| anyhow!("library lock poisoned"))?;
+    for c in &copies {
+        // Back to its slot: the library stays tidy and the drive free for the next job.
+        if let Err(e) = lib.unload(c.drive) {
+            tracing::debug!("drive {} not unloaded: {e:#}", c.drive);
+        }
+    }
+    let count = |s: Stored| plan.entries.iter().filter(|e| e.stored == s).count() as u64;
+    Ok(SetReport {
+        set: uuid.clone(),
+        job: req.job.to_string(),
+        snapshot: req.snapshot.to_string(),
+        kind,
+        base: base.as_ref().map(|b| b.uuid.clone()),
+        base_snapshot: base.as_ref().map(|b| b.snapshot.clone()),
+        pool: req.pool.name.clone(),
+        files: nfiles,
+        bytes,
+        renamed: count(Stored::Renamed),
+        deleted: plan.deleted.len() as u64,
+        unchanged: count(Stored::Base),
+        seconds: started.elapsed().as_secs_f64(),
+        copies,
+        skipped: ctx.skipped.into_inner().unwrap_or_default(),
+    })
+}
+
+struct Ctx<'a> {
+    uuid: &'a str,
+    set_id: i64,
+    req: &'a SetRequest<'a>,
+    kind: SetKind,
+    base: Option<&'a SetRow>,
+    plan: &'a SetPlan,
+    created: String,
+    lib: Mutex<Library>,
+    cat: Mutex<TapeCatalog>,
+    /// Tapes this set uses or passed over: copies never share one.
+    taken: Mutex<HashSet<String>>,
+    skipped: Mutex<Vec<Skipped>>,
+    progress: &'a dyn Progress,
+}
+
+/// The tape being written by one copy.
+struct OnTape {
+    seq: u32,
+    barcode: String,
+    volume_uuid: String,
+    started: Instant,
+    bytes: u64,
+    /// Parts on this tape not yet under an index on tape.
+    pending: Vec<(RelPath, PartRow)>,
+    continued_from_previous: Option<Continued>,
+}
+
+/// A file in the middle of being written: its entry, how much is on tape, its next part number.
+#[derive(Clone, Copy)]
+struct InFile {
+    entry: usize,
+    done: u64,
+    part: u32,
+}
+
+struct CopyWriter<'a> {
+    ctx: &'a Ctx<'a>,
+    copy: u32,
+    drive: u16,
+    stream: Stream,
+    /// The next plan entry to write.
+    next: usize,
+    current: Option<InFile>,
+    /// Parts written per plan entry (this copy's).
+    parts: Vec<Vec<Part>>,
+    tapes: Vec<TapeReport>,
+    set_tapes: Vec<SetTape>,
+    /// The copy's set manifest once built, and how much of it is on tape.
+    manifest: Option<(Vec<u8>, u64)>,
+}
+
+enum TapeEnd {
+    /// Everything is on tape, the manifest too.
+    Done,
+    /// Early warning: the set continues on another tape.
+    Full { continues: Option<Continued> },
+}
+
+impl<'a> CopyWriter<'a> {
+    fn new(ctx: &'a Ctx<'a>, copy: u32, drive: u16, stream: Stream) -> Self {
+        CopyWriter {
+            ctx,
+            copy,
+            drive,
+            stream,
+            next: 0,
+            current: None,
+            parts: vec![Vec::new(); ctx.plan.entries.len()],
+            tapes: Vec::new(),
+            set_tapes: Vec::new(),
+            manifest: None,
+        }
+    }
+
+    fn run(mut self) -> Result<CopyReport> {
+        let r = self.write_all();
+        if r.is_err() {
+            let cat = self.ctx.cat.lock().map_err(|_| anyhow!("catalog lock poisoned"))?;
+            cat.set_copy_state(self.ctx.set_id, self.copy, "interrupted")?;
+        }
+        r?;
+        Ok(CopyReport {
+            copy: self.copy,
+            drive: self.drive,
+            tapes: self.tapes,
+        })
+    }
+
+    fn write_all(&mut self) -> Result<()> {
+        let mut continued: Option<Continued> = None;
+        loop {
+            let seq = self.set_tapes.len() as u32 + 1;
+            let (barcode, volume_uuid) = {
+                let mut lib = self.ctx.lib.lock().map_err(|_| anyhow!("library lock poisoned"))?;
+                let cat = self.ctx.cat.lock().map_err(|_| anyhow!("catalog lock poisoned"))?;
+                let mut taken = self.ctx.taken.lock().map_err(|_| anyhow!("lock poisoned"))?;
+                let mut skipped = self.ctx.skipped.lock().map_err(|_| anyhow!("lock poisoned"))?;
+                let root = layout::data_root(self.ctx.req.job, self.ctx.req.snapshot);
+                let want = Want {
+                    pool: self.ctx.req.pool,
+                    drive: self.drive,
+                    data_root: &root,
+                    actor: self.ctx.req.actor,
+                    block_size: self.ctx.req.block_size,
+                };
+                let (b, u) = next_tape(&mut lib, &cat, &want, &mut taken, &mut skipped)?;
+                cat.add_copy_tape(self.ctx.set_id, self.copy, seq, &b, &u)?;
+                (b, u)
+            };
+            self.ctx.progress.tape(self.copy, seq, &barcode);
+            self.set_tapes.push(SetTape {
+                seq,
+                barcode: barcode.clone(),
+                volume_uuid: volume_uuid.clone(),
+            });
+            let mut tape = OnTape {
+                seq,
+                barcode,
+                volume_uuid,
+                started: Instant::now(),
+                bytes: 0,
+                pending: Vec::new(),
+                continued_from_previous: continued.take(),
+            };
+            let (mut drive, _lock) = {
+                let mut lib = self.ctx.lib.lock().map_err(|_| anyhow!("library lock poisoned"))?;
+                lib.open_drive(self.drive)?
+            };
+            let end = self
+                .fill_tape(&mut drive, &mut tape)
+                .with_context(|| format!("writing copy {} to {} in drive {}", self.copy, tape.barcode, self.drive))?;
+            let alerts = drive
+                .tape_alerts()
+                .map(|t| t.flags().map(|f| f.name.to_string()).collect::<Vec<_>>())
+                .unwrap_or_default();
+            let seconds = tape.started.elapsed().as_secs_f64();
+            let cat = self.ctx.cat.lock().map_err(|_| anyhow!("catalog lock poisoned"))?;
+            cat.record_parts(self.ctx.set_id, self.copy, tape.seq, &tape.pending, tape.bytes)?;
+            let alerts_json = (!alerts.is_empty()).then(|| serde_json::to_string(&alerts).unwrap_or_default());
+            cat.close_copy_tape(self.ctx.set_id, self.copy, tape.seq, seconds, alerts_json.as_deref())?;
+            cat.count_use(&tape.barcode, 0, tape.bytes, 0, 0)?;
+            self.tapes.push(TapeReport {
+                seq: tape.seq,
+                barcode: tape.barcode.clone(),
+                bytes: tape.bytes,
+                seconds,
+                mb_per_s: if seconds > 0.0 { tape.bytes as f64 / 1e6 / seconds } else { 0.0 },
+                tape_alerts: alerts,
+            });
+            match end {
+                TapeEnd::Done => {
+                    cat.set_copy_state(self.ctx.set_id, self.copy, "complete")?;
+                    return Ok(());
+                }
+                TapeEnd::Full { continues } => {
+                    if tape.seq >= 100_000 {
+                        bail!("the set has spanned 100000 tapes; something is wrong");
+                    }
+                    cat.set_state(
+                        &tape.barcode,
+                        crate::catalog::MediaState::Full,
+                        &crate::catalog::MediaChange {
+                            why: "early warning while writing a set",
+                            actor: self.ctx.req.actor,
+                            at: jiff::Timestamp::now(),
+                        },
+                    )?;
+                    continued = continues;
+                }
+            }
+        }
+    }
+
+    /// Writes plan entries from `self.next` on this tape until the set is done (manifest and
+    /// all) or the tape reaches early warning; the tape is closed either way.
+    fn fill_tape(&mut self, drive: &mut Drive<BoxedTransport>, tape: &mut OnTape) -> Result<TapeEnd> {
+        let mut vol = Volume::mount(&mut *drive).context("mounting the LTFS volume")?;
+        let root = layout::data_root(self.ctx.req.job, self.ctx.req.snapshot);
+        vol.mkdir_p(&root)?;
+        let end = self.write_entries(&mut vol, tape)?;
+        let end = match end {
+            Some(continues) => TapeEnd::Full { continues },
+            None => match self.write_manifest(&mut vol, tape)? {
+                true => TapeEnd::Done,
+                false => TapeEnd::Full {
+                    continues: self.manifest.as_ref().filter(|m| m.1 > 0).map(|m| Continued {
+                        tape_path: layout::manifest_path(self.ctx.uuid),
+                        offset: m.1,
+                    }),
+                },
+            },
+        };
+        let (continues_on_next, last) = match &end {
+            TapeEnd::Done => (None, true),
+            TapeEnd::Full { continues } => (continues.clone(), false),
+        };
+        let desc = TapeDescription {
+            format: TAPE_FORMAT.into(),
+            version: VERSION,
+            set: self.ctx.uuid.to_string(),
+            job: self.ctx.req.job.to_string(),
+            snapshot: self.ctx.req.snapshot.to_string(),
+            kind: self.ctx.kind,
+            base: self.ctx.base.map(|b| b.uuid.clone()),
+            pool: self.ctx.req.pool.name.clone(),
+            copy: self.copy,
+            seq: tape.seq,
+            barcode: tape.barcode.clone(),
+            volume_uuid: tape.volume_uuid.clone(),
+            previous: (tape.seq > 1)
+                .then(|| self.set_tapes.get(tape.seq as usize - 2).map(|t| t.barcode.clone()))
+                .flatten(),
+            continued_from_previous: tape.continued_from_previous.clone(),
+            continues_on_next,
+            last,
+            closed: jiff::Timestamp::now().to_string(),
+        };
+        vol.put_closing_file(
+            &layout::description_path(self.ctx.uuid, tape.seq),
+            &desc.to_json(),
+            &FileMeta::default(),
+        )?;
+        vol.unmount().context("closing the volume (writing its indexes)")?;
+        Ok(end)
+    }
+
+    /// Some(continues) when early warning stopped it, None when every entry is on tape.
+    fn write_entries(
+        &mut self,
+        vol: &mut Volume<&mut Drive<BoxedTransport>>,
+        tape: &mut OnTape,
+    ) -> Result<Option<Option<Continued>>> {
+        let plan = self.ctx.plan;
+        let (job, snap) = (self.ctx.req.job, self.ctx.req.snapshot);
+        while self.next < plan.entries.len() {
+            if vol.is_full() {
+                return Ok(Some(self.current.map(|c| Continued {
+                    tape_path: plan.entries[c.entry].tape_path.clone().unwrap_or_default(),
+                    offset: c.done,
+                })));
+            }
+            let i = self.next;
+            let e = &plan.entries[i];
+            let valid_path = || {
+                let p = layout::tape_path(self.ctx.uuid, job, snap, &e.entry.path, i);
+                (!p.starts_with("/.rackvault/")).then_some(p)
+            };
+            match (e.stored, e.entry.kind) {
+                (Stored::Here, Kind::Dir) => {
+                    if let Some(p) = valid_path() {
+                        vol.mkdir_p(&p)?;
+                    }
+                }
+                (Stored::Here, Kind::Symlink) => {
+                    let target = e.entry.target.as_ref().and_then(|t| std::str::from_utf8(&t.0).ok());
+                    if let (Some(p), Some(t)) = (valid_path(), target) {
+                        match vol.symlink(&p, t, &meta_of(e)) {
+                            Ok(_) | Err(VolumeError::InvalidName { .. }) => {}
+                            Err(err) => return Err(err.into()),
+                        }
+                    }
+                }
+                (Stored::Here, Kind::File) => {
+                    let cur = self.current.unwrap_or(InFile {
+                        entry: i,
+                        done: 0,
+                        part: 0,
+                    });
+                    let path = e.tape_path.as_deref().expect("planned with a tape path");
+                    let left = e.entry.size - cur.done;
+                    let counted = Counted {
+                        inner: &mut self.stream,
+                        progress: self.ctx.progress,
+                        copy: self.copy,
+                    };
+                    let put = vol.put_file_part(path, counted, left, &meta_of(e));
+                    let put = match put {
+                        Ok(p) => p,
+                        Err(VolumeError::Source { .. }) if self.stream.failed.is_some() => {
+                            bail!("{}", self.stream.failed.clone().unwrap_or_default())
+                        }
+                        Err(err) => return Err(err.into()),
+                    };
+                    let (r, whole) = match put {
+                        PartPut::Whole(r) => (r, true),
+                        PartPut::Part(r) => (r, false),
+                    };
+                    if r.length > 0 {
+                        let x = r.extent.expect("data written has an extent");
+                        let part = Part {
+                            tape: tape.seq,
+                            partition: x.partition,
+                            block: x.start_block,
+                            offset: cur.done,
+                            length: r.length,
+                        };
+                        self.parts[i].push(part);
+                        tape.pending.push((
+                            e.entry.path.clone(),
+                            PartRow {
+                                part: cur.part,
+                                seq: tape.seq,
+                                partition: x.partition,
+                                start_block: x.start_block,
+                                file_offset: cur.done,
+                                length: r.length,
+                            },
+                        ));
+                        tape.bytes += r.length;
+                    }
+                    if !whole {
+                        let done = cur.done + r.length;
+                        self.current = Some(InFile {
+                            entry: i,
+                            done,
+                            part: cur.part + u32::from(r.length > 0),
+                        });
+                        return Ok(Some(Some(Continued {
+                            tape_path: path.to_string(),
+                            offset: done,
+                        })));
+                    }
+                    self.stream.finish_file().map_err(|why| anyhow!(why))?;
+                    self.stream.next_file();
+                    self.current = None;
+                    self.ctx.progress.file_done(self.copy);
+                    if r.synced {
+                        self.flush(tape)?;
+                    }
+                }
+                _ => {}
+            }
+            self.next += 1;
+        }
+        Ok(None)
+    }
+
+    /// Parts under an index on tape go to the catalog.
+    fn flush(&self, tape: &mut OnTape) -> Result<()> {
+        let cat = self.ctx.cat.lock().map_err(|_| anyhow!("catalog lock poisoned"))?;
+        cat.record_parts(self.ctx.set_id, self.copy, tape.seq, &tape.pending, tape.bytes)?;
+        tape.pending.clear();
+        Ok(())
+    }
+
+    /// Writes the copy's set manifest (true), or finds the tape full first (false: it goes on the
+    /// next tape). A manifest larger than what is left is split like any file.
+    fn write_manifest(
+        &mut self,
+        vol: &mut Volume<&mut Drive<BoxedTransport>>,
+        tape: &mut OnTape,
+    ) -> Result<bool> {
+        if vol.is_full() {
+            return Ok(false);
+        }
+        let plan = self.ctx.plan;
+        let header = SetHeader {
+            format: SET_FORMAT.into(),
+            version: VERSION,
+            set: self.ctx.uuid.to_string(),
+            job: self.ctx.req.job.to_string(),
+            snapshot: self.ctx.req.snapshot.to_string(),
+            kind: self.ctx.kind,
+            base: self.ctx.base.map(|b| b.uuid.clone()),
+            base_snapshot: self.ctx.base.map(|b| b.snapshot.clone()),
+            pool: self.ctx.req.pool.name.clone(),
+            copy: self.copy,
+            created: self.ctx.created.clone(),
+            tapes: self.set_tapes.clone(),
+            entries: plan.entries.len() as u64,
+            deleted: plan.deleted.len() as u64,
+        };
+        if self.manifest.is_none() {
+            let entries: Vec<SetEntry> = plan
+                .entries
+                .iter()
+                .zip(&self.parts)
+                .map(|(e, p)| SetEntry {
+                    parts: p.clone(),
+                    ..e.clone()
+                })
+                .collect();
+            let m = layout::SetManifest {
+                header,
+                entries,
+                deleted: plan.deleted.clone(),
+            };
+            self.manifest = Some((m.to_bytes(), 0));
+        }
+        let (bytes, done) = self.manifest.as_mut().expect("built above");
+        let path = layout::manifest_path(self.ctx.uuid);
+        let left = &bytes[*done as usize..];
+        match vol.put_file_part(&path, left, left.len() as u64, &FileMeta::default())? {
+            PartPut::Whole(_) => {}
+            PartPut::Part(r) => {
+                // Split like any file: the rest goes on the next tape.
+                *done += r.length;
+                tape.bytes += r.length;
+                return Ok(false);
+            }
+        }
+        let local = local_manifest(self.ctx.req.state_dir, self.ctx.uuid, self.copy);
+        save_atomically(&local, bytes)?;
+        Ok(true)
+    }
+}
+
+fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("has a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(".tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The LTFS metadata of an entry: its modification time (as all five times, as the file's
+/// own), and read-only when no one may write it. Owner, mode and xattrs are in the manifest.
+fn meta_of(e: &SetEntry) -> FileMeta {
+    let t = LtfsTime::new(e.entry.mtime, e.entry.mtime_ns);
+    FileMeta {
+        times: Some(Times::all(t)),
+        read_only: e.entry.mode & 0o222 == 0,
+        xattrs: Vec::new(),
+    }
+}
+
+/// Counts bytes through to the progress display.
+struct Counted<'s> {
+    inner: &'s mut Stream,
+    progress: &'s dyn Progress,
+    copy: u32,
+}
+
+impl std::io::Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.bytes(self.copy, n as u64);
+        Ok(n)
+    }
+}
