@@ -303,6 +303,15 @@ impl Beneath {
         Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// Opens an existing regular file for writing (never through a symlink), e.g. to fill in a
+    /// piece of it read later than the first.
+    pub fn open_write(&self, rel: &RelPath) -> io::Result<File> {
+        let fd = self
+            .open_beneath(rel.as_bytes(), libc::O_WRONLY | libc::O_NOFOLLOW, 0)
+            .map_err(|e| explain(e, rel))?;
+        Ok(File::from(fd))
+    }
+
     pub fn mkdir(&self, rel: &RelPath, mode: u32) -> io::Result<()> {
         let at = self.at(rel)?;
         // SAFETY: mkdirat relative to an owned directory descriptor.

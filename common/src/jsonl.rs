@@ -75,9 +75,11 @@ impl<R: Read> Lines<R> {
         let Some(line) = self.next_line()? else {
             return Ok(None);
         };
-        serde_json::from_slice(line).map(Some).map_err(|e| LineError {
-            line: self.number,
-            message: format!("bad {what}: {e}"),
-        })
+        serde_json::from_slice(line)
+            .map(Some)
+            .map_err(|e| LineError {
+                line: self.number,
+                message: format!("bad {what}: {e}"),
+            })
     }
 }

@@ -14,6 +14,7 @@ pub mod jsonl;
 pub mod manifest;
 pub mod relpath;
 pub mod report;
+pub mod restore;
 pub mod snapname;
 pub mod snapshots;
 pub mod sqlite;

@@ -107,6 +107,28 @@ enum Cmd {
     /// Backup snapshots on tape: write, list, show sets.
     #[command(subcommand)]
     Set(crate::cli_set::SetCmd),
+    /// Restore a snapshot (or paths of it) from its tape sets: loads the tapes it needs, reads each
+    /// file's parts in tape order, checks every file against the manifest's BLAKE3.
+    Restore {
+        /// The backup job.
+        job: String,
+        /// The snapshot: its name, a unique prefix, or `latest` (of those on tape).
+        snapshot: String,
+        /// Paths in the snapshot to restore (default: all of it).
+        paths: Vec<std::ffi::OsString>,
+        /// The directory to restore into (created if missing).
+        #[arg(long)]
+        to: PathBuf,
+        /// Replace files that exist in the target.
+        #[arg(long)]
+        overwrite: bool,
+        /// Read this copy of the sets (default: the first).
+        #[arg(long)]
+        copy: Option<u32>,
+        /// The drive to read with (numbered from 0).
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+    },
     /// The tape catalog: find which tapes hold a path.
     #[command(subcommand)]
     Catalog(crate::cli_set::CatalogCmd),
@@ -309,6 +331,39 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Set(cmd) => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
             crate::cli_set::set_cmd(&out, &cfg, cmd, &|| open(&args))
+        }
+        Cmd::Restore {
+            job,
+            snapshot,
+            paths,
+            to,
+            overwrite,
+            copy,
+            drive,
+        } => {
+            let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
+            let paths = paths
+                .iter()
+                .map(|p| {
+                    use std::os::unix::ffi::OsStrExt;
+                    common::relpath::RelPath::parse_user(p.as_bytes())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::cli_set::restore_cmd(
+                &out,
+                &cfg,
+                &tapectl::sets::restore::RestoreRequest {
+                    job,
+                    snapshot,
+                    paths: &paths,
+                    to,
+                    overwrite: *overwrite,
+                    copy: *copy,
+                    drive: *drive,
+                    state_dir: &cfg.shared.state_dir,
+                },
+                open(&args)?,
+            )
         }
         Cmd::Catalog(cmd) => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;

@@ -95,9 +95,12 @@ struct SetBar {
 
 impl Progress for SetBar {
     fn start(&self, files: u64, bytes: u64, copies: u32) {
-        let _ = self
-            .bar
-            .set(Bar::new(self.enabled, "writing", files, bytes * u64::from(copies)));
+        let _ = self.bar.set(Bar::new(
+            self.enabled,
+            "writing",
+            files,
+            bytes * u64::from(copies),
+        ));
     }
     fn bytes(&self, _copy: u32, n: u64) {
         if let Some(b) = self.bar.get() {
@@ -108,7 +111,10 @@ impl Progress for SetBar {
         if copy == 1
             && let Some(b) = self.bar.get()
         {
-            let n = self.files.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let n = self
+                .files
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
             b.file_done(n);
         }
     }
@@ -119,7 +125,12 @@ impl Progress for SetBar {
     }
 }
 
-pub fn set_cmd(out: &Out, cfg: &SetConfig, cmd: &SetCmd, open: &dyn Fn() -> Result<Library>) -> Result<()> {
+pub fn set_cmd(
+    out: &Out,
+    cfg: &SetConfig,
+    cmd: &SetCmd,
+    open: &dyn Fn() -> Result<Library>,
+) -> Result<()> {
     let state_dir = &cfg.shared.state_dir;
     match cmd {
         SetCmd::Write {
@@ -175,12 +186,20 @@ pub fn set_cmd(out: &Out, cfg: &SetConfig, cmd: &SetCmd, open: &dyn Fn() -> Resu
             settle(&cat, state_dir)?;
             let sets = cat.sets(job.as_deref(), pool.as_deref())?;
             let mut rows = Vec::new();
-            let mut human = String::from("set       job          snapshot              kind         base      pool       state        tapes\n");
+            let mut human = String::from(
+                "set       job          snapshot              kind         base      pool       state        tapes\n",
+            );
             for s in &sets {
                 let copies = cat.copies(s.id)?;
                 let tapes: Vec<String> = copies
                     .iter()
-                    .map(|c| c.tapes.iter().map(|t| t.barcode.as_str()).collect::<Vec<_>>().join(","))
+                    .map(|c| {
+                        c.tapes
+                            .iter()
+                            .map(|t| t.barcode.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
                     .collect();
                 human.push_str(&format!(
                     "{:<9} {:<12} {:<21} {:<12} {:<9} {:<10} {:<12} {}\n",
@@ -196,7 +215,8 @@ pub fn set_cmd(out: &Out, cfg: &SetConfig, cmd: &SetCmd, open: &dyn Fn() -> Resu
                 rows.push(serde_json::json!({ "set": s, "copies": copies }));
             }
             if sets.is_empty() {
-                human = "no sets in the tape catalog yet (write one with `tapectl set write JOB`)".into();
+                human = "no sets in the tape catalog yet (write one with `tapectl set write JOB`)"
+                    .into();
             }
             out.value(&rows, human.trim_end())
         }
@@ -211,12 +231,18 @@ pub fn set_cmd(out: &Out, cfg: &SetConfig, cmd: &SetCmd, open: &dyn Fn() -> Resu
                 s.job,
                 s.snapshot,
                 s.kind.as_str(),
-                s.base.as_deref().map(|b| format!(" on set {b}")).unwrap_or_default(),
+                s.base
+                    .as_deref()
+                    .map(|b| format!(" on set {b}"))
+                    .unwrap_or_default(),
                 s.pool,
                 s.state.as_str()
             );
             if let (Some(f), Some(b)) = (s.files, s.bytes) {
-                human.push_str(&format!("  {f} files, {} on tape per copy\n", common::human::bytes(b)));
+                human.push_str(&format!(
+                    "  {f} files, {} on tape per copy\n",
+                    common::human::bytes(b)
+                ));
             }
             let mut where_ = Vec::new();
             for c in &copies {
@@ -292,6 +318,42 @@ pub fn catalog_cmd(out: &Out, cfg: &SetConfig, cmd: &CatalogCmd) -> Result<()> {
             out.value(&found, human.trim_end())
         }
     }
+}
+
+pub fn restore_cmd(
+    out: &Out,
+    cfg: &SetConfig,
+    req: &tapectl::sets::restore::RestoreRequest,
+    mut lib: Library,
+) -> Result<()> {
+    let cat = TapeCatalog::open(&cfg.shared.state_dir)?;
+    let r = tapectl::sets::restore::restore(&mut lib, &cat, req)?;
+    let x = &r.restored;
+    let mut human = format!(
+        "restored {} files ({}), {} directories, {} symlinks of {} {} from {} tape(s): {}",
+        x.files,
+        common::human::bytes(x.bytes),
+        x.dirs,
+        x.symlinks,
+        r.job,
+        r.snapshot,
+        r.tapes.len(),
+        r.tapes.join(", ")
+    );
+    for w in &x.warnings {
+        human.push_str(&format!("\nwarning: {w}"));
+    }
+    out.value(&r, &human)?;
+    if !x.mismatches.is_empty() {
+        for m in &x.mismatches {
+            eprintln!("tapectl: {m}");
+        }
+        bail!(
+            "{} restored file(s) do not match the manifest",
+            x.mismatches.len()
+        );
+    }
+    Ok(())
 }
 
 fn report_human(r: &SetReport) -> String {

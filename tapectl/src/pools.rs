@@ -99,7 +99,10 @@ impl TapeSettings {
                 ));
             }
             if s.pools.iter().any(|q| &q.name == name) {
-                return Err(cf.error(Some(p.name.span()), format!("pool {name:?} is defined twice")));
+                return Err(cf.error(
+                    Some(p.name.span()),
+                    format!("pool {name:?} is defined twice"),
+                ));
             }
             if p.barcodes.get_ref().is_empty() {
                 return Err(cf.error(
@@ -134,14 +137,22 @@ impl TapeSettings {
             Some(n) => self.pools.iter().find(|p| p.name == n).ok_or_else(|| {
                 anyhow::anyhow!(
                     "no pool {n:?} in the configuration (pools: {})",
-                    self.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    self.pools
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }),
             None if self.pools.len() == 1 => Ok(&self.pools[0]),
             None => anyhow::bail!(
                 "give --pool: the configuration has {} pools ({})",
                 self.pools.len(),
-                self.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.pools
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -158,7 +169,10 @@ mod tests {
 
     #[test]
     fn pools_parse_and_errors_point_at_the_line() {
-        let s = parse("[[pool]]\nname = \"weekly\"\nbarcodes = [\"RV00[0-4]?L6\"]\n[tape]\nbuffer_mb = 64\n").unwrap();
+        let s = parse(
+            "[[pool]]\nname = \"weekly\"\nbarcodes = [\"RV00[0-4]?L6\"]\n[tape]\nbuffer_mb = 64\n",
+        )
+        .unwrap();
         assert_eq!(s.pools.len(), 1);
         assert!(s.pools[0].holds("RV0001L6"));
         assert!(!s.pools[0].holds("RV0051L6"));

@@ -110,7 +110,9 @@ pub fn resolve(store: &dyn Snapshots, job: &str, wanted: &str) -> Result<String>
 /// The configured store's snapshots (read side).
 pub fn open(shared: &crate::config::SharedConfig) -> Box<dyn Snapshots> {
     match &shared.store {
-        crate::config::StoreConfig::Dir { path, .. } => Box::new(dir::DirSnapshots::new(path.clone())),
+        crate::config::StoreConfig::Dir { path, .. } => {
+            Box::new(dir::DirSnapshots::new(path.clone()))
+        }
         crate::config::StoreConfig::Zfs { parent, .. } => Box::new(zfs::ZfsSnapshots::new(
             parent.clone(),
             shared.state_dir.join("mnt"),

@@ -291,7 +291,14 @@ impl TapeCatalog {
     }
 
     /// Counts a load, bytes written and errors against a cartridge.
-    pub fn count_use(&self, barcode: &str, loads: u64, bytes_written: u64, write_errors: u64, read_errors: u64) -> Result<()> {
+    pub fn count_use(
+        &self,
+        barcode: &str,
+        loads: u64,
+        bytes_written: u64,
+        write_errors: u64,
+        read_errors: u64,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE media SET loads = loads + ?2, bytes_written = bytes_written + ?3,
                 write_errors = write_errors + ?4, read_errors = read_errors + ?5 WHERE barcode = ?1",

@@ -335,7 +335,13 @@ impl TapeCatalog {
         Ok(())
     }
 
-    pub fn record_verify(&self, set: i64, copy: u32, problems: u64, at: jiff::Timestamp) -> Result<()> {
+    pub fn record_verify(
+        &self,
+        set: i64,
+        copy: u32,
+        problems: u64,
+        at: jiff::Timestamp,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE copies SET verified_at = ?3, verify_problems = ?4 WHERE set_id = ?1 AND copy = ?2",
             params![set, copy, at.to_string(), problems as i64],
@@ -412,7 +418,10 @@ impl TapeCatalog {
         let mut out = vec![set.clone()];
         while let Some(base) = out.last().and_then(|s| s.base.clone()) {
             if out.len() > 100_000 {
-                bail!("the tape catalog's chain of sets from {} does not end", set.uuid);
+                bail!(
+                    "the tape catalog's chain of sets from {} does not end",
+                    set.uuid
+                );
             }
             out.push(self.set(&base)?);
         }
@@ -424,7 +433,9 @@ impl TapeCatalog {
             "SELECT copy, state, verified_at, verify_problems FROM copies WHERE set_id = ?1 ORDER BY copy",
         )?;
         let copies: Vec<(u32, String, Option<String>, Option<i64>)> = stmt
-            .query_map(params![set], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map(params![set], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect::<Result<_, _>>()?;
         let mut tapes = self.conn.prepare(
             "SELECT seq, barcode, volume_uuid, bytes, seconds, tape_alerts, closed FROM copy_tapes

@@ -29,7 +29,11 @@ pub fn reconcile(cat: &TapeCatalog, inv: &Inventory, actor: &str) -> Result<()> 
         actor,
         at: jiff::Timestamp::now(),
     };
-    for kind in [ElementKind::Storage, ElementKind::ImportExport, ElementKind::Drive] {
+    for kind in [
+        ElementKind::Storage,
+        ElementKind::ImportExport,
+        ElementKind::Drive,
+    ] {
         for (i, e) in inv.of_kind(kind).iter().enumerate() {
             let Some(barcode) = e.volume_tag.as_deref().filter(|b| !b.is_empty()) else {
                 continue;
@@ -72,7 +76,11 @@ pub fn next_tape(
     let inv = lib.inventory()?;
     reconcile(cat, &inv, want.actor)?;
     let mut candidates: Vec<(u8, String, String)> = Vec::new();
-    for e in inv.storage.iter().chain(inv.drives.get(want.drive as usize)) {
+    for e in inv
+        .storage
+        .iter()
+        .chain(inv.drives.get(want.drive as usize))
+    {
         let Some(b) = e.volume_tag.as_deref().filter(|_| e.full) else {
             continue;
         };
@@ -91,10 +99,12 @@ pub fn next_tape(
         candidates.push((rank, m.updated_at.clone(), b.to_string()));
     }
     // The pool's current tape (writable, most recently used) first, then new ones by barcode.
-    candidates.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| match a.0 {
-        0 => b.1.cmp(&a.1),
-        _ => a.2.cmp(&b.2),
-    }));
+    candidates.sort_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| match a.0 {
+            0 => b.1.cmp(&a.1),
+            _ => a.2.cmp(&b.2),
+        })
+    });
     for (_, _, barcode) in candidates {
         taken.insert(barcode.clone());
         match prepare(lib, cat, want, &barcode)? {
@@ -177,12 +187,13 @@ fn prepare(
                     cat.set_state(barcode, MediaState::Writable, &c)?;
                     Ok(Ok(uuid))
                 }
-                Err(e @ (VolumeError::AlreadyLtfs { .. } | VolumeError::NotBlank { .. })) => {
-                    Ok(Err(format!("it is not blank and not a rackvault volume ({e})")))
-                }
-                Err(VolumeError::Device { source: ltfs::DeviceError::WriteProtected, .. }) => {
-                    Ok(Err("the cartridge is write-protected".into()))
-                }
+                Err(e @ (VolumeError::AlreadyLtfs { .. } | VolumeError::NotBlank { .. })) => Ok(
+                    Err(format!("it is not blank and not a rackvault volume ({e})")),
+                ),
+                Err(VolumeError::Device {
+                    source: ltfs::DeviceError::WriteProtected,
+                    ..
+                }) => Ok(Err("the cartridge is write-protected".into())),
                 Err(e) => Err(anyhow::Error::new(e).context(format!("formatting {barcode}"))),
             }
         }

@@ -250,7 +250,8 @@ impl SetManifest {
 
     /// Parses untrusted bytes: every count and length checked, every path validated.
     pub fn read_from(r: impl Read, name: &str) -> Result<SetManifest> {
-        let fail = |e: LineError| anyhow::anyhow!("{name}: damaged at line {}: {}", e.line, e.message);
+        let fail =
+            |e: LineError| anyhow::anyhow!("{name}: damaged at line {}: {}", e.line, e.message);
         let bad = |line: usize, message: String| fail(LineError { line, message });
         let mut lines = Lines::new(r, MAX_LINE).map_err(fail)?;
         let header: SetHeader = lines
@@ -268,27 +269,40 @@ impl SetManifest {
         }
         let mut entries = Vec::new();
         for _ in 0..header.entries {
-            let e: SetEntry = lines
-                .next_json("entry")
-                .map_err(fail)?
-                .ok_or_else(|| bad(lines.number(), "truncated: fewer entries than announced".into()))?;
+            let e: SetEntry = lines.next_json("entry").map_err(fail)?.ok_or_else(|| {
+                bad(
+                    lines.number(),
+                    "truncated: fewer entries than announced".into(),
+                )
+            })?;
             validate_entry(&e.entry).map_err(|m| bad(lines.number(), m))?;
             check_set_entry(&e, &header).map_err(|m| bad(lines.number(), m))?;
             entries.push(e);
         }
         let mut deleted = Vec::new();
         for _ in 0..header.deleted {
-            let d: Deleted = lines
-                .next_json("deletion")
-                .map_err(fail)?
-                .ok_or_else(|| bad(lines.number(), "truncated: fewer deletions than announced".into()))?;
+            let d: Deleted = lines.next_json("deletion").map_err(fail)?.ok_or_else(|| {
+                bad(
+                    lines.number(),
+                    "truncated: fewer deletions than announced".into(),
+                )
+            })?;
             deleted.push(d.deleted);
         }
         if lines.next_line().map_err(fail)?.is_some() {
-            return Err(bad(lines.number(), "more lines than the header announces".into()));
+            return Err(bad(
+                lines.number(),
+                "more lines than the header announces".into(),
+            ));
         }
-        if !entries.windows(2).all(|w| w[0].entry.path < w[1].entry.path) {
-            return Err(bad(0, "entries are not sorted by path or repeat one".into()));
+        if !entries
+            .windows(2)
+            .all(|w| w[0].entry.path < w[1].entry.path)
+        {
+            return Err(bad(
+                0,
+                "entries are not sorted by path or repeat one".into(),
+            ));
         }
         Ok(SetManifest {
             header,
@@ -311,12 +325,20 @@ fn check_set_entry(e: &SetEntry, h: &SetHeader) -> Result<(), String> {
                     return Err(format!("{p}: its parts do not follow each other"));
                 }
                 if !h.tapes.iter().any(|t| t.seq == part.tape) {
-                    return Err(format!("{p}: part on tape {}, which the header does not list", part.tape));
+                    return Err(format!(
+                        "{p}: part on tape {}, which the header does not list",
+                        part.tape
+                    ));
                 }
-                at = at.checked_add(part.length).ok_or_else(|| format!("{p}: part lengths overflow"))?;
+                at = at
+                    .checked_add(part.length)
+                    .ok_or_else(|| format!("{p}: part lengths overflow"))?;
             }
             if at != e.entry.size {
-                return Err(format!("{p}: parts hold {at} bytes, the file has {}", e.entry.size));
+                return Err(format!(
+                    "{p}: parts hold {at} bytes, the file has {}",
+                    e.entry.size
+                ));
             }
         }
         Stored::Renamed if e.from.is_none() => return Err(format!("{p} is renamed from nothing")),
@@ -339,8 +361,14 @@ mod tests {
         assert_eq!(tape_path("S", "j", "s", &p(b"a/b.txt"), 3), "/j/s/a/b.txt");
         assert_eq!(tape_path("S", "j", "s", &p(b"caf\xc3\xa9"), 3), "/j/s/café");
         // Not UTF-8; not NFC (e + combining acute).
-        assert_eq!(tape_path("S", "j", "s", &p(b"a/\xff"), 3), "/.rackvault/sets/S/unnamed/3");
-        assert_eq!(tape_path("S", "j", "s", &p("cafe\u{301}".as_bytes()), 4), "/.rackvault/sets/S/unnamed/4");
+        assert_eq!(
+            tape_path("S", "j", "s", &p(b"a/\xff"), 3),
+            "/.rackvault/sets/S/unnamed/3"
+        );
+        assert_eq!(
+            tape_path("S", "j", "s", &p("cafe\u{301}".as_bytes()), 4),
+            "/.rackvault/sets/S/unnamed/4"
+        );
     }
 
     #[test]
@@ -358,7 +386,11 @@ mod tests {
                 pool: "p".into(),
                 copy: 1,
                 created: "2026-12-07T00:00:00Z".into(),
-                tapes: vec![SetTape { seq: 1, barcode: "A".into(), volume_uuid: "u".into() }],
+                tapes: vec![SetTape {
+                    seq: 1,
+                    barcode: "A".into(),
+                    volume_uuid: "u".into(),
+                }],
                 entries: 0,
                 deleted: 0,
             },
@@ -370,7 +402,10 @@ mod tests {
         let mut more = m.clone();
         more.header.entries = 2;
         let e = SetManifest::read_from(&more.to_bytes()[..], "m").unwrap_err();
-        assert!(e.to_string().contains("fewer entries than announced"), "{e}");
+        assert!(
+            e.to_string().contains("fewer entries than announced"),
+            "{e}"
+        );
         let e = SetManifest::read_from(&ok[..ok.len() - 3], "m").unwrap_err();
         assert!(e.to_string().starts_with("m: damaged at line"), "{e}");
     }

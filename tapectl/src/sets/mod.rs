@@ -6,9 +6,11 @@
 //! - `source`: the snapshot read once, ahead of the drives.
 //! - `allocate`: the next tape of a pool, loaded and ready.
 //! - `write`: the writers of a set's copies.
+//! - `restore`: a snapshot or paths of it back from the sets holding it.
 
 pub mod allocate;
 pub mod layout;
 pub mod plan;
+pub mod restore;
 pub mod source;
 pub mod write;

@@ -142,7 +142,8 @@ impl WriterLock {
         let p = writer_lock_path(state_dir, set);
         std::fs::create_dir_all(p.parent().expect("has a parent"))
             .with_context(|| format!("cannot create {}", p.display()))?;
-        let f = std::fs::File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
+        let f =
+            std::fs::File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             bail!("set {set} is being written by another process");
@@ -266,20 +267,35 @@ pub fn write_set(
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a copy's writer panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a copy's writer panicked")))
+                })
                 .collect()
         });
         for r in results {
             copies.push(r?);
         }
     }
-    let cat = ctx.cat.into_inner().map_err(|_| anyhow!("catalog lock poisoned"))?;
+    let cat = ctx
+        .cat
+        .into_inner()
+        .map_err(|_| anyhow!("catalog lock poisoned"))?;
     let manifest_hash = std::fs::read(local_manifest(req.state_dir, &uuid, 1))
         .map(|b| blake3::hash(&b).to_hex().to_string())
         .unwrap_or_default();
     let (nfiles, bytes) = (files.len() as u64, plan.bytes_to_write());
-    cat.complete_set(set_id, nfiles, bytes, &manifest_hash, jiff::Timestamp::now())?;
-    let mut lib = ctx.lib.into_inner().map_err(|_| anyhow!("library lock poisoned"))?;
+    cat.complete_set(
+        set_id,
+        nfiles,
+        bytes,
+        &manifest_hash,
+        jiff::Timestamp::now(),
+    )?;
+    let mut lib = ctx
+        .lib
+        .into_inner()
+        .map_err(|_| anyhow!("library lock poisoned"))?;
     for c in &copies {
         // Back to its slot: the library stays tidy and the drive free for the next job.
         if let Err(e) = lib.unload(c.drive) {
@@ -384,7 +400,11 @@ impl<'a> CopyWriter<'a> {
     fn run(mut self) -> Result<CopyReport> {
         let r = self.write_all();
         if r.is_err() {
-            let cat = self.ctx.cat.lock().map_err(|_| anyhow!("catalog lock poisoned"))?;
+            let cat = self
+                .ctx
+                .cat
+                .lock()
+                .map_err(|_| anyhow!("catalog lock poisoned"))?;
             cat.set_copy_state(self.ctx.set_id, self.copy, "interrupted")?;
         }
         r?;
@@ -400,10 +420,26 @@ impl<'a> CopyWriter<'a> {
         loop {
             let seq = self.set_tapes.len() as u32 + 1;
             let (barcode, volume_uuid) = {
-                let mut lib = self.ctx.lib.lock().map_err(|_| anyhow!("library lock poisoned"))?;
-                let cat = self.ctx.cat.lock().map_err(|_| anyhow!("catalog lock poisoned"))?;
-                let mut taken = self.ctx.taken.lock().map_err(|_| anyhow!("lock poisoned"))?;
-                let mut skipped = self.ctx.skipped.lock().map_err(|_| anyhow!("lock poisoned"))?;
+                let mut lib = self
+                    .ctx
+                    .lib
+                    .lock()
+                    .map_err(|_| anyhow!("library lock poisoned"))?;
+                let cat = self
+                    .ctx
+                    .cat
+                    .lock()
+                    .map_err(|_| anyhow!("catalog lock poisoned"))?;
+                let mut taken = self
+                    .ctx
+                    .taken
+                    .lock()
+                    .map_err(|_| anyhow!("lock poisoned"))?;
+                let mut skipped = self
+                    .ctx
+                    .skipped
+                    .lock()
+                    .map_err(|_| anyhow!("lock poisoned"))?;
                 let root = layout::data_root(self.ctx.req.job, self.ctx.req.snapshot);
                 let want = Want {
                     pool: self.ctx.req.pool,
@@ -432,28 +468,56 @@ impl<'a> CopyWriter<'a> {
                 continued_from_previous: continued.take(),
             };
             let (mut drive, _lock) = {
-                let mut lib = self.ctx.lib.lock().map_err(|_| anyhow!("library lock poisoned"))?;
+                let mut lib = self
+                    .ctx
+                    .lib
+                    .lock()
+                    .map_err(|_| anyhow!("library lock poisoned"))?;
                 lib.open_drive(self.drive)?
             };
-            let end = self
-                .fill_tape(&mut drive, &mut tape)
-                .with_context(|| format!("writing copy {} to {} in drive {}", self.copy, tape.barcode, self.drive))?;
+            let end = self.fill_tape(&mut drive, &mut tape).with_context(|| {
+                format!(
+                    "writing copy {} to {} in drive {}",
+                    self.copy, tape.barcode, self.drive
+                )
+            })?;
             let alerts = drive
                 .tape_alerts()
                 .map(|t| t.flags().map(|f| f.name.to_string()).collect::<Vec<_>>())
                 .unwrap_or_default();
             let seconds = tape.started.elapsed().as_secs_f64();
-            let cat = self.ctx.cat.lock().map_err(|_| anyhow!("catalog lock poisoned"))?;
-            cat.record_parts(self.ctx.set_id, self.copy, tape.seq, &tape.pending, tape.bytes)?;
-            let alerts_json = (!alerts.is_empty()).then(|| serde_json::to_string(&alerts).unwrap_or_default());
-            cat.close_copy_tape(self.ctx.set_id, self.copy, tape.seq, seconds, alerts_json.as_deref())?;
+            let cat = self
+                .ctx
+                .cat
+                .lock()
+                .map_err(|_| anyhow!("catalog lock poisoned"))?;
+            cat.record_parts(
+                self.ctx.set_id,
+                self.copy,
+                tape.seq,
+                &tape.pending,
+                tape.bytes,
+            )?;
+            let alerts_json =
+                (!alerts.is_empty()).then(|| serde_json::to_string(&alerts).unwrap_or_default());
+            cat.close_copy_tape(
+                self.ctx.set_id,
+                self.copy,
+                tape.seq,
+                seconds,
+                alerts_json.as_deref(),
+            )?;
             cat.count_use(&tape.barcode, 0, tape.bytes, 0, 0)?;
             self.tapes.push(TapeReport {
                 seq: tape.seq,
                 barcode: tape.barcode.clone(),
                 bytes: tape.bytes,
                 seconds,
-                mb_per_s: if seconds > 0.0 { tape.bytes as f64 / 1e6 / seconds } else { 0.0 },
+                mb_per_s: if seconds > 0.0 {
+                    tape.bytes as f64 / 1e6 / seconds
+                } else {
+                    0.0
+                },
                 tape_alerts: alerts,
             });
             match end {
@@ -482,7 +546,11 @@ impl<'a> CopyWriter<'a> {
 
     /// Writes plan entries from `self.next` on this tape until the set is done (manifest and
     /// all) or the tape reaches early warning; the tape is closed either way.
-    fn fill_tape(&mut self, drive: &mut Drive<BoxedTransport>, tape: &mut OnTape) -> Result<TapeEnd> {
+    fn fill_tape(
+        &mut self,
+        drive: &mut Drive<BoxedTransport>,
+        tape: &mut OnTape,
+    ) -> Result<TapeEnd> {
         let mut vol = Volume::mount(&mut *drive).context("mounting the LTFS volume")?;
         let root = layout::data_root(self.ctx.req.job, self.ctx.req.snapshot);
         vol.mkdir_p(&root)?;
@@ -492,10 +560,14 @@ impl<'a> CopyWriter<'a> {
             None => match self.write_manifest(&mut vol, tape)? {
                 true => TapeEnd::Done,
                 false => TapeEnd::Full {
-                    continues: self.manifest.as_ref().filter(|m| m.1 > 0).map(|m| Continued {
-                        tape_path: layout::manifest_path(self.ctx.uuid),
-                        offset: m.1,
-                    }),
+                    continues: self
+                        .manifest
+                        .as_ref()
+                        .filter(|m| m.1 > 0)
+                        .map(|m| Continued {
+                            tape_path: layout::manifest_path(self.ctx.uuid),
+                            offset: m.1,
+                        }),
                 },
             },
         };
@@ -517,7 +589,11 @@ impl<'a> CopyWriter<'a> {
             barcode: tape.barcode.clone(),
             volume_uuid: tape.volume_uuid.clone(),
             previous: (tape.seq > 1)
-                .then(|| self.set_tapes.get(tape.seq as usize - 2).map(|t| t.barcode.clone()))
+                .then(|| {
+                    self.set_tapes
+                        .get(tape.seq as usize - 2)
+                        .map(|t| t.barcode.clone())
+                })
                 .flatten(),
             continued_from_previous: tape.continued_from_previous.clone(),
             continues_on_next,
@@ -529,7 +605,8 @@ impl<'a> CopyWriter<'a> {
             &desc.to_json(),
             &FileMeta::default(),
         )?;
-        vol.unmount().context("closing the volume (writing its indexes)")?;
+        vol.unmount()
+            .context("closing the volume (writing its indexes)")?;
         Ok(end)
     }
 
@@ -561,7 +638,11 @@ impl<'a> CopyWriter<'a> {
                     }
                 }
                 (Stored::Here, Kind::Symlink) => {
-                    let target = e.entry.target.as_ref().and_then(|t| std::str::from_utf8(&t.0).ok());
+                    let target = e
+                        .entry
+                        .target
+                        .as_ref()
+                        .and_then(|t| std::str::from_utf8(&t.0).ok());
                     if let (Some(p), Some(t)) = (valid_path(), target) {
                         match vol.symlink(&p, t, &meta_of(e)) {
                             Ok(_) | Err(VolumeError::InvalidName { .. }) => {}
@@ -646,8 +727,18 @@ impl<'a> CopyWriter<'a> {
 
     /// Parts under an index on tape go to the catalog.
     fn flush(&self, tape: &mut OnTape) -> Result<()> {
-        let cat = self.ctx.cat.lock().map_err(|_| anyhow!("catalog lock poisoned"))?;
-        cat.record_parts(self.ctx.set_id, self.copy, tape.seq, &tape.pending, tape.bytes)?;
+        let cat = self
+            .ctx
+            .cat
+            .lock()
+            .map_err(|_| anyhow!("catalog lock poisoned"))?;
+        cat.record_parts(
+            self.ctx.set_id,
+            self.copy,
+            tape.seq,
+            &tape.pending,
+            tape.bytes,
+        )?;
         tape.pending.clear();
         Ok(())
     }

@@ -1,0 +1,411 @@
+//! Restoring a snapshot (or paths of it) from tape sets: the catalog names the set, the chain of
+//! sets it builds on and, for each file, the set that holds its content and the tapes and blocks of
+//! its parts. Each tape is loaded once and its parts read in block order (LOCATE, then the part's
+//! records); a file split across tapes is filled in piece by piece. Then, as a restore from a
+//! snapshot does: every file is checked against the manifest's BLAKE3, metadata applied, symlinks
+//! made last, directories' metadata after their contents. Nothing is written outside the target
+//! (every path beneath it, see `Beneath`) and nothing existing is replaced without `overwrite`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Seek, SeekFrom};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use common::beneath::Beneath;
+use common::fsmeta;
+use common::manifest::{Entry, Header, Kind, Manifest};
+use common::relpath::RelPath;
+use common::restore::{
+    RestoreReport, conflicts, is_dir, mkdir, remove_existing, select, warn_xattrs,
+};
+use ltfs::volume::Volume;
+use serde::Serialize;
+
+use super::layout::{SetEntry, SetManifest, Stored};
+use super::write::local_manifest;
+use crate::catalog::{SetRow, TapeCatalog};
+use crate::library::{Library, Target};
+
+pub struct RestoreRequest<'a> {
+    pub job: &'a str,
+    /// A snapshot name, a unique prefix of one, or `latest` (of those on tape).
+    pub snapshot: &'a str,
+    pub paths: &'a [RelPath],
+    pub to: &'a Path,
+    pub overwrite: bool,
+    /// Which copy to read (default: the first whose manifest the catalog has).
+    pub copy: Option<u32>,
+    pub drive: u16,
+    pub state_dir: &'a Path,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TapeRestoreReport {
+    pub set: String,
+    pub job: String,
+    pub snapshot: String,
+    /// Barcodes read, in the order they were loaded.
+    pub tapes: Vec<String>,
+    #[serde(flatten)]
+    pub restored: RestoreReport,
+}
+
+/// One piece to read: `length` bytes of the file at `tape_path`, going to `dest` at `offset`.
+#[derive(Debug, Clone)]
+struct Read {
+    block: u64,
+    tape_path: String,
+    dest: RelPath,
+    offset: u64,
+    length: u64,
+}
+
+/// A set of the chain with its manifest (one copy's), entries by path.
+struct Loaded {
+    set: SetRow,
+    manifest: SetManifest,
+    by_path: HashMap<RelPath, usize>,
+}
+
+impl Loaded {
+    fn get(&self, p: &RelPath) -> Option<&SetEntry> {
+        self.by_path.get(p).map(|&i| &self.manifest.entries[i])
+    }
+}
+
+fn load(state_dir: &Path, set: SetRow, copy: Option<u32>) -> Result<Loaded> {
+    let copies: Vec<u32> = match copy {
+        Some(c) => vec![c],
+        None => (1..=set.copies_wanted.max(1)).collect(),
+    };
+    for c in copies {
+        let p = local_manifest(state_dir, &set.uuid, c);
+        match std::fs::File::open(&p) {
+            Ok(f) => {
+                let manifest = SetManifest::read_from(f, &p.display().to_string())?;
+                let by_path = manifest
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.entry.path.clone(), i))
+                    .collect();
+                return Ok(Loaded {
+                    set,
+                    manifest,
+                    by_path,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", p.display())),
+        }
+    }
+    bail!(
+        "the catalog has no manifest of set {}{} (run `tapectl catalog rebuild` to read it back from its tapes)",
+        set.uuid,
+        copy.map(|c| format!(" copy {c}")).unwrap_or_default()
+    )
+}
+
+/// The complete set holding `job`'s snapshot `wanted` (a name, a unique prefix, or `latest`).
+pub fn find_set(cat: &TapeCatalog, job: &str, wanted: &str) -> Result<SetRow> {
+    let sets: Vec<SetRow> = cat
+        .sets(Some(job), None)?
+        .into_iter()
+        .filter(|s| s.state == crate::catalog::SetState::Complete)
+        .collect();
+    if sets.is_empty() {
+        bail!("no complete set of job {job} is in the tape catalog (see `tapectl set list`)");
+    }
+    let mut names: Vec<String> = sets.iter().map(|s| s.snapshot.clone()).collect();
+    names.sort();
+    names.dedup();
+    let name = if wanted == "latest" {
+        names.last().cloned()
+    } else if names.iter().any(|n| n == wanted) {
+        Some(wanted.to_string())
+    } else {
+        let m: Vec<&String> = names.iter().filter(|n| n.starts_with(wanted)).collect();
+        match m.len() {
+            1 => Some(m[0].clone()),
+            0 => None,
+            _ => bail!(
+                "{wanted:?} matches {} snapshots of job {job} on tape; give more of the name",
+                m.len()
+            ),
+        }
+    };
+    let Some(name) = name else {
+        bail!(
+            "no set on tape holds snapshot {wanted} of job {job} (on tape: {})",
+            names.join(", ")
+        );
+    };
+    Ok(sets
+        .into_iter()
+        .rev()
+        .find(|s| s.snapshot == name)
+        .expect("a set has that snapshot"))
+}
+
+pub fn restore(
+    lib: &mut Library,
+    cat: &TapeCatalog,
+    req: &RestoreRequest,
+) -> Result<TapeRestoreReport> {
+    let set = find_set(cat, req.job, req.snapshot)?;
+    let chain: Vec<Loaded> = cat
+        .chain(&set)?
+        .into_iter()
+        .map(|s| load(req.state_dir, s, req.copy))
+        .collect::<Result<_>>()?;
+    let top = &chain[0];
+    let manifest = Manifest::new(
+        Header {
+            format: common::manifest::FORMAT.into(),
+            version: common::manifest::VERSION,
+            job: set.job.clone(),
+            snapshot: set.snapshot.clone(),
+            created: String::new(),
+            source: String::new(),
+            hash: "blake3".into(),
+            block_size: common::manifest::BLOCK_SIZE,
+            entries: 0,
+        },
+        top.manifest
+            .entries
+            .iter()
+            .map(|e| e.entry.clone())
+            .collect(),
+    );
+    let chosen = select(&manifest, req.paths)?;
+    let chosen_paths: HashSet<&RelPath> = chosen.iter().map(|e| &e.path).collect();
+
+    // Which set holds each chosen file's content, and where its parts are.
+    let mut reads: BTreeMap<String, Vec<Read>> = BTreeMap::new();
+    let mut tape_order: Vec<String> = Vec::new();
+    let mut linked: Vec<&Entry> = Vec::new();
+    for e in chosen.iter().filter(|e| e.kind == Kind::File) {
+        if e.link.as_ref().is_some_and(|l| chosen_paths.contains(l)) {
+            linked.push(e);
+            continue;
+        }
+        let (holder, se) = content_of(&chain, 0, &e.path, 0)
+            .with_context(|| format!("{}: no set of the chain holds its content", e.path))?;
+        for part in &se.parts {
+            let tape = holder
+                .manifest
+                .header
+                .tapes
+                .iter()
+                .find(|t| t.seq == part.tape)
+                .with_context(|| {
+                    format!(
+                        "{}: the manifest of set {} names tape {} it does not list",
+                        e.path, holder.set.uuid, part.tape
+                    )
+                })?;
+            if !reads.contains_key(&tape.barcode) {
+                tape_order.push(tape.barcode.clone());
+            }
+            reads.entry(tape.barcode.clone()).or_default().push(Read {
+                block: part.block,
+                tape_path: se.tape_path.clone().unwrap_or_default(),
+                dest: e.path.clone(),
+                offset: part.offset,
+                length: part.length,
+            });
+        }
+    }
+    missing_tapes(lib, cat, &tape_order)?;
+
+    std::fs::create_dir_all(req.to)
+        .with_context(|| format!("cannot create target {}", req.to.display()))?;
+    if !std::fs::metadata(req.to)?.is_dir() {
+        bail!("target {} is not a directory", req.to.display());
+    }
+    let out = Beneath::open(req.to)
+        .with_context(|| format!("cannot open target {}", req.to.display()))?;
+    let problems = conflicts(&out, &chosen, req.overwrite);
+    if !problems.is_empty() {
+        bail!(
+            "restore would replace {} existing item(s) in {}; nothing was written. Use --overwrite to replace files, or restore elsewhere:\n  {}",
+            problems.len(),
+            req.to.display(),
+            problems
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
+    }
+    let shown = |p: &RelPath| p.under(req.to).display().to_string();
+    let mut report = RestoreReport::default();
+    // The tree, then every file created empty and private: pieces are written in tape order.
+    for e in chosen
+        .iter()
+        .filter(|e| e.kind == Kind::Dir && !e.path.is_root())
+    {
+        match out
+            .lstat(&e.path)
+            .with_context(|| format!("cannot inspect {}", shown(&e.path)))?
+        {
+            Some(st) if is_dir(&st) => {}
+            Some(_) => {
+                out.remove(&e.path)
+                    .with_context(|| format!("cannot replace {}", shown(&e.path)))?;
+                mkdir(&out, &e.path, &shown)?;
+            }
+            None => mkdir(&out, &e.path, &shown)?,
+        }
+        report.dirs += 1;
+    }
+    for e in chosen
+        .iter()
+        .filter(|e| e.kind == Kind::File && !linked.contains(e))
+    {
+        remove_existing(&out, &e.path, req.overwrite, &shown)?;
+        out.create_file(&e.path, 0o600)
+            .with_context(|| format!("cannot create {}", shown(&e.path)))?;
+    }
+    for barcode in &tape_order {
+        let mut list = reads.remove(barcode).unwrap_or_default();
+        list.sort_by_key(|r| r.block);
+        read_tape(lib, req.drive, barcode, &list, &out, &shown)?;
+    }
+    // Check and finish every file; then hard links, symlinks, and directories' metadata.
+    for e in chosen
+        .iter()
+        .filter(|e| e.kind == Kind::File && !linked.contains(e))
+    {
+        let f = out
+            .open_read(&e.path)
+            .with_context(|| format!("cannot reopen {}", shown(&e.path)))?;
+        let mut h = blake3::Hasher::new();
+        let size = std::io::copy(&mut &f, &mut h)
+            .with_context(|| format!("cannot read back {}", shown(&e.path)))?;
+        if Some(*h.finalize().as_bytes()) != e.hash || size != e.size {
+            report.mismatches.push(format!(
+                "{}: what was read from tape does not match the manifest's BLAKE3",
+                e.path
+            ));
+        }
+        let failed = fsmeta::apply_fd(&f, e, fsmeta::Target::Existing)
+            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
+        warn_xattrs(&mut report, e, failed);
+        report.files += 1;
+        report.bytes += size;
+    }
+    for e in &linked {
+        remove_existing(&out, &e.path, req.overwrite, &shown)?;
+        out.hard_link(e.link.as_ref().expect("a link"), &e.path)
+            .with_context(|| format!("cannot link {}", shown(&e.path)))?;
+        report.files += 1;
+    }
+    for e in chosen.iter().filter(|e| e.kind == Kind::Symlink) {
+        remove_existing(&out, &e.path, req.overwrite, &shown)?;
+        let t = &e.target.as_ref().expect("validated").0;
+        out.symlink(&e.path, t)
+            .with_context(|| format!("cannot create symlink {}", shown(&e.path)))?;
+        let at = out.at(&e.path)?;
+        let failed = fsmeta::apply_symlink_at(&at, e)
+            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
+        warn_xattrs(&mut report, e, failed);
+        report.symlinks += 1;
+    }
+    for e in chosen.iter().rev().filter(|e| e.kind == Kind::Dir) {
+        let dir = out
+            .open_dir(&e.path)
+            .with_context(|| format!("cannot open {}", shown(&e.path)))?;
+        let failed = fsmeta::apply_fd(&dir, e, fsmeta::Target::Existing)
+            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
+        warn_xattrs(&mut report, e, failed);
+    }
+    Ok(TapeRestoreReport {
+        set: set.uuid.clone(),
+        job: set.job.clone(),
+        snapshot: set.snapshot.clone(),
+        tapes: tape_order,
+        restored: report,
+    })
+}
+
+/// The set of the chain (from `at`) and its entry that hold the content of `path`.
+fn content_of<'c>(
+    chain: &'c [Loaded],
+    at: usize,
+    path: &RelPath,
+    depth: usize,
+) -> Option<(&'c Loaded, &'c SetEntry)> {
+    let l = chain.get(at)?;
+    let e = l.get(path)?;
+    if depth > chain.len() + 2 {
+        return None;
+    }
+    match e.stored {
+        Stored::Here => Some((l, e)),
+        Stored::Base => content_of(chain, at + 1, path, depth + 1),
+        Stored::Renamed => content_of(chain, at + 1, e.from.as_ref()?, depth + 1),
+        Stored::Link => content_of(chain, at, e.entry.link.as_ref()?, depth + 1),
+    }
+}
+
+/// Every tape needed is in the library, or the error says which to insert and where each is
+/// recorded to be.
+fn missing_tapes(lib: &mut Library, cat: &TapeCatalog, barcodes: &[String]) -> Result<()> {
+    let inv = lib.inventory()?;
+    let missing: Vec<String> = barcodes
+        .iter()
+        .filter(|b| inv.find_barcode(b).is_empty())
+        .map(|b| {
+            let at = cat
+                .media(b)
+                .ok()
+                .flatten()
+                .map(|m| m.location.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            format!("{b} (recorded: {at})")
+        })
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the restore needs {} tape(s) that are not in the library: {}; insert them through the import/export door and run `tapectl import`",
+            missing.len(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Loads `barcode` and writes its pieces (in block order) into their files.
+fn read_tape(
+    lib: &mut Library,
+    drive: u16,
+    barcode: &str,
+    list: &[Read],
+    out: &Beneath,
+    shown: &dyn Fn(&RelPath) -> String,
+) -> Result<()> {
+    lib.load(&Target::Barcode(barcode.to_string()), drive)
+        .with_context(|| format!("loading {barcode} into drive {drive}"))?;
+    let (mut d, _lock) = lib.open_drive(drive)?;
+    let mut vol =
+        Volume::mount(&mut d).with_context(|| format!("mounting the LTFS volume on {barcode}"))?;
+    for r in list {
+        let mut f = out
+            .open_write(&r.dest)
+            .with_context(|| format!("cannot open {}", shown(&r.dest)))?;
+        f.seek(SeekFrom::Start(r.offset))?;
+        let n = vol
+            .read_file(&r.tape_path, &mut f)
+            .with_context(|| format!("reading {} from {barcode}", r.tape_path))?;
+        if n != r.length {
+            bail!(
+                "{} on {barcode} has {n} bytes; the set manifest says {}",
+                r.tape_path,
+                r.length
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! Tape sets on the virtual library through the `tapectl` binary: a full set spanning five and
+//! more 64 MB cartridges with one file across three of them, an incremental set, point-in-time
+//! restores compared byte for byte, a single-file restore counted in records read (the drive's own
+//! volume statistics), `catalog find`, and cartridges that must be passed over.
+//!
+//! Snapshots are made here as backupd's directory store lays them out (a tree plus its manifest),
+//! so these tests need nothing but the tape side.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::manifest::{Entry, FORMAT, Header, Kind, MANIFEST_FILE, Manifest, VERSION};
+use common::relpath::RelPath;
+use support::{json, ok, tapectl};
+
+/// Deterministic incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Lab {
+    /// A virtual library of `carts` cartridges of `mb` MiB and two drives, and a config whose
+    /// store is a directory store under the lab.
+    fn new(carts: usize, mb: u64, extra_config: &str) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("rackvault.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"state\"\n[store]\nkind = \"dir\"\npath = \"store\"\n[library]\ntransport = \"virtual\"\ndir = \"vtl\"\nlock_dir = \"locks\"\n{extra_config}"
+            ),
+        )
+        .unwrap();
+        let barcodes: Vec<String> = (1..=carts).map(|i| format!("RV{i:04}L6")).collect();
+        ok(
+            &config,
+            &[
+                "vtl",
+                "create",
+                "--capacity-mb",
+                &mb.to_string(),
+                "--barcodes",
+                &barcodes.join(","),
+            ],
+        );
+        Lab { dir, config }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Publishes `tree` as snapshot `name` of job `job`: a copy of the tree and its manifest.
+    fn snapshot(&self, job: &str, name: &str, tree: &Path) {
+        let root = self.path(&format!("store/{job}/snapshots/{name}"));
+        std::fs::create_dir_all(root.parent().unwrap()).unwrap();
+        let st = std::process::Command::new("cp")
+            .args(["-a", tree.to_str().unwrap(), root.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut entries = Vec::new();
+        walk(&root, &root, &mut entries);
+        let m = Manifest::new(
+            Header {
+                format: FORMAT.into(),
+                version: VERSION,
+                job: job.into(),
+                snapshot: name.into(),
+                created: "2026-12-07T00:00:00Z".into(),
+                source: tree.display().to_string(),
+                hash: "blake3".into(),
+                block_size: common::manifest::BLOCK_SIZE,
+                entries: 0,
+            },
+            entries,
+        );
+        m.save(&root.join(MANIFEST_FILE)).unwrap();
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<Entry>) {
+    let md = std::fs::symlink_metadata(dir).unwrap();
+    let rel = RelPath::parse(
+        dir.strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_encoded_bytes(),
+    )
+    .unwrap();
+    out.push(entry(rel, &md, Kind::Dir, dir));
+    for d in std::fs::read_dir(dir).unwrap() {
+        let p = d.unwrap().path();
+        if p.file_name().unwrap() == ".rackvault" {
+            continue;
+        }
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            walk(root, &p, out);
+        } else {
+            let rel = RelPath::parse(p.strip_prefix(root).unwrap().as_os_str().as_encoded_bytes())
+                .unwrap();
+            let kind = if md.file_type().is_symlink() {
+                Kind::Symlink
+            } else {
+                Kind::File
+            };
+            out.push(entry(rel, &md, kind, &p));
+        }
+    }
+}
+
+fn entry(path: RelPath, md: &std::fs::Metadata, kind: Kind, p: &Path) -> Entry {
+    let (size, hash, target) = match kind {
+        Kind::File => {
+            let data = std::fs::read(p).unwrap();
+            (
+                data.len() as u64,
+                Some(*blake3::hash(&data).as_bytes()),
+                None,
+            )
+        }
+        Kind::Symlink => {
+            let t = std::fs::read_link(p).unwrap();
+            let t = t.as_os_str().as_encoded_bytes().to_vec();
+            (t.len() as u64, None, Some(common::bytes::Bytes(t)))
+        }
+        Kind::Dir => (0, None, None),
+    };
+    Entry {
+        path,
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: md.mtime(),
+        mtime_ns: md.mtime_nsec() as u32,
+        size,
+        target,
+        hash,
+        block_size: None,
+        blocks: Vec::new(),
+        xattrs: Vec::new(),
+        link: None,
+        src: Default::default(),
+    }
+}
+
+/// Byte-for-byte and metadata (mode, mtime) equality of two trees; symlinks by target.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut ea = Vec::new();
+    let mut eb = Vec::new();
+    walk(a, a, &mut ea);
+    walk(b, b, &mut eb);
+    assert_eq!(
+        ea.len(),
+        eb.len(),
+        "{} and {} differ in entries",
+        a.display(),
+        b.display()
+    );
+    for (x, y) in ea.iter().zip(&eb) {
+        assert_eq!(x.path, y.path);
+        assert_eq!(
+            (x.kind, x.size, x.hash, &x.target),
+            (y.kind, y.size, y.hash, &y.target),
+            "{}",
+            x.path
+        );
+        if x.kind != Kind::Symlink {
+            assert_eq!(x.mode, y.mode, "mode of {}", x.path);
+        }
+        if x.kind == Kind::File {
+            assert_eq!(
+                (x.mtime, x.mtime_ns),
+                (y.mtime, y.mtime_ns),
+                "mtime of {}",
+                x.path
+            );
+        }
+    }
+}
+
+/// A tree of `small` small files over a few directories, `mid` files of 4 MiB, one `big_mb`
+/// file, a symlink and a read-only file.
+fn make_tree(dir: &Path, small: usize, mid: usize, big_mb: usize) {
+    std::fs::create_dir_all(dir.join("docs/thesis")).unwrap();
+    for i in 0..small {
+        let d = dir.join(format!("d{:02}", i % 10));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(format!("f{i:05}.txt")),
+            noise(100 + i * 7 % 3000, i as u64),
+        )
+        .unwrap();
+    }
+    for i in 0..mid {
+        std::fs::write(
+            dir.join(format!("mid{i:02}.bin")),
+            noise(4 << 20, 1000 + i as u64),
+        )
+        .unwrap();
+    }
+    if big_mb > 0 {
+        std::fs::write(dir.join("big.img"), noise(big_mb << 20, 7)).unwrap();
+    }
+    std::fs::write(
+        dir.join("docs/thesis/thesis-final.tex"),
+        b"\\documentclass{article}\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("thesis/thesis-final.tex", dir.join("docs/latest.tex")).unwrap();
+    let ro = dir.join("docs/readonly.txt");
+    std::fs::write(&ro, b"do not touch").unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o444)).unwrap();
+}
+
+#[test]
+fn a_full_set_spans_tapes_and_an_incremental_restores_each_point_in_time() {
+    let lab = Lab::new(12, 64, "");
+    let t1 = lab.path("tree1");
+    make_tree(&t1, 200, 30, 150);
+    lab.snapshot("home", "20261201T020000Z", &t1);
+
+    let r = json(
+        &lab.config,
+        &["set", "write", "home", "--snapshot", "20261201T020000Z"],
+    );
+    assert_eq!(r["kind"], "full");
+    let tapes = r["copies"][0]["tapes"].as_array().unwrap();
+    assert!(
+        tapes.len() >= 5,
+        "a 300 MB set on 64 MB tapes spans 5+: {r}"
+    );
+    let set1 = r["set"].as_str().unwrap().to_string();
+
+    // The 150 MB file is on three tapes, in order, and the catalog says so without a tape.
+    let found = json(&lab.config, &["catalog", "find", "big.img"]);
+    let holders = found[0]["tapes"][0][1].as_array().unwrap();
+    assert_eq!(holders.len(), 3, "{found}");
+    let thesis = json(&lab.config, &["catalog", "find", "**/thesis*.tex"]);
+    assert_eq!(
+        thesis[0]["path"], "docs/thesis/thesis-final.tex",
+        "{thesis}"
+    );
+    assert_eq!(thesis[0]["set"], set1.as_str());
+
+    let shown = json(&lab.config, &["set", "show", &set1[..8]]);
+    assert_eq!(shown["set"]["state"], "complete");
+    assert_eq!(
+        shown["copies"][0]["tapes"].as_array().unwrap().len(),
+        tapes.len()
+    );
+
+    // A day later: one file changed, one renamed, one deleted, one new.
+    let t2 = lab.path("tree2");
+    assert!(
+        std::process::Command::new("cp")
+            .args(["-a", t1.to_str().unwrap(), t2.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(t2.join("d01/f00001.txt"), b"changed").unwrap();
+    std::fs::rename(t2.join("mid03.bin"), t2.join("mid03-renamed.bin")).unwrap();
+    std::fs::remove_file(t2.join("d02/f00002.txt")).unwrap();
+    std::fs::write(t2.join("new.txt"), noise(5000, 99)).unwrap();
+    lab.snapshot("home", "20261202T020000Z", &t2);
+    let r2 = json(
+        &lab.config,
+        &["set", "write", "home", "--snapshot", "latest"],
+    );
+    assert_eq!(r2["kind"], "incremental", "{r2}");
+    assert_eq!(r2["base"], set1.as_str());
+    assert_eq!(
+        r2["files"], 2,
+        "only the changed and the new file are stored: {r2}"
+    );
+    assert_eq!(r2["renamed"], 1);
+    assert_eq!(
+        r2["deleted"], 2,
+        "the deleted file and the renamed file's old name: {r2}"
+    );
+
+    let out2 = lab.path("restored2");
+    let rr = json(
+        &lab.config,
+        &[
+            "restore",
+            "home",
+            "20261202T020000Z",
+            "--to",
+            out2.to_str().unwrap(),
+        ],
+    );
+    assert!(rr["mismatches"].as_array().unwrap().is_empty());
+    assert_same_tree(&t2, &out2);
+    let out1 = lab.path("restored1");
+    ok(
+        &lab.config,
+        &[
+            "restore",
+            "home",
+            "20261201",
+            "--to",
+            out1.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&t1, &out1);
+
+    // Nothing is overwritten without --overwrite, and nothing is written then.
+    let o = tapectl(
+        &lab.config,
+        &[
+            "restore",
+            "home",
+            "latest",
+            "new.txt",
+            "--to",
+            out2.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("nothing was written") && err.contains("new.txt exists"),
+        "{err}"
+    );
+}
+
+#[test]
+fn restoring_one_file_reads_about_its_records_and_one_index() {
+    let lab = Lab::new(3, 256, "");
+    let t = lab.path("tree");
+    make_tree(&t, 3000, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    let r = json(&lab.config, &["set", "write", "home"]);
+    let tape = r["copies"][0]["tapes"][0]["barcode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let written = records(&lab, &tape, "total data sets written");
+    assert!(written > 3000, "one record or more per file: {written}");
+    let before = records(&lab, &tape, "total data sets read");
+    let out = lab.path("one");
+    ok(
+        &lab.config,
+        &[
+            "restore",
+            "home",
+            "latest",
+            "d07/f01237.txt",
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    let read = records(&lab, &tape, "total data sets read") - before;
+    assert_eq!(
+        std::fs::read(out.join("d07/f01237.txt")).unwrap(),
+        std::fs::read(t.join("d07/f01237.txt")).unwrap()
+    );
+    // The labels, the index (a few records for 3000 files) and the file's one record.
+    assert!(
+        read <= 16,
+        "restoring one file read {read} records of the set's {written}"
+    );
+}
+
+/// The drive's volume statistics counter `name` for `barcode` (loaded to read it).
+fn records(lab: &Lab, barcode: &str, name: &str) -> u64 {
+    ok(&lab.config, &["load", barcode]);
+    let st = json(&lab.config, &["drive", "status"]);
+    st["volume_statistics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {st}"))["value"]["counter"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn write_protected_and_foreign_tapes_are_passed_over_untouched() {
+    let lab = Lab::new(3, 64, "[[pool]]\nname = \"weekly\"\nbarcodes = [\"RV*\"]\n");
+    // RV0001L6: someone else's LTFS volume; RV0002L6: write-protected.
+    ok(&lab.config, &["load", "RV0001L6"]);
+    let foreign = json(&lab.config, &["ltfs", "format"]);
+    ok(&lab.config, &["unload"]);
+    ok(
+        &lab.config,
+        &[
+            "vtl",
+            "fault",
+            r#"{"kind":"write_protect","barcode":"RV0002L6"}"#,
+        ],
+    );
+    let t = lab.path("tree");
+    make_tree(&t, 10, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    let r = json(&lab.config, &["set", "write", "home", "--pool", "weekly"]);
+    assert_eq!(r["copies"][0]["tapes"][0]["barcode"], "RV0003L6", "{r}");
+    let skipped: Vec<(String, String)> = r["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["barcode"].as_str().unwrap().into(),
+                s["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(skipped.len(), 2, "{r}");
+    assert!(
+        skipped[0].0 == "RV0001L6" && skipped[0].1.contains("does not know"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[1].0 == "RV0002L6" && skipped[1].1.contains("write-protected"),
+        "{skipped:?}"
+    );
+    // The foreign volume is as it was.
+    ok(&lab.config, &["load", "RV0001L6"]);
+    let ls = ok(&lab.config, &["ltfs", "ls", "/"]);
+    assert!(ls.trim().is_empty(), "{ls}");
+    let _ = foreign;
+}
