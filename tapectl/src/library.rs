@@ -496,7 +496,15 @@ impl Library {
         let count = self.backend.drive_count();
         if let Some(want) = &want {
             let mut seen = Vec::new();
-            for i in 0..count {
+            // The drive at the same index first: it is nearly always the one, and opening other
+            // drives is not free (another process may be writing with one; the virtual library's
+            // handles even disturb each other's write runs).
+            let same = (n as usize) < count;
+            let order = same
+                .then_some(n as usize)
+                .into_iter()
+                .chain((0..count).filter(|&i| !same || i != n as usize));
+            for i in order {
                 let Ok(t) = self.backend.drive_transport(i) else {
                     continue;
                 };

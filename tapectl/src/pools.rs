@@ -60,7 +60,7 @@ impl Default for TapeSettings {
 #[derive(Deserialize)]
 struct RawFile {
     #[serde(default)]
-    pool: Vec<Spanned<RawPool>>,
+    pool: Vec<RawPool>,
     tape: Option<Spanned<RawTape>>,
 }
 
@@ -85,8 +85,6 @@ impl TapeSettings {
             s.pools.clear();
         }
         for p in raw.pool {
-            let span = p.span();
-            let p = p.into_inner();
             let name = p.name.get_ref();
             if name.is_empty()
                 || !name
@@ -112,7 +110,6 @@ impl TapeSettings {
             }
             let pool = Pool::new(name, p.barcodes.get_ref())
                 .map_err(|e| cf.error(Some(p.barcodes.span()), format!("pool {name:?}: {e}")))?;
-            let _ = span;
             s.pools.push(pool);
         }
         if let Some(t) = raw.tape {

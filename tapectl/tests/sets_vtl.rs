@@ -401,7 +401,7 @@ fn write_protected_and_foreign_tapes_are_passed_over_untouched() {
     let lab = Lab::new(3, 64, "[[pool]]\nname = \"weekly\"\nbarcodes = [\"RV*\"]\n");
     // RV0001L6: someone else's LTFS volume; RV0002L6: write-protected.
     ok(&lab.config, &["load", "RV0001L6"]);
-    let foreign = json(&lab.config, &["ltfs", "format"]);
+    ok(&lab.config, &["ltfs", "format"]);
     ok(&lab.config, &["unload"]);
     ok(
         &lab.config,
@@ -440,5 +440,60 @@ fn write_protected_and_foreign_tapes_are_passed_over_untouched() {
     ok(&lab.config, &["load", "RV0001L6"]);
     let ls = ok(&lab.config, &["ltfs", "ls", "/"]);
     assert!(ls.trim().is_empty(), "{ls}");
-    let _ = foreign;
+}
+
+#[test]
+fn two_copies_go_to_distinct_tapes_on_two_drives_and_each_restores_alone() {
+    let lab = Lab::new(8, 64, "");
+    let t = lab.path("tree");
+    make_tree(&t, 50, 20, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    let r = json(
+        &lab.config,
+        &["set", "write", "home", "--full", "--copies", "2"],
+    );
+    let tapes = |c: usize| -> Vec<String> {
+        r["copies"][c]["tapes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["barcode"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (a, b) = (tapes(0), tapes(1));
+    assert!(
+        a.len() >= 2 && b.len() >= 2,
+        "80 MB spans two 64 MB tapes per copy: {r}"
+    );
+    assert!(
+        a.iter().all(|x| !b.contains(x)),
+        "copies share a tape: {a:?} {b:?}"
+    );
+    let drives: Vec<u64> = (0..2)
+        .map(|c| r["copies"][c]["drive"].as_u64().unwrap())
+        .collect();
+    assert_eq!(drives, [0, 1], "both drives write at once: {r}");
+    for copy in ["1", "2"] {
+        let out = lab.path(&format!("copy{copy}"));
+        let rr = json(
+            &lab.config,
+            &[
+                "restore",
+                "home",
+                "latest",
+                "--copy",
+                copy,
+                "--to",
+                out.to_str().unwrap(),
+            ],
+        );
+        let read: Vec<String> = rr["tapes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().into())
+            .collect();
+        assert_eq!(read, if copy == "1" { a.clone() } else { b.clone() });
+        assert_same_tree(&t, &out);
+    }
 }

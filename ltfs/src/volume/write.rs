@@ -382,14 +382,23 @@ impl<D: TapeDevice> Volume<D> {
             w.extent.into_iter().collect(),
             w.early_warning,
         )?;
-        Ok(if complete { PartPut::Whole(r) } else { PartPut::Part(r) })
+        Ok(if complete {
+            PartPut::Whole(r)
+        } else {
+            PartPut::Part(r)
+        })
     }
 
     /// Writes a small file (at most [`RESERVE_FILE_MAX`] bytes) even when the volume has reached
     /// early warning: the space between early warning and the end of the medium is there for what
     /// closes a volume (LTFS writes its index there); a writer spanning volumes uses it for the
     /// volume's own description of what it holds.
-    pub fn put_closing_file(&mut self, path: &str, data: &[u8], meta: &FileMeta) -> Result<PutReport> {
+    pub fn put_closing_file(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        meta: &FileMeta,
+    ) -> Result<PutReport> {
         if data.len() > RESERVE_FILE_MAX {
             return Err(VolumeError::TooLong {
                 path: path.to_string(),

@@ -143,6 +143,7 @@ fn prepare(
 ) -> Result<Result<String, String>> {
     lib.load(&Target::Barcode(barcode.to_string()), want.drive)
         .with_context(|| format!("loading {barcode} into drive {}", want.drive))?;
+    reconcile(cat, &lib.inventory()?, want.actor)?;
     let now = jiff::Timestamp::now();
     cat.count_use(barcode, 1, 0, 0, 0)?;
     let (mut drive, _lock) = lib.open_drive(want.drive)?;

@@ -274,7 +274,16 @@ pub fn write_set(
                 .collect()
         });
         for r in results {
-            copies.push(r?);
+            match r {
+                Ok(c) => copies.push(c),
+                Err(e) => {
+                    // Said at once, not left for the next command to find.
+                    if let Ok(cat) = ctx.cat.lock() {
+                        let _ = cat.set_set_state(set_id, crate::catalog::SetState::Interrupted);
+                    }
+                    return Err(e.context(format!("set {uuid} is interrupted")));
+                }
+            }
         }
     }
     let cat = ctx
@@ -302,6 +311,7 @@ pub fn write_set(
             tracing::debug!("drive {} not unloaded: {e:#}", c.drive);
         }
     }
+    super::allocate::reconcile(&cat, &lib.inventory()?, req.actor)?;
     let count = |s: Stored| plan.entries.iter().filter(|e| e.stored == s).count() as u64;
     Ok(SetReport {
         set: uuid.clone(),
