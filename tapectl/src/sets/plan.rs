@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(
             stored(&inc),
             [
-                ("".into(), Stored::Here),
+                ("/".into(), Stored::Here),
                 ("a".into(), Stored::Base),
                 ("b".into(), Stored::Here),
                 ("d".into(), Stored::Renamed),
