@@ -53,6 +53,18 @@ pub enum SetCmd {
         /// The set's UUID (or a unique prefix of it).
         set: String,
     },
+    /// Read a copy of a set back: every file against the snapshot manifest's BLAKE3, and the set
+    /// manifest on tape against the catalog's.
+    Verify {
+        /// The set's UUID (or a unique prefix of it).
+        set: String,
+        /// The copy to read (default: the first).
+        #[arg(long)]
+        copy: Option<u32>,
+        /// The drive to read with (numbered from 0).
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +192,35 @@ pub fn set_cmd(
             }
             let r = r?;
             out.value(&r, &report_human(&r))
+        }
+        SetCmd::Verify { set, copy, drive } => {
+            let cat = TapeCatalog::open(state_dir)?;
+            settle(&cat, state_dir)?;
+            let s = cat.set(set)?;
+            let mut lib = open()?;
+            let r = tapectl::sets::verify::verify(&mut lib, &cat, &s, *copy, *drive, state_dir)?;
+            let human = format!(
+                "set {} copy {}: {} files, {} read from {} tape(s) ({}){}",
+                r.set,
+                r.copy,
+                r.files,
+                common::human::bytes(r.bytes),
+                r.tapes.len(),
+                r.tapes.join(", "),
+                if r.problems.is_empty() {
+                    ": all match".to_string()
+                } else {
+                    format!(": {} problem(s)", r.problems.len())
+                }
+            );
+            out.value(&r, &human)?;
+            if !r.problems.is_empty() {
+                for p in &r.problems {
+                    eprintln!("tapectl: {p}");
+                }
+                bail!("set {} copy {} does not verify", r.set, r.copy);
+            }
+            Ok(())
         }
         SetCmd::List { job, pool } => {
             let cat = TapeCatalog::open(state_dir)?;

@@ -497,3 +497,73 @@ fn two_copies_go_to_distinct_tapes_on_two_drives_and_each_restores_alone() {
         assert_same_tree(&t, &out);
     }
 }
+
+#[test]
+fn verify_reads_a_copy_back_and_names_what_does_not_match() {
+    let lab = Lab::new(4, 64, "");
+    let t = lab.path("tree");
+    make_tree(&t, 30, 5, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    let r = json(&lab.config, &["set", "write", "home"]);
+    let set = r["set"].as_str().unwrap().to_string();
+    let v = json(&lab.config, &["set", "verify", &set]);
+    assert_eq!(v["files"], 37, "{v}");
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+    let shown = ok(&lab.config, &["set", "show", &set]);
+    assert!(shown.contains("verified"), "{shown}");
+
+    // Flip one byte of mid02.bin's first record on tape.
+    let m = tapectl::sets::write::copy_manifest(&lab.path("state"), &set, 1)
+        .unwrap()
+        .unwrap();
+    let e = m
+        .entries
+        .iter()
+        .find(|e| e.entry.path.display() == "mid02.bin")
+        .unwrap();
+    let part = e.parts[0];
+    let barcode = &m.header.tapes[part.tape as usize - 1].barcode;
+    let record = lab.path(&format!("vtl/cartridges/{barcode}/1_{}_R", part.block));
+    let mut bytes = std::fs::read(&record).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&record, bytes).unwrap();
+    let o = tapectl(&lab.config, &["set", "verify", &set]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("mid02.bin: on tape it does not match the manifest's BLAKE3"),
+        "{err}"
+    );
+    assert!(err.contains("does not verify"), "{err}");
+    let shown = ok(&lab.config, &["set", "show", &set]);
+    assert!(shown.contains("verify found 1 problems"), "{shown}");
+
+    // A medium error where mid03.bin starts: reported by name, the rest still read.
+    let e = m
+        .entries
+        .iter()
+        .find(|e| e.entry.path.display() == "mid03.bin")
+        .unwrap();
+    let fault = format!(
+        r#"{{"kind":"medium_error","barcode":"{}","partition":1,"block":{},"on":"read"}}"#,
+        m.header.tapes[e.parts[0].tape as usize - 1].barcode,
+        e.parts[0].block
+    );
+    ok(&lab.config, &["vtl", "fault", &fault]);
+    let o = tapectl(&lab.config, &["--json", "set", "verify", &set]);
+    assert!(!o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("mid03.bin: cannot read")),
+        "{problems:?}"
+    );
+    assert_eq!(v["files"], 36, "every other file was read: {v}");
+}

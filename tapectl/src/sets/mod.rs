@@ -7,10 +7,14 @@
 //! - `allocate`: the next tape of a pool, loaded and ready.
 //! - `write`: the writers of a set's copies.
 //! - `restore`: a snapshot or paths of it back from the sets holding it.
+//! - `verify`: a copy read back against the manifest's hashes.
+//! - `mount`: a set's tape loaded and mounted for reading.
 
 pub mod allocate;
 pub mod layout;
+pub mod mount;
 pub mod plan;
 pub mod restore;
 pub mod source;
+pub mod verify;
 pub mod write;

@@ -18,13 +18,12 @@ use common::relpath::RelPath;
 use common::restore::{
     RestoreReport, conflicts, is_dir, mkdir, remove_existing, select, warn_xattrs,
 };
-use ltfs::volume::Volume;
 use serde::Serialize;
 
 use super::layout::{SetEntry, SetManifest, Stored};
-use super::write::local_manifest;
+use super::write::load_local_manifest;
 use crate::catalog::{SetRow, TapeCatalog};
-use crate::library::{Library, Target};
+use crate::library::Library;
 
 pub struct RestoreRequest<'a> {
     pub job: &'a str,
@@ -74,36 +73,18 @@ impl Loaded {
 }
 
 fn load(state_dir: &Path, set: SetRow, copy: Option<u32>) -> Result<Loaded> {
-    let copies: Vec<u32> = match copy {
-        Some(c) => vec![c],
-        None => (1..=set.copies_wanted.max(1)).collect(),
-    };
-    for c in copies {
-        let p = local_manifest(state_dir, &set.uuid, c);
-        match std::fs::File::open(&p) {
-            Ok(f) => {
-                let manifest = SetManifest::read_from(f, &p.display().to_string())?;
-                let by_path = manifest
-                    .entries
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| (e.entry.path.clone(), i))
-                    .collect();
-                return Ok(Loaded {
-                    set,
-                    manifest,
-                    by_path,
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", p.display())),
-        }
-    }
-    bail!(
-        "the catalog has no manifest of set {}{} (run `tapectl catalog rebuild` to read it back from its tapes)",
-        set.uuid,
-        copy.map(|c| format!(" copy {c}")).unwrap_or_default()
-    )
+    let (_, manifest) = load_local_manifest(state_dir, &set, copy)?;
+    let by_path = manifest
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.entry.path.clone(), i))
+        .collect();
+    Ok(Loaded {
+        set,
+        manifest,
+        by_path,
+    })
 }
 
 /// The complete set holding `job`'s snapshot `wanted` (a name, a unique prefix, or `latest`).
@@ -386,26 +367,23 @@ fn read_tape(
     out: &Beneath,
     shown: &dyn Fn(&RelPath) -> String,
 ) -> Result<()> {
-    lib.load(&Target::Barcode(barcode.to_string()), drive)
-        .with_context(|| format!("loading {barcode} into drive {drive}"))?;
-    let (mut d, _lock) = lib.open_drive(drive)?;
-    let mut vol =
-        Volume::mount(&mut d).with_context(|| format!("mounting the LTFS volume on {barcode}"))?;
-    for r in list {
-        let mut f = out
-            .open_write(&r.dest)
-            .with_context(|| format!("cannot open {}", shown(&r.dest)))?;
-        f.seek(SeekFrom::Start(r.offset))?;
-        let n = vol
-            .read_file(&r.tape_path, &mut f)
-            .with_context(|| format!("reading {} from {barcode}", r.tape_path))?;
-        if n != r.length {
-            bail!(
-                "{} on {barcode} has {n} bytes; the set manifest says {}",
-                r.tape_path,
-                r.length
-            );
+    super::mount::with_tape(lib, drive, barcode, |vol| {
+        for r in list {
+            let mut f = out
+                .open_write(&r.dest)
+                .with_context(|| format!("cannot open {}", shown(&r.dest)))?;
+            f.seek(SeekFrom::Start(r.offset))?;
+            let n = vol
+                .read_file(&r.tape_path, &mut f)
+                .with_context(|| format!("reading {} from {barcode}", r.tape_path))?;
+            if n != r.length {
+                bail!(
+                    "{} on {barcode} has {n} bytes; the set manifest says {}",
+                    r.tape_path,
+                    r.length
+                );
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

@@ -111,19 +111,42 @@ pub fn local_manifest(state_dir: &Path, set: &str, copy: u32) -> PathBuf {
         .join(format!("copy-{copy}.manifest.zst"))
 }
 
-/// Reads the entries of a set's manifest from the catalog's copy.
-pub fn load_local_manifest(state_dir: &Path, set: &SetRow) -> Result<layout::SetManifest> {
-    for copy in 1..=set.copies_wanted.max(1) {
-        let p = local_manifest(state_dir, &set.uuid, copy);
-        match std::fs::File::open(&p) {
-            Ok(f) => return layout::SetManifest::read_from(f, &p.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", p.display())),
+/// The catalog's copy of a set manifest (copy `copy`'s), if it has one.
+pub fn copy_manifest(
+    state_dir: &Path,
+    set: &str,
+    copy: u32,
+) -> Result<Option<layout::SetManifest>> {
+    let p = local_manifest(state_dir, set, copy);
+    match std::fs::File::open(&p) {
+        Ok(f) => Ok(Some(layout::SetManifest::read_from(
+            f,
+            &p.display().to_string(),
+        )?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+    }
+}
+
+/// A set's manifest from the catalog's copies: copy `copy`'s, or the first the catalog has.
+pub fn load_local_manifest(
+    state_dir: &Path,
+    set: &SetRow,
+    copy: Option<u32>,
+) -> Result<(u32, layout::SetManifest)> {
+    let copies: Vec<u32> = match copy {
+        Some(c) => vec![c],
+        None => (1..=set.copies_wanted.max(1)).collect(),
+    };
+    for c in copies {
+        if let Some(m) = copy_manifest(state_dir, &set.uuid, c)? {
+            return Ok((c, m));
         }
     }
     bail!(
-        "the manifest of set {} is not in {} (run `tapectl catalog rebuild` to read it back from its tapes)",
+        "the catalog has no manifest of set {}{} in {} (`tapectl catalog rebuild` reads it back from its tapes)",
         set.uuid,
+        copy.map(|c| format!(" copy {c}")).unwrap_or_default(),
         state_dir.join("tape-sets").display()
     )
 }
@@ -199,7 +222,7 @@ pub fn write_set(
         }
     };
     let base_entries = match &base {
-        Some(b) => Some(load_local_manifest(req.state_dir, b)?.entries),
+        Some(b) => Some(load_local_manifest(req.state_dir, b, None)?.1.entries),
         None => None,
     };
     let kind = if base.is_some() {
