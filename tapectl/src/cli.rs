@@ -367,7 +367,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Cmd::Catalog(cmd) => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
-            crate::cli_set::catalog_cmd(&out, &cfg, cmd)
+            crate::cli_set::catalog_cmd(&out, &cfg, cmd, &|| open(&args))
         }
     }
 }

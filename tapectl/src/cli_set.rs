@@ -75,6 +75,13 @@ pub enum CatalogCmd {
         /// A glob over paths in the snapshot (`*` stays within a directory, `**` crosses them).
         pattern: String,
     },
+    /// Make the catalog anew from the tapes alone (a lost state_dir): reads every cartridge in
+    /// the library, its sets' self-descriptions and manifests.
+    Rebuild {
+        /// The drive to read with (numbered from 0).
+        #[arg(long, short, default_value_t = 0)]
+        drive: u16,
+    },
 }
 
 /// What the set commands read from rackvault.toml: the store, state_dir and pools.
@@ -320,9 +327,33 @@ pub fn set_cmd(
     }
 }
 
-pub fn catalog_cmd(out: &Out, cfg: &SetConfig, cmd: &CatalogCmd) -> Result<()> {
+pub fn catalog_cmd(
+    out: &Out,
+    cfg: &SetConfig,
+    cmd: &CatalogCmd,
+    open: &dyn Fn() -> Result<Library>,
+) -> Result<()> {
     let state_dir = &cfg.shared.state_dir;
     match cmd {
+        CatalogCmd::Rebuild { drive } => {
+            let mut lib = open()?;
+            let r = tapectl::sets::rebuild::rebuild(
+                &mut lib,
+                state_dir,
+                *drive,
+                "tapectl catalog rebuild",
+            )?;
+            let mut human = format!(
+                "read {} tape(s): {} complete set(s), {} interrupted",
+                r.tapes.len(),
+                r.complete.len(),
+                r.interrupted.len()
+            );
+            for s in &r.skipped {
+                human.push_str(&format!("\n  {}: {}", s.barcode, s.reason));
+            }
+            out.value(&r, &human)
+        }
         CatalogCmd::Find { pattern } => {
             let glob = globset::GlobBuilder::new(pattern.trim_start_matches('/'))
                 .literal_separator(true)

@@ -567,3 +567,87 @@ fn verify_reads_a_copy_back_and_names_what_does_not_match() {
     );
     assert_eq!(v["files"], 36, "every other file was read: {v}");
 }
+
+#[test]
+fn catalog_rebuild_from_the_tapes_alone_gives_the_same_answers() {
+    let lab = Lab::new(10, 64, "");
+    let t1 = lab.path("tree1");
+    make_tree(&t1, 100, 20, 0);
+    lab.snapshot("home", "20261201T020000Z", &t1);
+    json(&lab.config, &["set", "write", "home", "--copies", "2"]);
+    let t2 = lab.path("tree2");
+    assert!(
+        std::process::Command::new("cp")
+            .args(["-a", t1.to_str().unwrap(), t2.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(t2.join("mid01.bin"), noise(6 << 20, 5)).unwrap();
+    std::fs::remove_file(t2.join("d03/f00003.txt")).unwrap();
+    lab.snapshot("home", "20261202T020000Z", &t2);
+    json(&lab.config, &["set", "write", "home"]);
+
+    // What no tape records: how long each tape took, what the drive said while it wrote.
+    fn unrecorded(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "seconds" || k == "tape_alerts" {
+                        *x = serde_json::Value::Null;
+                    } else {
+                        unrecorded(x);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(unrecorded),
+            _ => {}
+        }
+    }
+    let answers = || {
+        let mut sets = json(&lab.config, &["set", "list"]);
+        let found = json(&lab.config, &["catalog", "find", "**"]);
+        let mut shown: Vec<serde_json::Value> = sets
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                json(
+                    &lab.config,
+                    &["set", "show", s["set"]["uuid"].as_str().unwrap()],
+                )
+            })
+            .collect();
+        unrecorded(&mut sets);
+        shown.iter_mut().for_each(unrecorded);
+        (sets, found, shown)
+    };
+    let before = answers();
+    assert_eq!(before.0.as_array().unwrap().len(), 2);
+    std::fs::rename(lab.path("state"), lab.path("lost-state")).unwrap();
+    let r = json(&lab.config, &["catalog", "rebuild"]);
+    assert_eq!(r["complete"].as_array().unwrap().len(), 2, "{r}");
+    let after = answers();
+    assert_eq!(before.0, after.0, "set list");
+    assert_eq!(before.1, after.1, "catalog find");
+    assert_eq!(before.2, after.2, "set show");
+    // And the rebuilt catalog restores.
+    let out = lab.path("restored");
+    ok(
+        &lab.config,
+        &[
+            "restore",
+            "home",
+            "latest",
+            "--copy",
+            "1",
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&t2, &out);
+    // A second rebuild does not overwrite the catalog it made.
+    let o = tapectl(&lab.config, &["catalog", "rebuild"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("move the old one away first"));
+}

@@ -110,6 +110,8 @@ pub struct TapeDescription {
     pub continues_on_next: Option<Continued>,
     /// The set manifest is on this tape: the copy ends here.
     pub last: bool,
+    /// RFC 3339 time the set was started (the same on all its tapes).
+    pub started: String,
     /// RFC 3339 time the tape was closed.
     pub closed: String,
 }

@@ -9,11 +9,13 @@
 //! - `restore`: a snapshot or paths of it back from the sets holding it.
 //! - `verify`: a copy read back against the manifest's hashes.
 //! - `mount`: a set's tape loaded and mounted for reading.
+//! - `rebuild`: the catalog made anew from the tapes alone.
 
 pub mod allocate;
 pub mod layout;
 pub mod mount;
 pub mod plan;
+pub mod rebuild;
 pub mod restore;
 pub mod source;
 pub mod verify;

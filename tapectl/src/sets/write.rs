@@ -81,6 +81,8 @@ pub struct CopyReport {
     pub copy: u32,
     pub drive: u16,
     pub tapes: Vec<TapeReport>,
+    /// When the copy's last tape was closed.
+    pub closed: jiff::Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -234,6 +236,7 @@ pub fn write_set(
     let plan = plan(&uuid, req.manifest, base_entries.as_deref());
     drop(base_entries);
     let _lock = WriterLock::take(req.state_dir, &uuid)?;
+    let started_at = jiff::Timestamp::now();
     let set_id = cat.begin_set(
         &NewSet {
             uuid: &uuid,
@@ -243,7 +246,7 @@ pub fn write_set(
             base: base.as_ref().map(|b| b.id),
             pool: &req.pool.name,
             copies: req.copies,
-            started_at: jiff::Timestamp::now(),
+            started_at,
         },
         &plan,
     )?;
@@ -263,7 +266,7 @@ pub fn write_set(
         kind,
         base: base.as_ref(),
         plan: &plan,
-        created: jiff::Timestamp::now().to_string(),
+        created: started_at.to_string(),
         lib: Mutex::new(lib),
         cat: Mutex::new(cat),
         taken: Mutex::new(HashSet::new()),
@@ -322,7 +325,11 @@ pub fn write_set(
         nfiles,
         bytes,
         &manifest_hash,
-        jiff::Timestamp::now(),
+        copies
+            .iter()
+            .map(|c| c.closed)
+            .max()
+            .unwrap_or_else(jiff::Timestamp::now),
     )?;
     let mut lib = ctx
         .lib
@@ -405,6 +412,8 @@ struct CopyWriter<'a> {
     set_tapes: Vec<SetTape>,
     /// The copy's set manifest once built, and how much of it is on tape.
     manifest: Option<(Vec<u8>, u64)>,
+    /// When its last tape was closed (as the tape's description says).
+    closed: Option<jiff::Timestamp>,
 }
 
 enum TapeEnd {
@@ -427,6 +436,7 @@ impl<'a> CopyWriter<'a> {
             tapes: Vec::new(),
             set_tapes: Vec::new(),
             manifest: None,
+            closed: None,
         }
     }
 
@@ -445,6 +455,7 @@ impl<'a> CopyWriter<'a> {
             copy: self.copy,
             drive: self.drive,
             tapes: self.tapes,
+            closed: self.closed.unwrap_or_else(jiff::Timestamp::now),
         })
     }
 
@@ -608,6 +619,8 @@ impl<'a> CopyWriter<'a> {
             TapeEnd::Done => (None, true),
             TapeEnd::Full { continues } => (continues.clone(), false),
         };
+        let closed = jiff::Timestamp::now();
+        self.closed = Some(closed);
         let desc = TapeDescription {
             format: TAPE_FORMAT.into(),
             version: VERSION,
@@ -631,7 +644,8 @@ impl<'a> CopyWriter<'a> {
             continued_from_previous: tape.continued_from_previous.clone(),
             continues_on_next,
             last,
-            closed: jiff::Timestamp::now().to_string(),
+            started: self.ctx.created.clone(),
+            closed: closed.to_string(),
         };
         vol.put_closing_file(
             &layout::description_path(self.ctx.uuid, tape.seq),
@@ -838,7 +852,7 @@ impl<'a> CopyWriter<'a> {
     }
 }
 
-fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = dir.join(format!(".tmp.{}", std::process::id()));

@@ -1,0 +1,308 @@
+//! `catalog rebuild`: a new tape catalog from the tapes alone (a lost state_dir). Every cartridge in
+//! the library is loaded and its LTFS index read; each set directory's self-descriptions say which
+//! set, copy and place the tape has, and the set manifest (on each copy's last tape, its pieces
+//! joined in tape order when it was split) gives the files and where each part is. A set whose
+//! manifest is on tape is complete; one with tapes but no manifest was interrupted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use ltfs::volume::EntryKind;
+use serde::Serialize;
+
+use super::allocate::{Skipped, reconcile};
+use super::layout::{self, SetManifest, TapeDescription};
+use super::mount::with_tape;
+use super::plan::SetPlan;
+use crate::catalog::{MediaChange, MediaState, NewSet, PartRow, SetState, TapeCatalog};
+use crate::changer::is_cleaning_cartridge;
+use crate::library::Library;
+
+#[derive(Debug, Default, Serialize)]
+pub struct RebuildReport {
+    /// Cartridges read.
+    pub tapes: Vec<String>,
+    /// Sets found complete, and interrupted.
+    pub complete: Vec<String>,
+    pub interrupted: Vec<String>,
+    /// Cartridges that hold no rackvault set (blank, foreign), or could not be read.
+    pub skipped: Vec<Skipped>,
+}
+
+/// What one set's tapes said.
+#[derive(Default)]
+struct Found {
+    /// (copy, seq) → (barcode, description).
+    tapes: BTreeMap<(u32, u32), (String, TapeDescription)>,
+    /// (copy, seq) → that tape's piece of the copy's set manifest.
+    manifest_pieces: BTreeMap<(u32, u32), Vec<u8>>,
+}
+
+pub fn rebuild(
+    lib: &mut Library,
+    state_dir: &Path,
+    drive: u16,
+    actor: &str,
+) -> Result<RebuildReport> {
+    let db = state_dir.join("tapes.sqlite");
+    if db.exists() {
+        bail!(
+            "{} exists; rebuild makes a new catalog from the tapes: move the old one away first",
+            db.display()
+        );
+    }
+    let cat = TapeCatalog::open(state_dir)?;
+    let inv = lib.inventory()?;
+    reconcile(&cat, &inv, actor)?;
+    let barcodes: Vec<String> = inv
+        .storage
+        .iter()
+        .chain(inv.drives.iter())
+        .filter(|e| e.full)
+        .filter_map(|e| e.volume_tag.clone())
+        .filter(|b| !is_cleaning_cartridge(b))
+        .collect();
+    let mut report = RebuildReport::default();
+    let mut sets: HashMap<String, Found> = HashMap::new();
+    let now = jiff::Timestamp::now();
+    let change = |why| MediaChange {
+        why,
+        actor,
+        at: now,
+    };
+    for barcode in barcodes {
+        let read = with_tape(lib, drive, &barcode, |vol| {
+            let uuid = vol.index().volume_uuid.clone();
+            let mut descriptions = Vec::new();
+            let root = "/.rackvault/sets";
+            let dirs = match vol.list(root) {
+                Ok(d) => d,
+                Err(_) => return Ok((uuid, descriptions)),
+            };
+            for d in dirs.iter().filter(|d| d.kind == EntryKind::Directory) {
+                let dir = format!("{root}/{}", d.name);
+                for f in vol.list(&dir)? {
+                    let path = format!("{dir}/{}", f.name);
+                    if f.kind != EntryKind::File || f.length > 16 << 20 {
+                        continue;
+                    }
+                    let mut bytes = Vec::new();
+                    vol.read_file(&path, &mut bytes)
+                        .with_context(|| format!("reading {path}"))?;
+                    descriptions.push((d.name.clone(), f.name.clone(), bytes));
+                }
+            }
+            Ok((uuid, descriptions))
+        });
+        let (uuid, files) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                report.skipped.push(Skipped {
+                    barcode: barcode.clone(),
+                    reason: format!("{e:#}"),
+                });
+                continue;
+            }
+        };
+        report.tapes.push(barcode.clone());
+        let mut pool = None;
+        let mut full = false;
+        for (set, name, bytes) in &files {
+            if !name.starts_with("tape-") {
+                continue;
+            }
+            let d = TapeDescription::parse(bytes)
+                .with_context(|| format!("{barcode}: {}/{set}/{name}", "/.rackvault/sets"))?;
+            if d.set != *set || d.barcode != barcode {
+                bail!(
+                    "{barcode}: {name} of set {set} describes set {} on {}; the tape is not what it says",
+                    d.set,
+                    d.barcode
+                );
+            }
+            pool.get_or_insert_with(|| d.pool.clone());
+            full |= !d.last;
+            let f = sets.entry(set.clone()).or_default();
+            let key = (d.copy, d.seq);
+            if let Some((_, _, bytes)) = files
+                .iter()
+                .find(|(s, n, _)| s == set && n == "manifest.zst")
+            {
+                f.manifest_pieces.insert(key, bytes.clone());
+            }
+            f.tapes.insert(key, (barcode.clone(), d));
+        }
+        match pool {
+            Some(p) => {
+                cat.set_volume(&barcode, &p, &uuid, &change("read back by catalog rebuild"))?;
+                let state = if full {
+                    MediaState::Full
+                } else {
+                    MediaState::Writable
+                };
+                cat.set_state(&barcode, state, &change("read back by catalog rebuild"))?;
+            }
+            None => report.skipped.push(Skipped {
+                barcode: barcode.clone(),
+                reason: format!("LTFS volume {uuid} holds no rackvault set"),
+            }),
+        }
+    }
+    // Bases before the sets built on them.
+    let mut ids: HashMap<String, i64> = HashMap::new();
+    let mut pending: Vec<String> = sets.keys().cloned().collect();
+    pending.sort();
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut later = Vec::new();
+        for uuid in pending {
+            let f = &sets[&uuid];
+            let first = &f.tapes.values().next().expect("a set has a tape").1;
+            match &first.base {
+                Some(b) if !ids.contains_key(b) && sets.contains_key(b) => later.push(uuid),
+                _ => {
+                    let id = insert_set(&cat, state_dir, &uuid, f, &ids, &mut report)?;
+                    ids.insert(uuid, id);
+                }
+            }
+        }
+        if later.len() == before {
+            bail!("the sets on these tapes build on each other in a circle: {later:?}");
+        }
+        pending = later;
+    }
+    Ok(report)
+}
+
+fn insert_set(
+    cat: &TapeCatalog,
+    state_dir: &Path,
+    uuid: &str,
+    f: &Found,
+    ids: &HashMap<String, i64>,
+    report: &mut RebuildReport,
+) -> Result<i64> {
+    let first = &f.tapes.values().next().expect("a set has a tape").1;
+    let copies = f.tapes.keys().map(|(c, _)| *c).max().unwrap_or(1);
+    // Each copy's manifest: its pieces in tape order, complete only when it parses.
+    let mut manifests: BTreeMap<u32, (Vec<u8>, SetManifest)> = BTreeMap::new();
+    for copy in 1..=copies {
+        let bytes: Vec<u8> = f
+            .manifest_pieces
+            .range((copy, 0)..=(copy, u32::MAX))
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect();
+        if bytes.is_empty() {
+            continue;
+        }
+        let m = SetManifest::read_from(
+            &bytes[..],
+            &format!("{} of set {uuid}", layout::manifest_path(uuid)),
+        )?;
+        manifests.insert(copy, (bytes, m));
+    }
+    let started = first.started.parse().with_context(|| {
+        format!(
+            "set {uuid}: its tapes' start time {:?} is not a time",
+            first.started
+        )
+    })?;
+    let plan = match manifests.values().next() {
+        Some((_, m)) => SetPlan {
+            entries: m
+                .entries
+                .iter()
+                .map(|e| layout::SetEntry {
+                    parts: Vec::new(),
+                    ..e.clone()
+                })
+                .collect(),
+            deleted: m.deleted.clone(),
+        },
+        None => SetPlan {
+            entries: Vec::new(),
+            deleted: Vec::new(),
+        },
+    };
+    let id = cat.begin_set(
+        &NewSet {
+            uuid,
+            job: &first.job,
+            snapshot: &first.snapshot,
+            kind: first.kind,
+            base: first.base.as_ref().and_then(|b| ids.get(b).copied()),
+            pool: &first.pool,
+            copies,
+            started_at: started,
+        },
+        &plan,
+    )?;
+    for ((copy, seq), (barcode, d)) in &f.tapes {
+        cat.add_copy_tape(id, *copy, *seq, barcode, &d.volume_uuid)?;
+        let parts: Vec<_> = manifests
+            .get(copy)
+            .map(|(_, m)| {
+                m.entries
+                    .iter()
+                    .flat_map(|e| {
+                        e.parts
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| p.tape == *seq)
+                            .map(|(k, p)| {
+                                (
+                                    e.entry.path.clone(),
+                                    PartRow {
+                                        part: k as u32,
+                                        seq: *seq,
+                                        partition: p.partition,
+                                        start_block: p.block,
+                                        file_offset: p.offset,
+                                        length: p.length,
+                                    },
+                                )
+                            })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bytes = parts.iter().map(|(_, p)| p.length).sum();
+        cat.record_parts(id, *copy, *seq, &parts, bytes)?;
+        cat.close_copy_tape(id, *copy, *seq, 0.0, None)?;
+    }
+    let complete = !manifests.is_empty() && (1..=copies).all(|c| manifests.contains_key(&c));
+    for copy in 1..=copies {
+        let state = if manifests.contains_key(&copy) {
+            "complete"
+        } else {
+            "interrupted"
+        };
+        cat.set_copy_state(id, copy, state)?;
+    }
+    for (copy, (bytes, _)) in &manifests {
+        super::write::save_atomically(
+            &super::write::local_manifest(state_dir, uuid, *copy),
+            bytes,
+        )?;
+    }
+    if complete {
+        let (bytes, m) = &manifests[&1];
+        let files = plan.files_to_write().count() as u64;
+        let stored = plan.bytes_to_write();
+        let closed = f
+            .tapes
+            .values()
+            .filter(|(_, d)| d.last)
+            .filter_map(|(_, d)| d.closed.parse().ok())
+            .max()
+            .unwrap_or_else(jiff::Timestamp::now);
+        let _ = m;
+        cat.complete_set(id, files, stored, &blake3::hash(bytes).to_hex(), closed)?;
+        report.complete.push(uuid.to_string());
+    } else {
+        cat.set_set_state(id, SetState::Interrupted)?;
+        report.interrupted.push(uuid.to_string());
+    }
+    Ok(id)
+}
