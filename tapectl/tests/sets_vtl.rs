@@ -651,3 +651,90 @@ fn catalog_rebuild_from_the_tapes_alone_gives_the_same_answers() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("move the old one away first"));
 }
+
+#[test]
+fn a_drive_asking_for_cleaning_is_not_written_with() {
+    let lab = Lab::new(2, 64, "");
+    let t = lab.path("tree");
+    make_tree(&t, 10, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    ok(
+        &lab.config,
+        &["vtl", "fault", r#"{"kind":"needs_cleaning","drive":0}"#],
+    );
+    let o = tapectl(&lab.config, &["set", "write", "home", "--drive", "0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("drive 0 reports a critical TapeAlert (clean now): writes to it are stopped; clean it with `tapectl clean --drive 0`"),
+        "{err}"
+    );
+    let sets = json(&lab.config, &["set", "list"]);
+    assert_eq!(sets[0]["set"]["state"], "interrupted", "{sets}");
+    // The other drive writes.
+    let r = json(&lab.config, &["set", "write", "home", "--drive", "1"]);
+    assert_eq!(r["copies"][0]["drive"], 1);
+}
+
+#[test]
+fn a_set_killed_mid_tape_leaves_readable_tapes_and_the_next_run_completes() {
+    let lab = Lab::new(8, 64, "");
+    let t = lab.path("tree");
+    make_tree(&t, 20, 40, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tapectl"))
+        .arg("--config")
+        .arg(&lab.config)
+        .args(["set", "write", "home", "--drive", "0"])
+        .env_remove("RACKVAULT_VTL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the second tape has data records on it; then kill -9.
+    let second = lab.path("vtl/cartridges/RV0002L6");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let records = std::fs::read_dir(&second)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let n = e.file_name();
+                        let n = n.to_string_lossy();
+                        n.starts_with("1_") && n.ends_with("_R")
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if records > 20 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the set finished before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second tape never got data"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let sets = json(&lab.config, &["set", "list"]);
+    assert_eq!(sets[0]["set"]["state"], "interrupted", "{sets}");
+    // Both tapes mount: each has a valid index (the second from its format, data after it unreferenced).
+    for b in ["RV0001L6", "RV0002L6"] {
+        ok(&lab.config, &["load", b]);
+        ok(&lab.config, &["ltfs", "ls", "/"]);
+    }
+    let r = json(&lab.config, &["set", "write", "home", "--drive", "0"]);
+    assert_eq!(r["kind"], "full", "the interrupted set is no base: {r}");
+    let out = lab.path("restored");
+    ok(
+        &lab.config,
+        &["restore", "home", "latest", "--to", out.to_str().unwrap()],
+    );
+    assert_same_tree(&t, &out);
+}

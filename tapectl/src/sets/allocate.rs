@@ -9,8 +9,11 @@ use std::collections::HashSet;
 use anyhow::{Context, Result, bail};
 use ltfs::volume::{FormatOptions, Volume, VolumeError};
 
+use crate::backend::BoxedTransport;
 use crate::catalog::{Location, MediaChange, MediaState, TapeCatalog};
 use crate::changer::{ElementKind, Inventory, is_cleaning_cartridge};
+use crate::drive::Drive;
+use crate::drive::logs::Severity;
 use crate::library::{Library, Target};
 use crate::pools::Pool;
 
@@ -147,6 +150,7 @@ fn prepare(
     let now = jiff::Timestamp::now();
     cat.count_use(barcode, 1, 0, 0, 0)?;
     let (mut drive, _lock) = lib.open_drive(want.drive)?;
+    check_drive_health(&mut drive, want.drive)?;
     if drive.status().write_protected == Some(true) {
         return Ok(Err("the cartridge is write-protected".into()));
     }
@@ -200,4 +204,32 @@ fn prepare(
         }
         Err(e) => Ok(Err(format!("its LTFS volume cannot be mounted: {e}"))),
     }
+}
+
+/// A drive raising a critical TapeAlert (other than a write-protected cartridge, which only that
+/// cartridge is skipped for) is not written with: the error says what the drive reports and, when
+/// it asks for cleaning, how to clean it.
+pub fn check_drive_health(drive: &mut Drive<BoxedTransport>, n: u16) -> Result<()> {
+    const WRITE_PROTECT: u8 = 9;
+    const CLEAN_NOW: u8 = 20;
+    let Ok(alerts) = drive.tape_alerts() else {
+        return Ok(());
+    };
+    let critical: Vec<_> = alerts
+        .flags()
+        .filter(|f| f.severity == Severity::Critical && f.number != WRITE_PROTECT)
+        .collect();
+    if critical.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = critical.iter().map(|f| f.name).collect();
+    let hint = if critical.iter().any(|f| f.number == CLEAN_NOW) {
+        format!("; clean it with `tapectl clean --drive {n}`")
+    } else {
+        "; see `tapectl drive status --drive N`".replace('N', &n.to_string())
+    };
+    bail!(
+        "drive {n} reports a critical TapeAlert ({}): writes to it are stopped{hint}",
+        names.join(", ")
+    )
 }

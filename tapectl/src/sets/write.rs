@@ -19,7 +19,7 @@ use ltfs::index::{LtfsTime, Times};
 use ltfs::volume::{FileMeta, PartPut, Volume, VolumeError};
 use serde::Serialize;
 
-use super::allocate::{Skipped, Want, next_tape};
+use super::allocate::{Skipped, Want, check_drive_health, next_tape};
 use super::layout::{
     self, Continued, Part, SET_FORMAT, SetEntry, SetHeader, SetKind, SetTape, Stored, TAPE_FORMAT,
     TapeDescription, VERSION,
@@ -763,6 +763,7 @@ impl<'a> CopyWriter<'a> {
                     self.ctx.progress.file_done(self.copy);
                     if r.synced {
                         self.flush(tape)?;
+                        check_drive_health(vol.device_mut(), self.drive)?;
                     }
                 }
                 _ => {}
