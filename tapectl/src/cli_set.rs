@@ -464,5 +464,13 @@ fn report_human(r: &SetReport) -> String {
     for k in &r.skipped {
         s.push_str(&format!("\n  skipped {}: {}", k.barcode, k.reason));
     }
+    for c in &r.copies {
+        for k in &c.damaged {
+            s.push_str(&format!(
+                "\n  copy {}: {} is marked damaged ({}); what it held was written again on the next tape",
+                c.copy, k.barcode, k.reason
+            ));
+        }
+    }
     s
 }

@@ -738,3 +738,60 @@ fn a_set_killed_mid_tape_leaves_readable_tapes_and_the_next_run_completes() {
     );
     assert_same_tree(&t, &out);
 }
+
+#[test]
+fn a_medium_error_while_writing_marks_the_tape_damaged_and_the_set_goes_on() {
+    let lab = Lab::new(8, 64, "");
+    let t = lab.path("tree");
+    make_tree(&t, 20, 35, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    // The second tape fails a write in the middle of its data.
+    ok(
+        &lab.config,
+        &[
+            "vtl",
+            "fault",
+            r#"{"kind":"medium_error","barcode":"RV0002L6","partition":1,"block":40,"on":"write"}"#,
+        ],
+    );
+    let r = json(&lab.config, &["set", "write", "home", "--drive", "0"]);
+    let damaged = r["copies"][0]["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{r}");
+    assert_eq!(damaged[0]["barcode"], "RV0002L6");
+    assert!(
+        damaged[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("medium error"),
+        "{r}"
+    );
+    let tapes: Vec<&str> = r["copies"][0]["tapes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["barcode"].as_str().unwrap())
+        .collect();
+    assert!(
+        !tapes.contains(&"RV0002L6") && tapes.len() >= 3,
+        "{tapes:?}"
+    );
+    // No file is anywhere only on the damaged tape: the catalog never names it, and all restores.
+    let found = ok(&lab.config, &["catalog", "find", "**"]);
+    assert!(!found.contains("RV0002L6"), "{found}");
+    let out = lab.path("restored");
+    ok(
+        &lab.config,
+        &["restore", "home", "latest", "--to", out.to_str().unwrap()],
+    );
+    assert_same_tree(&t, &out);
+    let v = json(&lab.config, &["set", "verify", r["set"].as_str().unwrap()]);
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+    // The damaged tape is not offered again.
+    lab.snapshot("home", "20261202T020000Z", &t);
+    let r2 = json(
+        &lab.config,
+        &["set", "write", "home", "--full", "--drive", "0"],
+    );
+    let tapes2 = r2["copies"][0]["tapes"].to_string();
+    assert!(!tapes2.contains("RV0002L6"), "{tapes2}");
+}

@@ -285,6 +285,21 @@ impl TapeCatalog {
         Ok(())
     }
 
+    /// A tape leaves a copy (it failed while being written): its parts go with it.
+    pub fn drop_copy_tape(&self, set: i64, copy: u32, seq: u32) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        self.conn.execute(
+            "DELETE FROM file_parts WHERE set_id = ?1 AND copy = ?2 AND seq = ?3",
+            params![set, copy, seq],
+        )?;
+        self.conn.execute(
+            "DELETE FROM copy_tapes WHERE set_id = ?1 AND copy = ?2 AND seq = ?3",
+            params![set, copy, seq],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// A tape of a copy is closed (its description and index are on it).
     pub fn close_copy_tape(
         &self,

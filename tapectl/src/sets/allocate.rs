@@ -206,18 +206,20 @@ fn prepare(
     }
 }
 
-/// A drive raising a critical TapeAlert (other than a write-protected cartridge, which only that
-/// cartridge is skipped for) is not written with: the error says what the drive reports and, when
-/// it asks for cleaning, how to clean it.
+/// A drive raising a critical TapeAlert about itself is not written with: the error says what the
+/// drive reports and, when it asks for cleaning, how to clean it. Critical flags about a cartridge
+/// (media, read or write failure, write protect, a cartridge's mechanical failure, forced eject,
+/// cleaning media) stay latched after it is unloaded; they are the cartridge's problem, which a
+/// set handles where it happens (a damaged or write-protected tape is passed over).
 pub fn check_drive_health(drive: &mut Drive<BoxedTransport>, n: u16) -> Result<()> {
-    const WRITE_PROTECT: u8 = 9;
+    const ABOUT_A_CARTRIDGE: [u8; 9] = [4, 5, 6, 9, 13, 14, 16, 22, 23];
     const CLEAN_NOW: u8 = 20;
     let Ok(alerts) = drive.tape_alerts() else {
         return Ok(());
     };
     let critical: Vec<_> = alerts
         .flags()
-        .filter(|f| f.severity == Severity::Critical && f.number != WRITE_PROTECT)
+        .filter(|f| f.severity == Severity::Critical && !ABOUT_A_CARTRIDGE.contains(&f.number))
         .collect();
     if critical.is_empty() {
         return Ok(());

@@ -83,6 +83,9 @@ pub struct CopyReport {
     pub tapes: Vec<TapeReport>,
     /// When the copy's last tape was closed.
     pub closed: jiff::Timestamp,
+    /// Tapes given up on while writing (medium errors): marked damaged, nothing of the set is
+    /// left only on them.
+    pub damaged: Vec<Skipped>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -414,6 +417,24 @@ struct CopyWriter<'a> {
     manifest: Option<(Vec<u8>, u64)>,
     /// When its last tape was closed (as the tape's description says).
     closed: Option<jiff::Timestamp>,
+    /// Plan entries of the files the stream delivers, in order, and how many it has delivered.
+    stream_files: Vec<usize>,
+    streamed: usize,
+    /// Some bytes of the stream's current file were read.
+    stream_partial: bool,
+    /// Files up to this plan entry are read again from the snapshot: their stream data went to a
+    /// tape that failed.
+    replay_through: Option<usize>,
+    /// The snapshot, for those files.
+    snapshot: Option<common::beneath::Beneath>,
+    /// Tapes given up on (medium errors), with why.
+    pub damaged: Vec<Skipped>,
+}
+
+/// Where a copy stood when a tape was begun.
+struct Checkpoint {
+    next: usize,
+    current: Option<InFile>,
 }
 
 enum TapeEnd {
@@ -437,6 +458,12 @@ impl<'a> CopyWriter<'a> {
             set_tapes: Vec::new(),
             manifest: None,
             closed: None,
+            stream_files: ctx.plan.files_to_write().map(|(i, _)| i).collect(),
+            streamed: 0,
+            stream_partial: false,
+            replay_through: None,
+            snapshot: None,
+            damaged: Vec::new(),
         }
     }
 
@@ -456,6 +483,7 @@ impl<'a> CopyWriter<'a> {
             drive: self.drive,
             tapes: self.tapes,
             closed: self.closed.unwrap_or_else(jiff::Timestamp::now),
+            damaged: self.damaged,
         })
     }
 
@@ -519,12 +547,25 @@ impl<'a> CopyWriter<'a> {
                     .map_err(|_| anyhow!("library lock poisoned"))?;
                 lib.open_drive(self.drive)?
             };
-            let end = self.fill_tape(&mut drive, &mut tape).with_context(|| {
-                format!(
-                    "writing copy {} to {} in drive {}",
-                    self.copy, tape.barcode, self.drive
-                )
-            })?;
+            let at_start = Checkpoint {
+                next: self.next,
+                current: self.current,
+            };
+            let end = match self.fill_tape(&mut drive, &mut tape) {
+                Ok(end) => end,
+                Err(e) if is_medium_error(&e) && self.damaged.len() < MAX_DAMAGED => {
+                    drop(drive);
+                    self.give_up_tape(&tape, &at_start, &e)?;
+                    continued = tape.continued_from_previous.take();
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "writing copy {} to {} in drive {}",
+                        self.copy, tape.barcode, self.drive
+                    )));
+                }
+            };
             let alerts = drive
                 .tape_alerts()
                 .map(|t| t.flags().map(|f| f.name.to_string()).collect::<Vec<_>>())
@@ -705,12 +746,19 @@ impl<'a> CopyWriter<'a> {
                     });
                     let path = e.tape_path.as_deref().expect("planned with a tape path");
                     let left = e.entry.size - cur.done;
-                    let counted = Counted {
-                        inner: &mut self.stream,
-                        progress: self.ctx.progress,
-                        copy: self.copy,
+                    let replay = self.replay_through.is_some_and(|r| i <= r);
+                    let put = if replay {
+                        let f = self.reopen(&e.entry.path, cur.done)?;
+                        vol.put_file_part(path, std::io::Read::take(f, left), left, &meta_of(e))
+                    } else {
+                        self.stream_partial = true;
+                        let counted = Counted {
+                            inner: &mut self.stream,
+                            progress: self.ctx.progress,
+                            copy: self.copy,
+                        };
+                        vol.put_file_part(path, counted, left, &meta_of(e))
                     };
-                    let put = vol.put_file_part(path, counted, left, &meta_of(e));
                     let put = match put {
                         Ok(p) => p,
                         Err(VolumeError::Source { .. }) if self.stream.failed.is_some() => {
@@ -757,8 +805,19 @@ impl<'a> CopyWriter<'a> {
                             offset: done,
                         })));
                     }
-                    self.stream.finish_file().map_err(|why| anyhow!(why))?;
-                    self.stream.next_file();
+                    // The stream moves on past this file (when it was replayed, past what the
+                    // failed tape had of it).
+                    if self.stream_files.get(self.streamed) == Some(&i)
+                        && (!replay || self.stream_partial)
+                    {
+                        self.stream.finish_file().map_err(|why| anyhow!(why))?;
+                        self.stream.next_file();
+                        self.streamed += 1;
+                        self.stream_partial = false;
+                    }
+                    if replay && self.replay_through == Some(i) {
+                        self.replay_through = None;
+                    }
                     self.current = None;
                     self.ctx.progress.file_done(self.copy);
                     if r.synced {
@@ -771,6 +830,81 @@ impl<'a> CopyWriter<'a> {
             self.next += 1;
         }
         Ok(None)
+    }
+
+    /// A file of the snapshot opened again at `offset` (to write again what a failed tape had).
+    fn reopen(&mut self, path: &RelPath, offset: u64) -> Result<std::fs::File> {
+        use std::io::Seek;
+        if self.snapshot.is_none() {
+            self.snapshot = Some(
+                common::beneath::Beneath::open(self.ctx.req.root).with_context(|| {
+                    format!(
+                        "cannot open the snapshot at {}",
+                        self.ctx.req.root.display()
+                    )
+                })?,
+            );
+        }
+        let dir = self.snapshot.as_ref().expect("opened above");
+        let mut f = dir
+            .open_read(path)
+            .with_context(|| format!("{path}: cannot open it in the snapshot again"))?;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        Ok(f)
+    }
+
+    /// A medium error on the tape being written: the tape is marked damaged and given up, and
+    /// everything it held of this copy is written again on the next tape, from where the tape
+    /// began (the stream's data for it is gone, so those files are read from the snapshot again).
+    fn give_up_tape(
+        &mut self,
+        tape: &OnTape,
+        at_start: &Checkpoint,
+        why: &anyhow::Error,
+    ) -> Result<()> {
+        let reason = format!("medium error while writing: {}", why.root_cause());
+        tracing::warn!(barcode = %tape.barcode, "{reason}; the set goes on with another tape");
+        {
+            let cat = self
+                .ctx
+                .cat
+                .lock()
+                .map_err(|_| anyhow!("catalog lock poisoned"))?;
+            cat.drop_copy_tape(self.ctx.set_id, self.copy, tape.seq)?;
+            cat.count_use(&tape.barcode, 0, 0, 1, 0)?;
+            cat.set_state(
+                &tape.barcode,
+                crate::catalog::MediaState::Damaged,
+                &crate::catalog::MediaChange {
+                    why: &reason,
+                    actor: self.ctx.req.actor,
+                    at: jiff::Timestamp::now(),
+                },
+            )?;
+        }
+        for p in self.parts.iter_mut() {
+            p.retain(|x| x.tape != tape.seq);
+        }
+        self.set_tapes.retain(|t| t.seq != tape.seq);
+        // The files the stream gave for this tape, the one it is in the middle of included.
+        let through = if self.stream_partial {
+            self.stream_files.get(self.streamed).copied()
+        } else {
+            self.streamed
+                .checked_sub(1)
+                .and_then(|k| self.stream_files.get(k).copied())
+        };
+        if let Some(t) = through.filter(|&t| t >= at_start.next) {
+            self.replay_through = Some(self.replay_through.map_or(t, |r| r.max(t)));
+        }
+        self.next = at_start.next;
+        self.current = at_start.current;
+        self.manifest = None;
+        self.damaged.push(Skipped {
+            barcode: tape.barcode.clone(),
+            reason,
+        });
+        Ok(())
     }
 
     /// Parts under an index on tape go to the catalog.
@@ -876,6 +1010,26 @@ fn meta_of(e: &SetEntry) -> FileMeta {
         read_only: e.entry.mode & 0o222 == 0,
         xattrs: Vec::new(),
     }
+}
+
+/// A copy gives up after this many tapes failed with medium errors (the drive is more likely at
+/// fault than the tapes).
+const MAX_DAMAGED: usize = 3;
+
+/// The error is the medium's (MEDIUM ERROR while writing), not the drive's or the source's.
+fn is_medium_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ltfs::DeviceError>(),
+            Some(ltfs::DeviceError::Medium { .. })
+        ) || matches!(
+            c.downcast_ref::<VolumeError>(),
+            Some(VolumeError::Device {
+                source: ltfs::DeviceError::Medium { .. },
+                ..
+            })
+        )
+    })
 }
 
 /// Counts bytes through to the progress display.
