@@ -204,6 +204,11 @@ struct RawConfig {
     /// The tape library; validated by tapectl's own parser below.
     #[allow(dead_code)]
     library: Option<toml::Value>,
+    /// Tape pools and `[tape]`: tapectl's, validated by its parser below.
+    #[allow(dead_code)]
+    pool: Option<toml::Value>,
+    #[allow(dead_code)]
+    tape: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -296,6 +301,9 @@ impl Config {
         let raw: RawConfig = cf.tables()?;
         if raw.library.is_some() {
             tapectl::config::Settings::from_file(&cf)?;
+        }
+        if raw.pool.is_some() || raw.tape.is_some() {
+            tapectl::pools::TapeSettings::from_file(&cf)?;
         }
         let resolve = |p: &str| cf.resolve(p);
         let SharedConfig {
@@ -1088,6 +1096,19 @@ retention = { keep_last = 3, keep_daily = 7 }
             assert!(e.to_string().contains(needle), "{e}");
             assert!(e.to_string().starts_with("/etc/rv/rackvault.toml:"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_tape_sides_pools_are_accepted_and_checked() {
+        parse(&format!(
+            "{GOOD}\n[[pool]]\nname = \"weekly\"\nbarcodes = [\"RV00*\"]\n[tape]\nbuffer_mb = 64\n"
+        ))
+        .unwrap();
+        let e = parse(&format!(
+            "{GOOD}\n[[pool]]\nname = \"weekly\"\nbarcodes = []\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("no barcode patterns"), "{e}");
     }
 
     #[test]

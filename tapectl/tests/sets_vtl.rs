@@ -235,7 +235,8 @@ fn make_tree(dir: &Path, small: usize, mid: usize, big_mb: usize) {
 fn a_full_set_spans_tapes_and_an_incremental_restores_each_point_in_time() {
     let lab = Lab::new(12, 64, "");
     let t1 = lab.path("tree1");
-    make_tree(&t1, 200, 30, 150);
+    // 170 MiB: more than a 64 MB volume holds even at LTO compression (2.5:1), so only pieces fit.
+    make_tree(&t1, 200, 30, 170);
     lab.snapshot("home", "20261201T020000Z", &t1);
 
     let r = json(
@@ -250,7 +251,7 @@ fn a_full_set_spans_tapes_and_an_incremental_restores_each_point_in_time() {
     );
     let set1 = r["set"].as_str().unwrap().to_string();
 
-    // The 150 MB file is on three tapes, in order, and the catalog says so without a tape.
+    // The 170 MiB file is on three tapes, in order, and the catalog says so without a tape.
     let found = json(&lab.config, &["catalog", "find", "big.img"]);
     let holders = found[0]["tapes"][0][1].as_array().unwrap();
     assert_eq!(holders.len(), 3, "{found}");

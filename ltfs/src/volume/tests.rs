@@ -251,7 +251,7 @@ fn a_file_split_at_early_warning_is_its_parts_concatenated() {
     for t in tapes.iter_mut() {
         let mut vol = Volume::format(t, &opts()).unwrap();
         let r = vol
-            .put_file_part("big", &mut src, big.len() as u64, &FileMeta::default())
+            .put_file_part("big", &mut src, &FileMeta::default())
             .unwrap();
         let (PartPut::Part(r) | PartPut::Whole(r)) = &r;
         lengths.push((matches!(r, _ if vol.is_full()), r.length));

@@ -363,16 +363,15 @@ impl<D: TapeDevice> Volume<D> {
     /// Copies `reader` to a new file at `path` like [`Volume::put_file`], except that early warning
     /// in the middle of it keeps what was written: the file is in the index with the bytes that fit
     /// ([`PartPut::Part`]), so a writer spanning volumes continues the same reader on the next one
-    /// and the pieces' concatenation is the file. `length` is the file's expected length (checked
-    /// against [`Volume::max_file_length`] before anything is written).
+    /// and the pieces' concatenation is the file. A piece never holds more than the volume takes
+    /// before early warning, so a file longer than one volume holds is written in pieces, not refused.
     pub fn put_file_part(
         &mut self,
         path: &str,
         mut reader: impl Read,
-        length: u64,
         meta: &FileMeta,
     ) -> Result<PartPut> {
-        self.begin_put(path, meta, Some(length))?;
+        self.begin_put(path, meta, None)?;
         let w = self.write_extent(path, &mut reader, 0, true)?;
         let complete = w.complete;
         let r = self.finish_put(

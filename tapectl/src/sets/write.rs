@@ -749,7 +749,7 @@ impl<'a> CopyWriter<'a> {
                     let replay = self.replay_through.is_some_and(|r| i <= r);
                     let put = if replay {
                         let f = self.reopen(&e.entry.path, cur.done)?;
-                        vol.put_file_part(path, std::io::Read::take(f, left), left, &meta_of(e))
+                        vol.put_file_part(path, std::io::Read::take(f, left), &meta_of(e))
                     } else {
                         self.stream_partial = true;
                         let counted = Counted {
@@ -757,7 +757,7 @@ impl<'a> CopyWriter<'a> {
                             progress: self.ctx.progress,
                             copy: self.copy,
                         };
-                        vol.put_file_part(path, counted, left, &meta_of(e))
+                        vol.put_file_part(path, counted, &meta_of(e))
                     };
                     let put = match put {
                         Ok(p) => p,
@@ -972,7 +972,7 @@ impl<'a> CopyWriter<'a> {
         let (bytes, done) = self.manifest.as_mut().expect("built above");
         let path = layout::manifest_path(self.ctx.uuid);
         let left = &bytes[*done as usize..];
-        match vol.put_file_part(&path, left, left.len() as u64, &FileMeta::default())? {
+        match vol.put_file_part(&path, left, &FileMeta::default())? {
             PartPut::Whole(_) => {}
             PartPut::Part(r) => {
                 // Split like any file: the rest goes on the next tape.
