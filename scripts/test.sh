@@ -27,6 +27,10 @@ command -v mkfs.btrfs >/dev/null 2>&1 || need_pkgs+=(btrfs-progs)
 # provider's tests write their databases from another process with the sqlite3 shell.
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
+# docs/tape-sets.md's restore-by-hand recipe is run as written: zstd, jq and setfattr.
+command -v zstd >/dev/null 2>&1 || need_pkgs+=(zstd)
+command -v jq >/dev/null 2>&1 || need_pkgs+=(jq)
+command -v setfattr >/dev/null 2>&1 || need_pkgs+=(attr)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: missing ${need_pkgs[*]}; run as root or: sudo apt-get install -y ${need_pkgs[*]}" >&2

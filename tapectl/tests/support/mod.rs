@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sets;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
