@@ -21,4 +21,5 @@ pub mod scan;
 pub mod schedule;
 pub mod select;
 pub mod store;
+pub mod tape_restore;
 pub mod verify;

@@ -184,6 +184,55 @@ fn jobs_for<'c>(cfg: &'c Config, job: &Option<String>) -> Result<Vec<&'c backupd
     }
 }
 
+/// `restore` of a snapshot only a tape set still holds.
+fn restore_from_tape(
+    cli: &Cli,
+    cfg: &Config,
+    set: &tapectl::catalog::SetRow,
+    tapes: &[String],
+    sel: &[RelPath],
+    to: &std::path::Path,
+    overwrite: bool,
+) -> Result<ExitCode> {
+    eprintln!(
+        "backupd: snapshot {} of job {} is not in the store; restoring it from tape set {} (tapes {})",
+        set.snapshot,
+        set.job,
+        set.uuid,
+        tapes.join(", ")
+    );
+    let r = backupd::tape_restore::restore(cfg, set, sel, to, overwrite)?;
+    let report = &r.restored;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for w in &report.mismatches {
+        eprintln!("MISMATCH: {w}");
+    }
+    if cli.json {
+        print_json(&serde_json::json!({
+            "snapshot": set.snapshot,
+            "from_tape": {"set": set.uuid, "tapes": r.tapes},
+            "report": report,
+        }));
+    } else {
+        println!(
+            "restored {} from tape into {}: {} files ({}), {} directories, {} symlinks",
+            set.snapshot,
+            to.display(),
+            report.files,
+            human_bytes(report.bytes),
+            report.dirs,
+            report.symlinks
+        );
+    }
+    Ok(if report.mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
 fn dispatch(cli: &Cli) -> Result<ExitCode> {
     let cfg = Config::load(&cli.config)?;
     let state_dir = cfg.state_dir.clone();
@@ -367,14 +416,26 @@ fn dispatch_with(cli: &Cli, cfg: Config) -> Result<ExitCode> {
             to,
             overwrite,
         } => {
-            let name =
-                common::snapshots::resolve(store.as_ref(), cfg.job(job)?.name.as_str(), snapshot)?;
-            let view = store.open(job, &name)?;
-            let m = view.manifest()?;
             let sel = paths
                 .iter()
                 .map(|p| RelPath::parse_user(p.as_bytes()).map_err(anyhow::Error::from))
                 .collect::<Result<Vec<_>>>()?;
+            let name = match common::snapshots::resolve(
+                store.as_ref(),
+                cfg.job(job)?.name.as_str(),
+                snapshot,
+            ) {
+                Ok(n) => n,
+                // Not in the store (pruned): a tape set may hold it.
+                Err(e) => match backupd::tape_restore::set_on_tape(&cfg, job, snapshot) {
+                    Some((set, tapes)) => {
+                        return restore_from_tape(cli, &cfg, &set, &tapes, &sel, to, *overwrite);
+                    }
+                    None => return Err(e),
+                },
+            };
+            let view = store.open(job, &name)?;
+            let m = view.manifest()?;
             let progress = Progress::new(!cli.json);
             let report = restore::restore(&view.root, &m, &sel, to, *overwrite, &progress);
             progress.finish();
