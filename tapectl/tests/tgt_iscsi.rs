@@ -87,3 +87,46 @@ fn changer_and_drive_over_iscsi() {
     let m = json(&cfg, &["import"]);
     assert_eq!(m.as_array().unwrap().len(), 1);
 }
+
+/// The set writer's changer path over iSCSI: the inventory is reconciled into the tape catalog, a
+/// tape of the pool is loaded; tgt's drives cannot partition, which is said plainly.
+#[test]
+fn a_set_over_iscsi_loads_a_tape_and_says_the_drive_cannot_hold_ltfs() {
+    let tgt = Tgt::start();
+    let lab = tgt.dir.path();
+    let cfg = tgt.config(&lab.join("locks"));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("state_dir = \"state\"\n[store]\nkind = \"dir\"\npath = \"store\"\n{text}"),
+    )
+    .unwrap();
+    let tree = lab.join("tree");
+    support::sets::make_tree(&tree, 5, 0, 0);
+    support::sets::publish(
+        &tree,
+        &lab.join("store/home/snapshots/20261201T020000Z"),
+        "home",
+        "20261201T020000Z",
+    );
+    let o = support::tapectl(&cfg, &["set", "write", "home", "--drive", "0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("drive 0 cannot make the two partitions an LTFS volume needs")
+            && err.contains("LTO-5 or later"),
+        "{err}"
+    );
+    // The changer loaded the pool's first tape, and the catalog knows where every cartridge is.
+    let st = json(&cfg, &["library", "status"]);
+    assert_eq!(st["drives"][0]["volume_tag"], "RV0001L6", "{st}");
+    let cat = tapectl::catalog::TapeCatalog::open(&lab.join("state")).unwrap();
+    let m = cat.media("RV0001L6").unwrap().unwrap();
+    assert_eq!(m.location, tapectl::catalog::Location::Drive(0));
+    assert_eq!(
+        cat.media("RV0002L6").unwrap().unwrap().location,
+        tapectl::catalog::Location::Slot(2)
+    );
+    let sets = json(&cfg, &["set", "list"]);
+    assert_eq!(sets[0]["set"]["state"], "interrupted", "{sets}");
+}

@@ -199,6 +199,16 @@ fn prepare(
                     source: ltfs::DeviceError::WriteProtected,
                     ..
                 }) => Ok(Err("the cartridge is write-protected".into())),
+                Err(
+                    e @ VolumeError::Device {
+                        source:
+                            ltfs::DeviceError::IllegalRequest(_) | ltfs::DeviceError::Unsupported(_),
+                        ..
+                    },
+                ) => bail!(
+                    "drive {} cannot make the two partitions an LTFS volume needs ({e}); tape sets need an LTO-5 or later drive",
+                    want.drive
+                ),
                 Err(e) => Err(anyhow::Error::new(e).context(format!("formatting {barcode}"))),
             }
         }

@@ -61,33 +61,42 @@ impl Lab {
         self.dir.path().join(p)
     }
 
-    /// Publishes `tree` as snapshot `name` of job `job`: a copy of the tree and its manifest.
+    /// Publishes `tree` as snapshot `name` of job `job` in the lab's store.
     pub fn snapshot(&self, job: &str, name: &str, tree: &Path) {
-        let root = self.path(&format!("store/{job}/snapshots/{name}"));
-        std::fs::create_dir_all(root.parent().unwrap()).unwrap();
-        let st = std::process::Command::new("cp")
-            .args(["-a", tree.to_str().unwrap(), root.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let mut entries = Vec::new();
-        walk(&root, &root, &mut entries);
-        let m = Manifest::new(
-            Header {
-                format: FORMAT.into(),
-                version: VERSION,
-                job: job.into(),
-                snapshot: name.into(),
-                created: "2026-12-07T00:00:00Z".into(),
-                source: tree.display().to_string(),
-                hash: "blake3".into(),
-                block_size: common::manifest::BLOCK_SIZE,
-                entries: 0,
-            },
-            entries,
+        publish(
+            tree,
+            &self.path(&format!("store/{job}/snapshots/{name}")),
+            job,
+            name,
         );
-        m.save(&root.join(MANIFEST_FILE)).unwrap();
     }
+}
+
+/// Publishes `tree` at `root` as backupd's directory store does: a copy of the tree and its manifest.
+pub fn publish(tree: &Path, root: &Path, job: &str, name: &str) {
+    std::fs::create_dir_all(root.parent().unwrap()).unwrap();
+    let st = std::process::Command::new("cp")
+        .args(["-a", tree.to_str().unwrap(), root.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut entries = Vec::new();
+    walk(root, root, &mut entries);
+    let m = Manifest::new(
+        Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            job: job.into(),
+            snapshot: name.into(),
+            created: "2026-12-07T00:00:00Z".into(),
+            source: tree.display().to_string(),
+            hash: "blake3".into(),
+            block_size: common::manifest::BLOCK_SIZE,
+            entries: 0,
+        },
+        entries,
+    );
+    m.save(&root.join(MANIFEST_FILE)).unwrap();
 }
 
 pub fn walk(root: &Path, dir: &Path, out: &mut Vec<Entry>) {
