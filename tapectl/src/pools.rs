@@ -12,7 +12,18 @@ pub struct Pool {
     pub name: String,
     /// Barcode patterns (`*`, `?`, `[A-F]`), e.g. `RV00[0-4]?L6`.
     pub barcodes: Vec<String>,
+    pub allocation: Allocation,
     matchers: Vec<GlobMatcher>,
+}
+
+/// Where a new set starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// On the pool's current (writable) tape, after the sets it holds: tapes fill up.
+    Continue,
+    /// On a tape of its own: a set's tapes hold that set alone (they can go offsite or be reused
+    /// with it).
+    New,
 }
 
 impl Pool {
@@ -28,6 +39,7 @@ impl Pool {
         Ok(Pool {
             name: name.to_string(),
             barcodes: barcodes.to_vec(),
+            allocation: Allocation::Continue,
             matchers,
         })
     }
@@ -69,6 +81,7 @@ struct RawFile {
 struct RawPool {
     name: Spanned<String>,
     barcodes: Spanned<Vec<String>>,
+    allocation: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -108,8 +121,22 @@ impl TapeSettings {
                     format!("pool {name:?} has no barcode patterns (e.g. barcodes = [\"RV00*\"])"),
                 ));
             }
-            let pool = Pool::new(name, p.barcodes.get_ref())
+            let mut pool = Pool::new(name, p.barcodes.get_ref())
                 .map_err(|e| cf.error(Some(p.barcodes.span()), format!("pool {name:?}: {e}")))?;
+            if let Some(a) = &p.allocation {
+                pool.allocation = match a.get_ref().as_str() {
+                    "continue" => Allocation::Continue,
+                    "new" => Allocation::New,
+                    other => {
+                        return Err(cf.error(
+                            Some(a.span()),
+                            format!(
+                                "pool {name:?}: allocation {other:?} is not \"continue\" (the current tape) or \"new\" (a tape per set)"
+                            ),
+                        ));
+                    }
+                };
+            }
             s.pools.push(pool);
         }
         if let Some(t) = raw.tape {

@@ -576,3 +576,25 @@ fn a_medium_error_while_writing_marks_the_tape_damaged_and_the_set_goes_on() {
     let tapes2 = r2["copies"][0]["tapes"].to_string();
     assert!(!tapes2.contains("RV0002L6"), "{tapes2}");
 }
+
+#[test]
+fn a_pool_allocating_new_tapes_starts_each_set_on_its_own_tape() {
+    let lab = Lab::new(
+        4,
+        64,
+        "[[pool]]\nname = \"offsite\"\nbarcodes = [\"RV*\"]\nallocation = \"new\"\n",
+    );
+    let t = lab.path("tree");
+    make_tree(&t, 10, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    let a = json(&lab.config, &["set", "write", "home"]);
+    let b = json(&lab.config, &["set", "write", "home", "--full"]);
+    let tape = |r: &serde_json::Value| {
+        r["copies"][0]["tapes"][0]["barcode"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(tape(&a), "RV0001L6");
+    assert_eq!(tape(&b), "RV0002L6", "a second set goes to a new tape: {b}");
+}

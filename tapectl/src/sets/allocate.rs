@@ -15,7 +15,7 @@ use crate::changer::{ElementKind, Inventory, is_cleaning_cartridge};
 use crate::drive::Drive;
 use crate::drive::logs::Severity;
 use crate::library::{Library, Target};
-use crate::pools::Pool;
+use crate::pools::{Allocation, Pool};
 
 /// A cartridge passed over, and why.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -95,7 +95,9 @@ pub fn next_tape(
             continue;
         }
         let rank = match m.state {
-            MediaState::Writable => 0,
+            // A pool allocating a tape per set starts each set on a new one; the set itself goes
+            // on to more new ones as it fills them.
+            MediaState::Writable if want.pool.allocation == Allocation::Continue => 0,
             MediaState::New => 1,
             _ => continue,
         };
