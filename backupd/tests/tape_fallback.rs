@@ -60,7 +60,6 @@ fn a_pruned_snapshot_is_restored_from_its_tape_set() {
             job: "j",
             snapshot: &first,
             root: &view.root,
-            manifest: &manifest,
             full: false,
             copies: 1,
             pool: pool.pool(None).unwrap(),
@@ -70,6 +69,7 @@ fn a_pruned_snapshot_is_restored_from_its_tape_set() {
             actor: "test",
             block_size: 512 * 1024,
         },
+        manifest,
         &tapectl::sets::write::NoProgress,
     )
     .unwrap();

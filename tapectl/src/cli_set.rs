@@ -178,7 +178,6 @@ pub fn set_cmd(
                 job,
                 snapshot: &name,
                 root: &view.root,
-                manifest: &manifest,
                 full: *full,
                 copies: *copies,
                 pool,
@@ -193,7 +192,7 @@ pub fn set_cmd(
                 enabled: !out.json,
                 files: Default::default(),
             };
-            let r = write_set(lib, cat, &req, &bar);
+            let r = write_set(lib, cat, &req, manifest, &bar);
             if let Some(b) = bar.bar.get() {
                 b.finish();
             }

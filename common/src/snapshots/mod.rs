@@ -91,6 +91,11 @@ pub fn resolve(store: &dyn Snapshots, job: &str, wanted: &str) -> Result<String>
     if let Some(s) = snaps.iter().find(|s| s.name == wanted) {
         return Ok(s.name.clone());
     }
+    // A whole snapshot name means that snapshot: never `20261201T020000Z-2` for a pruned
+    // `20261201T020000Z`.
+    if crate::snapname::parse(wanted).is_some() {
+        anyhow::bail!("job {job:?} has no snapshot {wanted:?} (see `backupd snapshots {job}`)");
+    }
     let matches: Vec<_> = snaps
         .iter()
         .filter(|s| s.name.starts_with(wanted))
@@ -117,5 +122,34 @@ pub fn open(shared: &crate::config::SharedConfig) -> Box<dyn Snapshots> {
             parent.clone(),
             shared.state_dir.join("mnt"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_name_means_that_snapshot_and_a_prefix_one_that_starts_so() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["20261201T020000Z-2", "20261202T020000Z"] {
+            std::fs::create_dir_all(d.path().join("j/snapshots").join(n)).unwrap();
+        }
+        let store = dir::DirSnapshots::new(d.path().to_path_buf());
+        let e = resolve(&store, "j", "20261201T020000Z").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("has no snapshot \"20261201T020000Z\""),
+            "{e}"
+        );
+        assert_eq!(
+            resolve(&store, "j", "20261201").unwrap(),
+            "20261201T020000Z-2"
+        );
+        assert_eq!(resolve(&store, "j", "latest").unwrap(), "20261202T020000Z");
+        assert_eq!(
+            resolve(&store, "j", "20261201T020000Z-2").unwrap(),
+            "20261201T020000Z-2"
+        );
     }
 }

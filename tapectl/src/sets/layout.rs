@@ -217,6 +217,54 @@ pub struct Deleted {
     pub deleted: RelPath,
 }
 
+/// An entry line written from borrowed parts (the writer keeps each copy's parts apart from the
+/// plan, and a million-entry manifest is not cloned to be written).
+#[derive(Serialize)]
+struct EntryLine<'a> {
+    #[serde(flatten)]
+    entry: &'a Entry,
+    #[serde(rename = "in")]
+    stored: Stored,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: &'a Option<RelPath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tape_path: &'a Option<String>,
+    #[serde(skip_serializing_if = "<[Part]>::is_empty")]
+    parts: &'a [Part],
+}
+
+/// Writes a set manifest: `header`, then each entry with the parts given for it, then the
+/// deletions. `header.entries` and `header.deleted` must count them.
+pub fn write_manifest<'a>(
+    w: impl Write,
+    header: &SetHeader,
+    entries: impl Iterator<Item = (&'a SetEntry, &'a [Part])>,
+    deleted: &[RelPath],
+) -> std::io::Result<()> {
+    let mut enc = zstd::Encoder::new(w, 3)?;
+    enc.include_checksum(true)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, enc);
+    serde_json::to_writer(&mut out, header)?;
+    out.write_all(b"\n")?;
+    for (e, parts) in entries {
+        let line = EntryLine {
+            entry: &e.entry,
+            stored: e.stored,
+            from: &e.from,
+            tape_path: &e.tape_path,
+            parts,
+        };
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    for d in deleted {
+        serde_json::to_writer(&mut out, &Deleted { deleted: d.clone() })?;
+        out.write_all(b"\n")?;
+    }
+    let enc = out.into_inner().map_err(|e| e.into_error())?;
+    enc.finish()?.flush()
+}
+
 /// A whole set manifest (one copy's: the parts name that copy's tapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetManifest {
@@ -227,21 +275,12 @@ pub struct SetManifest {
 
 impl SetManifest {
     pub fn write_to(&self, w: impl Write) -> std::io::Result<()> {
-        let mut enc = zstd::Encoder::new(w, 3)?;
-        enc.include_checksum(true)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, enc);
-        serde_json::to_writer(&mut out, &self.header)?;
-        out.write_all(b"\n")?;
-        for e in &self.entries {
-            serde_json::to_writer(&mut out, e)?;
-            out.write_all(b"\n")?;
-        }
-        for d in &self.deleted {
-            serde_json::to_writer(&mut out, &Deleted { deleted: d.clone() })?;
-            out.write_all(b"\n")?;
-        }
-        let enc = out.into_inner().map_err(|e| e.into_error())?;
-        enc.finish()?.flush()
+        write_manifest(
+            w,
+            &self.header,
+            self.entries.iter().map(|e| (e, &e.parts[..])),
+            &self.deleted,
+        )
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

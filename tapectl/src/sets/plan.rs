@@ -3,7 +3,7 @@
 //! set's snapshot, names renames (content the base has under a path this snapshot dropped), and
 //! lists deletions. Metadata-only changes store nothing: the set manifest carries the new metadata.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use common::manifest::{Kind, Manifest};
 use common::relpath::RelPath;
@@ -31,67 +31,64 @@ impl SetPlan {
     }
 }
 
-/// Plans the set `set` of `snapshot` (its manifest); `base` is the base set's manifest entries
-/// (the base snapshot as a whole) for an incremental set, `None` for a full one.
-pub fn plan(set: &str, snapshot: &Manifest, base: Option<&[SetEntry]>) -> SetPlan {
-    let (job, snap) = (&snapshot.header.job, &snapshot.header.snapshot);
-    let base_by_path: HashMap<&RelPath, &SetEntry> = base
-        .unwrap_or_default()
-        .iter()
-        .map(|e| (&e.entry.path, e))
-        .collect();
-    let now = snapshot.index();
-    // Base files this snapshot no longer has, by content: where a new path's content can come from.
-    let mut gone_by_hash: HashMap<[u8; 32], &RelPath> = HashMap::new();
-    for e in base.unwrap_or_default() {
-        if e.entry.kind == Kind::File
-            && e.entry.size > 0
-            && !now.contains_key(&e.entry.path)
-            && let Some(h) = e.entry.hash
-        {
-            gone_by_hash.entry(h).or_insert(&e.entry.path);
+/// Plans the set `set` of `snapshot` (its manifest, taken: its entries become the plan's);
+/// `base` is the base set's manifest entries (the base snapshot as a whole) for an incremental
+/// set, `None` for a full one.
+pub fn plan(set: &str, snapshot: Manifest, base: Option<&[SetEntry]>) -> SetPlan {
+    let base = base.unwrap_or_default();
+    let base_by_path: HashMap<&RelPath, &SetEntry> =
+        base.iter().map(|e| (&e.entry.path, e)).collect();
+    // Base paths this snapshot no longer has, and their content by hash: where a new path's
+    // content can come from.
+    let (gone_by_hash, deleted) = {
+        let now: HashSet<&RelPath> = snapshot.entries.iter().map(|e| &e.path).collect();
+        let mut by_hash: HashMap<[u8; 32], &RelPath> = HashMap::new();
+        let mut deleted = Vec::new();
+        for b in base.iter().filter(|b| !now.contains(&b.entry.path)) {
+            deleted.push(b.entry.path.clone());
+            if b.entry.kind == Kind::File
+                && b.entry.size > 0
+                && let Some(h) = b.entry.hash
+            {
+                by_hash.entry(h).or_insert(&b.entry.path);
+            }
         }
-    }
-    let entries = snapshot
-        .entries
-        .iter()
+        (by_hash, deleted)
+    };
+    let Manifest { header, entries } = snapshot;
+    let (job, snap) = (&header.job, &header.snapshot);
+    let entries = entries
+        .into_iter()
         .enumerate()
         .map(|(n, e)| {
-            let mut out = SetEntry {
-                entry: e.clone(),
-                stored: Stored::Here,
-                from: None,
-                tape_path: None,
+            let mut stored = Stored::Here;
+            let mut from = None;
+            let mut tape = None;
+            if e.kind == Kind::File {
+                let before = base_by_path.get(&e.path).map(|b| &b.entry);
+                if e.link.is_some() {
+                    stored = Stored::Link;
+                } else if before.is_some_and(|b| b.kind == Kind::File && b.same_content(&e)) {
+                    stored = Stored::Base;
+                } else if let Some(f) = e
+                    .hash
+                    .filter(|_| e.size > 0)
+                    .and_then(|h| gone_by_hash.get(&h))
+                {
+                    stored = Stored::Renamed;
+                    from = Some((*f).clone());
+                } else {
+                    tape = Some(tape_path(set, job, snap, &e.path, n));
+                }
+            }
+            SetEntry {
+                entry: e,
+                stored,
+                from,
+                tape_path: tape,
                 parts: Vec::new(),
-            };
-            if e.kind != Kind::File {
-                return out;
             }
-            if e.link.is_some() {
-                out.stored = Stored::Link;
-                return out;
-            }
-            let before = base_by_path.get(&e.path).map(|b| &b.entry);
-            if before.is_some_and(|b| b.kind == Kind::File && b.same_content(e)) {
-                out.stored = Stored::Base;
-            } else if let Some(from) = e
-                .hash
-                .filter(|_| e.size > 0)
-                .and_then(|h| gone_by_hash.get(&h))
-            {
-                out.stored = Stored::Renamed;
-                out.from = Some((*from).clone());
-            } else {
-                out.tape_path = Some(tape_path(set, job, snap, &e.path, n));
-            }
-            out
         })
-        .collect();
-    let deleted = base
-        .unwrap_or_default()
-        .iter()
-        .filter(|b| !now.contains_key(&b.entry.path))
-        .map(|b| b.entry.path.clone())
         .collect();
     SetPlan { entries, deleted }
 }
@@ -154,7 +151,7 @@ mod tests {
             entry("c", Kind::File, b"moved content"),
             entry("gone", Kind::File, b"bye"),
         ]);
-        let full = plan("F", &s1, None);
+        let full = plan("F", s1, None);
         assert_eq!(full.files_to_write().count(), 4);
         assert!(full.deleted.is_empty());
         let base: Vec<SetEntry> = full.entries.clone();
@@ -168,7 +165,7 @@ mod tests {
             entry("d", Kind::File, b"moved content"),
             entry("e", Kind::File, b"brand new"),
         ]);
-        let inc = plan("I", &s2, Some(&base));
+        let inc = plan("I", s2, Some(&base));
         assert_eq!(
             stored(&inc),
             [

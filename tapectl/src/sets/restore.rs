@@ -104,6 +104,9 @@ pub fn find_set(cat: &TapeCatalog, job: &str, wanted: &str) -> Result<SetRow> {
         names.last().cloned()
     } else if names.iter().any(|n| n == wanted) {
         Some(wanted.to_string())
+    } else if common::snapname::parse(wanted).is_some() {
+        // A whole snapshot name means that one, not `…-2` beside it.
+        None
     } else {
         let m: Vec<&String> = names.iter().filter(|n| n.starts_with(wanted)).collect();
         match m.len() {

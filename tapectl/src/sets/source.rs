@@ -9,18 +9,12 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use common::beneath::Beneath;
-use common::relpath::RelPath;
+use common::manifest::Entry;
+
+use super::plan::SetPlan;
 
 /// Bytes per chunk handed to the writers.
 pub const CHUNK: usize = 1 << 20;
-
-/// One file to read: its path in the snapshot, length and BLAKE3 from the manifest.
-#[derive(Debug, Clone)]
-pub struct SourceFile {
-    pub path: RelPath,
-    pub size: u64,
-    pub hash: Option<[u8; 32]>,
-}
 
 pub enum Msg {
     Data(Arc<Vec<u8>>),
@@ -30,11 +24,12 @@ pub enum Msg {
     Failed(String),
 }
 
-/// Starts the reader thread over `files` (in order) below `root`, feeding `copies` queues of
-/// `buffer_bytes / CHUNK` chunks each. Receivers get, for each file in turn, its data then `End`.
+/// Starts the reader thread over the files the plan writes (in order) below `root`, feeding
+/// `copies` queues of `buffer_bytes / CHUNK` chunks each. Receivers get, for each file in turn, its
+/// data then `End`.
 pub fn start(
     root: &Path,
-    files: Vec<SourceFile>,
+    plan: Arc<SetPlan>,
     copies: usize,
     buffer_bytes: u64,
 ) -> std::io::Result<Vec<Receiver<Msg>>> {
@@ -44,13 +39,14 @@ pub fn start(
         (0..copies).map(|_| sync_channel(depth)).unzip();
     std::thread::Builder::new()
         .name("set-source".into())
-        .spawn(move || read_all(&dir, &files, &txs))?;
+        .spawn(move || read_all(&dir, &plan, &txs))?;
     Ok(rxs)
 }
 
-fn read_all(dir: &Beneath, files: &[SourceFile], txs: &[SyncSender<Msg>]) {
+fn read_all(dir: &Beneath, plan: &SetPlan, txs: &[SyncSender<Msg>]) {
     let send = |m: &dyn Fn() -> Msg| txs.iter().all(|t| t.send(m()).is_ok());
-    for f in files {
+    for (_, e) in plan.files_to_write() {
+        let f = &e.entry;
         match read_one(dir, f, txs) {
             Ok(true) => {
                 if !send(&|| Msg::End) {
@@ -67,7 +63,7 @@ fn read_all(dir: &Beneath, files: &[SourceFile], txs: &[SyncSender<Msg>]) {
 }
 
 /// Sends one file's chunks; false when a writer hung up.
-fn read_one(dir: &Beneath, f: &SourceFile, txs: &[SyncSender<Msg>]) -> Result<bool, String> {
+fn read_one(dir: &Beneath, f: &Entry, txs: &[SyncSender<Msg>]) -> Result<bool, String> {
     let shown = f.path.display();
     let mut file = dir
         .open_read(&f.path)

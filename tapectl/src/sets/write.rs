@@ -25,7 +25,7 @@ use super::layout::{
     TapeDescription, VERSION,
 };
 use super::plan::{SetPlan, plan};
-use super::source::{SourceFile, Stream};
+use super::source::Stream;
 use crate::backend::BoxedTransport;
 use crate::catalog::{NewSet, PartRow, SetRow, TapeCatalog};
 use crate::drive::Drive;
@@ -39,7 +39,6 @@ pub struct SetRequest<'a> {
     pub snapshot: &'a str,
     /// The snapshot's tree (a published snapshot, read-only).
     pub root: &'a Path,
-    pub manifest: &'a Manifest,
     pub full: bool,
     pub copies: u32,
     pub pool: &'a Pool,
@@ -196,10 +195,13 @@ pub fn settle(cat: &TapeCatalog, state_dir: &Path) -> Result<Vec<String>> {
 }
 
 /// Writes the set. `lib` is the library (its changer lock held for the whole set).
+/// Writes the set of the snapshot whose manifest is `manifest` (taken: its entries become the
+/// plan's, so a million-file snapshot is not held twice).
 pub fn write_set(
     lib: Library,
     cat: TapeCatalog,
     req: &SetRequest,
+    manifest: Manifest,
     progress: &dyn Progress,
 ) -> Result<SetReport> {
     let started = Instant::now();
@@ -236,7 +238,7 @@ pub fn write_set(
         SetKind::Full
     };
     let uuid = ltfs::volume::random_uuid();
-    let plan = plan(&uuid, req.manifest, base_entries.as_deref());
+    let plan = plan(&uuid, manifest, base_entries.as_deref());
     drop(base_entries);
     let _lock = WriterLock::take(req.state_dir, &uuid)?;
     let started_at = jiff::Timestamp::now();
@@ -253,15 +255,9 @@ pub fn write_set(
         },
         &plan,
     )?;
-    let files: Vec<SourceFile> = plan
-        .files_to_write()
-        .map(|(_, e)| SourceFile {
-            path: e.entry.path.clone(),
-            size: e.entry.size,
-            hash: e.entry.hash,
-        })
-        .collect();
-    progress.start(files.len() as u64, plan.bytes_to_write(), req.copies);
+    let plan = std::sync::Arc::new(plan);
+    let nfiles = plan.files_to_write().count();
+    progress.start(nfiles as u64, plan.bytes_to_write(), req.copies);
     let ctx = Ctx {
         uuid: &uuid,
         set_id,
@@ -282,7 +278,7 @@ pub fn write_set(
     while next_copy <= req.copies {
         let group: Vec<u32> = (next_copy..=req.copies).take(parallel).collect();
         next_copy += group.len() as u32;
-        let rxs = super::source::start(req.root, files.clone(), group.len(), req.buffer_bytes)
+        let rxs = super::source::start(req.root, plan.clone(), group.len(), req.buffer_bytes)
             .with_context(|| format!("cannot open the snapshot at {}", req.root.display()))?;
         let results: Vec<Result<CopyReport>> = std::thread::scope(|s| {
             let handles: Vec<_> = group
@@ -322,7 +318,7 @@ pub fn write_set(
     let manifest_hash = std::fs::read(local_manifest(req.state_dir, &uuid, 1))
         .map(|b| blake3::hash(&b).to_hex().to_string())
         .unwrap_or_default();
-    let (nfiles, bytes) = (files.len() as u64, plan.bytes_to_write());
+    let (nfiles, bytes) = (nfiles as u64, plan.bytes_to_write());
     cat.complete_set(
         set_id,
         nfiles,
@@ -388,7 +384,7 @@ struct OnTape {
     volume_uuid: String,
     started: Instant,
     bytes: u64,
-    /// Parts on this tape not yet under an index on tape.
+    /// Parts on this tape not yet in the catalog.
     pending: Vec<(RelPath, PartRow)>,
     continued_from_previous: Option<Continued>,
 }
@@ -821,8 +817,10 @@ impl<'a> CopyWriter<'a> {
                     self.current = None;
                     self.ctx.progress.file_done(self.copy);
                     if r.synced {
-                        self.flush(tape)?;
                         check_drive_health(vol.device_mut(), self.drive)?;
+                    }
+                    if r.synced || tape.pending.len() >= PENDING_PARTS {
+                        self.flush(tape)?;
                     }
                 }
                 _ => {}
@@ -907,7 +905,8 @@ impl<'a> CopyWriter<'a> {
         Ok(())
     }
 
-    /// Parts under an index on tape go to the catalog.
+    /// Parts written go to the catalog. The set is `writing` until its manifest is on tape, and
+    /// nothing reads the parts of a set that is not complete, so they need not wait for an index.
     fn flush(&self, tape: &mut OnTape) -> Result<()> {
         let cat = self
             .ctx
@@ -953,21 +952,14 @@ impl<'a> CopyWriter<'a> {
             deleted: plan.deleted.len() as u64,
         };
         if self.manifest.is_none() {
-            let entries: Vec<SetEntry> = plan
-                .entries
-                .iter()
-                .zip(&self.parts)
-                .map(|(e, p)| SetEntry {
-                    parts: p.clone(),
-                    ..e.clone()
-                })
-                .collect();
-            let m = layout::SetManifest {
-                header,
-                entries,
-                deleted: plan.deleted.clone(),
-            };
-            self.manifest = Some((m.to_bytes(), 0));
+            let mut bytes = Vec::new();
+            layout::write_manifest(
+                &mut bytes,
+                &header,
+                plan.entries.iter().zip(self.parts.iter().map(|p| &p[..])),
+                &plan.deleted,
+            )?;
+            self.manifest = Some((bytes, 0));
         }
         let (bytes, done) = self.manifest.as_mut().expect("built above");
         let path = layout::manifest_path(self.ctx.uuid);
@@ -1011,6 +1003,9 @@ fn meta_of(e: &SetEntry) -> FileMeta {
         xattrs: Vec::new(),
     }
 }
+
+/// Parts kept in memory before they go to the catalog (a million-file set is not held twice).
+const PENDING_PARTS: usize = 10_000;
 
 /// A copy gives up after this many tapes failed with medium errors (the drive is more likely at
 /// fault than the tapes).
