@@ -55,6 +55,7 @@ pub fn restore(
             copy: None,
             drive: 0,
             state_dir: &cfg.state_dir,
+            wait_tapes: None,
         },
     )
 }

@@ -128,6 +128,10 @@ enum Cmd {
         /// The drive to read with (numbered from 0).
         #[arg(long, short, default_value_t = 0)]
         drive: u16,
+        /// Wait up to this many seconds for needed tapes that are not in the library to be put
+        /// into it (default: fail at once, naming them).
+        #[arg(long, value_name = "SECONDS")]
+        wait_tapes: Option<u64>,
     },
     /// The tape catalog: find which tapes hold a path.
     #[command(subcommand)]
@@ -340,6 +344,7 @@ pub fn run(args: Args) -> Result<()> {
             overwrite,
             copy,
             drive,
+            wait_tapes,
         } => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
             let paths = paths
@@ -361,6 +366,7 @@ pub fn run(args: Args) -> Result<()> {
                     copy: *copy,
                     drive: *drive,
                     state_dir: &cfg.shared.state_dir,
+                    wait_tapes: wait_tapes.map(Duration::from_secs),
                 },
                 open(&args)?,
             )

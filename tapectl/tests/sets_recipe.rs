@@ -104,6 +104,10 @@ fn restoring_by_hand_as_the_document_writes_it() {
     .replace("/mnt/ltfs", mnt.to_str().unwrap());
     let copy_off = assign(&copy_off, "TAPES", &tapes.join(" "));
     let out = run_bash(&copy_off, &bin, &mnt).ok("steps 1 and 2 (copy off, manifests)");
+    eprintln!(
+        "R1 {r1}\nR2 {r2}\nBIG {big}\nSCRIPT\n{copy_off}\nOUT\n{}\nERR\n{}",
+        out.stdout, out.stderr
+    );
     for set in [&set1, &set2] {
         assert!(
             out.stdout.contains(&format!("{{\"set\":\"{set}\"")),
@@ -131,6 +135,8 @@ fn restoring_by_hand_as_the_document_writes_it() {
             "step 3 prints the chain {chain:?}:\n{}",
             out.stdout
         );
+        eprintln!("SCRIPT\n{script}\nOUT\n{}\nERR\n{}", out.stdout, out.stderr);
+        let _ = Command::new("sh").arg("-c").arg(format!("cp -a {}/tapes /tmp/rv-tapes-$(date +%s%N); ls -la {}/tree {}/tree/hl {}/tree/names; cat {}/tapes/*/build.sh | head -400", work.display(), work.display(), work.display(), work.display(), work.display())).status();
         let restored = work.join("tree");
         assert_same_tree(tree, &restored);
         assert_same_metadata(tree, &restored);

@@ -598,3 +598,65 @@ fn a_pool_allocating_new_tapes_starts_each_set_on_its_own_tape() {
     assert_eq!(tape(&a), "RV0001L6");
     assert_eq!(tape(&b), "RV0002L6", "a second set goes to a new tape: {b}");
 }
+
+#[test]
+fn a_restore_names_the_tape_it_lacks_and_waits_for_it_when_asked() {
+    use std::io::{BufRead, BufReader};
+    let lab = Lab::new(3, 64, "");
+    let t = lab.path("tree");
+    make_tree(&t, 10, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    json(&lab.config, &["set", "write", "home"]);
+    // The set's tape leaves the library.
+    ok(&lab.config, &["export", "RV0001L6"]);
+    ok(&lab.config, &["vtl", "remove", "RV0001L6"]);
+    let out = lab.path("restored");
+    let o = tapectl(
+        &lab.config,
+        &["restore", "home", "latest", "--to", out.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "the restore needs 1 tape(s) that are not in the library: RV0001L6 (recorded: slot 1)"
+        ) && err.contains("--wait-tapes"),
+        "{err}"
+    );
+    assert!(
+        !out.join("docs").exists(),
+        "nothing is written before the tapes are there"
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tapectl"))
+        .arg("--config")
+        .arg(&lab.config)
+        .args([
+            "restore",
+            "home",
+            "latest",
+            "--wait-tapes",
+            "120",
+            "--to",
+            out.to_str().unwrap(),
+        ])
+        .env_remove("RACKVAULT_VTL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("RV0001L6") && line.contains("waiting up to 120 s"),
+        "{line}"
+    );
+    // The operator puts it into the import/export door.
+    ok(&lab.config, &["vtl", "insert", "RV0001L6"]);
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    assert_same_tree(&t, &out);
+}

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::beneath::Beneath;
@@ -36,6 +37,8 @@ pub struct RestoreRequest<'a> {
     pub copy: Option<u32>,
     pub drive: u16,
     pub state_dir: &'a Path,
+    /// How long to wait for tapes that are not in the library (none: fail at once).
+    pub wait_tapes: Option<Duration>,
 }
 
 #[derive(Debug, Serialize)]
@@ -200,7 +203,7 @@ pub fn restore(
             });
         }
     }
-    missing_tapes(lib, cat, &tape_order)?;
+    missing_tapes(lib, cat, &tape_order, req.wait_tapes)?;
 
     std::fs::create_dir_all(req.to)
         .with_context(|| format!("cannot create target {}", req.to.display()))?;
@@ -334,31 +337,52 @@ fn content_of<'c>(
     }
 }
 
-/// Every tape needed is in the library, or the error says which to insert and where each is
-/// recorded to be.
-fn missing_tapes(lib: &mut Library, cat: &TapeCatalog, barcodes: &[String]) -> Result<()> {
-    let inv = lib.inventory()?;
-    let missing: Vec<String> = barcodes
-        .iter()
-        .filter(|b| inv.find_barcode(b).is_empty())
-        .map(|b| {
-            let at = cat
-                .media(b)
-                .ok()
-                .flatten()
-                .map(|m| m.location.to_string())
-                .unwrap_or_else(|| "unknown".into());
-            format!("{b} (recorded: {at})")
-        })
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "the restore needs {} tape(s) that are not in the library: {}; insert them through the import/export door and run `tapectl import`",
+/// Every tape needed is in the library; else the message says which to insert and where each is
+/// recorded to be, and the restore waits up to `wait` for them to appear (in a storage or an
+/// import/export slot), or fails at once without one.
+fn missing_tapes(
+    lib: &mut Library,
+    cat: &TapeCatalog,
+    barcodes: &[String],
+    wait: Option<Duration>,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        let inv = lib.inventory()?;
+        let missing: Vec<String> = barcodes
+            .iter()
+            .filter(|b| inv.find_barcode(b).is_empty())
+            .map(|b| {
+                let at = cat
+                    .media(b)
+                    .ok()
+                    .flatten()
+                    .map(|m| m.location.to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                format!("{b} (recorded: {at})")
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let what = format!(
+            "the restore needs {} tape(s) that are not in the library: {}; insert them through the import/export door",
             missing.len(),
             missing.join(", ")
         );
+        match wait {
+            Some(w) if started.elapsed() < w => {
+                if !said {
+                    eprintln!("tapectl: {what}; waiting up to {} s", w.as_secs());
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Some(w) => bail!("{what} (waited {} s)", w.as_secs()),
+            None => bail!("{what}, or pass --wait-tapes SECONDS to wait for them"),
+        }
     }
-    Ok(())
 }
 
 /// Loads `barcode` and writes its pieces (in block order) into their files.
