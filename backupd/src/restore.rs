@@ -19,7 +19,9 @@ use common::fsmeta;
 use common::manifest::{Kind, Manifest};
 use common::relpath::RelPath;
 pub use common::restore::{RestoreReport, select};
-use common::restore::{conflicts, is_dir, mkdir, remove_existing, warn_xattrs};
+use common::restore::{
+    conflicts, finish_dirs, make_dir, make_symlinks, remove_existing, warn_xattrs,
+};
 
 pub fn restore(
     view_root: &Path,
@@ -68,18 +70,7 @@ pub fn restore(
                 if e.path.is_root() {
                     continue;
                 }
-                match out
-                    .lstat(&e.path)
-                    .with_context(|| format!("cannot inspect {}", shown(&e.path)))?
-                {
-                    Some(st) if is_dir(&st) => {}
-                    Some(_) => {
-                        out.remove(&e.path)
-                            .with_context(|| format!("cannot replace {}", shown(&e.path)))?;
-                        mkdir(&out, &e.path, &shown)?;
-                    }
-                    None => mkdir(&out, &e.path, &shown)?,
-                }
+                make_dir(&out, e, &shown)?;
                 report.dirs += 1;
             }
             Kind::File => {
@@ -125,25 +116,8 @@ pub fn restore(
             Kind::Symlink => unreachable!("filtered above"),
         }
     }
-    for e in chosen.iter().filter(|e| e.kind == Kind::Symlink) {
-        remove_existing(&out, &e.path, overwrite, &shown)?;
-        let t = &e.target.as_ref().expect("validated").0;
-        out.symlink(&e.path, t)
-            .with_context(|| format!("cannot create symlink {}", shown(&e.path)))?;
-        let at = out.at(&e.path)?;
-        let failed = fsmeta::apply_symlink_at(&at, e)
-            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
-        warn_xattrs(&mut report, e, failed);
-        report.symlinks += 1;
-    }
+    make_symlinks(&out, &chosen, overwrite, &shown, &mut report)?;
     progress.finish();
-    for e in chosen.iter().rev().filter(|e| e.kind == Kind::Dir) {
-        let dir = out
-            .open_dir(&e.path)
-            .with_context(|| format!("cannot open {}", shown(&e.path)))?;
-        let failed = fsmeta::apply_fd(&dir, e, fsmeta::Target::Existing)
-            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
-        warn_xattrs(&mut report, e, failed);
-    }
+    finish_dirs(&out, &chosen, &shown, &mut report)?;
     Ok(report)
 }

@@ -118,3 +118,62 @@ pub fn conflicts(out: &Beneath, chosen: &[&Entry], overwrite: bool) -> Vec<Strin
     }
     problems
 }
+
+/// Makes the directory `e` beneath the target: an existing directory is kept; anything else there
+/// (already found to be in the way only with `overwrite`, see [`conflicts`]) is replaced.
+pub fn make_dir(out: &Beneath, e: &Entry, shown: &dyn Fn(&RelPath) -> String) -> Result<()> {
+    match out
+        .lstat(&e.path)
+        .with_context(|| format!("cannot inspect {}", shown(&e.path)))?
+    {
+        Some(st) if is_dir(&st) => Ok(()),
+        Some(_) => {
+            out.remove(&e.path)
+                .with_context(|| format!("cannot replace {}", shown(&e.path)))?;
+            mkdir(out, &e.path, shown)
+        }
+        None => mkdir(out, &e.path, shown),
+    }
+}
+
+/// Creates the chosen symlinks with their metadata: last, so no symlink exists in the target while
+/// anything else is created.
+pub fn make_symlinks(
+    out: &Beneath,
+    chosen: &[&Entry],
+    overwrite: bool,
+    shown: &dyn Fn(&RelPath) -> String,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    for e in chosen.iter().filter(|e| e.kind == Kind::Symlink) {
+        remove_existing(out, &e.path, overwrite, shown)?;
+        let t = &e.target.as_ref().expect("validated").0;
+        out.symlink(&e.path, t)
+            .with_context(|| format!("cannot create symlink {}", shown(&e.path)))?;
+        let at = out.at(&e.path)?;
+        let failed = crate::fsmeta::apply_symlink_at(&at, e)
+            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
+        warn_xattrs(report, e, failed);
+        report.symlinks += 1;
+    }
+    Ok(())
+}
+
+/// Applies the chosen directories' metadata, deepest first: after their contents, whose creation
+/// would change their times (and a read-only directory could not take them).
+pub fn finish_dirs(
+    out: &Beneath,
+    chosen: &[&Entry],
+    shown: &dyn Fn(&RelPath) -> String,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    for e in chosen.iter().rev().filter(|e| e.kind == Kind::Dir) {
+        let dir = out
+            .open_dir(&e.path)
+            .with_context(|| format!("cannot open {}", shown(&e.path)))?;
+        let failed = crate::fsmeta::apply_fd(&dir, e, crate::fsmeta::Target::Existing)
+            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
+        warn_xattrs(report, e, failed);
+    }
+    Ok(())
+}

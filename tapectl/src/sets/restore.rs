@@ -17,7 +17,8 @@ use common::fsmeta;
 use common::manifest::{Entry, Header, Kind, Manifest};
 use common::relpath::RelPath;
 use common::restore::{
-    RestoreReport, conflicts, is_dir, mkdir, remove_existing, select, warn_xattrs,
+    RestoreReport, conflicts, finish_dirs, make_dir, make_symlinks, remove_existing, select,
+    warn_xattrs,
 };
 use serde::Serialize;
 
@@ -233,18 +234,7 @@ pub fn restore(
         .iter()
         .filter(|e| e.kind == Kind::Dir && !e.path.is_root())
     {
-        match out
-            .lstat(&e.path)
-            .with_context(|| format!("cannot inspect {}", shown(&e.path)))?
-        {
-            Some(st) if is_dir(&st) => {}
-            Some(_) => {
-                out.remove(&e.path)
-                    .with_context(|| format!("cannot replace {}", shown(&e.path)))?;
-                mkdir(&out, &e.path, &shown)?;
-            }
-            None => mkdir(&out, &e.path, &shown)?,
-        }
+        make_dir(&out, e, &shown)?;
         report.dirs += 1;
     }
     for e in chosen
@@ -289,25 +279,8 @@ pub fn restore(
             .with_context(|| format!("cannot link {}", shown(&e.path)))?;
         report.files += 1;
     }
-    for e in chosen.iter().filter(|e| e.kind == Kind::Symlink) {
-        remove_existing(&out, &e.path, req.overwrite, &shown)?;
-        let t = &e.target.as_ref().expect("validated").0;
-        out.symlink(&e.path, t)
-            .with_context(|| format!("cannot create symlink {}", shown(&e.path)))?;
-        let at = out.at(&e.path)?;
-        let failed = fsmeta::apply_symlink_at(&at, e)
-            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
-        warn_xattrs(&mut report, e, failed);
-        report.symlinks += 1;
-    }
-    for e in chosen.iter().rev().filter(|e| e.kind == Kind::Dir) {
-        let dir = out
-            .open_dir(&e.path)
-            .with_context(|| format!("cannot open {}", shown(&e.path)))?;
-        let failed = fsmeta::apply_fd(&dir, e, fsmeta::Target::Existing)
-            .with_context(|| format!("cannot set metadata on {}", shown(&e.path)))?;
-        warn_xattrs(&mut report, e, failed);
-    }
+    make_symlinks(&out, &chosen, req.overwrite, &shown, &mut report)?;
+    finish_dirs(&out, &chosen, &shown, &mut report)?;
     Ok(TapeRestoreReport {
         set: set.uuid.clone(),
         job: set.job.clone(),

@@ -567,18 +567,12 @@ impl<'a> CopyWriter<'a> {
                 .map(|t| t.flags().map(|f| f.name.to_string()).collect::<Vec<_>>())
                 .unwrap_or_default();
             let seconds = tape.started.elapsed().as_secs_f64();
+            self.flush(&mut tape)?;
             let cat = self
                 .ctx
                 .cat
                 .lock()
                 .map_err(|_| anyhow!("catalog lock poisoned"))?;
-            cat.record_parts(
-                self.ctx.set_id,
-                self.copy,
-                tape.seq,
-                &tape.pending,
-                tape.bytes,
-            )?;
             let alerts_json =
                 (!alerts.is_empty()).then(|| serde_json::to_string(&alerts).unwrap_or_default());
             cat.close_copy_tape(
