@@ -37,6 +37,9 @@ pub struct VirtualDrive {
     /// READ/WRITE may use the in-memory model without a state transaction while `library.json` is still
     /// the version the last transaction left (one stat per record instead of lock + parse).
     fast: Option<crate::state::StateId>,
+    /// This drive's part of the state as the last transaction left it: when `library.json` changed
+    /// but not there (another drive wrote, the changer moved another cartridge), the fast path holds.
+    fast_view: Vec<u8>,
     state_file: PathBuf,
 }
 
@@ -894,6 +897,7 @@ impl VirtualDrive {
             media: None,
             media_broken: false,
             fast: None,
+            fast_view: Vec::new(),
             state_file,
         }
     }
@@ -1854,6 +1858,17 @@ impl Transport for VirtualDrive {
         if cdb.len() < util::cdb_len(op) {
             return Ok(bad_cdb());
         }
+        // Another drive's transaction changed `library.json`: if this drive's part is as this handle
+        // left it, streaming goes on without a transaction of its own (two drives writing at once
+        // would otherwise make each other's every record a transaction).
+        if matches!(op, 0x08 | 0x0a | 0x34 | 0x2b | 0x92) && self.fast.is_some() && !self.fast_ok() {
+            if let Ok((view, id)) = crate::state::read_view(self.lib.dir(), self.index)
+                && view == self.fast_view
+                && id.is_some()
+            {
+                self.fast = id;
+            }
+        }
         // READ POSITION between streamed records (LTFS asks where each file starts) is answered from
         // the in-memory model: it changes nothing, so neither the write run nor the fast path ends
         // (ending the run per file, i.e. writing the EOD marker and dropping the pre-created record
@@ -1900,15 +1915,18 @@ impl Transport for VirtualDrive {
         if let Some(m) = self.media.as_mut() {
             m.forget_read_ahead();
         }
-        let (c, id) =
-            crate::state::transact_id(&dir, |st| self.slow(st, cdb, data)).map_err(|e| {
-                TransportError::Other {
-                    device: self.describe(),
-                    message: e.to_string(),
-                }
-            })?;
+        let index = self.index;
+        let ((c, view), id) = crate::state::transact_id(&dir, |st| {
+            let c = self.slow(st, cdb, data);
+            (c, crate::state::drive_view(st, index))
+        })
+        .map_err(|e| TransportError::Other {
+            device: self.describe(),
+            message: e.to_string(),
+        })?;
         if matches!(op, 0x08 | 0x0a) {
             self.fast = id;
+            self.fast_view = view;
         }
         Ok(c)
     }

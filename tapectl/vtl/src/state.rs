@@ -384,6 +384,20 @@ pub(crate) fn state_id(path: &Path) -> Option<StateId> {
     })
 }
 
+/// What of the state one drive's streamed READ/WRITE depend on: its own entry (cartridge, position,
+/// version) and the faults. Another drive's streaming or a changer move elsewhere leaves it alone.
+pub(crate) fn drive_view(st: &State, drive: usize) -> Vec<u8> {
+    serde_json::to_vec(&(st.drives.get(drive), &st.faults)).unwrap_or_default()
+}
+
+/// The state's [`drive_view`] of `drive` and the identity of `library.json`, read under the shared
+/// lock.
+pub(crate) fn read_view(dir: &Path, drive: usize) -> Result<(Vec<u8>, Option<StateId>), VtlError> {
+    let _l = lock(dir, false)?;
+    let (st, _) = load(dir)?;
+    Ok((drive_view(&st, drive), state_id(&state_path(dir))))
+}
+
 /// [`transact`], also returning the identity of `library.json` as the transaction left it.
 pub(crate) fn transact_id<R>(
     dir: &Path,
