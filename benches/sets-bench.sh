@@ -95,7 +95,6 @@ for r in $(seq "$REPS"); do
     add dd2 "$(secs bash -c "$(declare -f raw_in); tree='$tree'; (raw_in | dd of='$work/raw' bs=512k iflag=fullblock conv=fsync 2>/dev/null) & (raw_in | dd of='$work/raw2' bs=512k iflag=fullblock conv=fsync 2>/dev/null); wait")"
     rm -f "$work/raw2"
 done
-dd_write  # the raw file once more, for the size check
 [ "$(stat -c %s "$work/raw")" = "$BYTES" ] || { echo "sets-bench: dd wrote $(stat -c %s "$work/raw") bytes, not $BYTES" >&2; exit 1; }
 
 # Incremental after a day of use.
