@@ -57,5 +57,6 @@ pub fn restore(
             state_dir: &cfg.state_dir,
             wait_tapes: None,
         },
+        &tapectl::sets::write::NoProgress,
     )
 }

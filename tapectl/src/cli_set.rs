@@ -105,18 +105,37 @@ impl SetConfig {
     }
 }
 
-/// The progress bar of `set write`: bytes of all copies, files of the first, the tape being written.
+/// The progress bar of `set write`, `set verify` and `restore` on a terminal: bytes of all copies,
+/// files of the first, a line per tape.
 struct SetBar {
     bar: std::sync::OnceLock<Bar>,
     enabled: bool,
+    verb: &'static str,
     files: std::sync::atomic::AtomicU64,
+}
+
+impl SetBar {
+    fn new(out: &Out, verb: &'static str) -> SetBar {
+        SetBar {
+            bar: std::sync::OnceLock::new(),
+            enabled: !out.json,
+            verb,
+            files: Default::default(),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.get() {
+            b.finish();
+        }
+    }
 }
 
 impl Progress for SetBar {
     fn start(&self, files: u64, bytes: u64, copies: u32) {
         let _ = self.bar.set(Bar::new(
             self.enabled,
-            "writing",
+            self.verb,
             files,
             bytes * u64::from(copies),
         ));
@@ -138,8 +157,11 @@ impl Progress for SetBar {
         }
     }
     fn tape(&self, copy: u32, seq: u32, barcode: &str) {
+        self.note(&format!("copy {copy}: tape {seq} is {barcode}"));
+    }
+    fn note(&self, line: &str) {
         if let Some(b) = self.bar.get() {
-            b.println(&format!("copy {copy}: tape {seq} is {barcode}"));
+            b.println(line);
         }
     }
 }
@@ -187,15 +209,9 @@ pub fn set_cmd(
                 actor: "tapectl set write",
                 block_size: 512 * 1024,
             };
-            let bar = SetBar {
-                bar: std::sync::OnceLock::new(),
-                enabled: !out.json,
-                files: Default::default(),
-            };
+            let bar = SetBar::new(out, "writing");
             let r = write_set(lib, cat, &req, manifest, &bar);
-            if let Some(b) = bar.bar.get() {
-                b.finish();
-            }
+            bar.finish();
             let r = r?;
             out.value(&r, &report_human(&r))
         }
@@ -204,7 +220,11 @@ pub fn set_cmd(
             settle(&cat, state_dir)?;
             let s = cat.set(set)?;
             let mut lib = open()?;
-            let r = tapectl::sets::verify::verify(&mut lib, &cat, &s, *copy, *drive, state_dir)?;
+            let bar = SetBar::new(out, "verifying");
+            let r =
+                tapectl::sets::verify::verify(&mut lib, &cat, &s, *copy, *drive, state_dir, &bar);
+            bar.finish();
+            let r = r?;
             let human = format!(
                 "set {} copy {}: {} files, {} read from {} tape(s) ({}){}",
                 r.set,
@@ -398,7 +418,10 @@ pub fn restore_cmd(
     mut lib: Library,
 ) -> Result<()> {
     let cat = TapeCatalog::open(&cfg.shared.state_dir)?;
-    let r = tapectl::sets::restore::restore(&mut lib, &cat, req)?;
+    let bar = SetBar::new(out, "restoring");
+    let r = tapectl::sets::restore::restore(&mut lib, &cat, req, &bar);
+    bar.finish();
+    let r = r?;
     let x = &r.restored;
     let mut human = format!(
         "restored {} files ({}), {} directories, {} symlinks of {} {} from {} tape(s): {}",

@@ -23,7 +23,7 @@ use common::restore::{
 use serde::Serialize;
 
 use super::layout::{SetEntry, SetManifest, Stored};
-use super::write::load_local_manifest;
+use super::write::{Progress, load_local_manifest};
 use crate::catalog::{SetRow, TapeCatalog};
 use crate::library::Library;
 
@@ -61,6 +61,8 @@ struct Read {
     dest: RelPath,
     offset: u64,
     length: u64,
+    /// The file's last piece: the file is whole once it is read.
+    last: bool,
 }
 
 /// A set of the chain with its manifest (one copy's), entries by path.
@@ -139,6 +141,7 @@ pub fn restore(
     lib: &mut Library,
     cat: &TapeCatalog,
     req: &RestoreRequest,
+    progress: &dyn Progress,
 ) -> Result<TapeRestoreReport> {
     let set = find_set(cat, req.job, req.snapshot)?;
     let chain: Vec<Loaded> = cat
@@ -201,6 +204,7 @@ pub fn restore(
                 dest: e.path.clone(),
                 offset: part.offset,
                 length: part.length,
+                last: part.offset + part.length == e.size,
             });
         }
     }
@@ -245,10 +249,19 @@ pub fn restore(
         out.create_file(&e.path, 0o600)
             .with_context(|| format!("cannot create {}", shown(&e.path)))?;
     }
-    for barcode in &tape_order {
+    let total: u64 = reads.values().flatten().map(|r| r.length).sum();
+    // Files with content to read (empty files and links have none).
+    let with_content = reads.values().flatten().filter(|r| r.last).count() as u64;
+    progress.start(with_content, total, 1);
+    for (k, barcode) in tape_order.iter().enumerate() {
         let mut list = reads.remove(barcode).unwrap_or_default();
         list.sort_by_key(|r| r.block);
-        read_tape(lib, req.drive, barcode, &list, &out, &shown)?;
+        progress.note(&format!(
+            "tape {} of {}: {barcode}",
+            k + 1,
+            tape_order.len()
+        ));
+        read_tape(lib, req.drive, barcode, &list, &out, &shown, progress)?;
     }
     // Check and finish every file; then hard links, symlinks, and directories' metadata.
     for e in chosen
@@ -366,6 +379,7 @@ fn read_tape(
     list: &[Read],
     out: &Beneath,
     shown: &dyn Fn(&RelPath) -> String,
+    progress: &dyn Progress,
 ) -> Result<()> {
     super::mount::with_tape(lib, drive, barcode, |vol| {
         for r in list {
@@ -373,9 +387,16 @@ fn read_tape(
                 .open_write(&r.dest)
                 .with_context(|| format!("cannot open {}", shown(&r.dest)))?;
             f.seek(SeekFrom::Start(r.offset))?;
+            let mut counted = CountedWrite {
+                inner: &mut f,
+                progress,
+            };
             let n = vol
-                .read_file(&r.tape_path, &mut f)
+                .read_file(&r.tape_path, &mut counted)
                 .with_context(|| format!("reading {} from {barcode}", r.tape_path))?;
+            if r.last {
+                progress.file_done(1);
+            }
             if n != r.length {
                 bail!(
                     "{} on {barcode} has {n} bytes; the set manifest says {}",
@@ -386,4 +407,21 @@ fn read_tape(
         }
         Ok(())
     })
+}
+
+/// Counts bytes written through to the progress display.
+pub(crate) struct CountedWrite<'a, W> {
+    pub inner: W,
+    pub progress: &'a dyn Progress,
+}
+
+impl<W: std::io::Write> std::io::Write for CountedWrite<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress.bytes(1, n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

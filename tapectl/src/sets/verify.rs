@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::layout::{self, Stored};
 use super::mount::with_tape;
-use super::write::load_local_manifest;
+use super::restore::CountedWrite;
+use super::write::{Progress, load_local_manifest};
 use crate::catalog::{SetRow, TapeCatalog};
 use crate::library::Library;
 
@@ -51,6 +52,7 @@ pub fn verify(
     copy: Option<u32>,
     drive: u16,
     state_dir: &std::path::Path,
+    progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let (copy, m) = load_local_manifest(state_dir, set, copy)?;
     let local_path = super::write::local_manifest(state_dir, &set.uuid, copy);
@@ -84,7 +86,16 @@ pub fn verify(
     let mut hashing: HashMap<usize, Hashing> = HashMap::new();
     let mut manifest_on_tape: Vec<u8> = Vec::new();
     let manifest_path = layout::manifest_path(&set.uuid);
-    for t in tapes {
+    progress.start(
+        m.entries
+            .iter()
+            .filter(|e| e.stored == Stored::Here && e.entry.kind == Kind::File)
+            .count() as u64,
+        per_tape.values().flatten().map(|p| p.2).sum(),
+        1,
+    );
+    for (k, t) in tapes.iter().enumerate() {
+        progress.note(&format!("tape {} of {}: {}", k + 1, tapes.len(), t.barcode));
         let mut pieces = per_tape.remove(&t.seq).unwrap_or_default();
         pieces.sort();
         report.tapes.push(t.barcode.clone());
@@ -104,7 +115,11 @@ pub fn verify(
                     hasher: blake3::Hasher::new(),
                     bytes: 0,
                 });
-                match vol.read_file(path, &mut HashWriter(&mut h.hasher)) {
+                let mut counted = CountedWrite {
+                    inner: HashWriter(&mut h.hasher),
+                    progress,
+                };
+                match vol.read_file(path, &mut counted) {
                     Ok(n) if n == *length => h.bytes += n,
                     Ok(n) => report.problems.push(format!(
                         "{}: {path} on {} has {n} bytes; the set manifest says {length}",
@@ -116,6 +131,7 @@ pub fn verify(
                     )),
                 }
                 if h.bytes == e.entry.size {
+                    progress.file_done(1);
                     let h = hashing.remove(i).expect("present");
                     report.files += 1;
                     report.bytes += h.bytes;

@@ -52,12 +52,14 @@ pub struct SetRequest<'a> {
     pub block_size: usize,
 }
 
-/// Progress of a set being written; called from the writers' threads.
+/// Progress of a set being written or read; called from the writers' threads.
 pub trait Progress: Sync {
     fn start(&self, _files: u64, _bytes: u64, _copies: u32) {}
     fn bytes(&self, _copy: u32, _n: u64) {}
     fn file_done(&self, _copy: u32) {}
     fn tape(&self, _copy: u32, _seq: u32, _barcode: &str) {}
+    /// A line for the person watching ("tape 2 of 3: RV0002L6").
+    fn note(&self, _line: &str) {}
 }
 
 pub struct NoProgress;

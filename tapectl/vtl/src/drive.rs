@@ -1861,13 +1861,14 @@ impl Transport for VirtualDrive {
         // Another drive's transaction changed `library.json`: if this drive's part is as this handle
         // left it, streaming goes on without a transaction of its own (two drives writing at once
         // would otherwise make each other's every record a transaction).
-        if matches!(op, 0x08 | 0x0a | 0x34 | 0x2b | 0x92) && self.fast.is_some() && !self.fast_ok() {
-            if let Ok((view, id)) = crate::state::read_view(self.lib.dir(), self.index)
-                && view == self.fast_view
-                && id.is_some()
-            {
-                self.fast = id;
-            }
+        if matches!(op, 0x08 | 0x0a | 0x34 | 0x2b | 0x92)
+            && self.fast.is_some()
+            && !self.fast_ok()
+            && let Ok((view, id)) = crate::state::read_view(self.lib.dir(), self.index)
+            && view == self.fast_view
+            && id.is_some()
+        {
+            self.fast = id;
         }
         // READ POSITION between streamed records (LTFS asks where each file starts) is answered from
         // the in-memory model: it changes nothing, so neither the write run nor the fast path ends
