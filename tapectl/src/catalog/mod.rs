@@ -88,6 +88,7 @@ const SCHEMA: &[&str] = &[
         bytes INTEGER NOT NULL DEFAULT 0,
         seconds REAL,
         tape_alerts TEXT,
+        write_health TEXT,
         closed INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (set_id, copy, seq),
         FOREIGN KEY (set_id, copy) REFERENCES copies(set_id, copy) ON DELETE CASCADE

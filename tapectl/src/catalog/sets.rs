@@ -92,8 +92,11 @@ pub struct TapeRow {
     pub volume_uuid: String,
     pub bytes: u64,
     pub seconds: Option<f64>,
-    /// TapeAlert flags the drive raised while this tape was written (JSON list), if any.
-    pub tape_alerts: Option<String>,
+    /// TapeAlert flags the drive raised while this tape was written (a list of names), if any.
+    pub tape_alerts: Option<serde_json::Value>,
+    /// The drive's volume statistics when the tape was closed (write retries and errors,
+    /// compression ratio), where the drive reports them.
+    pub write_health: Option<serde_json::Value>,
     pub closed: bool,
 }
 
@@ -308,11 +311,12 @@ impl TapeCatalog {
         seq: u32,
         seconds: f64,
         tape_alerts: Option<&str>,
+        write_health: Option<&str>,
     ) -> Result<()> {
         self.conn.execute(
-            "UPDATE copy_tapes SET closed = 1, seconds = ?4, tape_alerts = ?5
+            "UPDATE copy_tapes SET closed = 1, seconds = ?4, tape_alerts = ?5, write_health = ?6
              WHERE set_id = ?1 AND copy = ?2 AND seq = ?3",
-            params![set, copy, seq, seconds, tape_alerts],
+            params![set, copy, seq, seconds, tape_alerts, write_health],
         )?;
         Ok(())
     }
@@ -453,7 +457,7 @@ impl TapeCatalog {
             })?
             .collect::<Result<_, _>>()?;
         let mut tapes = self.conn.prepare(
-            "SELECT seq, barcode, volume_uuid, bytes, seconds, tape_alerts, closed FROM copy_tapes
+            "SELECT seq, barcode, volume_uuid, bytes, seconds, tape_alerts, closed, write_health FROM copy_tapes
              WHERE set_id = ?1 AND copy = ?2 ORDER BY seq",
         )?;
         let mut out = Vec::new();
@@ -466,8 +470,9 @@ impl TapeCatalog {
                         volume_uuid: r.get(2)?,
                         bytes: r.get::<_, i64>(3)?.max(0) as u64,
                         seconds: r.get(4)?,
-                        tape_alerts: r.get(5)?,
+                        tape_alerts: json_column(r.get(5)?),
                         closed: r.get::<_, i64>(6)? != 0,
+                        write_health: json_column(r.get(7)?),
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -630,6 +635,11 @@ impl TapeCatalog {
         let rows = stmt.query_map(params![barcode], set_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// A JSON text column; text that does not parse is kept as a string.
+fn json_column(v: Option<String>) -> Option<serde_json::Value> {
+    v.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t)))
 }
 
 fn part_row(r: &rusqlite::Row) -> rusqlite::Result<PartRow> {

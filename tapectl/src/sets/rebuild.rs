@@ -269,7 +269,7 @@ fn insert_set(
             .unwrap_or_default();
         let bytes = parts.iter().map(|(_, p)| p.length).sum();
         cat.record_parts(id, *copy, *seq, &parts, bytes)?;
-        cat.close_copy_tape(id, *copy, *seq, 0.0, None)?;
+        cat.close_copy_tape(id, *copy, *seq, 0.0, None, None)?;
     }
     let complete = !manifests.is_empty() && (1..=copies).all(|c| manifests.contains_key(&c));
     for copy in 1..=copies {

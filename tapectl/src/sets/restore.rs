@@ -144,10 +144,28 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<TapeRestoreReport> {
     let set = find_set(cat, req.job, req.snapshot)?;
+    // Without --copy, each set of the chain is read from a copy whose tapes are all in the library
+    // (the onsite one while the other is in the vault), else from the first copy.
+    let inv = lib.inventory()?;
     let chain: Vec<Loaded> = cat
         .chain(&set)?
         .into_iter()
-        .map(|s| load(req.state_dir, s, req.copy))
+        .map(|s| {
+            let copy = match req.copy {
+                Some(c) => Some(c),
+                None => cat
+                    .copies(s.id)?
+                    .into_iter()
+                    .filter(|c| c.state == "complete")
+                    .find(|c| {
+                        c.tapes
+                            .iter()
+                            .all(|t| !inv.find_barcode(&t.barcode).is_empty())
+                    })
+                    .map(|c| c.copy),
+            };
+            load(req.state_dir, s, copy)
+        })
         .collect::<Result<_>>()?;
     let top = &chain[0];
     let manifest = Manifest::new(

@@ -75,6 +75,9 @@ pub struct TapeReport {
     pub mb_per_s: f64,
     /// TapeAlert flags the drive raised (names).
     pub tape_alerts: Vec<String>,
+    /// The drive's volume statistics at the tape's close: write retries and unrecovered write
+    /// errors (this mount, and the cartridge's life), compression ratio.
+    pub write_health: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -568,6 +571,7 @@ impl<'a> CopyWriter<'a> {
                 .tape_alerts()
                 .map(|t| t.flags().map(|f| f.name.to_string()).collect::<Vec<_>>())
                 .unwrap_or_default();
+            let health = write_health(&mut drive);
             let seconds = tape.started.elapsed().as_secs_f64();
             self.flush(&mut tape)?;
             let cat = self
@@ -577,12 +581,15 @@ impl<'a> CopyWriter<'a> {
                 .map_err(|_| anyhow!("catalog lock poisoned"))?;
             let alerts_json =
                 (!alerts.is_empty()).then(|| serde_json::to_string(&alerts).unwrap_or_default());
+            let health_json =
+                (!health.is_empty()).then(|| serde_json::to_string(&health).unwrap_or_default());
             cat.close_copy_tape(
                 self.ctx.set_id,
                 self.copy,
                 tape.seq,
                 seconds,
                 alerts_json.as_deref(),
+                health_json.as_deref(),
             )?;
             cat.count_use(&tape.barcode, 0, tape.bytes, 0, 0)?;
             self.tapes.push(TapeReport {
@@ -596,6 +603,7 @@ impl<'a> CopyWriter<'a> {
                     0.0
                 },
                 tape_alerts: alerts,
+                write_health: health,
             });
             match end {
                 TapeEnd::Done => {
@@ -1021,6 +1029,23 @@ fn is_medium_error(e: &anyhow::Error) -> bool {
             })
         )
     })
+}
+
+/// What the drive's volume statistics say of writing the cartridge in it (empty where the drive
+/// has no such page).
+fn write_health(drive: &mut Drive<BoxedTransport>) -> std::collections::BTreeMap<String, u64> {
+    const WANTED: [u16; 4] = [0x0003, 0x0004, 0x000c, 0x0012];
+    let Ok(stats) = drive.volume_statistics() else {
+        return Default::default();
+    };
+    stats
+        .into_iter()
+        .filter(|s| WANTED.contains(&s.code))
+        .filter_map(|s| match (s.name, s.value) {
+            (Some(n), crate::drive::logs::StatValue::Counter(v)) => Some((n.to_string(), v)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Counts bytes through to the progress display.
