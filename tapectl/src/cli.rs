@@ -133,6 +133,9 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS")]
         wait_tapes: Option<u64>,
     },
+    /// Cartridges: list them with where they are, label new ones, retire or mark them damaged.
+    #[command(subcommand)]
+    Media(crate::cli_media::MediaCmd),
     /// The tape catalog: find which tapes hold a path.
     #[command(subcommand)]
     Catalog(crate::cli_set::CatalogCmd),
@@ -370,6 +373,10 @@ pub fn run(args: Args) -> Result<()> {
                 },
                 open(&args)?,
             )
+        }
+        Cmd::Media(cmd) => {
+            let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
+            crate::cli_media::media_cmd(&out, &cfg, cmd, &|| open(&args))
         }
         Cmd::Catalog(cmd) => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;

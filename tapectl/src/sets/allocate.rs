@@ -60,7 +60,8 @@ pub struct Want<'a> {
     pub pool: &'a Pool,
     pub drive: u16,
     /// The set's data root (`/<job>/<snapshot>`): a tape that has it from another set is not used.
-    pub data_root: &'a str,
+    /// `None` when only labelling.
+    pub data_root: Option<&'a str>,
     pub actor: &'a str,
     /// Block size for new volumes.
     pub block_size: usize,
@@ -140,7 +141,8 @@ pub fn next_tape(
 }
 
 /// Loads `barcode` and makes it ready for the set: Ok(volume UUID), or Err(why it is skipped).
-fn prepare(
+/// A blank cartridge is formatted (volume name = barcode) and joins the pool.
+pub fn prepare(
     lib: &mut Library,
     cat: &TapeCatalog,
     want: &Want,
@@ -165,11 +167,10 @@ fn prepare(
                     "it holds LTFS volume {uuid}, which the tape catalog does not know; it is never overwritten (if it is rackvault's, `tapectl catalog rebuild` reads it in)"
                 )));
             }
-            if vol.stat(want.data_root).is_ok() {
-                return Ok(Err(format!(
-                    "it already has {} from an earlier set",
-                    want.data_root
-                )));
+            if let Some(root) = want.data_root
+                && vol.stat(root).is_ok()
+            {
+                return Ok(Err(format!("it already has {root} from an earlier set")));
             }
             Ok(Ok(uuid))
         }

@@ -517,7 +517,7 @@ impl<'a> CopyWriter<'a> {
                 let want = Want {
                     pool: self.ctx.req.pool,
                     drive: self.drive,
-                    data_root: &root,
+                    data_root: Some(&root),
                     actor: self.ctx.req.actor,
                     block_size: self.ctx.req.block_size,
                 };
