@@ -4,7 +4,7 @@
 //!
 //! Errors name the partition and block they happened at.
 
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 
 use crate::device::{DeviceError, Position, ReadOutcome, TapeDevice, WriteOutcome};
 use crate::label::{self, LABEL_MAX, Label, LabelError, LabelMismatch};
@@ -227,19 +227,44 @@ pub fn write_index_construct<D: TapeDevice + ?Sized>(
     xml: &[u8],
     block_size: usize,
 ) -> Result<IndexWritten, ConstructError> {
-    if block_size == 0 {
-        return Err(ConstructError::ZeroBlockSize);
-    }
     if xml.is_empty() {
         return Err(ConstructError::EmptyXml);
+    }
+    write_index_construct_from(dev, block_size, |w| w.write_all(xml))
+}
+
+/// [`write_index_construct`] with the XML written by `produce` as it goes, one record at a time:
+/// a million-file index (half a gigabyte of XML) is never held whole. `produce` should not fail on
+/// its own (validate the index first): what it wrote before failing is on tape, without the
+/// trailing FM, and a reader falls back to the previous index.
+pub fn write_index_construct_from<D: TapeDevice + ?Sized>(
+    dev: &mut D,
+    block_size: usize,
+    produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<IndexWritten, ConstructError> {
+    if block_size == 0 {
+        return Err(ConstructError::ZeroBlockSize);
     }
     let mut t = Tracked::here(dev)?;
     let mut warn = t.filemark()? == WriteOutcome::EarlyWarning;
     let start = t.at;
-    let mut records = 0;
-    for chunk in xml.chunks(block_size) {
-        warn |= t.write(chunk)? == WriteOutcome::EarlyWarning;
-        records += 1;
+    let mut out = RecordWriter {
+        t: &mut t,
+        buf: Vec::with_capacity(block_size),
+        block_size,
+        records: 0,
+        warn: false,
+        failed: None,
+    };
+    let produced = produce(&mut out).and_then(|()| out.flush_last());
+    if let Some(e) = out.failed.take() {
+        return Err(e);
+    }
+    produced.map_err(ConstructError::Source)?;
+    let records = out.records;
+    warn |= out.warn;
+    if records == 0 {
+        return Err(ConstructError::EmptyXml);
     }
     warn |= t.filemark()? == WriteOutcome::EarlyWarning;
     Ok(IndexWritten {
@@ -248,6 +273,58 @@ pub fn write_index_construct<D: TapeDevice + ?Sized>(
         end: t.at,
         early_warning: warn,
     })
+}
+
+/// Bytes written to it go to tape as records of exactly `block_size` bytes (the last one short,
+/// by [`RecordWriter::flush_last`]).
+struct RecordWriter<'t, 'd, D: TapeDevice + ?Sized> {
+    t: &'t mut Tracked<'d, D>,
+    buf: Vec<u8>,
+    block_size: usize,
+    records: u64,
+    warn: bool,
+    /// The device's error, kept whole (the `Write` interface can only pass an io::Error).
+    failed: Option<ConstructError>,
+}
+
+impl<D: TapeDevice + ?Sized> RecordWriter<'_, '_, D> {
+    fn record(&mut self) -> std::io::Result<()> {
+        match self.t.write(&self.buf) {
+            Ok(o) => {
+                self.warn |= o == WriteOutcome::EarlyWarning;
+                self.records += 1;
+                self.buf.clear();
+                Ok(())
+            }
+            Err(e) => {
+                let shown = e.to_string();
+                self.failed = Some(e);
+                Err(std::io::Error::other(shown))
+            }
+        }
+    }
+
+    fn flush_last(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.record()
+    }
+}
+
+impl<D: TapeDevice + ?Sized> Write for RecordWriter<'_, '_, D> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(self.block_size - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.block_size {
+            self.record()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An index's XML as read from tape (by [`read_index_xml`]).
@@ -1004,6 +1081,32 @@ pub(crate) mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_index_written_as_it_is_made_is_the_same_records() {
+        for len in [5, 16, 17, 33, 100] {
+            let xml = xml_of(len);
+            let mut a = formatted();
+            a.locate_eod(1).unwrap();
+            write_index_construct(&mut a, &xml, 16).unwrap();
+            let mut b = formatted();
+            b.locate_eod(1).unwrap();
+            // Written a few bytes at a time, across record boundaries.
+            let w = write_index_construct_from(&mut b, 16, |out| {
+                for piece in xml.chunks(7) {
+                    out.write_all(piece)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(a.parts, b.parts, "length {len}");
+            assert_eq!(w.records, len.div_ceil(16) as u64);
+        }
+        let mut t = formatted();
+        t.locate_eod(1).unwrap();
+        let e = write_index_construct_from(&mut t, 16, |_| Ok(())).unwrap_err();
+        assert!(matches!(e, ConstructError::EmptyXml), "{e}");
     }
 
     #[test]

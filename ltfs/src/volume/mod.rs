@@ -26,7 +26,7 @@ mod tests;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::construct::{ConstructError, VolumeLabels, write_index_construct};
+use crate::construct::{ConstructError, VolumeLabels, write_index_construct_from};
 use crate::device::{DeviceError, Position, TapeDevice};
 use crate::index::{Index, IndexError, IndexLocation, Medium, NameError};
 use crate::scan::{CurrentIndex, PointerError, Rejected};
@@ -371,8 +371,9 @@ impl<D: TapeDevice> Volume<D> {
             start_block: fm_at + 1,
         };
         self.index.creator = format!("{} - {reason}", self.creator);
-        let mut xml = Vec::new();
-        self.index.write_xml(&mut xml)?;
+        // The whole index is checked before a byte of it goes to tape; then it is written as it is
+        // made, record by record (a million-file index is half a gigabyte of XML).
+        self.index.write_xml(std::io::sink())?;
         let pos = Position {
             partition,
             block: fm_at,
@@ -380,7 +381,10 @@ impl<D: TapeDevice> Volume<D> {
         self.dev.locate(pos).map_err(dev_err(format!(
             "locating partition {partition} block {fm_at}"
         )))?;
-        let w = write_index_construct(&mut self.dev, &xml, self.block_size)?;
+        let index = &self.index;
+        let w = write_index_construct_from(&mut self.dev, self.block_size, |out| {
+            index.write_xml(out).map_err(std::io::Error::other)
+        })?;
         self.dev
             .write_filemarks(0)
             .map_err(dev_err("flushing the index to tape"))?;
