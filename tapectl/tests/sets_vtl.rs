@@ -676,3 +676,66 @@ fn a_restore_names_the_tape_it_lacks_and_waits_for_it_when_asked() {
     assert!(status.success(), "{rest}");
     assert_same_tree(&t, &out);
 }
+
+#[test]
+fn catalog_rebuild_leaves_out_what_it_cannot_trust_and_says_why() {
+    let lab = Lab::new(
+        5,
+        64,
+        "[[pool]]\nname = \"p\"\nbarcodes = [\"RV000[1-3]L6\"]\nallocation = \"new\"\n",
+    );
+    let t = lab.path("tree");
+    make_tree(&t, 10, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    let full = json(&lab.config, &["set", "write", "home"]);
+    std::fs::write(t.join("later.txt"), b"later").unwrap();
+    lab.snapshot("home", "20261202T020000Z", &t);
+    let inc = json(&lab.config, &["set", "write", "home"]);
+    assert_eq!(inc["kind"], "incremental");
+    // A tape that claims to hold a set, with a description that is not one.
+    let fake = lab.path("fake/.rackvault/sets/0badc0de-0000-4000-8000-000000000000");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(
+        fake.join("tape-0001.json"),
+        b"{\"format\": \"rackvault-tape\", \"version\": 1, \"set\": 7}",
+    )
+    .unwrap();
+    ok(&lab.config, &["load", "RV0005L6"]);
+    ok(&lab.config, &["ltfs", "format"]);
+    ok(
+        &lab.config,
+        &[
+            "ltfs",
+            "put",
+            lab.path("fake/.rackvault").to_str().unwrap(),
+            "/",
+        ],
+    );
+    ok(&lab.config, &["unload"]);
+    // The full set's tape is gone from the library.
+    let base_tape = full["copies"][0]["tapes"][0]["barcode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&lab.config, &["export", &base_tape]);
+    ok(&lab.config, &["vtl", "remove", &base_tape]);
+
+    std::fs::rename(lab.path("state"), lab.path("lost-state")).unwrap();
+    let r = json(&lab.config, &["catalog", "rebuild"]);
+    let skipped = r["skipped"].to_string();
+    assert!(
+        skipped.contains("RV0005L6") && skipped.contains("tape-0001.json"),
+        "{r}"
+    );
+    let left = r["left_out"].as_array().unwrap();
+    assert_eq!(left.len(), 1, "{r}");
+    assert_eq!(left[0]["set"], inc["set"]);
+    assert!(
+        left[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(full["set"].as_str().unwrap()),
+        "{r}"
+    );
+    assert!(r["complete"].as_array().unwrap().is_empty(), "{r}");
+}

@@ -111,6 +111,7 @@ pub struct TapeDescription {
     /// The set manifest is on this tape: the copy ends here.
     pub last: bool,
     /// RFC 3339 time the set was started (the same on all its tapes).
+    #[serde(default)]
     pub started: String,
     /// RFC 3339 time the tape was closed.
     pub closed: String,

@@ -19,6 +19,11 @@ use crate::catalog::{MediaChange, MediaState, NewSet, PartRow, SetState, TapeCat
 use crate::changer::is_cleaning_cartridge;
 use crate::library::Library;
 
+/// The largest set manifest piece read back (a million-file manifest is about 60 MB), and the
+/// largest self-description: a hostile length is refused, not read into memory.
+const MAX_MANIFEST: u64 = 1 << 30;
+const MAX_DESCRIPTION: u64 = 1 << 20;
+
 #[derive(Debug, Default, Serialize)]
 pub struct RebuildReport {
     /// Cartridges read.
@@ -28,7 +33,23 @@ pub struct RebuildReport {
     pub interrupted: Vec<String>,
     /// Cartridges that hold no rackvault set (blank, foreign), or could not be read.
     pub skipped: Vec<Skipped>,
+    /// Sets found on tape but not entered, and why (a manifest that does not parse, a base set
+    /// no tape holds).
+    pub left_out: Vec<LeftOut>,
 }
+
+#[derive(Debug, Serialize)]
+pub struct LeftOut {
+    pub set: String,
+    pub reason: String,
+}
+
+/// Why a set is left out (its tapes say something that cannot be used); catalog errors are
+/// errors of the rebuild.
+struct Unreadable(String);
+
+/// One description read from a tape: its set, what it says, and the manifest piece beside it.
+type Described = (String, TapeDescription, Option<Vec<u8>>);
 
 /// What one set's tapes said.
 #[derive(Default)]
@@ -84,8 +105,19 @@ pub fn rebuild(
                 let dir = format!("{root}/{}", d.name);
                 for f in vol.list(&dir)? {
                     let path = format!("{dir}/{}", f.name);
-                    if f.kind != EntryKind::File || f.length > 16 << 20 {
+                    if f.kind != EntryKind::File {
                         continue;
+                    }
+                    let limit = if f.name == "manifest.zst" {
+                        MAX_MANIFEST
+                    } else {
+                        MAX_DESCRIPTION
+                    };
+                    if f.length > limit {
+                        bail!(
+                            "{path} is {} bytes, more than a set's own file can be ({limit})",
+                            f.length
+                        );
                     }
                     let mut bytes = Vec::new();
                     vol.read_file(&path, &mut bytes)
@@ -106,30 +138,47 @@ pub fn rebuild(
             }
         };
         report.tapes.push(barcode.clone());
-        let mut pool = None;
-        let mut full = false;
-        for (set, name, bytes) in &files {
-            if !name.starts_with("tape-") {
+        // This tape's descriptions, all checked before any is taken: a tape that lies about itself
+        // is left out whole, with the reason.
+        let described: Result<Vec<Described>> = files
+            .iter()
+            .filter(|(_, name, _)| name.starts_with("tape-"))
+            .map(|(set, name, bytes)| {
+                let d = TapeDescription::parse(bytes)
+                    .with_context(|| format!("/.rackvault/sets/{set}/{name}"))?;
+                if d.set != *set || d.barcode != barcode {
+                    bail!(
+                        "/.rackvault/sets/{set}/{name} describes set {} on {}; the tape is not what it says",
+                        d.set,
+                        d.barcode
+                    );
+                }
+                let manifest = files
+                    .iter()
+                    .find(|(s, n, _)| s == set && n == "manifest.zst")
+                    .map(|(_, _, b)| b.clone());
+                Ok((set.clone(), d, manifest))
+            })
+            .collect();
+        let described = match described {
+            Ok(d) => d,
+            Err(e) => {
+                report.skipped.push(Skipped {
+                    barcode: barcode.clone(),
+                    reason: format!("{e:#}"),
+                });
                 continue;
             }
-            let d = TapeDescription::parse(bytes)
-                .with_context(|| format!("{barcode}: {}/{set}/{name}", "/.rackvault/sets"))?;
-            if d.set != *set || d.barcode != barcode {
-                bail!(
-                    "{barcode}: {name} of set {set} describes set {} on {}; the tape is not what it says",
-                    d.set,
-                    d.barcode
-                );
-            }
+        };
+        let mut pool = None;
+        let mut full = false;
+        for (set, d, manifest) in described {
             pool.get_or_insert_with(|| d.pool.clone());
             full |= !d.last;
-            let f = sets.entry(set.clone()).or_default();
+            let f = sets.entry(set).or_default();
             let key = (d.copy, d.seq);
-            if let Some((_, _, bytes)) = files
-                .iter()
-                .find(|(s, n, _)| s == set && n == "manifest.zst")
-            {
-                f.manifest_pieces.insert(key, bytes.clone());
+            if let Some(bytes) = manifest {
+                f.manifest_pieces.insert(key, bytes);
             }
             f.tapes.insert(key, (barcode.clone(), d));
         }
@@ -149,7 +198,7 @@ pub fn rebuild(
             }),
         }
     }
-    // Bases before the sets built on them.
+    // Bases before the sets built on them; a set whose base is missing or unreadable is left out.
     let mut ids: HashMap<String, i64> = HashMap::new();
     let mut pending: Vec<String> = sets.keys().cloned().collect();
     pending.sort();
@@ -159,16 +208,36 @@ pub fn rebuild(
         for uuid in pending {
             let f = &sets[&uuid];
             let first = &f.tapes.values().next().expect("a set has a tape").1;
-            match &first.base {
-                Some(b) if !ids.contains_key(b) && sets.contains_key(b) => later.push(uuid),
-                _ => {
-                    let id = insert_set(&cat, state_dir, &uuid, f, &ids, &mut report)?;
+            let why = match &first.base {
+                Some(b) if ids.contains_key(b) => None,
+                Some(b) if sets.contains_key(b) && !report.left_out.iter().any(|l| &l.set == b) => {
+                    later.push(uuid);
+                    continue;
+                }
+                Some(b) => Some(format!(
+                    "it is an incremental set on set {b}, which no tape in the library holds readably"
+                )),
+                None => None,
+            };
+            if let Some(reason) = why {
+                report.left_out.push(LeftOut { set: uuid, reason });
+                continue;
+            }
+            match insert_set(&cat, state_dir, &uuid, f, &ids, &mut report)? {
+                Ok(id) => {
                     ids.insert(uuid, id);
                 }
+                Err(Unreadable(reason)) => report.left_out.push(LeftOut { set: uuid, reason }),
             }
         }
         if later.len() == before {
-            bail!("the sets on these tapes build on each other in a circle: {later:?}");
+            for set in later {
+                report.left_out.push(LeftOut {
+                    set,
+                    reason: "its chain of base sets goes round in a circle".into(),
+                });
+            }
+            break;
         }
         pending = later;
     }
@@ -182,7 +251,7 @@ fn insert_set(
     f: &Found,
     ids: &HashMap<String, i64>,
     report: &mut RebuildReport,
-) -> Result<i64> {
+) -> Result<Result<i64, Unreadable>> {
     let first = &f.tapes.values().next().expect("a set has a tape").1;
     let copies = f.tapes.keys().map(|(c, _)| *c).max().unwrap_or(1);
     // Each copy's manifest: its pieces in tape order, complete only when it parses.
@@ -196,18 +265,27 @@ fn insert_set(
         if bytes.is_empty() {
             continue;
         }
-        let m = SetManifest::read_from(
+        match SetManifest::read_from(
             &bytes[..],
-            &format!("{} of set {uuid}", layout::manifest_path(uuid)),
-        )?;
-        manifests.insert(copy, (bytes, m));
+            &format!("{} of copy {copy}", layout::manifest_path(uuid)),
+        ) {
+            Ok(m) => manifests.insert(copy, (bytes, m)),
+            Err(e) => return Ok(Err(Unreadable(format!("{e:#}")))),
+        };
     }
-    let started = first.started.parse().with_context(|| {
-        format!(
-            "set {uuid}: its tapes' start time {:?} is not a time",
-            first.started
-        )
-    })?;
+    // Tapes written before descriptions carried the start time: the manifest's, else the close.
+    let started = [
+        Some(first.started.as_str()),
+        manifests
+            .values()
+            .next()
+            .map(|(_, m)| m.header.created.as_str()),
+        Some(first.closed.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|t| t.parse().ok())
+    .unwrap_or_else(jiff::Timestamp::now);
     let plan = match manifests.values().next() {
         Some((_, m)) => SetPlan {
             entries: m
@@ -304,5 +382,5 @@ fn insert_set(
         cat.set_set_state(id, SetState::Interrupted)?;
         report.interrupted.push(uuid.to_string());
     }
-    Ok(id)
+    Ok(Ok(id))
 }
