@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod changer;
 pub mod config;
 pub mod drive;
+pub mod expiry;
 pub mod library;
 pub mod lock;
 pub mod pools;
