@@ -68,6 +68,16 @@ pub enum MediaCmd {
         #[arg(long, default_value = "damaged mark cleared by hand")]
         why: String,
     },
+    /// Expire the sets their pool's retention lets go (never one a later set builds on) and mark
+    /// the tapes whose every set has expired, so new sets may be written over them.
+    Expire {
+        /// Say what would expire; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Judge at this time instead of now (RFC 3339, e.g. 2027-06-01T00:00:00Z).
+        #[arg(long)]
+        at: Option<jiff::Timestamp>,
+    },
     /// Every recorded change of a cartridge: state, location, pool, volume.
     History {
         /// The cartridge's barcode.
@@ -270,6 +280,75 @@ pub fn media_cmd(
             out.value(
                 &serde_json::json!({ "barcode": barcode, "state": to }),
                 &format!("{barcode} is {}", to.as_str()),
+            )
+        }
+        MediaCmd::Expire { dry_run, at } => {
+            let now = at.unwrap_or_else(jiff::Timestamp::now);
+            let facts = cat.set_facts()?;
+            let retention = |pool: &str| {
+                cfg.tape
+                    .pools
+                    .iter()
+                    .find(|p| p.name == pool)
+                    .and_then(|p| p.retention)
+            };
+            let ids = tapectl::expiry::expiring(&facts, &retention, now);
+            let mut expired: HashSet<i64> =
+                facts.iter().filter(|f| f.expired).map(|f| f.id).collect();
+            expired.extend(ids.iter().copied());
+            let tapes: Vec<String> =
+                tapectl::expiry::reusable_tapes(&cat.sets_by_tape()?, &expired)
+                    .into_iter()
+                    .filter(|b| {
+                        cat.media(b).ok().flatten().is_some_and(|m| {
+                            matches!(m.state, MediaState::Writable | MediaState::Full)
+                        })
+                    })
+                    .collect();
+            let sets: Vec<_> = ids
+                .iter()
+                .map(|id| cat.set_by_id(*id))
+                .collect::<Result<_>>()?;
+            if !dry_run {
+                cat.expire_sets(&ids)?;
+                for b in &tapes {
+                    cat.set_state(
+                        b,
+                        MediaState::Expired,
+                        &MediaChange {
+                            why: "every set on it has expired",
+                            actor: "tapectl media expire",
+                            at: jiff::Timestamp::now(),
+                        },
+                    )?;
+                }
+            }
+            let verb = if *dry_run { "would expire" } else { "expired" };
+            let mut human = format!(
+                "{verb} {} set(s); {} tape(s) {} written anew",
+                sets.len(),
+                tapes.len(),
+                if *dry_run {
+                    "could then be"
+                } else {
+                    "may now be"
+                }
+            );
+            for s in &sets {
+                human.push_str(&format!(
+                    "\n  set {}  {} {} ({})",
+                    &s.uuid[..8.min(s.uuid.len())],
+                    s.job,
+                    s.snapshot,
+                    s.kind.as_str()
+                ));
+            }
+            if !tapes.is_empty() {
+                human.push_str(&format!("\n  tapes: {}", tapes.join(", ")));
+            }
+            out.value(
+                &serde_json::json!({ "dry_run": dry_run, "sets": sets, "tapes": tapes }),
+                &human,
             )
         }
         MediaCmd::History { barcode } => {

@@ -13,6 +13,8 @@ pub struct Pool {
     /// Barcode patterns (`*`, `?`, `[A-F]`), e.g. `RV00[0-4]?L6`.
     pub barcodes: Vec<String>,
     pub allocation: Allocation,
+    /// How long its sets are kept; `None`: for ever (nothing expires).
+    pub retention: Option<crate::expiry::Retention>,
     matchers: Vec<GlobMatcher>,
 }
 
@@ -40,6 +42,7 @@ impl Pool {
             name: name.to_string(),
             barcodes: barcodes.to_vec(),
             allocation: Allocation::Continue,
+            retention: None,
             matchers,
         })
     }
@@ -82,6 +85,14 @@ struct RawPool {
     name: Spanned<String>,
     barcodes: Spanned<Vec<String>>,
     allocation: Option<Spanned<String>>,
+    retention: Option<Spanned<RawRetention>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    full_days: Spanned<i64>,
+    incremental_days: Spanned<i64>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +134,25 @@ impl TapeSettings {
             }
             let mut pool = Pool::new(name, p.barcodes.get_ref())
                 .map_err(|e| cf.error(Some(p.barcodes.span()), format!("pool {name:?}: {e}")))?;
+            if let Some(r) = &p.retention {
+                let r = r.get_ref();
+                let days = |v: &Spanned<i64>, what: &str| {
+                    let d = *v.get_ref();
+                    if !(0..=36_500).contains(&d) {
+                        return Err(cf.error(
+                            Some(v.span()),
+                            format!(
+                                "pool {name:?}: retention.{what} must be 0 to 36500 days; found {d}"
+                            ),
+                        ));
+                    }
+                    Ok(jiff::SignedDuration::from_hours(24 * d))
+                };
+                pool.retention = Some(crate::expiry::Retention {
+                    full: days(&r.full_days, "full_days")?,
+                    incremental: days(&r.incremental_days, "incremental_days")?,
+                });
+            }
             if let Some(a) = &p.allocation {
                 pool.allocation = match a.get_ref().as_str() {
                     "continue" => Allocation::Continue,

@@ -103,3 +103,103 @@ fn new_cartridges_are_labelled_and_hand_made_states_are_kept_and_obeyed() {
         "the set writer puts its tape back: {slots}"
     );
 }
+
+#[test]
+fn sets_expire_by_their_pools_retention_and_an_expired_tape_is_written_anew() {
+    let lab = Lab::new(
+        2,
+        64,
+        "[[pool]]\nname = \"p\"\nbarcodes = [\"RV*\"]\nallocation = \"new\"\nretention = { full_days = 30, incremental_days = 7 }\n",
+    );
+    let t = lab.path("tree");
+    make_tree(&t, 5, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    let full = json(&lab.config, &["set", "write", "home"]);
+    std::fs::write(t.join("later.txt"), b"later").unwrap();
+    lab.snapshot("home", "20261202T020000Z", &t);
+    let inc = json(&lab.config, &["set", "write", "home"]);
+    let (old_tape, old_uuid) = {
+        let l = json(&lab.config, &["media", "list"]);
+        let r = row(&l, "RV0001L6");
+        (
+            r["barcode"].as_str().unwrap().to_string(),
+            r["volume_uuid"].as_str().unwrap().to_string(),
+        )
+    };
+    let at = |days: i64| {
+        jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(24 * days))
+            .unwrap()
+            .to_string()
+    };
+    // Day 10: the incremental is due and nothing builds on it; the full is not due.
+    let r = json(
+        &lab.config,
+        &["media", "expire", "--dry-run", "--at", &at(10)],
+    );
+    let uuids: Vec<&str> = r["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(uuids, [inc["set"].as_str().unwrap()], "{r}");
+    assert_eq!(r["tapes"], serde_json::json!(["RV0002L6"]));
+    let sets = json(&lab.config, &["set", "list"]);
+    assert!(
+        sets.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["set"]["state"] == "complete"),
+        "a dry run changes nothing"
+    );
+    // Day 40: both have expired; both tapes may be written anew.
+    let r = json(&lab.config, &["media", "expire", "--at", &at(40)]);
+    assert_eq!(r["sets"].as_array().unwrap().len(), 2, "{r}");
+    let expired = json(&lab.config, &["media", "list", "--state", "expired"]);
+    assert_eq!(expired.as_array().unwrap().len(), 2, "{expired}");
+    let h = json(&lab.config, &["media", "history", &old_tape]);
+    assert!(h.to_string().contains("every set on it has expired"), "{h}");
+
+    // A new set goes over the expired full's tape: a new volume, and its old sets leave the catalog.
+    lab.snapshot("home", "20261203T020000Z", &t);
+    let r = json(&lab.config, &["set", "write", "home", "--full"]);
+    assert_eq!(
+        r["copies"][0]["tapes"][0]["barcode"],
+        old_tape.as_str(),
+        "{r}"
+    );
+    let l = json(&lab.config, &["media", "list"]);
+    let m = row(&l, &old_tape);
+    assert_eq!(m["state"], "writable");
+    assert_ne!(
+        m["volume_uuid"].as_str().unwrap(),
+        old_uuid,
+        "a new LTFS volume"
+    );
+    let sets = json(&lab.config, &["set", "list"]);
+    let left: Vec<&str> = sets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["set"]["uuid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        left,
+        [r["set"].as_str().unwrap()],
+        "the old full and the incremental built on it are gone: {sets}"
+    );
+    assert!(
+        !lab.path(&format!(
+            "state/tape-sets/{}",
+            full["set"].as_str().unwrap()
+        ))
+        .exists()
+    );
+    let out = lab.path("restored");
+    ok(
+        &lab.config,
+        &["restore", "home", "latest", "--to", out.to_str().unwrap()],
+    );
+    support::sets::assert_same_tree(&t, &out);
+}

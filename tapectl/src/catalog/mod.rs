@@ -126,6 +126,7 @@ const SCHEMA: &[&str] = &[
 
 pub struct TapeCatalog {
     conn: Connection,
+    state_dir: std::path::PathBuf,
 }
 
 impl TapeCatalog {
@@ -134,6 +135,14 @@ impl TapeCatalog {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
         let conn = common::sqlite::open(&state_dir.join("tapes.sqlite"), SCHEMA)?;
-        Ok(TapeCatalog { conn })
+        Ok(TapeCatalog {
+            conn,
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    /// The state directory the catalog lives in (its set manifest copies are beside it).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 }

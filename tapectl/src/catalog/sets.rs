@@ -605,6 +605,115 @@ impl TapeCatalog {
         Ok(settled)
     }
 
+    /// What the expiry rules need of every set that is not being written.
+    pub fn set_facts(&self) -> Result<Vec<crate::expiry::SetFacts>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, kind, base_set, pool, COALESCE(completed_at, started_at), state FROM sets
+             WHERE state != 'writing' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, base, pool, at, state) = row?;
+            let at = at
+                .parse()
+                .with_context(|| format!("the tape catalog has time {at:?} for set {id}"))?;
+            out.push(crate::expiry::SetFacts {
+                id,
+                kind: kind_of(&kind),
+                base,
+                pool,
+                at,
+                expired: state == "expired",
+            });
+        }
+        Ok(out)
+    }
+
+    /// The sets with a copy on each barcode.
+    pub fn sets_by_tape(&self) -> Result<std::collections::HashMap<String, Vec<i64>>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT barcode, set_id FROM copy_tapes ORDER BY barcode, set_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out: std::collections::HashMap<String, Vec<i64>> = Default::default();
+        for row in rows {
+            let (b, id) = row?;
+            out.entry(b).or_default().push(id);
+        }
+        Ok(out)
+    }
+
+    /// Marks sets expired (never one being written).
+    pub fn expire_sets(&self, ids: &[i64]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        for id in ids {
+            self.conn.execute(
+                "UPDATE sets SET state = 'expired' WHERE id = ?1 AND state != 'writing'",
+                params![id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A tape is being written anew: the expired sets with a copy on it leave the catalog, with
+    /// every set built on them (expired too, by the rules). Returns their UUIDs (their manifest
+    /// copies in the state directory go with them). Refuses when any of them has not expired.
+    pub fn forget_sets_on_tape(&self, barcode: &str) -> Result<Vec<String>> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut todo: Vec<i64> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT DISTINCT set_id FROM copy_tapes WHERE barcode = ?1")?;
+            stmt.query_map(params![barcode], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut all: Vec<i64> = Vec::new();
+        while let Some(id) = todo.pop() {
+            if all.contains(&id) {
+                continue;
+            }
+            all.push(id);
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id FROM sets WHERE base_set = ?1")?;
+            let deps: Vec<i64> = stmt
+                .query_map(params![id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            todo.extend(deps);
+        }
+        let mut uuids = Vec::new();
+        for id in &all {
+            let s = self.set_by_id(*id)?;
+            if s.state != SetState::Expired {
+                bail!(
+                    "{barcode} holds set {} ({}), which has not expired; it is not written anew",
+                    s.uuid,
+                    s.state.as_str()
+                );
+            }
+            uuids.push(s.uuid);
+        }
+        // Newest first: a base goes after the sets built on it.
+        all.sort_by(|a, b| b.cmp(a));
+        for id in all {
+            self.conn
+                .execute("DELETE FROM sets WHERE id = ?1", params![id])?;
+        }
+        tx.commit()?;
+        Ok(uuids)
+    }
+
     /// Barcodes holding any copy of any set that is not expired.
     pub fn tapes_of_set(&self, set: i64) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare(

@@ -100,6 +100,8 @@ pub fn next_tape(
             // on to more new ones as it fills them.
             MediaState::Writable if want.pool.allocation == Allocation::Continue => 0,
             MediaState::New => 1,
+            // Every set on it has expired: written anew (a new LTFS volume) after the new ones.
+            MediaState::Expired => 2,
             _ => continue,
         };
         candidates.push((rank, m.updated_at.clone(), b.to_string()));
@@ -158,7 +160,9 @@ pub fn prepare(
     if drive.status().write_protected == Some(true) {
         return Ok(Err("the cartridge is write-protected".into()));
     }
-    let known = cat.media(barcode)?.and_then(|m| m.volume_uuid);
+    let row = cat.media(barcode)?;
+    let expired = row.as_ref().is_some_and(|m| m.state == MediaState::Expired);
+    let known = row.and_then(|m| m.volume_uuid);
     match Volume::mount(&mut drive) {
         Ok(vol) => {
             let uuid = vol.index().volume_uuid.clone();
@@ -166,6 +170,10 @@ pub fn prepare(
                 return Ok(Err(format!(
                     "it holds LTFS volume {uuid}, which the tape catalog does not know; it is never overwritten (if it is rackvault's, `tapectl catalog rebuild` reads it in)"
                 )));
+            }
+            if expired {
+                drop(vol);
+                return reuse(&mut drive, cat, want, barcode, now).map(Ok);
             }
             if let Some(root) = want.data_root
                 && vol.stat(root).is_ok()
@@ -217,6 +225,48 @@ pub fn prepare(
         }
         Err(e) => Ok(Err(format!("its LTFS volume cannot be mounted: {e}"))),
     }
+}
+
+/// Writes an expired tape anew: its sets leave the catalog (with their manifest copies), and it
+/// gets a new LTFS volume (new UUID, volume name = barcode). Only a tape the catalog has as
+/// expired, holding the volume the catalog knows, gets here.
+fn reuse(
+    drive: &mut Drive<BoxedTransport>,
+    cat: &TapeCatalog,
+    want: &Want,
+    barcode: &str,
+    now: jiff::Timestamp,
+) -> Result<String> {
+    let gone = cat.forget_sets_on_tape(barcode)?;
+    for set in &gone {
+        let dir = crate::sets::write::local_manifest(cat.state_dir(), set, 1);
+        if let Some(d) = dir.parent() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let opts = FormatOptions {
+        barcode: Some(barcode.to_string()),
+        volume_name: Some(barcode.to_string()),
+        block_size: want.block_size,
+        force: true,
+        ..FormatOptions::default()
+    };
+    let vol =
+        Volume::format(&mut *drive, &opts).with_context(|| format!("formatting {barcode} anew"))?;
+    let uuid = vol.index().volume_uuid.clone();
+    vol.unmount().context("closing the new volume")?;
+    let why = format!(
+        "written anew: every set on it had expired ({} set(s) left the catalog)",
+        gone.len()
+    );
+    let c = MediaChange {
+        why: &why,
+        actor: want.actor,
+        at: now,
+    };
+    cat.set_volume(barcode, &want.pool.name, &uuid, &c)?;
+    cat.set_state(barcode, MediaState::Writable, &c)?;
+    Ok(uuid)
 }
 
 /// A drive raising a critical TapeAlert about itself is not written with: the error says what the
