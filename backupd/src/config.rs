@@ -209,6 +209,8 @@ struct RawConfig {
     pool: Option<toml::Value>,
     #[allow(dead_code)]
     tape: Option<toml::Value>,
+    #[allow(dead_code)]
+    rotation: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -302,7 +304,7 @@ impl Config {
         if raw.library.is_some() {
             tapectl::config::Settings::from_file(&cf)?;
         }
-        if raw.pool.is_some() || raw.tape.is_some() {
+        if raw.pool.is_some() || raw.tape.is_some() || raw.rotation.is_some() {
             tapectl::pools::TapeSettings::from_file(&cf)?;
         }
         let resolve = |p: &str| cf.resolve(p);

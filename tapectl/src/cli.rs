@@ -136,6 +136,9 @@ enum Cmd {
     /// Cartridges: list them with where they are, label new ones, retire or mark them damaged.
     #[command(subcommand)]
     Media(crate::cli_media::MediaCmd),
+    /// Offsite rotation: what goes to a vault, what is on its way, what comes back.
+    #[command(subcommand)]
+    Rotation(crate::cli_rotation::RotationCmd),
     /// The tape catalog: find which tapes hold a path.
     #[command(subcommand)]
     Catalog(crate::cli_set::CatalogCmd),
@@ -330,7 +333,16 @@ pub fn run(args: Args) -> Result<()> {
             &[open(&args)?.move_between(&from.parse()?, &to.parse()?)?],
         ),
         Cmd::Export { barcode } => print_moves(&out, &[open(&args)?.export(barcode)?]),
-        Cmd::Import => print_moves(&out, &open(&args)?.import()?),
+        Cmd::Import => {
+            let mut lib = open(&args)?;
+            let moves = lib.import()?;
+            // With a configuration, the catalog learns where the returned tapes are now.
+            if let Ok(cfg) = crate::cli_set::SetConfig::load(args.config.as_deref()) {
+                let cat = tapectl::catalog::TapeCatalog::open(&cfg.shared.state_dir)?;
+                tapectl::sets::allocate::reconcile(&cat, &lib.inventory()?, "tapectl import")?;
+            }
+            print_moves(&out, &moves)
+        }
         Cmd::Clean { drive } => print_moves(&out, &open(&args)?.clean(*drive)?),
         Cmd::Drive(cmd) => drive_cmd(&args, &out, cmd, open(&args)?),
         Cmd::Ltfs(cmd) => crate::cli_ltfs::run(&out, cmd, open(&args)?),
@@ -373,6 +385,10 @@ pub fn run(args: Args) -> Result<()> {
                 },
                 open(&args)?,
             )
+        }
+        Cmd::Rotation(cmd) => {
+            let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
+            crate::cli_rotation::rotation_cmd(&out, &cfg, cmd, &|| open(&args))
         }
         Cmd::Media(cmd) => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;

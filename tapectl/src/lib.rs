@@ -9,4 +9,5 @@ pub mod expiry;
 pub mod library;
 pub mod lock;
 pub mod pools;
+pub mod rotation;
 pub mod sets;

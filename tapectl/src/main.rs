@@ -3,6 +3,7 @@
 mod cli;
 mod cli_ltfs;
 mod cli_media;
+mod cli_rotation;
 mod cli_set;
 mod fuse_mount;
 mod output;

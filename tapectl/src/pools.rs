@@ -57,10 +57,13 @@ pub struct TapeSettings {
     pub pools: Vec<Pool>,
     /// Bytes read ahead of the drives while a set is written.
     pub buffer_bytes: u64,
+    /// `[rotation]`: vaults and what goes to them.
+    pub rotation: crate::rotation::Policy,
 }
 
 pub const DEFAULT_POOL: &str = "default";
 pub const DEFAULT_BUFFER_MB: u64 = 256;
+pub const DEFAULT_TRANSIT_DAYS: i64 = 3;
 
 impl Default for TapeSettings {
     /// Without `[[pool]]`: one pool, `default`, of every cartridge.
@@ -68,6 +71,10 @@ impl Default for TapeSettings {
         TapeSettings {
             pools: vec![Pool::new(DEFAULT_POOL, &["*".to_string()]).expect("valid pattern")],
             buffer_bytes: DEFAULT_BUFFER_MB << 20,
+            rotation: crate::rotation::Policy {
+                transit: jiff::SignedDuration::from_hours(24 * DEFAULT_TRANSIT_DAYS),
+                ..Default::default()
+            },
         }
     }
 }
@@ -77,6 +84,26 @@ struct RawFile {
     #[serde(default)]
     pool: Vec<RawPool>,
     tape: Option<Spanned<RawTape>>,
+    rotation: Option<Spanned<RawRotation>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRotation {
+    #[serde(default)]
+    vaults: Vec<Spanned<String>>,
+    #[serde(default)]
+    offsite: Vec<Spanned<RawOffsite>>,
+    keep_offsite_fulls: Option<Spanned<i64>>,
+    transit_days: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffsite {
+    kind: Spanned<String>,
+    copy: Spanned<i64>,
+    vault: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +196,82 @@ impl TapeSettings {
             }
             s.pools.push(pool);
         }
+        if let Some(r) = raw.rotation {
+            let r = r.into_inner();
+            let policy = &mut s.rotation;
+            for v in &r.vaults {
+                let name = v.get_ref();
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    return Err(cf.error(
+                        Some(v.span()),
+                        format!("vault name {name:?} must be letters, digits, '-', '_' or '.'"),
+                    ));
+                }
+                if policy.vaults.contains(name) {
+                    return Err(cf.error(Some(v.span()), format!("vault {name:?} is named twice")));
+                }
+                policy.vaults.push(name.clone());
+            }
+            for o in &r.offsite {
+                let o = o.get_ref();
+                let kind = match o.kind.get_ref().as_str() {
+                    "full" => crate::sets::layout::SetKind::Full,
+                    "incremental" => crate::sets::layout::SetKind::Incremental,
+                    k => {
+                        return Err(cf.error(
+                            Some(o.kind.span()),
+                            format!("offsite kind {k:?} is not \"full\" or \"incremental\""),
+                        ));
+                    }
+                };
+                let copy = *o.copy.get_ref();
+                if !(1..=16).contains(&copy) {
+                    return Err(cf.error(
+                        Some(o.copy.span()),
+                        format!("offsite copy must be 1 to 16; found {copy}"),
+                    ));
+                }
+                if !policy.vaults.contains(o.vault.get_ref()) {
+                    return Err(cf.error(
+                        Some(o.vault.span()),
+                        format!(
+                            "vault {:?} is not in [rotation] vaults ({})",
+                            o.vault.get_ref(),
+                            policy.vaults.join(", ")
+                        ),
+                    ));
+                }
+                policy.offsite.push(crate::rotation::OffsiteRule {
+                    kind,
+                    copy: copy as u32,
+                    vault: o.vault.get_ref().clone(),
+                });
+            }
+            if let Some(k) = &r.keep_offsite_fulls {
+                let v = *k.get_ref();
+                if !(0..=1000).contains(&v) {
+                    return Err(cf.error(
+                        Some(k.span()),
+                        format!("keep_offsite_fulls must be 0 to 1000; found {v}"),
+                    ));
+                }
+                policy.keep_offsite_fulls = v as u32;
+            }
+            if let Some(t) = &r.transit_days {
+                let v = *t.get_ref();
+                if !(1..=365).contains(&v) {
+                    return Err(cf.error(
+                        Some(t.span()),
+                        format!("transit_days must be 1 to 365; found {v}"),
+                    ));
+                }
+                policy.transit = jiff::SignedDuration::from_hours(24 * v);
+            }
+        }
         if let Some(t) = raw.tape {
             let t = t.into_inner();
             if let Some(b) = t.buffer_mb {
@@ -234,6 +337,15 @@ mod tests {
         assert_eq!(TapeSettings::default().pool(None).unwrap().name, "default");
         let e = parse("[[pool]]\nname = \"a b\"\nbarcodes = [\"x\"]\n").unwrap_err();
         assert!(e.to_string().contains("rackvault.toml:2"), "{e}");
+        let r = parse("[rotation]\nvaults = [\"parents-house\"]\noffsite = [{ kind = \"full\", copy = 2, vault = \"parents-house\" }]\nkeep_offsite_fulls = 1\n").unwrap();
+        assert_eq!(r.rotation.offsite[0].copy, 2);
+        assert_eq!(r.rotation.transit, jiff::SignedDuration::from_hours(72));
+        let e = parse("[rotation]\nvaults = [\"a\"]\noffsite = [{ kind = \"full\", copy = 2, vault = \"b\" }]\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("vault \"b\" is not in [rotation] vaults (a)"),
+            "{e}"
+        );
         let e = parse("[tape]\nbuffer_mb = 0\n").unwrap_err();
         assert!(e.to_string().contains("buffer_mb must be"), "{e}");
         let e = parse("[[pool]]\nname = \"p\"\nbarcodes = []\n").unwrap_err();

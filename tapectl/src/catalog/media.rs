@@ -142,6 +142,8 @@ pub struct MediaRow {
     pub cleaning_uses: Option<u64>,
     pub first_seen: String,
     pub updated_at: String,
+    /// The vault it goes to once it leaves through the import/export door (`rotation export`).
+    pub destination: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -290,6 +292,28 @@ impl TapeCatalog {
         Ok(())
     }
 
+    /// The vault a cartridge goes to when it leaves the library (`None`: it stays).
+    pub fn set_destination(&self, barcode: &str, vault: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE media SET destination = ?2 WHERE barcode = ?1",
+            params![barcode, vault],
+        )?;
+        Ok(())
+    }
+
+    /// When the cartridge last changed place (for transit times).
+    pub fn moved_at(&self, barcode: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT at FROM media_history WHERE barcode = ?1 AND what IN ('location', 'seen')
+                 ORDER BY id DESC LIMIT 1",
+                params![barcode],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Counts a load, bytes written and errors against a cartridge.
     pub fn count_use(
         &self,
@@ -357,7 +381,7 @@ impl TapeCatalog {
 }
 
 const MEDIA_COLUMNS: &str = "barcode, pool, state, volume_uuid, location, bytes_written, loads, \
-     write_errors, read_errors, cleaning_uses, first_seen, updated_at";
+     write_errors, read_errors, cleaning_uses, first_seen, updated_at, destination";
 
 /// A row, or what in it a person or another build of rackvault damaged.
 fn media_row(r: &rusqlite::Row) -> rusqlite::Result<Result<MediaRow>> {
@@ -387,6 +411,7 @@ fn media_row(r: &rusqlite::Row) -> rusqlite::Result<Result<MediaRow>> {
         cleaning_uses: r.get::<_, Option<i64>>(9)?.map(|n| n.max(0) as u64),
         first_seen: r.get(10)?,
         updated_at: r.get(11)?,
+        destination: r.get(12)?,
         barcode,
     }))
 }

@@ -39,6 +39,7 @@ const SCHEMA: &[&str] = &[
         write_errors INTEGER NOT NULL DEFAULT 0,
         read_errors INTEGER NOT NULL DEFAULT 0,
         cleaning_uses INTEGER,
+        destination TEXT,
         first_seen TEXT NOT NULL,
         updated_at TEXT NOT NULL
      );

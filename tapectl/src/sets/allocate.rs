@@ -52,6 +52,37 @@ pub fn reconcile(cat: &TapeCatalog, inv: &Inventory, actor: &str) -> Result<()> 
             }
         }
     }
+    // What the catalog had onsite and the library no longer shows left through the door: to its
+    // vault when one was given (`rotation export`), else nobody knows where.
+    let present: std::collections::HashSet<&str> = inv
+        .all()
+        .filter(|e| e.full)
+        .filter_map(|e| e.volume_tag.as_deref())
+        .collect();
+    for m in cat.all_media()? {
+        if !m.location.onsite() || present.contains(m.barcode.as_str()) {
+            continue;
+        }
+        let (to, why) = match &m.destination {
+            Some(v) => (
+                Location::InTransitTo(v.clone()),
+                format!("taken out of the library for vault {v}"),
+            ),
+            None => (
+                Location::Unknown,
+                "no longer in the library, and no vault was given for it".to_string(),
+            ),
+        };
+        cat.set_location(
+            &m.barcode,
+            &to,
+            &MediaChange {
+                why: &why,
+                actor,
+                at: c.at,
+            },
+        )?;
+    }
     Ok(())
 }
 
