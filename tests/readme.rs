@@ -126,6 +126,39 @@ fn tape_quickstart_on_the_virtual_library() {
 }
 
 #[test]
+fn tape_sets_quickstart_writes_verifies_and_restores_a_snapshot() {
+    let readme = Readme::load();
+    let tape = readme.block_with("$T vtl create");
+    let sets = readme.block_with("$S set write quickstart");
+    let co = Checkout::new("readme");
+    // The library the tape block makes (its first tape written raw and exported), then the sets.
+    run(&co, tape, FIRST_BUILD).ok("the README's tape commands");
+    let r = run(&co, sets, FIRST_BUILD).ok("the README's tape set commands");
+    assert!(
+        r.stdout.contains("full set of quickstart snapshot"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("RV0002L6"),
+        "the raw-written tape is passed over: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(": all match"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("docs/tape-sets.md"),
+        "catalog find lists the docs: {}",
+        r.stdout
+    );
+    let restored = co.dir.join("var/from-tape/docs/tape-sets.md");
+    assert_eq!(
+        std::fs::read(&restored).unwrap(),
+        std::fs::read(co.dir.join("docs/tape-sets.md")).unwrap(),
+        "restored from tape"
+    );
+}
+
+#[test]
 fn the_readme_names_the_test_command_ci_runs() {
     let readme = Readme::load();
     // Not run here (it runs this test); CI runs exactly this file.

@@ -50,13 +50,13 @@ pub enum SetCmd {
     },
     /// One set: its copies and their tapes in order, files, bytes, verify state, where each tape is.
     Show {
-        /// The set's UUID (or a unique prefix of it).
+        /// The set's UUID (or a unique prefix of it), or `latest`.
         set: String,
     },
     /// Read a copy of a set back: every file against the snapshot manifest's BLAKE3, and the set
     /// manifest on tape against the catalog's.
     Verify {
-        /// The set's UUID (or a unique prefix of it).
+        /// The set's UUID (or a unique prefix of it), or `latest`.
         set: String,
         /// The copy to read (default: the first).
         #[arg(long)]

@@ -379,8 +379,13 @@ impl TapeCatalog {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The set named by its UUID or a unique prefix of it.
+    /// The set named by its UUID, a unique prefix of it, or `latest` (the newest set).
     pub fn set(&self, name: &str) -> Result<SetRow> {
+        if name == "latest" {
+            return self.sets(None, None)?.pop().context(
+                "no sets in the tape catalog yet (write one with `tapectl set write JOB`)",
+            );
+        }
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             bail!("{name:?} is not a set UUID (see `tapectl set list`)");
         }
