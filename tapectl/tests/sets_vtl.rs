@@ -739,3 +739,30 @@ fn catalog_rebuild_leaves_out_what_it_cannot_trust_and_says_why() {
     );
     assert!(r["complete"].as_array().unwrap().is_empty(), "{r}");
 }
+
+#[test]
+fn a_drive_asking_for_cleaning_is_cleaned_first_when_the_library_has_a_cleaner() {
+    let lab = Lab::new(2, 64, "");
+    ok(&lab.config, &["vtl", "insert", "CLN001L1"]);
+    ok(&lab.config, &["import"]);
+    let t = lab.path("tree");
+    make_tree(&t, 10, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    ok(
+        &lab.config,
+        &["vtl", "fault", r#"{"kind":"needs_cleaning","drive":0}"#],
+    );
+    let r = json(&lab.config, &["set", "write", "home", "--drive", "0"]);
+    assert_eq!(r["copies"][0]["drive"], 0, "{r}");
+    let st = json(&lab.config, &["drive", "status", "--drive", "0"]);
+    assert_eq!(st["needs_cleaning"], false, "{st}");
+    let m = json(&lab.config, &["media", "list", "--state", "cleaning"]);
+    assert_eq!(m[0]["barcode"], "CLN001L1");
+    assert_eq!(m[0]["cleaning_uses"], 1, "{m}");
+    let out = lab.path("restored");
+    ok(
+        &lab.config,
+        &["restore", "home", "latest", "--to", out.to_str().unwrap()],
+    );
+    assert_same_tree(&t, &out);
+}

@@ -314,6 +314,15 @@ impl TapeCatalog {
             .optional()?)
     }
 
+    /// A cleaning cartridge was used once more.
+    pub fn count_cleaning(&self, barcode: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE media SET cleaning_uses = COALESCE(cleaning_uses, 0) + 1 WHERE barcode = ?1",
+            params![barcode],
+        )?;
+        Ok(())
+    }
+
     /// Counts a load, bytes written and errors against a cartridge.
     pub fn count_use(
         &self,

@@ -186,7 +186,23 @@ pub fn prepare(
     reconcile(cat, &lib.inventory()?, want.actor)?;
     let now = jiff::Timestamp::now();
     cat.count_use(barcode, 1, 0, 0, 0)?;
-    let (mut drive, _lock) = lib.open_drive(want.drive)?;
+    let (mut drive, mut lock) = lib.open_drive(want.drive)?;
+    let has_cleaner = |lib: &mut Library| -> Result<bool> {
+        Ok(lib
+            .inventory()?
+            .storage
+            .iter()
+            .any(|e| e.full && e.volume_tag.as_deref().is_some_and(is_cleaning_cartridge)))
+    };
+    if asks_for_cleaning(&mut drive) && has_cleaner(lib)? {
+        // Cleaned with a CLN cartridge before the tape is written, then the tape goes back in.
+        drop((drive, lock));
+        clean(lib, cat, want)?;
+        lib.load(&Target::Barcode(barcode.to_string()), want.drive)
+            .with_context(|| format!("loading {barcode} into drive {} again", want.drive))?;
+        (drive, lock) = lib.open_drive(want.drive)?;
+    }
+    let _lock = lock;
     check_drive_health(&mut drive, want.drive)?;
     if drive.status().write_protected == Some(true) {
         return Ok(Err("the cartridge is write-protected".into()));
@@ -300,6 +316,43 @@ fn reuse(
     Ok(uuid)
 }
 
+const CLEAN_NOW: u8 = 20;
+
+/// The drive's TapeAlert asks for cleaning (clean now).
+fn asks_for_cleaning(drive: &mut Drive<BoxedTransport>) -> bool {
+    drive.tape_alerts().is_ok_and(|a| a.is_set(CLEAN_NOW))
+}
+
+/// Cleans `want.drive` with a cleaning cartridge of the library and counts the use against it. A
+/// drive that still asks for cleaning afterwards (the cleaner is used up) is an error naming the
+/// cleaner.
+fn clean(lib: &mut Library, cat: &TapeCatalog, want: &Want) -> Result<()> {
+    tracing::info!(
+        drive = want.drive,
+        "the drive asks for cleaning: cleaning it before the set goes on"
+    );
+    let moves = lib
+        .clean(want.drive)
+        .with_context(|| format!("drive {} asks for cleaning", want.drive))?;
+    let cleaner = moves
+        .iter()
+        .find_map(|m| m.barcode.clone().filter(|b| is_cleaning_cartridge(b)))
+        .unwrap_or_default();
+    reconcile(cat, &lib.inventory()?, want.actor)?;
+    if !cleaner.is_empty() {
+        cat.count_cleaning(&cleaner)?;
+    }
+    let (mut drive, _lock) = lib.open_drive(want.drive)?;
+    let left = drive.tape_alerts().ok();
+    if left.is_some_and(|a| a.is_set(CLEAN_NOW)) {
+        bail!(
+            "drive {} still asks for cleaning after {cleaner} was used: the cleaning cartridge is used up; replace it",
+            want.drive
+        );
+    }
+    Ok(())
+}
+
 /// A drive raising a critical TapeAlert about itself is not written with: the error says what the
 /// drive reports and, when it asks for cleaning, how to clean it. Critical flags about a cartridge
 /// (media, read or write failure, write protect, a cartridge's mechanical failure, forced eject,
@@ -307,7 +360,6 @@ fn reuse(
 /// set handles where it happens (a damaged or write-protected tape is passed over).
 pub fn check_drive_health(drive: &mut Drive<BoxedTransport>, n: u16) -> Result<()> {
     const ABOUT_A_CARTRIDGE: [u8; 9] = [4, 5, 6, 9, 13, 14, 16, 22, 23];
-    const CLEAN_NOW: u8 = 20;
     let Ok(alerts) = drive.tape_alerts() else {
         return Ok(());
     };
@@ -320,7 +372,9 @@ pub fn check_drive_health(drive: &mut Drive<BoxedTransport>, n: u16) -> Result<(
     }
     let names: Vec<&str> = critical.iter().map(|f| f.name).collect();
     let hint = if critical.iter().any(|f| f.number == CLEAN_NOW) {
-        format!("; clean it with `tapectl clean --drive {n}`")
+        format!(
+            "; clean it with `tapectl clean --drive {n}` (a set cleans it by itself when a cleaning cartridge is in the library)"
+        )
     } else {
         "; see `tapectl drive status --drive N`".replace('N', &n.to_string())
     };
