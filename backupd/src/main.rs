@@ -202,7 +202,24 @@ fn restore_from_tape(
         tapes.join(", ")
     );
     let r = backupd::tape_restore::restore(cfg, set, sel, to, overwrite)?;
-    let report = &r.restored;
+    Ok(report_restore(
+        cli,
+        &set.snapshot,
+        Some(serde_json::json!({"set": set.uuid, "tapes": r.tapes})),
+        to,
+        &r.restored,
+    ))
+}
+
+/// Says what a restore did (warnings and mismatches on stderr); exit code 3 when content did not
+/// match the manifest. `from_tape` names the set and tapes when it came from tape.
+fn report_restore(
+    cli: &Cli,
+    snapshot: &str,
+    from_tape: Option<serde_json::Value>,
+    to: &std::path::Path,
+    report: &restore::RestoreReport,
+) -> ExitCode {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -210,15 +227,19 @@ fn restore_from_tape(
         eprintln!("MISMATCH: {w}");
     }
     if cli.json {
-        print_json(&serde_json::json!({
-            "snapshot": set.snapshot,
-            "from_tape": {"set": set.uuid, "tapes": r.tapes},
-            "report": report,
-        }));
+        let mut v = serde_json::json!({"snapshot": snapshot, "report": report});
+        if let Some(t) = from_tape {
+            v["from_tape"] = t;
+        }
+        print_json(&v);
     } else {
         println!(
-            "restored {} from tape into {}: {} files ({}), {} directories, {} symlinks",
-            set.snapshot,
+            "restored {snapshot}{} into {}: {} files ({}), {} directories, {} symlinks",
+            if from_tape.is_some() {
+                " from tape"
+            } else {
+                ""
+            },
             to.display(),
             report.files,
             human_bytes(report.bytes),
@@ -226,11 +247,11 @@ fn restore_from_tape(
             report.symlinks
         );
     }
-    Ok(if report.mismatches.is_empty() {
+    if report.mismatches.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
-    })
+    }
 }
 
 fn dispatch(cli: &Cli) -> Result<ExitCode> {
@@ -440,29 +461,7 @@ fn dispatch_with(cli: &Cli, cfg: Config) -> Result<ExitCode> {
             let report = restore::restore(&view.root, &m, &sel, to, *overwrite, &progress);
             progress.finish();
             let report = report?;
-            for w in &report.warnings {
-                eprintln!("warning: {w}");
-            }
-            for w in &report.mismatches {
-                eprintln!("MISMATCH: {w}");
-            }
-            if cli.json {
-                print_json(&serde_json::json!({"snapshot": name, "report": report}));
-            } else {
-                println!(
-                    "restored {name} into {}: {} files ({}), {} directories, {} symlinks",
-                    to.display(),
-                    report.files,
-                    human_bytes(report.bytes),
-                    report.dirs,
-                    report.symlinks
-                );
-            }
-            Ok(if report.mismatches.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(3)
-            })
+            Ok(report_restore(cli, &name, None, to, &report))
         }
         Command::Verify { job, snapshot, all } => {
             let j = cfg.job(job)?;
