@@ -337,6 +337,81 @@ impl ProcessSnapshot {
 
 /// The process metrics in the text exposition format, with the names and types the official
 /// Prometheus clients use.
+/// How many cleanings an LTO cleaning cartridge gives (IBM, HPE: 50).
+pub const CLEANER_LIFE: u64 = 50;
+
+/// The tape figures in the text exposition format (no series when there is no tape catalog).
+pub fn render_tapes(f: &tapectl::rotation::TapeFigures) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, samples: Vec<(String, f64)>| {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+        out.push('\n');
+    };
+    let q = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    family(
+        "rackvault_tapes",
+        "Cartridges the tape catalog knows, by pool, state and place.",
+        f.media
+            .iter()
+            .map(|((pool, state, place), n)| {
+                (
+                    format!(
+                        "{{pool=\"{}\",state=\"{}\",place=\"{}\"}}",
+                        q(pool),
+                        q(state),
+                        q(place)
+                    ),
+                    *n as f64,
+                )
+            })
+            .collect(),
+    );
+    family(
+        "rackvault_tapes_awaiting_offsite",
+        "Tapes the rotation policy sends to a vault that are still onsite.",
+        vec![(String::new(), f.awaiting_offsite as f64)],
+    );
+    family(
+        "rackvault_last_offsite_full_timestamp_seconds",
+        "Completion time of the newest full set with a copy wholly in a vault.",
+        f.last_offsite_full
+            .map(|t| vec![(String::new(), t.as_millisecond() as f64 / 1000.0)])
+            .unwrap_or_default(),
+    );
+    family(
+        "rackvault_cleaning_cartridge_uses_left",
+        "Cleanings a cleaning cartridge has left (of 50).",
+        f.cleaning_uses
+            .iter()
+            .map(|(b, u)| {
+                (
+                    format!("{{barcode=\"{}\"}}", q(b)),
+                    CLEANER_LIFE.saturating_sub(*u) as f64,
+                )
+            })
+            .collect(),
+    );
+    family(
+        "rackvault_tape_write_errors",
+        "Write errors (medium errors while writing) counted against a cartridge.",
+        f.write_errors
+            .iter()
+            .map(|(b, n)| (format!("{{barcode=\"{}\"}}", q(b)), *n as f64))
+            .collect(),
+    );
+    out
+}
+
 pub fn render_process(p: &ProcessSnapshot) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: Option<f64>| {
@@ -400,6 +475,34 @@ mod tests {
     const STAT: &str = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 1573 0 0 0 250 75 0 0 20 0 \
                         7 0 123456 104857600 2560 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 \
                         0 17 3 0 0 0 0 0\n";
+
+    #[test]
+    fn tape_figures_are_gauges_with_escaped_labels() {
+        let mut f = tapectl::rotation::TapeFigures::default();
+        f.media
+            .insert(("we\"ird".into(), "full".into(), "vault".into()), 2);
+        f.cleaning_uses.insert("CLN001L1".into(), 3);
+        f.awaiting_offsite = 1;
+        let text = render_tapes(&f);
+        assert!(text.contains("# TYPE rackvault_tapes gauge\n"), "{text}");
+        assert!(
+            text.contains("rackvault_tapes{pool=\"we\\\"ird\",state=\"full\",place=\"vault\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rackvault_cleaning_cartridge_uses_left{barcode=\"CLN001L1\"} 47\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rackvault_tapes_awaiting_offsite 1\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("last_offsite_full"),
+            "no series without a value: {text}"
+        );
+        assert!(render_tapes(&Default::default()).contains("rackvault_tapes_awaiting_offsite 0"));
+    }
 
     #[test]
     fn stat_fields_after_the_last_paren() {

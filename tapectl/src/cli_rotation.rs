@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use tapectl::catalog::{Location, MediaChange, SetState, TapeCatalog};
+use tapectl::catalog::{Location, MediaChange, TapeCatalog};
 use tapectl::library::Library;
-use tapectl::rotation::{Plan, SetTapes, plan};
+use tapectl::rotation::{Plan, of_catalog};
 use tapectl::sets::allocate::reconcile;
 
 use crate::cli_set::SetConfig;
@@ -47,39 +47,7 @@ pub enum RotationCmd {
 }
 
 fn current_plan(cfg: &SetConfig, cat: &TapeCatalog) -> Result<Plan> {
-    let mut sets = Vec::new();
-    for s in cat.sets(None, None)? {
-        if !matches!(s.state, SetState::Complete | SetState::Expired) {
-            continue;
-        }
-        let completed = s
-            .completed_at
-            .as_deref()
-            .unwrap_or(&s.started_at)
-            .parse()
-            .unwrap_or_else(|_| jiff::Timestamp::now());
-        sets.push(SetTapes {
-            uuid: s.uuid.clone(),
-            kind: s.kind,
-            completed,
-            expired: s.state == SetState::Expired,
-            copies: cat
-                .copies(s.id)?
-                .into_iter()
-                .map(|c| (c.copy, c.tapes.into_iter().map(|t| t.barcode).collect()))
-                .collect(),
-        });
-    }
-    let media = cat.all_media()?;
-    let moved = |b: &str| cat.moved_at(b).ok().flatten().and_then(|t| t.parse().ok());
-    Ok(plan(
-        &cfg.tape.rotation,
-        &media,
-        &sets,
-        &moved,
-        &[],
-        jiff::Timestamp::now(),
-    ))
+    Ok(of_catalog(cat, &cfg.tape.rotation, jiff::Timestamp::now())?.2)
 }
 
 fn plan_human(p: &Plan) -> String {

@@ -301,3 +301,101 @@ mod tests {
         );
     }
 }
+
+/// The catalog's media and sets, and the plan at `now`.
+pub fn of_catalog(
+    cat: &crate::catalog::TapeCatalog,
+    policy: &Policy,
+    now: Timestamp,
+) -> anyhow::Result<(Vec<MediaRow>, Vec<SetTapes>, Plan)> {
+    use crate::catalog::SetState;
+    let mut sets = Vec::new();
+    for s in cat.sets(None, None)? {
+        if !matches!(s.state, SetState::Complete | SetState::Expired) {
+            continue;
+        }
+        let completed = s
+            .completed_at
+            .as_deref()
+            .unwrap_or(&s.started_at)
+            .parse()
+            .unwrap_or(now);
+        sets.push(SetTapes {
+            uuid: s.uuid.clone(),
+            kind: s.kind,
+            completed,
+            expired: s.state == SetState::Expired,
+            copies: cat
+                .copies(s.id)?
+                .into_iter()
+                .map(|c| (c.copy, c.tapes.into_iter().map(|t| t.barcode).collect()))
+                .collect(),
+        });
+    }
+    let media = cat.all_media()?;
+    let moved = |b: &str| cat.moved_at(b).ok().flatten().and_then(|t| t.parse().ok());
+    let p = plan(policy, &media, &sets, &moved, &[], now);
+    Ok((media, sets, p))
+}
+
+/// What the daemon's metrics say of the tapes: counts by pool, state and place, what waits to go
+/// offsite, the newest full set wholly in a vault, cleaners' uses and each tape's write errors.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TapeFigures {
+    /// (pool, state, place kind) → cartridges.
+    pub media: BTreeMap<(String, String, String), u64>,
+    /// Tapes due to go offsite and still onsite.
+    pub awaiting_offsite: u64,
+    /// When the newest full set with a copy wholly in a vault was completed.
+    pub last_offsite_full: Option<Timestamp>,
+    /// Cleaning cartridges and their uses.
+    pub cleaning_uses: BTreeMap<String, u64>,
+    /// Tapes with write errors, and how many.
+    pub write_errors: BTreeMap<String, u64>,
+}
+
+/// The figures from the catalog's media, its sets (as for [`plan`]) and the plan at `now`.
+pub fn figures(media: &[MediaRow], sets: &[SetTapes], p: &Plan) -> TapeFigures {
+    let mut f = TapeFigures::default();
+    for m in media {
+        let place = match &m.location {
+            Location::Slot(_) => "slot",
+            Location::Drive(_) => "drive",
+            Location::ImportExport(_) => "import-export",
+            Location::InTransitTo(_) | Location::InTransitFrom(_) => "in-transit",
+            Location::Vault(_) => "vault",
+            Location::Unknown => "unknown",
+        };
+        *f.media
+            .entry((
+                m.pool.clone().unwrap_or_default(),
+                m.state.as_str().to_string(),
+                place.to_string(),
+            ))
+            .or_default() += 1;
+        if m.state == MediaState::Cleaning {
+            f.cleaning_uses
+                .insert(m.barcode.clone(), m.cleaning_uses.unwrap_or(0));
+        }
+        if m.write_errors > 0 {
+            f.write_errors.insert(m.barcode.clone(), m.write_errors);
+        }
+    }
+    f.awaiting_offsite = p.export.values().map(|v| v.len() as u64).sum();
+    let in_vault = |b: &String| {
+        media
+            .iter()
+            .any(|m| &m.barcode == b && matches!(m.location, Location::Vault(_)))
+    };
+    f.last_offsite_full = sets
+        .iter()
+        .filter(|s| !s.expired && s.kind == SetKind::Full)
+        .filter(|s| {
+            s.copies
+                .iter()
+                .any(|(_, t)| !t.is_empty() && t.iter().all(in_vault))
+        })
+        .map(|s| s.completed)
+        .max();
+    f
+}

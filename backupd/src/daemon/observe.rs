@@ -25,6 +25,9 @@ pub struct JobHealth {
 
 pub struct Observer {
     metrics: Metrics,
+    /// Where the tape catalog is, and the configuration with its `[rotation]`.
+    state_dir: std::path::PathBuf,
+    config: std::path::PathBuf,
     policy: Mutex<AlertPolicy>,
     sender: Mutex<Option<AlertSender>>,
 }
@@ -66,6 +69,8 @@ impl Observer {
         let sender = AlertSender::start(cfg.alerts.clone(), SenderOptions::default());
         Ok(Observer {
             metrics,
+            state_dir: cfg.state_dir.clone(),
+            config: cfg.path.clone(),
             policy: Mutex::new(AlertPolicy::new(seeds)),
             sender: Mutex::new(Some(sender)),
         })
@@ -156,7 +161,31 @@ impl Observer {
     }
 
     pub fn render(&self) -> String {
-        self.metrics.render()
+        let mut out = self.metrics.render();
+        out.push_str(&self.tape_metrics());
+        out
+    }
+
+    /// The tape catalog's figures, when there is one (read, never created, at each scrape).
+    fn tape_metrics(&self) -> String {
+        if !self.state_dir.join("tapes.sqlite").exists() {
+            return String::new();
+        }
+        let figures = || -> anyhow::Result<tapectl::rotation::TapeFigures> {
+            let cf = common::config::ConfigFile::load(&self.config)?;
+            let tape = tapectl::pools::TapeSettings::from_file(&cf)?;
+            let cat = tapectl::catalog::TapeCatalog::open(&self.state_dir)?;
+            let (media, sets, plan) =
+                tapectl::rotation::of_catalog(&cat, &tape.rotation, Timestamp::now())?;
+            Ok(tapectl::rotation::figures(&media, &sets, &plan))
+        };
+        match figures() {
+            Ok(f) => crate::metrics::render_tapes(&f),
+            Err(e) => {
+                tracing::warn!("tape metrics not read: {e:#}");
+                String::new()
+            }
+        }
     }
 
     /// Stops the sender, giving queued alerts until `deadline` to go out.
