@@ -462,3 +462,46 @@ fn read_ahead_never_serves_overwritten_records() {
         "the overwrite ended the data"
     );
 }
+
+/// Another handle opened and dropped on a drive while it streams writes (a probe matching serials,
+/// a status from elsewhere) must not disturb the stream: it sees a write run in progress, not
+/// damage to repair, and every record is there after.
+#[test]
+fn a_probe_handle_does_not_disturb_a_streaming_writer() {
+    let mut s = setup();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probes = {
+        let lib = Library::open(s.lib.dir()).unwrap();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                drop(Drive::new(lib.drive(0).unwrap()).unwrap());
+                n += 1;
+            }
+            n
+        })
+    };
+    let d = &mut s.drive;
+    for i in 0..400 {
+        d.write_block(&record(i, 256 * 1024)).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = probes.join().unwrap();
+    assert!(n > 0, "the probes ran");
+    d.write_filemarks(1).unwrap();
+    d.rewind().unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    for i in 0..400 {
+        assert_eq!(
+            d.read_block(&mut buf).unwrap(),
+            ReadOutcome::Data(256 * 1024),
+            "record {i} ({n} probes)"
+        );
+        assert!(
+            buf == record(i, 256 * 1024),
+            "record {i} differs ({n} probes)"
+        );
+    }
+    assert_eq!(d.read_block(&mut buf).unwrap(), ReadOutcome::Filemark);
+}

@@ -508,6 +508,42 @@ pub(crate) fn parse_rec_name(name: &str) -> Option<(usize, u64, char)> {
     Some((p.parse().ok()?, blk.parse().ok()?, kind))
 }
 
+/// A handle's hold on a cartridge directory: a shared flock on `.<barcode>.lock` beside it (not in
+/// it: the directory stays the reference file backend's layout). `true` when this handle could
+/// take it exclusively first: no other handle, in any process, has the cartridge open, so the
+/// directory can be repaired (what a crashed writer left). Otherwise another handle may be in the
+/// middle of a write run (records renamed in ahead of the end-of-data marker), and what looks like
+/// damage is its work: nothing is repaired.
+pub(crate) fn hold(dir: &Path) -> Result<(File, bool), VtlError> {
+    use std::os::fd::AsRawFd;
+    let name = dir
+        .file_name()
+        .map(|n| format!(".{}.lock", n.to_string_lossy()))
+        .unwrap_or_else(|| ".cartridge.lock".into());
+    let p = dir.with_file_name(name);
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&p)
+        .map_err(|e| VtlError::io(&p, e))?;
+    // SAFETY: flock on a descriptor we own.
+    let alone = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    Ok((f, alone))
+}
+
+/// Lets other handles open the cartridge beside this one (after any repair).
+pub(crate) fn share(dir: &Path, f: &File) -> Result<(), VtlError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; converting to shared, or waiting while another
+    // handle holds it exclusively for the moment of its own opening.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH) } != 0 {
+        return Err(VtlError::io(dir, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Makes the partition exactly valid, like a drive rebuilding EOD, one syscall at a time so that the
 /// directory never gets worse: a missing marker is put at EOD (by moving a stray one there, or by
 /// creating it), then the garbage beyond it goes. Nothing before EOD is touched, so records someone

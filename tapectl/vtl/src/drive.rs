@@ -127,6 +127,8 @@ struct Media {
     /// The directory no longer matches this model (an end-of-data marker was not where it should be,
     /// or a change failed half-way): the next command that is not streamed reads the directory again.
     stale: bool,
+    /// This handle's hold on the cartridge (see [`cart::hold`]).
+    _hold: File,
 }
 
 fn io_fail(
@@ -148,19 +150,25 @@ impl Media {
         faults: MediaFaults,
         model: DriveModel,
     ) -> Result<Media, VtlError> {
+        let (hold, alone) = cart::hold(&dir)?;
         let meta = cart::load_meta(&dir)?;
-        cart::remove_stale_temps(&dir);
+        if alone {
+            cart::remove_stale_temps(&dir);
+        }
         // The model comes from the directory as it is now: whoever wrote it last (this library, the
         // reference implementation's ltfsck, a person), its end-of-data markers say where the data ends.
         let mut scans = cart::scan(&dir, meta.partitions as usize)?;
-        for (p, s) in scans.iter_mut().enumerate() {
-            if cart::repair(&dir, p, s)? {
-                tracing::warn!(cartridge = %l.barcode, partition = p, eod = s.eod, "recovered end of data on load");
+        if alone {
+            for (p, s) in scans.iter_mut().enumerate() {
+                if cart::repair(&dir, p, s)? {
+                    tracing::warn!(cartridge = %l.barcode, partition = p, eod = s.eod, "recovered end of data on load");
+                }
+            }
+            if cart::read_vcr(&dir).is_none() {
+                cart::write_vcr(&dir, 1)?;
             }
         }
-        if cart::read_vcr(&dir).is_none() {
-            cart::write_vcr(&dir, 1)?;
-        }
+        cart::share(&dir, &hold)?;
         let parts: Vec<Part> = scans
             .into_iter()
             .enumerate()
@@ -186,7 +194,8 @@ impl Media {
             parts,
             partition,
             block,
-            persisted_pos: (l.partition, l.block),
+            // Where this model starts: a clamped position is not a move of this handle's.
+            persisted_pos: (partition as u8, block),
             threaded: l.threaded,
             vcr_bumped: l.vcr_bumped,
             last_write: l.last_write,
@@ -197,6 +206,7 @@ impl Media {
             read_ahead: (0, 0),
             ahead: Default::default(),
             stale: false,
+            _hold: hold,
         })
     }
 
@@ -962,10 +972,11 @@ impl VirtualDrive {
             && !m.stale
         {
             if (l.partition, l.block) != m.persisted_pos {
-                // Another handle moved the tape.
+                // Another handle moved the tape (or this model could not follow it past its end of
+                // data: it keeps that, without claiming to have moved).
                 m.partition = (l.partition as usize).min(m.parts.len() - 1);
                 m.block = l.block.min(m.parts[m.partition].eod);
-                m.persisted_pos = (l.partition, l.block);
+                m.persisted_pos = (m.partition as u8, m.block);
             }
             m.threaded = l.threaded;
             m.vcr_bumped = l.vcr_bumped;
@@ -1001,8 +1012,12 @@ impl VirtualDrive {
         let Some(l) = ds.loaded.as_mut().filter(|l| l.load_seq == m.load_seq) else {
             return;
         };
-        l.partition = m.partition as u8;
-        l.block = m.block;
+        // Only a handle that moved the tape says where it is: one that merely looked (a probe
+        // whose scan met another handle's write run half-way) must not move it back.
+        if (m.partition as u8, m.block) != m.persisted_pos {
+            l.partition = m.partition as u8;
+            l.block = m.block;
+        }
         l.threaded = m.threaded;
         l.vcr_bumped = m.vcr_bumped;
         l.last_write = m.last_write;
@@ -1012,7 +1027,7 @@ impl VirtualDrive {
             m.version = l.version;
             m.changed = false;
         }
-        m.persisted_pos = (l.partition, l.block);
+        m.persisted_pos = (m.partition as u8, m.block);
         if m.meta_dirty {
             match cart::save_meta(&m.dir, &m.meta) {
                 Ok(()) => m.meta_dirty = false,
