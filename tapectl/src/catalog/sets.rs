@@ -427,16 +427,6 @@ impl TapeCatalog {
             .optional()?)
     }
 
-    /// The complete sets of `job` whose snapshot is `snapshot`.
-    pub fn complete_sets_of(&self, job: &str, snapshot: &str) -> Result<Vec<SetRow>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {SET_COLUMNS} FROM sets s LEFT JOIN sets b ON b.id = s.base_set
-             WHERE s.job = ?1 AND s.snapshot = ?2 AND s.state = 'complete' ORDER BY s.id DESC"
-        ))?;
-        let rows = stmt.query_map(params![job, snapshot], set_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// The set and the sets it builds on, newest first (the set itself, its base, …, the full set).
     pub fn chain(&self, set: &SetRow) -> Result<Vec<SetRow>> {
         let mut out = vec![set.clone()];
@@ -488,37 +478,6 @@ impl TapeCatalog {
                 verify_problems: problems.map(|p| p.max(0) as u64),
                 tapes: t,
             });
-        }
-        Ok(out)
-    }
-
-    /// The parts of `path` on copy `copy` of `set`, in file order.
-    pub fn parts(&self, set: i64, copy: u32, path: &RelPath) -> Result<Vec<PartRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT fp.part, fp.seq, fp.partition, fp.start_block, fp.file_offset, fp.length
-             FROM file_parts fp JOIN paths p ON p.id = fp.path_id
-             WHERE fp.set_id = ?1 AND fp.copy = ?2 AND p.path = ?3 ORDER BY fp.part",
-        )?;
-        let rows = stmt.query_map(params![set, copy, path.as_bytes()], part_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Every part recorded for a copy: (path, part), for resuming and for comparing catalogs.
-    pub fn all_parts(&self, set: i64, copy: u32) -> Result<Vec<(RelPath, PartRow)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT fp.part, fp.seq, fp.partition, fp.start_block, fp.file_offset, fp.length, p.path
-             FROM file_parts fp JOIN paths p ON p.id = fp.path_id
-             WHERE fp.set_id = ?1 AND fp.copy = ?2 ORDER BY p.path, fp.part",
-        )?;
-        let rows = stmt.query_map(params![set, copy], |r| {
-            let path: Vec<u8> = r.get(6)?;
-            Ok((path, part_row(r)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (path, part) = row?;
-            let path = RelPath::parse(&path).context("the tape catalog holds a damaged path")?;
-            out.push((path, part));
         }
         Ok(out)
     }
@@ -728,18 +687,6 @@ impl TapeCatalog {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Whether `barcode` holds a copy of `set` already (copies go to distinct tapes).
-    pub fn tape_in_set(&self, set: i64, barcode: &str) -> Result<Option<u32>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT copy FROM copy_tapes WHERE set_id = ?1 AND barcode = ?2 LIMIT 1",
-                params![set, barcode],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
     /// The sets with a copy on `barcode` (its contents, newest first).
     pub fn sets_on_tape(&self, barcode: &str) -> Result<Vec<SetRow>> {
         let mut stmt = self.conn.prepare(&format!(
@@ -754,16 +701,4 @@ impl TapeCatalog {
 /// A JSON text column; text that does not parse is kept as a string.
 fn json_column(v: Option<String>) -> Option<serde_json::Value> {
     v.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t)))
-}
-
-fn part_row(r: &rusqlite::Row) -> rusqlite::Result<PartRow> {
-    let partition: String = r.get(2)?;
-    Ok(PartRow {
-        part: r.get(0)?,
-        seq: r.get(1)?,
-        partition: partition.chars().next().unwrap_or('b'),
-        start_block: r.get::<_, i64>(3)?.max(0) as u64,
-        file_offset: r.get::<_, i64>(4)?.max(0) as u64,
-        length: r.get::<_, i64>(5)?.max(0) as u64,
-    })
 }
