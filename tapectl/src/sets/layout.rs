@@ -26,6 +26,16 @@ pub const VERSION: u32 = 1;
 /// The longest set manifest line accepted (a hostile manifest cannot exhaust memory).
 const MAX_LINE: usize = 64 << 20;
 
+/// A set's id: a UUID, lowercase 8-4-4-4-12 hex (it names directories, on tape and in the state
+/// directory, so nothing else is taken from a tape).
+pub fn is_set_id(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
 /// The directory holding a set's own files on each of its tapes.
 pub fn set_dir(set: &str) -> String {
     format!("/.rackvault/sets/{set}")
@@ -136,6 +146,12 @@ impl TapeDescription {
         }
         if d.seq == 0 || d.copy == 0 {
             bail!("copy and sequence numbers count from 1");
+        }
+        // The set's id names a directory in the state directory: a UUID and nothing else.
+        for id in std::iter::once(&d.set).chain(d.base.as_ref()) {
+            if !is_set_id(id) {
+                bail!("set {id:?} is not a UUID");
+            }
         }
         Ok(d)
     }
@@ -300,6 +316,12 @@ impl SetManifest {
             .next_json("header")
             .map_err(fail)?
             .ok_or_else(|| bad(0, "empty".into()))?;
+        if let Some(id) = std::iter::once(&header.set)
+            .chain(header.base.as_ref())
+            .find(|id| !is_set_id(id))
+        {
+            return Err(bad(1, format!("set {id:?} is not a UUID")));
+        }
         if header.format != SET_FORMAT || header.version != VERSION {
             return Err(bad(
                 1,
@@ -419,7 +441,7 @@ mod tests {
             header: SetHeader {
                 format: SET_FORMAT.into(),
                 version: VERSION,
-                set: "S".into(),
+                set: "0badc0de-0000-4000-8000-000000000000".into(),
                 job: "j".into(),
                 snapshot: "s".into(),
                 kind: SetKind::Full,
@@ -450,5 +472,12 @@ mod tests {
         );
         let e = SetManifest::read_from(&ok[..ok.len() - 3], "m").unwrap_err();
         assert!(e.to_string().starts_with("m: damaged at line"), "{e}");
+        // A set id names a directory in the state directory: only a UUID is taken.
+        let mut hostile = m.clone();
+        hostile.header.set = "../../etc".into();
+        let e = SetManifest::read_from(&hostile.to_bytes()[..], "m").unwrap_err();
+        assert!(e.to_string().contains("is not a UUID"), "{e}");
+        assert!(is_set_id("0badc0de-0000-4000-8000-000000000000"));
+        assert!(!is_set_id("0BADC0DE-0000-4000-8000-000000000000"));
     }
 }
