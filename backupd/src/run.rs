@@ -19,7 +19,7 @@ use crate::engine::{self, Stats};
 use crate::progress::Progress;
 use crate::scan::ScanOptions;
 use crate::store::Store;
-use common::manifest::{self, Header, Kind, Manifest};
+use common::manifest::{Header, Kind, Manifest};
 use common::snapname;
 
 #[derive(Debug, Serialize)]
@@ -310,17 +310,12 @@ fn attempt(
     };
     let mut warnings = std::mem::take(&mut built.stats.warnings);
     warnings.extend(view.warnings.iter().cloned());
-    let header = Header {
-        format: manifest::FORMAT.into(),
-        version: manifest::VERSION,
-        job: job.name.clone(),
-        snapshot: name.to_string(),
-        created: now.to_string(),
-        source: job.source.display().to_string(),
-        hash: "blake3".into(),
-        block_size: manifest::BLOCK_SIZE,
-        entries: 0,
-    };
+    let header = Header::new(
+        &job.name,
+        name,
+        &now.to_string(),
+        &job.source.display().to_string(),
+    );
     let m = Manifest::new(header, built.entries);
     progress.phase("publishing");
     if let Err(e) = store.publish(&job.name, &staging, &m) {

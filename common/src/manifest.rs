@@ -41,6 +41,24 @@ pub struct Header {
     pub entries: u64,
 }
 
+impl Header {
+    /// The header of this format and version for a snapshot of `job` made at `created` (RFC 3339)
+    /// from `source`; `entries` is set by [`Manifest::new`].
+    pub fn new(job: &str, snapshot: &str, created: &str, source: &str) -> Header {
+        Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            job: job.into(),
+            snapshot: snapshot.into(),
+            created: created.into(),
+            source: source.into(),
+            hash: "blake3".into(),
+            block_size: BLOCK_SIZE,
+            entries: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -481,17 +499,7 @@ mod tests {
     }
 
     fn header() -> Header {
-        Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            job: "j".into(),
-            snapshot: "s".into(),
-            created: "2026-01-01T00:00:00Z".into(),
-            source: "/src".into(),
-            hash: "blake3".into(),
-            block_size: BLOCK_SIZE,
-            entries: 0,
-        }
+        Header::new("j", "s", "2026-01-01T00:00:00Z", "/src")
     }
 
     fn root() -> Entry {

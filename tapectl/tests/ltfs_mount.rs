@@ -17,6 +17,8 @@ use tapectl::drive::Drive;
 
 mod support;
 
+use support::{is_mounted, require_fuse};
+
 struct Vtl {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -121,27 +123,6 @@ impl Drop for Mounted {
     }
 }
 
-fn is_mounted(mnt: &Path) -> bool {
-    let want = mnt.to_str().unwrap();
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(want))
-}
-
-fn require_fuse() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the FUSE mount test needs root (it mounts with mount(2)); run scripts/test.sh as root"
-    );
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "/dev/fuse is missing: the FUSE mount test needs the fuse device (modprobe fuse, or pass /dev/fuse into the container)"
-    );
-}
-
 fn t(secs: i64, nanos: u32) -> Times {
     let x = LtfsTime::new(secs, nanos);
     Times {
@@ -159,7 +140,7 @@ fn errno(r: std::io::Result<impl Sized>) -> Option<i32> {
 
 #[test]
 fn mount_browse_read_and_unmount() {
-    require_fuse();
+    require_fuse("the FUSE mount test");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
     let v = Vtl {

@@ -37,10 +37,10 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use common::bytes::Bytes;
-use common::manifest::{FORMAT, Header, Kind, MANIFEST_FILE, Manifest, VERSION, Xattr};
+use common::manifest::{Header, Kind, MANIFEST_FILE, Manifest, Xattr};
 use common::relpath::RelPath;
-use support::json;
 use support::sets::{Lab, assert_same_tree, make_tree, noise, walk};
+use support::{is_mounted, json, require_fuse};
 
 const JOB: &str = "home";
 const SNAP1: &str = "20261201T020000Z";
@@ -390,25 +390,8 @@ impl Drop for Group {
     }
 }
 
-fn is_mounted(mnt: &Path) -> bool {
-    let want = mnt.to_str().unwrap();
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(want))
-}
-
 fn require_tools() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the restore-by-hand test needs root (FUSE mounts, owners); run scripts/test.sh as root"
-    );
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "/dev/fuse is missing: the restore-by-hand test needs the fuse device (modprobe fuse, or pass /dev/fuse into the container)"
-    );
+    require_fuse("the restore-by-hand test");
     for (tool, package) in [
         ("zstd", "zstd"),
         ("zstdcat", "zstd"),
@@ -462,17 +445,12 @@ fn publish(lab: &Lab, name: &str, tree: &Path) {
         }
     }
     let m = Manifest::new(
-        Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            job: JOB.into(),
-            snapshot: name.into(),
-            created: "2026-12-07T00:00:00Z".into(),
-            source: tree.display().to_string(),
-            hash: "blake3".into(),
-            block_size: common::manifest::BLOCK_SIZE,
-            entries: 0,
-        },
+        Header::new(
+            JOB,
+            name,
+            "2026-12-07T00:00:00Z",
+            &tree.display().to_string(),
+        ),
         entries,
     );
     m.save(&root.join(MANIFEST_FILE)).unwrap();

@@ -119,20 +119,7 @@ mod tests {
     }
 
     fn manifest(entries: Vec<Entry>) -> Manifest {
-        Manifest::new(
-            Header {
-                format: common::manifest::FORMAT.into(),
-                version: common::manifest::VERSION,
-                job: "j".into(),
-                snapshot: "s2".into(),
-                created: String::new(),
-                source: String::new(),
-                hash: "blake3".into(),
-                block_size: common::manifest::BLOCK_SIZE,
-                entries: 0,
-            },
-            entries,
-        )
+        Manifest::new(Header::new("j", "s2", "", ""), entries)
     }
 
     fn stored(p: &SetPlan) -> Vec<(String, Stored)> {

@@ -169,17 +169,7 @@ pub fn restore(
         .collect::<Result<_>>()?;
     let top = &chain[0];
     let manifest = Manifest::new(
-        Header {
-            format: common::manifest::FORMAT.into(),
-            version: common::manifest::VERSION,
-            job: set.job.clone(),
-            snapshot: set.snapshot.clone(),
-            created: String::new(),
-            source: String::new(),
-            hash: "blake3".into(),
-            block_size: common::manifest::BLOCK_SIZE,
-            entries: 0,
-        },
+        Header::new(&set.job, &set.snapshot, "", ""),
         top.manifest
             .entries
             .iter()

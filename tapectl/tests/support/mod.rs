@@ -193,3 +193,27 @@ pub fn tapectl_on_vtl(dir: &Path, locks: &Path) -> Command {
         .env_remove("RACKVAULT_VTL");
     c
 }
+
+/// Whether `mnt` is a mount point now (/proc/mounts).
+pub fn is_mounted(mnt: &Path) -> bool {
+    let want = mnt.to_str().unwrap();
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(want))
+}
+
+/// Fails, saying why, unless FUSE mounts can be made here: root and /dev/fuse. `what` names the
+/// test in the message.
+pub fn require_fuse(what: &str) {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "{what} needs root (it mounts with mount(2)); run scripts/test.sh as root"
+    );
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: {what} needs the fuse device (modprobe fuse, or pass /dev/fuse into the container)"
+    );
+}

@@ -5,7 +5,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::manifest::{Entry, FORMAT, Header, Kind, MANIFEST_FILE, Manifest, VERSION};
+use common::manifest::{Entry, Header, Kind, MANIFEST_FILE, Manifest};
 use common::relpath::RelPath;
 
 use super::ok;
@@ -83,17 +83,12 @@ pub fn publish(tree: &Path, root: &Path, job: &str, name: &str) {
     let mut entries = Vec::new();
     walk(root, root, &mut entries);
     let m = Manifest::new(
-        Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            job: job.into(),
-            snapshot: name.into(),
-            created: "2026-12-07T00:00:00Z".into(),
-            source: tree.display().to_string(),
-            hash: "blake3".into(),
-            block_size: common::manifest::BLOCK_SIZE,
-            entries: 0,
-        },
+        Header::new(
+            job,
+            name,
+            "2026-12-07T00:00:00Z",
+            &tree.display().to_string(),
+        ),
         entries,
     );
     m.save(&root.join(MANIFEST_FILE)).unwrap();
