@@ -469,26 +469,31 @@ fn read_ahead_never_serves_overwritten_records() {
 #[test]
 fn a_probe_handle_does_not_disturb_a_streaming_writer() {
     let mut s = setup();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let probed = Arc::new(AtomicU32::new(0));
     let probes = {
         let lib = Library::open(s.lib.dir()).unwrap();
-        let stop = stop.clone();
+        let (stop, probed) = (stop.clone(), probed.clone());
         std::thread::spawn(move || {
-            let mut n = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 drop(Drive::new(lib.drive(0).unwrap()).unwrap());
-                n += 1;
+                probed.fetch_add(1, Ordering::Relaxed);
             }
-            n
         })
     };
+    // The writes start once a probe has run, and the probes go on until they end.
+    while probed.load(Ordering::Relaxed) == 0 {
+        std::thread::yield_now();
+    }
     let d = &mut s.drive;
     for i in 0..400 {
         d.write_block(&record(i, 256 * 1024)).unwrap();
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let n = probes.join().unwrap();
-    assert!(n > 0, "the probes ran");
+    stop.store(true, Ordering::Relaxed);
+    probes.join().unwrap();
+    let n = probed.load(Ordering::Relaxed);
     d.write_filemarks(1).unwrap();
     d.rewind().unwrap();
     let mut buf = vec![0u8; 256 * 1024];
