@@ -19,10 +19,16 @@ pub fn repo() -> PathBuf {
 pub struct Tgt {
     pub dir: tempfile::TempDir,
     pub url: String,
+    /// One tgt at a time in a test binary: two starting at once chose the same port (it is
+    /// derived from the process id), and tgtadm then configured the other's target.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static TGT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Tgt {
     pub fn start() -> Tgt {
+        let one_at_a_time = TGT.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: geteuid has no preconditions.
         assert_eq!(
             unsafe { libc::geteuid() },
@@ -64,7 +70,11 @@ impl Tgt {
                     .unwrap()
                     .trim()
                     .to_string();
-                return Tgt { dir, url };
+                return Tgt {
+                    dir,
+                    url,
+                    _one_at_a_time: one_at_a_time,
+                };
             }
             eprintln!(
                 "tgt-vtl.sh start on {port} failed: {}",
