@@ -68,6 +68,7 @@ fn a_pruned_snapshot_is_restored_from_its_tape_set() {
             state_dir: &shared.state_dir,
             actor: "test",
             block_size: 512 * 1024,
+            wait_for_tape: None,
         },
         manifest,
         &tapectl::sets::write::NoProgress,

@@ -1,5 +1,6 @@
-//! Sizes for people, one formatter for every binary: powers of 1024, one decimal ("600.0 MiB"),
-//! whole bytes below 1 KiB. JSON carries exact bytes.
+//! Sizes and durations for people, one formatter for every binary. Sizes: powers of 1024, one
+//! decimal ("600.0 MiB"), whole bytes below 1 KiB. Durations: the two largest whole units
+//! ("2 h 30 min"). JSON carries exact bytes and seconds.
 
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -16,8 +17,42 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+pub fn duration(d: std::time::Duration) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")];
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{} ms", d.as_millis());
+    }
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (size, name) in UNITS {
+        if rest >= size {
+            parts.push(format!("{} {name}", rest / size));
+            rest %= size;
+        } else if !parts.is_empty() {
+            break;
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        let d = |s| super::duration(Duration::from_secs(s));
+        assert_eq!(super::duration(Duration::from_millis(250)), "250 ms");
+        assert_eq!(d(45), "45 s");
+        assert_eq!(d(90), "1 min 30 s");
+        assert_eq!(d(9000), "2 h 30 min");
+        assert_eq!(d(86_400 + 7_200 + 5), "1 d 2 h");
+        assert_eq!(d(86_400 + 5), "1 d");
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(super::bytes(0), "0 B");

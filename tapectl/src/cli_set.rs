@@ -38,6 +38,10 @@ pub enum SetCmd {
         /// Drives to write with (numbered from 0; default: all of the library's).
         #[arg(long, value_delimiter = ',')]
         drive: Vec<u16>,
+        /// When the pool has no tape for the set, wait up to this many seconds for one to be put
+        /// into the import/export door (it is taken in) instead of failing at once.
+        #[arg(long, value_name = "SECONDS")]
+        wait_tapes: Option<u64>,
     },
     /// Sets in the tape catalog: job, snapshot, full or incremental, base, tapes per copy, state.
     List {
@@ -164,6 +168,12 @@ impl Progress for SetBar {
             b.println(line);
         }
     }
+    fn waiting(&self, what: Option<&str>) {
+        if let Some(what) = what {
+            // Said once per wait, on the terminal or not: it is what the person must do.
+            eprintln!("tapectl: {what}; waiting for it (the set goes on once it is in the door)");
+        }
+    }
 }
 
 pub fn set_cmd(
@@ -181,6 +191,7 @@ pub fn set_cmd(
             copies,
             pool,
             drive,
+            wait_tapes,
         } => {
             let pool = cfg.tape.pool(pool.as_deref())?;
             let snaps = common::snapshots::open(&cfg.shared);
@@ -208,6 +219,7 @@ pub fn set_cmd(
                 state_dir,
                 actor: "tapectl set write",
                 block_size: 512 * 1024,
+                wait_for_tape: wait_tapes.map(std::time::Duration::from_secs),
             };
             let bar = SetBar::new(out, "writing");
             let r = write_set(lib, cat, &req, manifest, &bar);

@@ -365,6 +365,12 @@ impl Library {
 
     /// Moves every cartridge in the import/export slots to free storage slots.
     pub fn import(&mut self) -> Result<Vec<Move>> {
+        self.import_if(|_| true)
+    }
+
+    /// Moves the cartridges in the import/export slots that `take` accepts (given the barcode, if
+    /// the cartridge has one) to free storage slots.
+    pub fn import_if(&mut self, take: impl Fn(Option<&str>) -> bool) -> Result<Vec<Move>> {
         let inv = self.inventory()?;
         let mut free = named(&inv)
             .filter(|(p, e)| matches!(p, Place::Slot(_)) && !e.full)
@@ -373,7 +379,7 @@ impl Library {
             .into_iter();
         let mut moves = Vec::new();
         for (p, e) in named(&inv)
-            .filter(|(p, e)| matches!(p, Place::Ie(_)) && e.full)
+            .filter(|(p, e)| matches!(p, Place::Ie(_)) && e.full && take(e.volume_tag.as_deref()))
             .map(|(p, e)| (p, e.clone()))
             .collect::<Vec<_>>()
         {

@@ -203,3 +203,62 @@ fn sets_expire_by_their_pools_retention_and_an_expired_tape_is_written_anew() {
     );
     support::sets::assert_same_tree(&t, &out);
 }
+
+#[test]
+fn a_set_without_a_tape_waits_for_one_put_into_the_door_and_goes_on() {
+    use std::io::{BufRead, BufReader};
+    let lab = Lab::new(
+        1,
+        64,
+        "[[pool]]\nname = \"offsite\"\nbarcodes = [\"NW*\"]\n",
+    );
+    let t = lab.path("tree");
+    make_tree(&t, 5, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    // Without waiting it fails at once, saying what to insert.
+    let o = tapectl(&lab.config, &["set", "write", "home"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no writable tape of pool offsite") && err.contains("NW*"),
+        "{err}"
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tapectl"))
+        .arg("--config")
+        .arg(&lab.config)
+        .args(["--json", "set", "write", "home", "--wait-tapes", "300"])
+        .env_remove("RACKVAULT_VTL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "tapectl ended before it waited"
+        );
+        if line.contains("waiting for it") {
+            break;
+        }
+    }
+    assert!(line.contains("no writable tape of pool offsite"), "{line}");
+    // The operator puts a new cartridge into the door; the set takes it in and goes on.
+    ok(&lab.config, &["vtl", "insert", "NW0001L6"]);
+    let out = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(out.status.success(), "{rest}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["copies"][0]["tapes"][0]["barcode"], "NW0001L6", "{r}");
+    let l = json(&lab.config, &["media", "list"]);
+    let m = row(&l, "NW0001L6");
+    assert_eq!(m["pool"], "offsite", "{m}");
+    assert!(
+        m["location"]["kind"] == "slot",
+        "imported from the door and put back in a slot: {m}"
+    );
+}

@@ -150,7 +150,12 @@ pub fn next_tape(
             Ok(uuid) => return Ok((barcode, uuid)),
             Err(reason) => {
                 tracing::warn!(%barcode, "skipped: {reason}");
-                skipped.push(Skipped { barcode, reason });
+                if !skipped
+                    .iter()
+                    .any(|s| s.barcode == barcode && s.reason == reason)
+                {
+                    skipped.push(Skipped { barcode, reason });
+                }
             }
         }
     }
@@ -166,12 +171,33 @@ pub fn next_tape(
                 .join("; ")
         )
     };
-    bail!(
-        "no writable tape of pool {} is in the library{why}; insert a new cartridge whose barcode the pool takes ({}) with the import/export door, then `tapectl import`",
-        want.pool.name,
-        want.pool.barcodes.join(", ")
-    )
+    Err(NoTape {
+        pool: want.pool.name.clone(),
+        message: format!(
+            "no writable tape of pool {} is in the library{why}; insert a new cartridge whose barcode the pool takes ({}) with the import/export door, then `tapectl import`",
+            want.pool.name,
+            want.pool.barcodes.join(", ")
+        ),
+    }
+    .into())
 }
+
+/// No cartridge in the library can take the set: a person has to bring one. A writer that may
+/// wait for it (`--wait-tapes`, a daemon's tape job) waits; others fail with the message.
+#[derive(Debug, Clone)]
+pub struct NoTape {
+    pub pool: String,
+    /// What to insert, for a person.
+    pub message: String,
+}
+
+impl std::fmt::Display for NoTape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NoTape {}
 
 /// Loads `barcode` and makes it ready for the set: Ok(volume UUID), or Err(why it is skipped).
 /// A blank cartridge is formatted (volume name = barcode) and joins the pool.

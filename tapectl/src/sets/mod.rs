@@ -10,6 +10,7 @@
 //! - `verify`: a copy read back against the manifest's hashes.
 //! - `mount`: a set's tape loaded and mounted for reading.
 //! - `rebuild`: the catalog made anew from the tapes alone.
+//! - `wait`: a set paused until a person brings a tape.
 
 pub mod allocate;
 pub mod layout;
@@ -19,4 +20,5 @@ pub mod rebuild;
 pub mod restore;
 pub mod source;
 pub mod verify;
+pub mod wait;
 pub mod write;

@@ -19,13 +19,14 @@ use ltfs::index::{LtfsTime, Times};
 use ltfs::volume::{FileMeta, PartPut, Volume, VolumeError};
 use serde::Serialize;
 
-use super::allocate::{Skipped, Want, check_drive_health, next_tape};
+use super::allocate::{NoTape, Skipped, Want, check_drive_health, next_tape};
 use super::layout::{
     self, Continued, Part, SET_FORMAT, SetEntry, SetHeader, SetKind, SetTape, Stored, TAPE_FORMAT,
     TapeDescription, VERSION,
 };
 use super::plan::{SetPlan, plan};
 use super::source::Stream;
+use super::wait::{Cancelled, WaitEnd};
 use crate::backend::BoxedTransport;
 use crate::catalog::{NewSet, PartRow, SetRow, TapeCatalog};
 use crate::drive::Drive;
@@ -50,6 +51,9 @@ pub struct SetRequest<'a> {
     pub actor: &'a str,
     /// LTFS block size for tapes formatted on the way.
     pub block_size: usize,
+    /// When the pool has no tape for the set: how long to wait for one to be brought (through the
+    /// import/export door) before failing. `None`: fail at once, saying what to insert.
+    pub wait_for_tape: Option<std::time::Duration>,
 }
 
 /// Progress of a set being written or read; called from the writers' threads.
@@ -60,6 +64,12 @@ pub trait Progress: Sync {
     fn tape(&self, _copy: u32, _seq: u32, _barcode: &str) {}
     /// A line for the person watching ("tape 2 of 3: RV0002L6").
     fn note(&self, _line: &str) {}
+    /// The set waits for a person to bring a tape (`Some(what to insert)`), or goes on (`None`).
+    fn waiting(&self, _what: Option<&str>) {}
+    /// Stop at the next file: the tape is closed with its index and the set left interrupted.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 pub struct NoProgress;
@@ -521,7 +531,8 @@ impl<'a> CopyWriter<'a> {
                     actor: self.ctx.req.actor,
                     block_size: self.ctx.req.block_size,
                 };
-                let (b, u) = next_tape(&mut lib, &cat, &want, &mut taken, &mut skipped)?;
+                let (b, u) =
+                    self.next_tape_or_wait(&mut lib, &cat, &want, &mut taken, &mut skipped)?;
                 cat.add_copy_tape(self.ctx.set_id, self.copy, seq, &b, &u)?;
                 (b, u)
             };
@@ -639,7 +650,16 @@ impl<'a> CopyWriter<'a> {
         let mut vol = Volume::mount(&mut *drive).context("mounting the LTFS volume")?;
         let root = layout::data_root(self.ctx.req.job, self.ctx.req.snapshot);
         vol.mkdir_p(&root)?;
-        let end = self.write_entries(&mut vol, tape)?;
+        let end = match self.write_entries(&mut vol, tape) {
+            Ok(end) => end,
+            Err(e) if e.is::<Cancelled>() => {
+                // Closed with its index: the tape stays a clean volume; the set is interrupted.
+                vol.unmount()
+                    .context("closing the volume (writing its indexes)")?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let end = match end {
             Some(continues) => TapeEnd::Full { continues },
             None => match self.write_manifest(&mut vol, tape)? {
@@ -698,6 +718,55 @@ impl<'a> CopyWriter<'a> {
         Ok(end)
     }
 
+    /// The pool's next tape; without one, waits as the request allows for a person to bring one.
+    fn next_tape_or_wait(
+        &self,
+        lib: &mut Library,
+        cat: &TapeCatalog,
+        want: &Want,
+        taken: &mut HashSet<String>,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<(String, String)> {
+        let deadline = self.ctx.req.wait_for_tape.map(|w| Instant::now() + w);
+        loop {
+            let err = match next_tape(lib, cat, want, taken, skipped) {
+                Ok(t) => {
+                    self.ctx.progress.waiting(None);
+                    return Ok(t);
+                }
+                Err(e) => e,
+            };
+            let (Some(deadline), Some(no_tape)) = (deadline, err.downcast_ref::<NoTape>()) else {
+                return Err(err);
+            };
+            self.ctx.progress.waiting(Some(&no_tape.message));
+            let cancelled = || self.ctx.progress.cancelled();
+            match super::wait::for_library_change(
+                lib,
+                cat,
+                want.actor,
+                deadline,
+                super::wait::POLL,
+                &cancelled,
+            )? {
+                WaitEnd::Changed => {
+                    // Cartridges passed over before may have been replaced: look at all again,
+                    // except the ones other copies of this set hold.
+                    let skipped_now: HashSet<&str> =
+                        skipped.iter().map(|s| s.barcode.as_str()).collect();
+                    taken.retain(|b| !skipped_now.contains(b.as_str()));
+                }
+                WaitEnd::TimedOut => {
+                    let waited = self.ctx.req.wait_for_tape.unwrap_or_default();
+                    return Err(err.context(format!(
+                        "no tape came within {}",
+                        common::human::duration(waited)
+                    )));
+                }
+            }
+        }
+    }
+
     /// Some(continues) when early warning stopped it, None when every entry is on tape.
     fn write_entries(
         &mut self,
@@ -707,6 +776,9 @@ impl<'a> CopyWriter<'a> {
         let plan = self.ctx.plan;
         let (job, snap) = (self.ctx.req.job, self.ctx.req.snapshot);
         while self.next < plan.entries.len() {
+            if self.ctx.progress.cancelled() {
+                return Err(Cancelled.into());
+            }
             if vol.is_full() {
                 return Ok(Some(self.current.map(|c| Continued {
                     tape_path: plan.entries[c.entry].tape_path.clone().unwrap_or_default(),
