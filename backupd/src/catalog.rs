@@ -276,6 +276,27 @@ impl Catalog {
         Ok(())
     }
 
+    /// Finishes a run whose statistics are not the backup engine's (a tape job's sets).
+    pub fn finish_run_report(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        error: Option<&str>,
+        report: &impl Serialize,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET status = ?2, error = ?3, stats = ?4, finished_at = ?5 WHERE id = ?1",
+            params![
+                id,
+                outcome.as_str(),
+                error,
+                serde_json::to_string(report)?,
+                jiff::Timestamp::now().to_string()
+            ],
+        )?;
+        Ok(())
+    }
+
     pub fn run(&self, id: i64) -> Result<Option<RunRow>> {
         Ok(self.query_runs("WHERE id = ?1", params![id])?.pop())
     }

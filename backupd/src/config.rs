@@ -25,6 +25,12 @@ pub struct Config {
     pub serve: ServeConfig,
     /// Where alerts go (none: alerts are only logged).
     pub alerts: Vec<AlertTarget>,
+    /// `[[tape_job]]`: snapshots of jobs written to tape on schedules.
+    pub tape_jobs: Vec<crate::tape_jobs::TapeJob>,
+    /// The tape library (`[library]`, or the embedded virtual library).
+    pub library: tapectl::config::Settings,
+    /// Pools, `[tape]` and `[rotation]`.
+    pub tape: tapectl::pools::TapeSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +72,8 @@ pub enum AlertEvent {
     Stale,
     /// A job succeeded again after a failure or staleness.
     Recovery,
+    /// A person must act at the library: a tape job waits for a tape to be inserted.
+    Attention,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +219,8 @@ struct RawConfig {
     tape: Option<toml::Value>,
     #[allow(dead_code)]
     rotation: Option<toml::Value>,
+    #[serde(default, rename = "tape_job")]
+    tape_jobs: Vec<Spanned<crate::tape_jobs::config::RawTapeJob>>,
 }
 
 #[derive(Deserialize)]
@@ -301,12 +311,8 @@ impl Config {
         let cf = ConfigFile::new(text, path);
         let err_at = |span: Option<Range<usize>>, msg: String| cf.error(span, msg);
         let raw: RawConfig = cf.tables()?;
-        if raw.library.is_some() {
-            tapectl::config::Settings::from_file(&cf)?;
-        }
-        if raw.pool.is_some() || raw.tape.is_some() || raw.rotation.is_some() {
-            tapectl::pools::TapeSettings::from_file(&cf)?;
-        }
+        let library = tapectl::config::Settings::from_file(&cf)?;
+        let tape = tapectl::pools::TapeSettings::from_file(&cf)?;
         let resolve = |p: &str| cf.resolve(p);
         let SharedConfig {
             state_dir,
@@ -420,6 +426,15 @@ impl Config {
                 hooks,
             });
         }
+        let backup_jobs: Vec<String> = jobs.iter().map(|j: &Job| j.name.clone()).collect();
+        let tape_jobs = crate::tape_jobs::config::parse(
+            raw.tape_jobs,
+            &backup_jobs,
+            &mut names,
+            &tape,
+            serve.catch_up,
+            &err_at,
+        )?;
         let mut alerts = Vec::new();
         for a in &raw.alerts {
             alerts.push(parse_alert(a, &resolve, &err_at)?);
@@ -434,6 +449,9 @@ impl Config {
             jobs,
             serve,
             alerts,
+            tape_jobs,
+            library,
+            tape,
         })
     }
 
@@ -705,7 +723,12 @@ fn parse_alert(
         ));
     }
     let events = match &r.events {
-        None => vec![AlertEvent::Failure, AlertEvent::Stale, AlertEvent::Recovery],
+        None => vec![
+            AlertEvent::Failure,
+            AlertEvent::Stale,
+            AlertEvent::Recovery,
+            AlertEvent::Attention,
+        ],
         Some(list) => {
             let mut out = Vec::new();
             for e in list {
@@ -713,10 +736,13 @@ fn parse_alert(
                     "failure" => AlertEvent::Failure,
                     "stale" => AlertEvent::Stale,
                     "recovery" => AlertEvent::Recovery,
+                    "attention" => AlertEvent::Attention,
                     other => {
                         return Err(err_at(
                             Some(e.span()),
-                            format!("unknown alert event {other:?} (use failure, stale, recovery)"),
+                            format!(
+                                "unknown alert event {other:?} (use failure, stale, recovery, attention)"
+                            ),
                         ));
                     }
                 });

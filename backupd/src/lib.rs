@@ -21,5 +21,6 @@ pub mod scan;
 pub mod schedule;
 pub mod select;
 pub mod store;
+pub mod tape_jobs;
 pub mod tape_restore;
 pub mod verify;

@@ -28,6 +28,7 @@ const FILES_WRITTEN: &str = "backupd_files_written_total";
 const SNAPSHOTS: &str = "backupd_snapshots";
 const STORE_USED: &str = "backupd_store_used_bytes";
 const JOB_STALE: &str = "backupd_job_stale";
+const TAPE_JOB_WAITING: &str = "backupd_tape_job_waiting";
 const SCHED_QUEUED: &str = "backupd_scheduler_queued_runs";
 const SCHED_RUNNING: &str = "backupd_scheduler_running_runs";
 const SCHED_MAX: &str = "backupd_scheduler_max_concurrent";
@@ -103,6 +104,10 @@ fn describe_all() {
     describe_gauge!(
         JOB_STALE,
         "1 if the job has had no successful run within its stale_after window."
+    );
+    describe_gauge!(
+        TAPE_JOB_WAITING,
+        "1 while the tape job's run waits for a tape to be inserted (the API says which)."
     );
     describe_gauge!(SCHED_QUEUED, "Runs waiting for a free slot.");
     describe_gauge!(SCHED_RUNNING, "Runs in progress.");
@@ -223,6 +228,10 @@ impl Metrics {
 
     pub fn job_stale(&self, job: &str, stale: bool) {
         gauge!(JOB_STALE, "job" => job.to_string()).set(if stale { 1.0 } else { 0.0 });
+    }
+
+    pub fn tape_job_waiting(&self, job: &str, waiting: bool) {
+        gauge!(TAPE_JOB_WAITING, "job" => job.to_string()).set(if waiting { 1.0 } else { 0.0 });
     }
 
     pub fn scheduler(&self, queued: usize, running: usize, max_concurrent: usize) {

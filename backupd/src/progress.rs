@@ -20,6 +20,8 @@ pub struct ProgressSnapshot {
     pub files_total: u64,
     pub bytes_done: u64,
     pub bytes_total: u64,
+    /// What the run waits for a person to do (a tape job with no tape to write on).
+    pub waiting: Option<String>,
 }
 
 #[derive(Default)]
@@ -31,6 +33,7 @@ pub struct Progress {
     bytes_done: AtomicU64,
     bytes_total: AtomicU64,
     cancelled: AtomicBool,
+    waiting: Mutex<Option<String>>,
 }
 
 impl Progress {
@@ -81,6 +84,18 @@ impl Progress {
         }
     }
 
+    /// A new piece of work (the next set of a tape job): counts start again from zero.
+    pub fn restart(&self, phase: &str, files: u64, bytes: u64) {
+        self.files_done.store(0, Relaxed);
+        self.bytes_done.store(0, Relaxed);
+        self.start(phase, files, bytes);
+    }
+
+    /// The run waits for a person (`Some`: what to do), or goes on (`None`).
+    pub fn set_waiting(&self, what: Option<&str>) {
+        *self.waiting.lock().expect("not poisoned") = what.map(str::to_string);
+    }
+
     /// Bytes of source content dealt with: read, or found unchanged without reading.
     pub fn bytes(&self, n: u64) {
         self.bytes_done.fetch_add(n, Relaxed);
@@ -112,6 +127,7 @@ impl Progress {
             files_total: self.files_total.load(Relaxed),
             bytes_done: self.bytes_done.load(Relaxed),
             bytes_total: self.bytes_total.load(Relaxed),
+            waiting: self.waiting.lock().expect("not poisoned").clone(),
         }
     }
 

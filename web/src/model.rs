@@ -23,6 +23,12 @@ pub struct Health {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobView {
     pub name: String,
+    /// "backup", or "tape" (a `[[tape_job]]`: `source` and `consistency` are empty, `tape` says
+    /// what it writes).
+    #[serde(default = "backup_kind")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tape: Option<TapeJobView>,
     pub source: String,
     pub consistency: String,
     pub schedule: Option<String>,
@@ -35,6 +41,26 @@ pub struct JobView {
     pub last_run: Option<RunView>,
     pub last_success_at: Option<String>,
     pub snapshots: u64,
+}
+
+fn backup_kind() -> String {
+    "backup".into()
+}
+
+/// What a tape job writes, and where.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TapeJobView {
+    /// Backup jobs whose latest snapshots it writes.
+    pub jobs: Vec<String>,
+    pub pool: String,
+    /// Cron schedules of full and incremental sets.
+    pub full: Option<String>,
+    pub incremental: Option<String>,
+    pub copies: u32,
+    pub full_copies: u32,
+    pub wait_for_tape_secs: u64,
+    /// What a running run waits for a person to insert, if it waits.
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,6 +95,10 @@ pub struct Progress {
     pub files_total: u64,
     pub bytes_done: u64,
     pub bytes_total: u64,
+    /// What the run waits for a person to do (a tape job with no tape to write on: which tape to
+    /// insert).
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

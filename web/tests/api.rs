@@ -41,6 +41,8 @@ impl FakeBackend {
         };
         JobView {
             name: name.into(),
+            kind: "backup".into(),
+            tape: None,
             source: format!("/srv/{name}"),
             consistency: "none".into(),
             schedule: Some("15 3 * * *".into()),

@@ -17,12 +17,14 @@ pub const DISCORD_EMBED_TOTAL_MAX: usize = 6000;
 const RED: u32 = 0xE7_4C_3C;
 const ORANGE: u32 = 0xE6_7E_22;
 const GREEN: u32 = 0x2E_CC_71;
+const BLUE: u32 = 0x34_98_DB;
 
 pub fn event_name(event: AlertEvent) -> &'static str {
     match event {
         AlertEvent::Failure => "failure",
         AlertEvent::Stale => "stale",
         AlertEvent::Recovery => "recovery",
+        AlertEvent::Attention => "attention",
     }
 }
 
@@ -45,6 +47,7 @@ pub fn discord_body(alert: &Alert, host: &str) -> Value {
         AlertEvent::Failure => (RED, "🔴"),
         AlertEvent::Stale => (ORANGE, "🟠"),
         AlertEvent::Recovery => (GREEN, "🟢"),
+        AlertEvent::Attention => (BLUE, "🔵"),
     };
     let content = truncate(
         &format!("{icon} {}: {}", host, alert.title),

@@ -13,6 +13,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod service;
 pub mod shared;
+pub mod tape_runner;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use crate::catalog::{Catalog, Trigger};
 use crate::config::Config;
 use crate::schedule::{Schedule, Zone};
 use lock::{DaemonInfo, DaemonLock};
-use scheduler::{JobPlan, Scheduler};
+use scheduler::{Class, JobPlan, Scheduler};
 use shared::{Shared, State};
 
 /// The longest the scheduler sleeps: a changed wall clock is noticed within this time.
@@ -67,17 +68,27 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
             crate::run::settle_dead_runs(&catalog, store.as_ref(), &j.name)?;
         }
     }
+    // A tape run a dead daemon left running: its set is settled by the tape catalog (interrupted).
+    for t in &cfg.tape_jobs {
+        catalog.mark_interrupted(&t.name)?;
+    }
     let now = Timestamp::now();
+    let parse = |s: &str| Schedule::parse(s, Zone::Local).map_err(anyhow::Error::msg);
     let mut plans = Vec::new();
     for j in &cfg.jobs {
-        let schedule = match &j.schedule {
-            Some(s) => Some(Schedule::parse(s, Zone::Local).map_err(anyhow::Error::msg)?),
-            None => None,
-        };
         plans.push(JobPlan {
             name: j.name.clone(),
-            schedule,
+            schedules: j.schedule.iter().map(|s| parse(s)).collect::<Result<_>>()?,
             catch_up: j.catch_up,
+            class: Class::Backup,
+        });
+    }
+    for t in &cfg.tape_jobs {
+        plans.push(JobPlan {
+            name: t.name.clone(),
+            schedules: t.schedules().map(parse).collect::<Result<_>>()?,
+            catch_up: t.catch_up,
+            class: Class::Tape,
         });
     }
     let sched = Scheduler::new(plans, cfg.serve.max_concurrent, now);
@@ -117,7 +128,7 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
     let http = tokio::spawn(web::serve(listener, router, async move {
         let _ = http_stopped.await;
     }));
-    tracing::info!(listen = %addr, jobs = cfg.jobs.len(), "backupd serve is ready");
+    tracing::info!(listen = %addr, jobs = cfg.jobs.len(), tape_jobs = cfg.tape_jobs.len(), "backupd serve is ready");
 
     for job in catch_up {
         tracing::info!(job = %job, "a scheduled run was missed while the daemon was down: catching up");
@@ -288,7 +299,7 @@ fn status_line(shared: &Shared) -> String {
     let next = st.sched.next_wakeup().map(|t| t.to_string());
     format!(
         "{} jobs, {} running, {} queued{}",
-        shared.cfg.jobs.len(),
+        shared.cfg.jobs.len() + shared.cfg.tape_jobs.len(),
         st.sched.running_len(),
         st.sched.queue_len(),
         next.map(|n| format!(", next run {n}")).unwrap_or_default()

@@ -2,6 +2,7 @@
 //! a periodic staleness check. Alerts are queued to a sender thread, so a slow webhook never
 //! holds up a run or the scheduler.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -30,18 +31,32 @@ pub struct Observer {
     config: std::path::PathBuf,
     policy: Mutex<AlertPolicy>,
     sender: Mutex<Option<AlertSender>>,
+    /// Tape jobs waiting for a tape, with what to insert.
+    waiting: Mutex<HashMap<String, String>>,
+}
+
+/// Every job the daemon watches (backup and tape), with its `stale_after`.
+fn watched(cfg: &Config) -> impl Iterator<Item = (&str, Option<Duration>)> {
+    cfg.jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.stale_after))
+        .chain(
+            cfg.tape_jobs
+                .iter()
+                .map(|t| (t.name.as_str(), t.stale_after)),
+        )
 }
 
 impl Observer {
     pub fn start(cfg: &Config, catalog: &Catalog, now: Timestamp) -> Result<Observer> {
         let metrics = Metrics::install()?;
         let mut seeds = Vec::new();
-        for j in &cfg.jobs {
+        for (name, _) in watched(cfg) {
             // Seeds for the metrics and the alert policy (the daemon's record of job health).
-            let last = catalog.last_run(&j.name, &["succeeded", "failed"])?;
+            let last = catalog.last_run(name, &["succeeded", "failed"])?;
             let last_ok = match &last {
                 Some(r) if r.status == "succeeded" => Some(r.clone()),
-                _ => catalog.last_run(&j.name, &["succeeded"])?,
+                _ => catalog.last_run(name, &["succeeded"])?,
             };
             let ok: Option<Timestamp> = last_ok.and_then(|r| r.finished_at?.parse().ok());
             let failing = last.as_ref().is_some_and(|r| r.status == "failed");
@@ -54,16 +69,20 @@ impl Observer {
                     succeeded: r.status == "succeeded",
                 })
             });
-            metrics.seed_job(&j.name, ok, last_run);
-            metrics.job_store(&j.name, catalog.snapshot_count(&j.name)?, None);
-            metrics.job_stale(&j.name, false);
+            metrics.seed_job(name, ok, last_run);
+            if cfg.jobs.iter().any(|j| j.name == name) {
+                metrics.job_store(name, catalog.snapshot_count(name)?, None);
+            } else {
+                metrics.tape_job_waiting(name, false);
+            }
+            metrics.job_stale(name, false);
             seeds.push(if failing {
                 let since = last
                     .and_then(|r| r.finished_at.and_then(|t| t.parse().ok()))
                     .unwrap_or(now);
-                JobAlertState::failing(&j.name, ok, 1, since)
+                JobAlertState::failing(name, ok, 1, since)
             } else {
-                JobAlertState::healthy(&j.name, ok)
+                JobAlertState::healthy(name, ok)
             });
         }
         let sender = AlertSender::start(cfg.alerts.clone(), SenderOptions::default());
@@ -73,7 +92,42 @@ impl Observer {
             config: cfg.path.clone(),
             policy: Mutex::new(AlertPolicy::new(seeds)),
             sender: Mutex::new(Some(sender)),
+            waiting: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A tape run waits for a person (`Some`: what to insert) or goes on (`None`). The first
+    /// wait of a run alerts; the API shows the wait from the run's progress.
+    pub fn tape_waiting(&self, job: &str, run_id: i64, what: Option<&str>) {
+        let mut waiting = self.waiting.lock().expect("waiting lock");
+        match what {
+            Some(what) => {
+                if waiting.insert(job.to_string(), what.to_string()).is_some() {
+                    return;
+                }
+                self.metrics.tape_job_waiting(job, true);
+                let now = Timestamp::now();
+                drop(waiting);
+                self.send(vec![crate::alerts::Alert {
+                    job: job.to_string(),
+                    event: crate::config::AlertEvent::Attention,
+                    at: now,
+                    title: format!("tape job {job} waits for a tape"),
+                    message: format!(
+                        "{what}. The run goes on by itself once the tape is in the door."
+                    ),
+                    run_id: Some(run_id),
+                    error: None,
+                    last_success: self.health(job).last_success,
+                }]);
+            }
+            None => {
+                if waiting.remove(job).is_some() {
+                    self.metrics.tape_job_waiting(job, false);
+                    tracing::info!(tape_job = job, run = run_id, "a tape came: the run goes on");
+                }
+            }
+        }
     }
 
     pub fn run_finished(
@@ -116,13 +170,10 @@ impl Observer {
 
     /// When the next job not yet stale becomes stale (the scheduler wakes up then).
     pub fn next_stale_deadline(&self, shared: &Shared) -> Option<Timestamp> {
-        shared
-            .cfg
-            .jobs
-            .iter()
-            .filter_map(|j| {
-                let after = jiff::SignedDuration::try_from(j.stale_after?).ok()?;
-                let h = self.health(&j.name);
+        watched(&shared.cfg)
+            .filter_map(|(name, stale_after)| {
+                let after = jiff::SignedDuration::try_from(stale_after?).ok()?;
+                let h = self.health(name);
                 if h.stale {
                     return None;
                 }
@@ -137,13 +188,10 @@ impl Observer {
 
     /// Alerts for jobs with no success within `stale_after`, and the stale gauge.
     pub fn check_stale(&self, shared: &Shared, now: Timestamp) {
-        let checks: Vec<StaleCheck> = shared
-            .cfg
-            .jobs
-            .iter()
-            .filter(|j| j.stale_after.is_some())
+        let checks: Vec<StaleCheck> = watched(&shared.cfg)
+            .filter(|(_, stale_after)| stale_after.is_some())
             // The policy knows each job's last success already.
-            .map(|j| (j.name.clone(), j.stale_after, None, shared.started_at))
+            .map(|(name, stale_after)| (name.to_string(), stale_after, None, shared.started_at))
             .collect();
         let alerts = self
             .policy

@@ -26,7 +26,10 @@ pub fn start(shared: &Arc<Shared>, q: Queued) {
     let spawned = std::thread::Builder::new().name(name).spawn({
         let q = q.clone();
         let shared = shared.clone();
-        move || run(&shared, &q, &progress)
+        move || match shared.cfg.tape_jobs.iter().find(|t| t.name == q.job) {
+            Some(tj) => super::tape_runner::run_tape_job(&shared, &q, &progress, tj),
+            None => run(&shared, &q, &progress),
+        }
     });
     if let Err(e) = spawned {
         tracing::error!(job = %q.job, error = %e, "cannot start a thread for the run");

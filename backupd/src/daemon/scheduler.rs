@@ -7,8 +7,10 @@
 //! - several fires missed at once (a busy or suspended machine) make one run, not many;
 //! - after downtime, a job whose last scheduled time passed with no run since gets one
 //!   catch-up run at start (if `catch_up`); a job with no run history gets none;
-//! - at most `max_concurrent` runs at once, started in queue order; a queued run of a job that
-//!   is running waits without holding up runs of other jobs behind it.
+//! - at most `max_concurrent` backup runs at once, and one tape run (a tape job may use every
+//!   drive for its copies), started in queue order; a queued run that must wait (its job is
+//!   running, or its class is at its limit) does not hold up runs behind it;
+//! - a job may have several schedules (a tape job's full and incremental): it fires at each.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -20,9 +22,20 @@ use crate::schedule::Schedule;
 #[derive(Debug, Clone)]
 pub struct JobPlan {
     pub name: String,
-    pub schedule: Option<Schedule>,
+    pub schedules: Vec<Schedule>,
     pub catch_up: bool,
+    pub class: Class,
 }
+
+/// What a run occupies: backup runs share `max_concurrent`; tape runs the library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Backup,
+    Tape,
+}
+
+/// Tape runs at once: one per library (a run writes its copies on all drives).
+const MAX_TAPE_RUNS: usize = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
@@ -33,9 +46,23 @@ pub struct Queued {
 
 #[derive(Debug)]
 struct JobState {
-    schedule: Option<Schedule>,
+    schedules: Vec<Schedule>,
     catch_up: bool,
+    class: Class,
     next_fire: Option<Timestamp>,
+}
+
+impl JobState {
+    fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        self.schedules.iter().filter_map(|s| s.next_after(t)).min()
+    }
+
+    fn last_at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
+        self.schedules
+            .iter()
+            .filter_map(|s| s.last_at_or_before(t))
+            .max()
+    }
 }
 
 #[derive(Debug)]
@@ -52,15 +79,14 @@ impl Scheduler {
         let jobs = plans
             .into_iter()
             .map(|p| {
-                let next_fire = p.schedule.as_ref().and_then(|s| s.next_after(now));
-                (
-                    p.name,
-                    JobState {
-                        schedule: p.schedule,
-                        catch_up: p.catch_up,
-                        next_fire,
-                    },
-                )
+                let mut st = JobState {
+                    schedules: p.schedules,
+                    catch_up: p.catch_up,
+                    class: p.class,
+                    next_fire: None,
+                };
+                st.next_fire = st.next_after(now);
+                (p.name, st)
             })
             .collect();
         Scheduler {
@@ -82,7 +108,7 @@ impl Scheduler {
             .iter()
             .filter(|(_, s)| s.catch_up)
             .filter_map(|(name, s)| {
-                let missed = s.schedule.as_ref()?.last_at_or_before(now)?;
+                let missed = s.last_at_or_before(now)?;
                 let last = last_attempt(name)?;
                 (last < missed).then(|| name.clone())
             })
@@ -98,7 +124,7 @@ impl Scheduler {
             if next > now {
                 continue;
             }
-            s.next_fire = s.schedule.as_ref().and_then(|sc| sc.next_after(now));
+            s.next_fire = s.next_after(now);
             if !self.queue.iter().any(|q| &q.job == name) {
                 out.push(name.clone());
             }
@@ -147,15 +173,27 @@ impl Scheduler {
         true
     }
 
+    fn class_of(&self, job: &str) -> Class {
+        self.jobs.get(job).map_or(Class::Backup, |s| s.class)
+    }
+
+    fn running_in(&self, class: Class) -> usize {
+        self.running
+            .keys()
+            .filter(|j| self.class_of(j) == class)
+            .count()
+    }
+
     /// The next queued run allowed to start now, marked running.
     pub fn start_next(&mut self) -> Option<Queued> {
-        if self.running.len() >= self.max_concurrent {
-            return None;
-        }
+        let room = |class| match class {
+            Class::Backup => self.running_in(Class::Backup) < self.max_concurrent,
+            Class::Tape => self.running_in(Class::Tape) < MAX_TAPE_RUNS,
+        };
         let i = self
             .queue
             .iter()
-            .position(|q| !self.running.contains_key(&q.job))?;
+            .position(|q| !self.running.contains_key(&q.job) && room(self.class_of(&q.job)))?;
         let q = self.queue.remove(i).expect("index from position");
         self.running.insert(q.job.clone(), q.run_id);
         Some(q)
@@ -190,9 +228,64 @@ mod tests {
     fn plan(name: &str, cron: Option<&str>, catch_up: bool) -> JobPlan {
         JobPlan {
             name: name.into(),
-            schedule: cron.map(|c| Schedule::parse(c, Zone::Utc).unwrap()),
+            schedules: cron
+                .map(|c| Schedule::parse(c, Zone::Utc).unwrap())
+                .into_iter()
+                .collect(),
             catch_up,
+            class: Class::Backup,
         }
+    }
+
+    fn tape_plan(name: &str, crons: &[&str]) -> JobPlan {
+        JobPlan {
+            name: name.into(),
+            schedules: crons
+                .iter()
+                .map(|c| Schedule::parse(c, Zone::Utc).unwrap())
+                .collect(),
+            catch_up: true,
+            class: Class::Tape,
+        }
+    }
+
+    #[test]
+    fn a_tape_job_fires_at_each_of_its_schedules_and_runs_beside_backups_one_at_a_time() {
+        let t0 = ts("2026-11-30T03:00:00Z");
+        let mut s = Scheduler::new(
+            vec![
+                plan("home", Some("0 2 * * *"), true),
+                plan("db", None, true),
+                // Full on the 1st, incrementals Tuesday to Sunday.
+                tape_plan("tape-a", &["0 4 1 * *", "0 4 * * 2-6,0"]),
+                tape_plan("tape-b", &["30 4 1 * *"]),
+            ],
+            2,
+            t0,
+        );
+        // Monday Nov 30, 04:00: neither of tape-a's schedules fires.
+        assert!(s.due(ts("2026-11-30T04:00:00Z")).is_empty());
+        // Tuesday Dec 1, 04:00: both fire, one run.
+        assert_eq!(s.due(ts("2026-12-01T04:00:00Z")), vec!["home", "tape-a"]);
+        assert_eq!(s.next_fire("tape-a"), Some(ts("2026-12-02T04:00:00Z")));
+        let mut id = 0;
+        enqueue(
+            &mut s,
+            vec!["home".into(), "tape-a".into()],
+            &mut id,
+            Trigger::Schedule,
+        );
+        let d = s.due(ts("2026-12-01T04:30:00Z"));
+        assert_eq!(d, vec!["tape-b"]);
+        enqueue(&mut s, d, &mut id, Trigger::Schedule);
+        enqueue(&mut s, vec!["db".into()], &mut id, Trigger::Manual);
+        assert_eq!(s.start_next().unwrap().job, "home");
+        assert_eq!(s.start_next().unwrap().job, "tape-a");
+        // One tape run at a time; the backup run queued behind the waiting tape run starts.
+        assert_eq!(s.start_next().unwrap().job, "db");
+        assert_eq!(s.start_next(), None);
+        s.finished("tape-a");
+        assert_eq!(s.start_next().unwrap().job, "tape-b");
     }
 
     /// Plays the daemon: enqueues what is due with increasing run ids.

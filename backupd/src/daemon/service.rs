@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
-use web::model::{Health, JobView, Progress, RunQuery, RunView, SnapshotItem, Triggered};
+use web::model::{
+    Health, JobView, Progress, RunQuery, RunView, SnapshotItem, TapeJobView, Triggered,
+};
 use web::{ApiError, Backend};
 
 use super::shared::{DaemonError, Shared, TriggerState};
 use crate::catalog::{RunFilter, RunRow, Trigger};
+use crate::tape_jobs::TapeJob;
 
 pub struct Service(pub Arc<Shared>);
 
@@ -27,6 +30,7 @@ impl Service {
                     files_total: s.files_total,
                     bytes_done: s.bytes_done,
                     bytes_total: s.bytes_total,
+                    waiting: s.waiting,
                 }
             }),
             cancel_requested: live.is_some_and(|p| p.is_cancelled()),
@@ -44,22 +48,27 @@ impl Service {
         }
     }
 
+    /// A job's state in the scheduler ("idle", "queued", "running") and its next fire.
+    fn sched_state(&self, name: &str) -> (&'static str, Option<jiff::Timestamp>) {
+        let st = self.0.state();
+        let state = if st.sched.running(name).is_some() {
+            "running"
+        } else if st.sched.queued(name).is_some() {
+            "queued"
+        } else {
+            "idle"
+        };
+        (state, st.sched.next_fire(name))
+    }
+
     /// `last` and `snapshots` come from the catalog, fetched for all jobs at once by the caller.
     fn job_view(&self, job: &crate::config::Job, last: Option<RunRow>, snapshots: u64) -> JobView {
         let health = self.0.observer.health(&job.name);
-        let (state, next) = {
-            let st = self.0.state();
-            let state = if st.sched.running(&job.name).is_some() {
-                "running"
-            } else if st.sched.queued(&job.name).is_some() {
-                "queued"
-            } else {
-                "idle"
-            };
-            (state, st.sched.next_fire(&job.name))
-        };
+        let (state, next) = self.sched_state(&job.name);
         JobView {
             name: job.name.clone(),
+            kind: "backup".into(),
+            tape: None,
             source: job.source.display().to_string(),
             consistency: job.consistency.kind().to_string(),
             schedule: job.schedule.clone(),
@@ -74,7 +83,48 @@ impl Service {
         }
     }
 
-    fn job_views(&self, jobs: &[&crate::config::Job]) -> Result<Vec<JobView>, ApiError> {
+    fn tape_job_view(&self, t: &TapeJob, last: Option<RunRow>) -> JobView {
+        let health = self.0.observer.health(&t.name);
+        let (state, next) = self.sched_state(&t.name);
+        let last_run = last.map(|r| self.view(r));
+        let waiting = last_run
+            .as_ref()
+            .and_then(|r| r.progress.as_ref())
+            .and_then(|p| p.waiting.clone());
+        JobView {
+            name: t.name.clone(),
+            kind: "tape".into(),
+            tape: Some(TapeJobView {
+                jobs: t.jobs.clone(),
+                pool: self
+                    .0
+                    .cfg
+                    .tape
+                    .pool(t.pool.as_deref())
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+                full: t.full.clone(),
+                incremental: t.incremental.clone(),
+                copies: t.copies,
+                full_copies: t.full_copies,
+                wait_for_tape_secs: t.wait_for_tape.as_secs(),
+                waiting,
+            }),
+            source: String::new(),
+            consistency: String::new(),
+            schedule: None,
+            next_run_at: next.map(|t| t.to_string()),
+            catch_up: t.catch_up,
+            stale_after_secs: t.stale_after.map(|d| d.as_secs()),
+            stale: health.stale,
+            state: state.to_string(),
+            last_run,
+            last_success_at: health.last_success.map(|t| t.to_string()),
+            snapshots: 0,
+        }
+    }
+
+    fn job_views(&self, names: &[&str]) -> Result<Vec<JobView>, ApiError> {
         let (mut last, counts) = {
             let c = self.0.catalog();
             (
@@ -82,35 +132,54 @@ impl Service {
                 c.snapshot_counts().map_err(internal)?,
             )
         };
-        Ok(jobs
+        let cfg = &self.0.cfg;
+        Ok(names
             .iter()
-            .map(|j| {
-                let snapshots = counts.get(&j.name).copied().unwrap_or(0);
-                self.job_view(j, last.remove(&j.name), snapshots)
+            .filter_map(|&name| {
+                if let Some(j) = cfg.jobs.iter().find(|j| j.name == name) {
+                    let snapshots = counts.get(name).copied().unwrap_or(0);
+                    Some(self.job_view(j, last.remove(name), snapshots))
+                } else {
+                    let t = cfg.tape_jobs.iter().find(|t| t.name == name)?;
+                    Some(self.tape_job_view(t, last.remove(name)))
+                }
             })
             .collect())
     }
 
-    fn known_job(&self, name: &str) -> Result<&crate::config::Job, ApiError> {
-        self.0
-            .cfg
-            .jobs
+    /// A backup or tape job of the configuration.
+    fn known_job<'a>(&'a self, name: &'a str) -> Result<&'a str, ApiError> {
+        let cfg = &self.0.cfg;
+        if cfg.jobs.iter().any(|j| j.name == name) || cfg.tape_jobs.iter().any(|t| t.name == name) {
+            Ok(name)
+        } else {
+            Err(ApiError::NotFound(format!("no job named {name:?}")))
+        }
+    }
+}
+
+impl Service {
+    /// Backup jobs, then tape jobs, as the configuration lists them.
+    fn all_jobs(&self) -> Vec<&str> {
+        let cfg = &self.0.cfg;
+        cfg.jobs
             .iter()
-            .find(|j| j.name == name)
-            .ok_or_else(|| ApiError::NotFound(format!("no job named {name:?}")))
+            .map(|j| j.name.as_str())
+            .chain(cfg.tape_jobs.iter().map(|t| t.name.as_str()))
+            .collect()
     }
 }
 
 impl Backend for Service {
     fn health(&self) -> Health {
         let (mut stale_jobs, mut failing_jobs) = (Vec::new(), Vec::new());
-        for j in &self.0.cfg.jobs {
-            let h = self.0.observer.health(&j.name);
+        for name in self.all_jobs() {
+            let h = self.0.observer.health(name);
             if h.stale {
-                stale_jobs.push(j.name.clone());
+                stale_jobs.push(name.to_string());
             }
             if h.failing {
-                failing_jobs.push(j.name.clone());
+                failing_jobs.push(name.to_string());
             }
         }
         let st = self.0.state();
@@ -121,7 +190,7 @@ impl Backend for Service {
             version: env!("CARGO_PKG_VERSION").into(),
             started_at: self.0.started_at.to_string(),
             uptime_secs: now.duration_since(self.0.started_at).as_secs().max(0) as u64,
-            jobs: self.0.cfg.jobs.len(),
+            jobs: self.0.cfg.jobs.len() + self.0.cfg.tape_jobs.len(),
             running: st.sched.running_len(),
             queued: st.sched.queue_len(),
             stale_jobs,
@@ -131,12 +200,12 @@ impl Backend for Service {
     }
 
     fn jobs(&self) -> Result<Vec<JobView>, ApiError> {
-        self.job_views(&self.0.cfg.jobs.iter().collect::<Vec<_>>())
+        self.job_views(&self.all_jobs())
     }
 
     fn job(&self, name: &str) -> Result<JobView, ApiError> {
-        let job = self.known_job(name)?;
-        Ok(self.job_views(&[job])?.remove(0))
+        let name = self.known_job(name)?;
+        Ok(self.job_views(&[name])?.remove(0))
     }
 
     /// `q` is validated by the router (status, limit).
@@ -165,6 +234,11 @@ impl Backend for Service {
 
     fn snapshots(&self, job: &str) -> Result<Vec<SnapshotItem>, ApiError> {
         self.known_job(job)?;
+        if self.0.cfg.tape_jobs.iter().any(|t| t.name == job) {
+            return Err(ApiError::NotFound(format!(
+                "{job:?} is a tape job: it writes sets, not snapshots (`tapectl set list`)"
+            )));
+        }
         let snaps = self.0.store.snapshots(job).map_err(internal)?;
         let c = self.0.catalog();
         snaps

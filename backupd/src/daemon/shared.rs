@@ -78,7 +78,9 @@ impl Shared {
         trigger: Trigger,
         now: Timestamp,
     ) -> Result<(i64, TriggerState), DaemonError> {
-        if self.cfg.jobs.iter().all(|j| j.name != job) {
+        if self.cfg.jobs.iter().all(|j| j.name != job)
+            && self.cfg.tape_jobs.iter().all(|t| t.name != job)
+        {
             return Err(DaemonError::UnknownJob(job.to_string()));
         }
         let mut st = self.state();

@@ -1,6 +1,8 @@
 //! Helpers for the backupd integration tests: a real binary, real files, real stores.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
