@@ -29,6 +29,7 @@ const SNAPSHOTS: &str = "backupd_snapshots";
 const STORE_USED: &str = "backupd_store_used_bytes";
 const JOB_STALE: &str = "backupd_job_stale";
 const TAPE_JOB_WAITING: &str = "backupd_tape_job_waiting";
+const DRIVES_NEEDING_CLEANING: &str = "rackvault_drives_needing_cleaning";
 const SCHED_QUEUED: &str = "backupd_scheduler_queued_runs";
 const SCHED_RUNNING: &str = "backupd_scheduler_running_runs";
 const SCHED_MAX: &str = "backupd_scheduler_max_concurrent";
@@ -108,6 +109,10 @@ fn describe_all() {
     describe_gauge!(
         TAPE_JOB_WAITING,
         "1 while the tape job's run waits for a tape to be inserted (the API says which)."
+    );
+    describe_gauge!(
+        DRIVES_NEEDING_CLEANING,
+        "Drives that asked for cleaning after the last tape run and could not be cleaned."
     );
     describe_gauge!(SCHED_QUEUED, "Runs waiting for a free slot.");
     describe_gauge!(SCHED_RUNNING, "Runs in progress.");
@@ -234,6 +239,10 @@ impl Metrics {
         gauge!(TAPE_JOB_WAITING, "job" => job.to_string()).set(if waiting { 1.0 } else { 0.0 });
     }
 
+    pub fn drives_needing_cleaning(&self, n: usize) {
+        gauge!(DRIVES_NEEDING_CLEANING).set(n as f64);
+    }
+
     pub fn scheduler(&self, queued: usize, running: usize, max_concurrent: usize) {
         gauge!(SCHED_QUEUED).set(queued as f64);
         gauge!(SCHED_RUNNING).set(running as f64);
@@ -346,8 +355,7 @@ impl ProcessSnapshot {
 
 /// The process metrics in the text exposition format, with the names and types the official
 /// Prometheus clients use.
-/// How many cleanings an LTO cleaning cartridge gives (IBM, HPE: 50).
-pub const CLEANER_LIFE: u64 = 50;
+use tapectl::catalog::CLEANER_LIFE;
 
 /// The tape figures in the text exposition format (no series when there is no tape catalog).
 pub fn render_tapes(f: &tapectl::rotation::TapeFigures) -> String {

@@ -16,7 +16,7 @@ fn config() -> (Setup, Hook) {
         "[[job]]\nname = \"home\"\nsource = \"src\"\n\n\
          [library]\ntransport = \"virtual\"\ndir = \"vtl\"\nlock_dir = \"locks\"\n\n\
          [[pool]]\nname = \"weekly\"\nbarcodes = [\"RV*\"]\n\n\
-         [rotation]\nvaults = [\"parents-house\"]\noffsite = [{{ kind = \"full\", copy = 2, vault = \"parents-house\" }}]\n\n\
+         [rotation]\nvaults = [\"parents-house\"]\noffsite = [{{ kind = \"full\", copy = 2, vault = \"parents-house\" }}]\nkeep_offsite_fulls = 1\n\n\
          [[tape_job]]\nname = \"to-tape\"\njobs = [\"home\"]\npool = \"weekly\"\nfull_copies = 2\nwait_for_tape = \"10m\"\n\n\
          [[alert]]\nkind = \"webhook\"\nurl = \"{}\"\n",
         hook.url
@@ -62,7 +62,7 @@ fn a_tape_job_writes_full_and_incremental_sets_and_waits_for_a_tape_it_lacks() {
         &s.path("vtl"),
         &vtl::LibrarySpec {
             cartridge_capacity_mb: 64,
-            barcodes: vec!["RV0001L6".into()],
+            barcodes: vec!["RV0001L6".into(), "CLN001L1".into()],
             ..Default::default()
         },
     )
@@ -159,8 +159,64 @@ fn a_tape_job_writes_full_and_incremental_sets_and_waits_for_a_tape_it_lacks() {
             .contains("on tape already"),
         "{v}"
     );
-    let (_, runs) = d.get("/api/v1/runs?job=to-tape");
+    let (_, runs) = d.get("/api/v1/runs?job=to-tape&limit=3");
     assert_eq!(runs.as_array().unwrap().len(), 3, "{runs}");
+    // The rotation policy wants a full set offsite and none is: a person is told.
+    let a = hook.wait_for_message("attention", "tape library", "the policy wants 1");
+    assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .contains("0 full set(s) offsite"),
+        "{a}"
+    );
+
+    // Between jobs, a drive asking for cleaning is cleaned with the library's cleaner...
+    let lib = vtl::Library::open(&s.path("vtl")).unwrap();
+    lib.set_fault(vtl::Fault::NeedsCleaning { drive: 1 })
+        .unwrap();
+    assert_eq!(wait_done(&d, d.trigger("to-tape"))["status"], "succeeded");
+    let (_, text) = d.get_text("/metrics");
+    let ms = parse_metrics(&text);
+    assert_eq!(
+        metric(
+            &ms,
+            "rackvault_cleaning_cartridge_uses_left",
+            "barcode=\"CLN001L1\""
+        ),
+        Some(49.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&ms, "rackvault_drives_needing_cleaning", ""),
+        Some(0.0)
+    );
+    // ...and when the cleaner is used up, the drive waits for a new one and a person is told.
+    tapectl::catalog::TapeCatalog::open(&s.path("state"))
+        .unwrap()
+        .cleaner_used_up("CLN001L1")
+        .unwrap();
+    lib.set_fault(vtl::Fault::NeedsCleaning { drive: 1 })
+        .unwrap();
+    assert_eq!(wait_done(&d, d.trigger("to-tape"))["status"], "succeeded");
+    let a = hook.wait_for_message("attention", "tape library", "drive 1 asks for cleaning");
+    assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .contains("insert a new CLN cartridge"),
+        "{a}"
+    );
+    hook.wait_for_message("attention", "tape library", "CLN001L1 is used up");
+    let (_, text) = d.get_text("/metrics");
+    assert_eq!(
+        metric(
+            &parse_metrics(&text),
+            "rackvault_drives_needing_cleaning",
+            ""
+        ),
+        Some(1.0)
+    );
     let (status, _, log) = d.stop();
     assert!(status.success(), "{log}");
 }

@@ -404,14 +404,25 @@ impl Library {
 
     /// Cleans drive `drive` with a CLN* cartridge from a storage slot, then puts the cleaner back.
     pub fn clean(&mut self, drive: u16) -> Result<Vec<Move>> {
+        self.clean_with(drive, None)
+    }
+
+    /// Cleans drive `drive` with `cleaner` (a barcode), or the first CLN* cartridge in a storage
+    /// slot, then puts the cleaner back.
+    pub fn clean_with(&mut self, drive: u16, cleaner: Option<&str>) -> Result<Vec<Move>> {
         let inv = self.inventory()?;
         let (cp, ce) = named(&inv)
             .find(|(p, e)| {
                 matches!(p, Place::Slot(_))
-                    && e.volume_tag.as_deref().is_some_and(is_cleaning_cartridge)
+                    && e.volume_tag
+                        .as_deref()
+                        .is_some_and(|b| is_cleaning_cartridge(b) && cleaner.is_none_or(|c| c == b))
             })
             .map(|(p, e)| (p, e.clone()))
-            .ok_or_else(|| anyhow!("no cleaning cartridge (barcode CLN…) in a storage slot"))?;
+            .ok_or_else(|| match cleaner {
+                Some(c) => anyhow!("cleaning cartridge {c} is not in a storage slot"),
+                None => anyhow!("no cleaning cartridge (barcode CLN…) in a storage slot"),
+            })?;
         let _lock = self.lock_drive(&inv, drive)?;
         let mut moves = Vec::new();
         let (_, de) = self.resolve(&inv, &Target::Place(Place::Drive(drive)))?;

@@ -137,6 +137,7 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
         }
     }
     shared.observer.check_stale(&shared, Timestamp::now());
+    shared.observer.check_tapes(Timestamp::now(), true);
     notify::ready(&status_line(&shared));
     if let Some(every) = notify::watchdog_interval() {
         tokio::spawn(async move {
@@ -223,6 +224,7 @@ async fn scheduler_loop(shared: &Arc<Shared>, signals: &mut StopSignals) {
             }
         }
         shared.observer.check_stale(shared, now);
+        shared.observer.check_tapes(now, false);
         if last_status.elapsed() >= TICK {
             last_status = std::time::Instant::now();
             notify::status(&status_line(shared));

@@ -33,7 +33,19 @@ pub struct Observer {
     sender: Mutex<Option<AlertSender>>,
     /// Tape jobs waiting for a tape, with what to insert.
     waiting: Mutex<HashMap<String, String>>,
+    /// What the library needs of a person, alerted once each while it lasts, by source
+    /// ("rotation", "cleaning"); and when the catalog was last looked at for it.
+    attention: Mutex<(
+        HashMap<&'static str, Vec<String>>,
+        Option<std::time::Instant>,
+    )>,
 }
+
+/// The `job` of alerts about the library rather than a job.
+pub const LIBRARY: &str = "tape library";
+
+/// How often the tape catalog is looked at for rotation and cleaner alerts.
+const TAPE_CHECK: Duration = Duration::from_secs(300);
 
 /// Every job the daemon watches (backup and tape), with its `stale_after`.
 fn watched(cfg: &Config) -> impl Iterator<Item = (&str, Option<Duration>)> {
@@ -93,7 +105,83 @@ impl Observer {
             policy: Mutex::new(AlertPolicy::new(seeds)),
             sender: Mutex::new(Some(sender)),
             waiting: Mutex::new(HashMap::new()),
+            attention: Mutex::new((HashMap::new(), None)),
         })
+    }
+
+    /// Alerts (`attention`) for the items of `source` not alerted before; items gone since are
+    /// forgotten, so they alert again if they come back.
+    fn attention(&self, source: &'static str, items: Vec<String>) {
+        let mut st = self.attention.lock().expect("attention lock");
+        let before = st.0.get(source).cloned().unwrap_or_default();
+        let now = Timestamp::now();
+        let alerts = items
+            .iter()
+            .filter(|i| !before.contains(i))
+            .map(|i| crate::alerts::Alert {
+                job: LIBRARY.to_string(),
+                event: crate::config::AlertEvent::Attention,
+                at: now,
+                title: match source {
+                    "cleaning" | "cleaning-drives" => "the tape library needs cleaning".to_string(),
+                    _ => "tape rotation needs a person".to_string(),
+                },
+                message: i.clone(),
+                run_id: None,
+                error: None,
+                last_success: None,
+            })
+            .collect();
+        st.0.insert(source, items);
+        drop(st);
+        self.send(alerts);
+    }
+
+    /// After a tape run: the drives that ask for cleaning and could not be cleaned.
+    pub fn drives_needing_cleaning(&self, needs: &[tapectl::sets::allocate::NeedsCleaning]) {
+        self.metrics.drives_needing_cleaning(needs.len());
+        self.attention(
+            "cleaning-drives",
+            needs.iter().map(|n| n.why.clone()).collect(),
+        );
+    }
+
+    /// Rotation alerts (overdue exports and transits, too few fulls offsite) and used-up
+    /// cleaning cartridges, from the tape catalog: at most every few minutes unless `force`d.
+    pub fn check_tapes(&self, now: Timestamp, force: bool) {
+        {
+            let mut st = self.attention.lock().expect("attention lock");
+            if !force && st.1.is_some_and(|t| t.elapsed() < TAPE_CHECK) {
+                return;
+            }
+            st.1 = Some(std::time::Instant::now());
+        }
+        if !self.state_dir.join("tapes.sqlite").exists() {
+            return;
+        }
+        let look = || -> anyhow::Result<(Vec<String>, Vec<String>)> {
+            let cf = common::config::ConfigFile::load(&self.config)?;
+            let tape = tapectl::pools::TapeSettings::from_file(&cf)?;
+            let cat = tapectl::catalog::TapeCatalog::open(&self.state_dir)?;
+            let (media, sets, plan) = tapectl::rotation::of_catalog(&cat, &tape.rotation, now)?;
+            let f = tapectl::rotation::figures(&media, &sets, &plan);
+            let cleaners = f
+                .cleaning_uses
+                .iter()
+                .filter(|(_, used)| **used >= tapectl::catalog::CLEANER_LIFE)
+                .map(|(b, used)| {
+                    format!("cleaning cartridge {b} is used up ({used} cleanings); replace it")
+                })
+                .collect();
+            Ok((plan.alerts, cleaners))
+        };
+        match look() {
+            Ok((rotation, cleaners)) => {
+                self.attention("rotation", rotation);
+                self.attention("cleaning", cleaners);
+            }
+            Err(e) => tracing::warn!("tape catalog not checked for alerts: {e:#}"),
+        }
     }
 
     /// A tape run waits for a person (`Some`: what to insert) or goes on (`None`). The first

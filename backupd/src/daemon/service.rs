@@ -20,7 +20,11 @@ fn internal(e: anyhow::Error) -> ApiError {
 
 impl Service {
     fn view(&self, r: RunRow) -> RunView {
-        let live = self.0.state().active.get(&r.id).map(|a| a.progress.clone());
+        // Only while the catalog says running: a run recorded as finished may still be leaving
+        // `active` for a moment.
+        let live = (r.status == "running")
+            .then(|| self.0.state().active.get(&r.id).map(|a| a.progress.clone()))
+            .flatten();
         RunView {
             progress: live.as_ref().map(|p| {
                 let s = p.snapshot();

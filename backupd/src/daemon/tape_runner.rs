@@ -67,6 +67,15 @@ pub fn run_tape_job(shared: &Shared, q: &Queued, progress: &Progress, tj: &TapeJ
             (outcome, Some(msg), TapeRunReport::default())
         }
     };
+    // Between jobs: drives that ask for cleaning are cleaned before the next run loads them (not
+    // when the daemon is stopping: a cleaning cycle takes minutes on a real drive).
+    if !progress.is_cancelled() {
+        match crate::tape_jobs::run::clean_drives(cfg, &tj.name) {
+            Ok(needs) => shared.observer.drives_needing_cleaning(&needs),
+            Err(e) => tracing::warn!(tape_job = %tj.name, "drives not checked for cleaning: {e:#}"),
+        }
+    }
+    shared.observer.check_tapes(Timestamp::now(), true);
     if let Err(e) = shared
         .catalog()
         .finish_run_report(q.run_id, outcome, error.as_deref(), &report)

@@ -161,6 +161,21 @@ pub fn run(
     Ok(report)
 }
 
+/// Cleans the drives that ask for it (between jobs); returns those that could not be cleaned.
+pub fn clean_drives(
+    cfg: &Config,
+    tape_job: &str,
+) -> Result<Vec<tapectl::sets::allocate::NeedsCleaning>> {
+    let actor = format!("backupd tape job {tape_job}");
+    let mut lib = tapectl::library::Library::open(
+        cfg.library.clone(),
+        std::time::Duration::from_secs(600),
+        &actor,
+    )?;
+    let cat = TapeCatalog::open(&cfg.state_dir)?;
+    tapectl::sets::allocate::clean_drives(&mut lib, &cat, &actor)
+}
+
 /// The complete sets of `job` in `pool`, as `decide` needs them.
 fn on_tape(cat: &TapeCatalog, job: &str, pool: &str) -> Result<OnTape> {
     let mut out = OnTape::default();

@@ -360,15 +360,18 @@ pub fn webhook_server() -> Hook {
 
 impl Hook {
     pub fn wait_for(&self, event: &str, job: &str) -> Value {
+        self.wait_for_message(event, job, "")
+    }
+
+    /// The first `event` alert for `job` whose message contains `text`.
+    pub fn wait_for_message(&self, event: &str, job: &str, text: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(v) = self
-                .bodies
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|v| v["event"] == event && v["job"] == job)
-            {
+            if let Some(v) = self.bodies.lock().unwrap().iter().find(|v| {
+                v["event"] == event
+                    && v["job"] == job
+                    && v["message"].as_str().is_some_and(|m| m.contains(text))
+            }) {
                 return v.clone();
             }
             assert!(

@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use super::TapeCatalog;
 
+/// Cleanings an LTO cleaning cartridge gives (the figure IBM and HPE give is about 50).
+pub const CLEANER_LIFE: u64 = 50;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaState {
@@ -312,6 +315,29 @@ impl TapeCatalog {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// Cleaning cartridges in the library with uses left by the catalog's count, fewest uses
+    /// first (the one to take).
+    pub fn usable_cleaners(&self, in_library: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for b in in_library {
+            let used = self.media(b)?.and_then(|m| m.cleaning_uses).unwrap_or(0);
+            if used < CLEANER_LIFE {
+                out.push((used, b.clone()));
+            }
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, b)| b).collect())
+    }
+
+    /// A cleaning cartridge that no longer cleans: counted as used up.
+    pub fn cleaner_used_up(&self, barcode: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE media SET cleaning_uses = MAX(COALESCE(cleaning_uses, 0), ?2) WHERE barcode = ?1",
+            params![barcode, CLEANER_LIFE as i64],
+        )?;
+        Ok(())
     }
 
     /// A cleaning cartridge was used once more.

@@ -18,7 +18,7 @@
 mod media;
 mod sets;
 
-pub use media::{HistoryRow, Location, MediaChange, MediaRow, MediaState};
+pub use media::{CLEANER_LIFE, HistoryRow, Location, MediaChange, MediaRow, MediaState};
 pub use sets::{CopyRow, FoundVersion, NewSet, PartRow, SetRow, SetState, TapeRow};
 
 use std::path::Path;

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use ltfs::volume::{FormatOptions, Volume, VolumeError};
 
 use crate::backend::BoxedTransport;
-use crate::catalog::{Location, MediaChange, MediaState, TapeCatalog};
+use crate::catalog::{CLEANER_LIFE, Location, MediaChange, MediaState, TapeCatalog};
 use crate::changer::{ElementKind, Inventory, is_cleaning_cartridge};
 use crate::drive::Drive;
 use crate::drive::logs::Severity;
@@ -213,17 +213,10 @@ pub fn prepare(
     let now = jiff::Timestamp::now();
     cat.count_use(barcode, 1, 0, 0, 0)?;
     let (mut drive, mut lock) = lib.open_drive(want.drive)?;
-    let has_cleaner = |lib: &mut Library| -> Result<bool> {
-        Ok(lib
-            .inventory()?
-            .storage
-            .iter()
-            .any(|e| e.full && e.volume_tag.as_deref().is_some_and(is_cleaning_cartridge)))
-    };
-    if asks_for_cleaning(&mut drive) && has_cleaner(lib)? {
+    if asks_for_cleaning(&mut drive) && !usable_cleaners(lib, cat)?.is_empty() {
         // Cleaned with a CLN cartridge before the tape is written, then the tape goes back in.
         drop((drive, lock));
-        clean(lib, cat, want)?;
+        clean(lib, cat, want.drive, want.actor)?;
         lib.load(&Target::Barcode(barcode.to_string()), want.drive)
             .with_context(|| format!("loading {barcode} into drive {} again", want.drive))?;
         (drive, lock) = lib.open_drive(want.drive)?;
@@ -349,34 +342,95 @@ fn asks_for_cleaning(drive: &mut Drive<BoxedTransport>) -> bool {
     drive.tape_alerts().is_ok_and(|a| a.is_set(CLEAN_NOW))
 }
 
-/// Cleans `want.drive` with a cleaning cartridge of the library and counts the use against it. A
-/// drive that still asks for cleaning afterwards (the cleaner is used up) is an error naming the
-/// cleaner.
-fn clean(lib: &mut Library, cat: &TapeCatalog, want: &Want) -> Result<()> {
-    tracing::info!(
-        drive = want.drive,
-        "the drive asks for cleaning: cleaning it before the set goes on"
-    );
+/// The library's cleaning cartridges (in storage slots) with uses left by the catalog's count,
+/// the least used first.
+fn usable_cleaners(lib: &mut Library, cat: &TapeCatalog) -> Result<Vec<String>> {
+    let in_slots: Vec<String> = lib
+        .inventory()?
+        .storage
+        .iter()
+        .filter(|e| e.full)
+        .filter_map(|e| e.volume_tag.clone())
+        .filter(|b| is_cleaning_cartridge(b))
+        .collect();
+    cat.usable_cleaners(&in_slots)
+}
+
+/// Cleans drive `n` with the library's least used cleaning cartridge and counts the use against
+/// it. A drive that still asks for cleaning afterwards (the cleaner is used up) is an error naming
+/// the cleaner.
+fn clean(lib: &mut Library, cat: &TapeCatalog, n: u16, actor: &str) -> Result<()> {
+    tracing::info!(drive = n, "the drive asks for cleaning: cleaning it");
+    let cleaner = usable_cleaners(lib, cat)?.into_iter().next();
     let moves = lib
-        .clean(want.drive)
-        .with_context(|| format!("drive {} asks for cleaning", want.drive))?;
+        .clean_with(n, cleaner.as_deref())
+        .with_context(|| format!("drive {n} asks for cleaning"))?;
     let cleaner = moves
         .iter()
         .find_map(|m| m.barcode.clone().filter(|b| is_cleaning_cartridge(b)))
         .unwrap_or_default();
-    reconcile(cat, &lib.inventory()?, want.actor)?;
+    reconcile(cat, &lib.inventory()?, actor)?;
     if !cleaner.is_empty() {
         cat.count_cleaning(&cleaner)?;
     }
-    let (mut drive, _lock) = lib.open_drive(want.drive)?;
+    let (mut drive, _lock) = lib.open_drive(n)?;
     let left = drive.tape_alerts().ok();
     if left.is_some_and(|a| a.is_set(CLEAN_NOW)) {
+        if !cleaner.is_empty() {
+            // Used up whatever our count says (it may have come with uses spent): never taken again.
+            cat.cleaner_used_up(&cleaner)?;
+        }
         bail!(
-            "drive {} still asks for cleaning after {cleaner} was used: the cleaning cartridge is used up; replace it",
-            want.drive
+            "drive {n} still asks for cleaning after {cleaner} was used: the cleaning cartridge is used up; replace it"
         );
     }
     Ok(())
+}
+
+/// A drive that asks for cleaning and was not cleaned, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NeedsCleaning {
+    pub drive: u16,
+    pub why: String,
+}
+
+/// Between jobs: every drive whose TapeAlert asks for cleaning is cleaned with the library's least
+/// used cleaning cartridge. Returns the drives that still ask (no cleaner with uses left, or the
+/// cleaning did not take).
+pub fn clean_drives(
+    lib: &mut Library,
+    cat: &TapeCatalog,
+    actor: &str,
+) -> Result<Vec<NeedsCleaning>> {
+    let mut out = Vec::new();
+    for n in 0..lib.backend.drive_count() as u16 {
+        let asks = match lib.open_drive(n) {
+            Ok((mut d, _lock)) => asks_for_cleaning(&mut d),
+            Err(e) => {
+                tracing::debug!(drive = n, "not checked for cleaning: {e:#}");
+                continue;
+            }
+        };
+        if !asks {
+            continue;
+        }
+        if usable_cleaners(lib, cat)?.is_empty() {
+            out.push(NeedsCleaning {
+                drive: n,
+                why: format!(
+                    "drive {n} asks for cleaning and the library has no cleaning cartridge with uses left (of {CLEANER_LIFE}); insert a new CLN cartridge"
+                ),
+            });
+            continue;
+        }
+        if let Err(e) = clean(lib, cat, n, actor) {
+            out.push(NeedsCleaning {
+                drive: n,
+                why: format!("{e:#}"),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// A drive raising a critical TapeAlert about itself is not written with: the error says what the

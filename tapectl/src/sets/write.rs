@@ -1058,7 +1058,9 @@ impl<'a> CopyWriter<'a> {
 pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(".tmp.{}", std::process::id()));
+    // Named after the file: two copies of a set save their manifests beside each other at once.
+    let name = path.file_name().expect("a file").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
