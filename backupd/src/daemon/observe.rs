@@ -35,10 +35,14 @@ pub struct Observer {
     waiting: Mutex<HashMap<String, String>>,
     /// What the library needs of a person, alerted once each while it lasts, by source
     /// ("rotation", "cleaning"); and when the catalog was last looked at for it.
-    attention: Mutex<(
-        HashMap<&'static str, Vec<String>>,
-        Option<std::time::Instant>,
-    )>,
+    attention: Mutex<Attention>,
+}
+
+/// Items alerted by source, and when the tape catalog was last looked at.
+#[derive(Default)]
+struct Attention {
+    open: HashMap<&'static str, Vec<String>>,
+    checked: Option<std::time::Instant>,
 }
 
 /// The `job` of alerts about the library rather than a job.
@@ -105,7 +109,7 @@ impl Observer {
             policy: Mutex::new(AlertPolicy::new(seeds)),
             sender: Mutex::new(Some(sender)),
             waiting: Mutex::new(HashMap::new()),
-            attention: Mutex::new((HashMap::new(), None)),
+            attention: Mutex::new(Attention::default()),
         })
     }
 
@@ -113,7 +117,7 @@ impl Observer {
     /// forgotten, so they alert again if they come back.
     fn attention(&self, source: &'static str, items: Vec<String>) {
         let mut st = self.attention.lock().expect("attention lock");
-        let before = st.0.get(source).cloned().unwrap_or_default();
+        let before = st.open.get(source).cloned().unwrap_or_default();
         let now = Timestamp::now();
         let alerts = items
             .iter()
@@ -132,7 +136,7 @@ impl Observer {
                 last_success: None,
             })
             .collect();
-        st.0.insert(source, items);
+        st.open.insert(source, items);
         drop(st);
         self.send(alerts);
     }
@@ -151,10 +155,10 @@ impl Observer {
     pub fn check_tapes(&self, now: Timestamp, force: bool) {
         {
             let mut st = self.attention.lock().expect("attention lock");
-            if !force && st.1.is_some_and(|t| t.elapsed() < TAPE_CHECK) {
+            if !force && st.checked.is_some_and(|t| t.elapsed() < TAPE_CHECK) {
                 return;
             }
-            st.1 = Some(std::time::Instant::now());
+            st.checked = Some(std::time::Instant::now());
         }
         if !self.state_dir.join("tapes.sqlite").exists() {
             return;
