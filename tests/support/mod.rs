@@ -1,5 +1,6 @@
 //! What the scenarios share: the README's shell blocks, a private copy of the repository to run them
 //! in, and a shell runner with a deadline.
+#![allow(dead_code)] // each scenario binary uses part of it
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
