@@ -48,6 +48,8 @@ pub struct ServeConfig {
     /// Host names the API answers to besides IP addresses and `localhost` (lowercase, no
     /// port): a request whose Host names anything else is refused, against DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// Where the daemon keeps copies of the catalogs (default `<state_dir>/catalog-backups`).
+    pub catalog_backup_dir: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -59,6 +61,7 @@ impl Default for ServeConfig {
             stop_grace: std::time::Duration::from_secs(60),
             catch_up: true,
             allowed_hosts: Vec::new(),
+            catalog_backup_dir: None,
         }
     }
 }
@@ -233,6 +236,7 @@ struct RawServe {
     stop_grace: Option<Spanned<String>>,
     catch_up: Option<bool>,
     allowed_hosts: Option<Vec<Spanned<String>>>,
+    catalog_backup_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -659,6 +663,15 @@ fn parse_serve(
         if !out.allowed_hosts.contains(&name) {
             out.allowed_hosts.push(name);
         }
+    }
+    if let Some(d) = &sv.catalog_backup_dir {
+        if d.get_ref().is_empty() {
+            return Err(err_at(
+                Some(d.span()),
+                "serve.catalog_backup_dir is empty".into(),
+            ));
+        }
+        out.catalog_backup_dir = Some(resolve(d.get_ref()));
     }
     Ok(out)
 }

@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod catalog;
+pub mod catalog_backup;
 pub mod config;
 pub mod consistency;
 pub mod content;

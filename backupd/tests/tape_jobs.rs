@@ -126,6 +126,20 @@ fn a_tape_job_writes_full_and_incremental_sets_and_waits_for_a_tape_it_lacks() {
         "two copies on two tapes: {v}"
     );
     assert!(v["progress"].is_null(), "{v}");
+    // The daemon copied the catalogs after the run: the newest copy knows the set.
+    let copies = s.path("state/catalog-backups");
+    let mut names: Vec<String> = std::fs::read_dir(&copies)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let newest = copies.join(names.last().expect("a copy of the catalogs"));
+    assert!(newest.join("catalog.sqlite").exists());
+    let copy = tapectl::catalog::TapeCatalog::open(&newest).unwrap();
+    let sets = copy.sets(None, None).unwrap();
+    assert_eq!(sets.len(), 1, "{newest:?}");
+    assert_eq!(sets[0].uuid, set["set"].as_str().unwrap());
     let (_, text) = d.get_text("/metrics");
     let ms = parse_metrics(&text);
     assert_eq!(

@@ -26,6 +26,20 @@ pub fn open(path: &Path, schema: &[&str]) -> Result<Connection> {
     Ok(conn)
 }
 
+/// A consistent copy of the database at `src` in a new file `dest` (SQLite's `VACUUM INTO`: one
+/// read transaction, so writers elsewhere never leave it half-changed). `dest` must not exist.
+pub fn copy_consistent(src: &Path, dest: &Path) -> Result<()> {
+    let conn = Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot open catalog {}", src.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let to = dest
+        .to_str()
+        .with_context(|| format!("{} is not a UTF-8 path", dest.display()))?;
+    conn.execute("VACUUM INTO ?1", [to])
+        .with_context(|| format!("cannot copy catalog {} to {}", src.display(), dest.display()))?;
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection, schema: &[&str]) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version as usize > schema.len() {
@@ -87,5 +101,21 @@ mod tests {
         open(&p, &v2).unwrap();
         let e = open(&p, &v1).unwrap_err();
         assert!(format!("{e:#}").contains("newer than this build"), "{e:#}");
+    }
+
+    #[test]
+    fn a_consistent_copy_has_the_rows_and_never_overwrites() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.sqlite");
+        let c = open(&p, &["CREATE TABLE a (x INTEGER);"]).unwrap();
+        c.execute("INSERT INTO a VALUES (7)", []).unwrap();
+        let copy = d.path().join("copy.sqlite");
+        copy_consistent(&p, &copy).unwrap();
+        let n: i64 = open(&copy, &["CREATE TABLE a (x INTEGER);"])
+            .unwrap()
+            .query_row("SELECT x FROM a", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 7);
+        assert!(copy_consistent(&p, &copy).is_err(), "an existing file is not overwritten");
     }
 }

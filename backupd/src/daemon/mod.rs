@@ -104,6 +104,7 @@ async fn serve_async(cfg: Config, lock: DaemonLock) -> Result<()> {
             stopping: false,
         }),
         wake: tokio::sync::Notify::new(),
+        backing_up: std::sync::atomic::AtomicBool::new(false),
         started_at: now,
         observer,
     });
@@ -225,11 +226,46 @@ async fn scheduler_loop(shared: &Arc<Shared>, signals: &mut StopSignals) {
         }
         shared.observer.check_stale(shared, now);
         shared.observer.check_tapes(now, false);
+        back_up_catalogs_if_due(shared, now);
         if last_status.elapsed() >= TICK {
             last_status = std::time::Instant::now();
             notify::status(&status_line(shared));
         }
     }
+}
+
+/// Where the daemon keeps its copies of the catalogs.
+pub fn catalog_backup_dir(cfg: &crate::config::Config) -> std::path::PathBuf {
+    cfg.serve
+        .catalog_backup_dir
+        .clone()
+        .unwrap_or_else(|| cfg.state_dir.join("catalog-backups"))
+}
+
+/// Copies the catalogs (off the async thread) when the newest copy is a day old.
+fn back_up_catalogs_if_due(shared: &Arc<Shared>, now: Timestamp) {
+    let dest = catalog_backup_dir(&shared.cfg);
+    let due = crate::catalog_backup::newest(&dest).is_none_or(|t| {
+        now.duration_since(t).as_secs() as u64 >= crate::catalog_backup::EVERY.as_secs()
+    });
+    if due && !shared.backing_up.load(std::sync::atomic::Ordering::SeqCst) {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || back_up_catalogs(&shared));
+    }
+}
+
+/// Copies the catalogs now (after a tape run, or daily); one copy at a time.
+pub fn back_up_catalogs(shared: &Shared) {
+    use std::sync::atomic::Ordering::SeqCst;
+    if shared.backing_up.swap(true, SeqCst) {
+        return;
+    }
+    let dest = catalog_backup_dir(&shared.cfg);
+    match crate::catalog_backup::back_up(&shared.cfg.state_dir, &dest, Timestamp::now()) {
+        Ok(dir) => tracing::info!(copy = %dir.display(), "catalogs copied"),
+        Err(e) => tracing::warn!("the catalogs were not copied: {e:#}"),
+    }
+    shared.backing_up.store(false, SeqCst);
 }
 
 fn start_runs(shared: &Arc<Shared>) {

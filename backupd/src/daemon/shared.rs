@@ -36,6 +36,8 @@ pub struct Shared {
     pub state: Mutex<State>,
     /// Wakes the scheduler loop (a run was queued or finished).
     pub wake: tokio::sync::Notify,
+    /// A copy of the catalogs is being made.
+    pub backing_up: std::sync::atomic::AtomicBool,
     pub started_at: Timestamp,
     pub observer: Observer,
 }
@@ -90,8 +92,14 @@ impl Shared {
         if let Some(id) = st.sched.queued(job) {
             return Ok((id, TriggerState::AlreadyQueued));
         }
+        // A run the catalog has finished may still be leaving the scheduler (its thread tidying
+        // up): a trigger then queues a new run rather than handing back the finished one.
         if trigger == Trigger::Manual
             && let Some(id) = st.sched.running(job)
+            && self
+                .catalog()
+                .run(id)?
+                .is_some_and(|r| matches!(r.status.as_str(), "queued" | "running"))
         {
             return Ok((id, TriggerState::AlreadyRunning));
         }

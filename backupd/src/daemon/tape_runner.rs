@@ -76,6 +76,10 @@ pub fn run_tape_job(shared: &Shared, q: &Queued, progress: &Progress, tj: &TapeJ
         }
     }
     shared.observer.check_tapes(Timestamp::now(), true);
+    // The tape catalog changed: a copy of it now, not only at the daily one.
+    if outcome == Outcome::Succeeded {
+        super::back_up_catalogs(shared);
+    }
     if let Err(e) = shared
         .catalog()
         .finish_run_report(q.run_id, outcome, error.as_deref(), &report)
