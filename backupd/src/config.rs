@@ -563,6 +563,10 @@ impl Config {
         Ok(())
     }
 
+    pub fn tape_job(&self, name: &str) -> Option<&crate::tape_jobs::TapeJob> {
+        self.tape_jobs.iter().find(|t| t.name == name)
+    }
+
     pub fn job(&self, name: &str) -> Result<&Job, NoSuchJob> {
         self.jobs
             .iter()

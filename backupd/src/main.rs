@@ -265,6 +265,7 @@ fn dispatch_with(cli: &Cli, cfg: Config) -> Result<ExitCode> {
     match &cli.command {
         Command::CheckConfig => cfg.check_environment(&cfg.jobs)?,
         Command::Serve => cfg.check_environment([])?,
+        Command::Run { job: Some(j), .. } if cfg.tape_job(j).is_some() => {}
         Command::Run { job: Some(j), .. } => cfg.check_environment([cfg.job(j)?])?,
         Command::Run { all: true, .. } => cfg.check_environment(&cfg.jobs)?,
         _ => {}
@@ -287,11 +288,17 @@ fn dispatch_with(cli: &Cli, cfg: Config) -> Result<ExitCode> {
         && let Some(client) = backupd::daemon::client::Client::for_running_daemon(&cfg)
     {
         let names: Vec<String> = match (job, all) {
+            (Some(j), _) if cfg.tape_job(j).is_some() => vec![j.clone()],
             (Some(j), _) => vec![cfg.job(j)?.name.clone()],
             (None, true) => cfg.jobs.iter().map(|j| j.name.clone()).collect(),
             (None, false) => anyhow::bail!("name a job or pass --all"),
         };
         return run_through_daemon(&client, &names, cli.json);
+    }
+    if let Command::Run { job: Some(j), .. } = &cli.command
+        && let Some(tj) = cfg.tape_job(j)
+    {
+        return run_tape_job(&cfg, tj, cli.json);
     }
     let store = store::open_store(&cfg)?;
     let catalog = Catalog::open(&cfg.state_dir)?;
@@ -586,6 +593,92 @@ fn dispatch_with(cli: &Cli, cfg: Config) -> Result<ExitCode> {
 
 /// `backupd run` while `backupd serve` runs: the run goes through the daemon's queue; we wait
 /// for it and report it as a local run would.
+/// A tape job's run without a daemon: recorded in the catalog like a daemon's, progress on the
+/// terminal, waiting for tapes as the daemon would.
+fn run_tape_job(cfg: &Config, tj: &backupd::tape_jobs::TapeJob, json: bool) -> Result<ExitCode> {
+    use backupd::tape_jobs::run as tape;
+    let snapshots = tape::latest_snapshots(cfg, tj)?;
+    let catalog = Catalog::open(&cfg.state_dir)?;
+    let names: Vec<&str> = snapshots.iter().map(|(_, s)| s.as_str()).collect();
+    let id = catalog.start_run(
+        &tj.name,
+        &names.join(", "),
+        jiff::Timestamp::now(),
+        backupd::catalog::Trigger::Cli,
+    )?;
+    let interrupts =
+        backupd::interrupt::Interrupts::install().context("cannot set up Ctrl-C handling")?;
+    let progress = std::sync::Arc::new(Progress::new(!json));
+    interrupts.watch(progress.clone());
+    let on_wait = |what: Option<&str>| {
+        if let Some(w) = what {
+            eprintln!("{}: {w}; waiting for it", tj.name);
+        }
+    };
+    let r = tape::run(cfg, tj, &snapshots, &progress, &on_wait);
+    progress.finish();
+    match r {
+        Ok(report) => {
+            catalog.finish_run_report(id, backupd::catalog::Outcome::Succeeded, None, &report)?;
+            if json {
+                print_json(&report);
+            } else {
+                let stats = serde_json::to_value(&report)?;
+                println!("{} (run {id})", tape_run_summary(&tj.name, &stats));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let outcome = if progress.is_cancelled() {
+                backupd::catalog::Outcome::Cancelled
+            } else {
+                backupd::catalog::Outcome::Failed
+            };
+            let msg = format!("{e:#}");
+            catalog.finish_run_report(id, outcome, Some(&msg), &tape::TapeRunReport::default())?;
+            Err(e)
+        }
+    }
+}
+
+/// One line per set a tape run wrote (or why it wrote none), from its statistics.
+fn tape_run_summary(job: &str, stats: &serde_json::Value) -> String {
+    let mut lines = Vec::new();
+    for s in stats["sets"].as_array().into_iter().flatten() {
+        let copies: Vec<String> = s["tapes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                c.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        lines.push(format!(
+            "{job}: {} set {} of {} {}: {} files, {} on tapes {}",
+            s["kind"].as_str().unwrap_or("?"),
+            s["set"].as_str().unwrap_or("?").get(..8).unwrap_or("?"),
+            s["job"].as_str().unwrap_or("?"),
+            s["snapshot"].as_str().unwrap_or("?"),
+            s["files"].as_u64().unwrap_or(0),
+            common::human::bytes(s["bytes"].as_u64().unwrap_or(0)),
+            copies.join(" | ")
+        ));
+    }
+    for s in stats["skipped"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "{job}: nothing written for {}: {}",
+            s["job"].as_str().unwrap_or("?"),
+            s["why"].as_str().unwrap_or("?")
+        ));
+    }
+    lines.join("\n")
+}
+
 fn run_through_daemon(
     client: &backupd::daemon::client::Client,
     jobs: &[String],
@@ -601,7 +694,15 @@ fn run_through_daemon(
                 client.daemon.pid, t.run_id, t.state
             );
         }
-        let r = client.wait(t.run_id, &mut |_| {})?;
+        let mut said = None;
+        let r = client.wait(t.run_id, &mut |r| {
+            // A tape run waiting for a tape: what to insert, once per wait.
+            let waiting = r.progress.as_ref().and_then(|p| p.waiting.clone());
+            if waiting.is_some() && waiting != said {
+                eprintln!("{job}: {}", waiting.as_deref().unwrap_or_default());
+            }
+            said = waiting;
+        })?;
         if r.status != "succeeded" {
             failed += 1;
             eprintln!(
@@ -611,11 +712,14 @@ fn run_through_daemon(
                 r.error.clone().unwrap_or_default()
             );
         } else if !json {
-            println!(
-                "{job}: snapshot {} (run {})",
-                r.snapshot.clone().unwrap_or_default(),
-                r.id
-            );
+            match r.stats.as_ref().filter(|s| s.get("sets").is_some()) {
+                Some(stats) => println!("{} (run {})", tape_run_summary(job, stats), r.id),
+                None => println!(
+                    "{job}: snapshot {} (run {})",
+                    r.snapshot.clone().unwrap_or_default(),
+                    r.id
+                ),
+            }
         }
         results.push(r);
     }

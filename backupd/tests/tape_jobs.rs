@@ -260,3 +260,51 @@ fn a_tape_job_naming_an_unknown_job_or_too_few_offsite_copies_is_refused() {
         assert!(err.contains("rackvault.toml:"), "names file:line: {err}");
     }
 }
+
+#[test]
+fn backupd_run_runs_a_tape_job_itself_or_hands_it_to_the_daemon() {
+    let (s, _hook) = config();
+    write(&s.path("src/a.bin"), &noise(40_000, 1));
+    vtl::Library::create(
+        &s.path("vtl"),
+        &vtl::LibrarySpec {
+            cartridge_capacity_mb: 64,
+            barcodes: vec!["RV0001L6".into(), "RV0002L6".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ok = |args: &[&str]| {
+        let o = s.cli(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    ok(&["run", "home"]);
+    let out = ok(&["run", "to-tape"]);
+    assert!(
+        out.starts_with("to-tape: full set ") && out.contains(" of home "),
+        "{out}"
+    );
+    assert!(out.contains("on tapes RV0001L6 | RV0002L6"), "{out}");
+    let runs: Value = serde_json::from_str(&ok(&["--json", "runs", "to-tape"])).unwrap();
+    assert_eq!(runs[0]["trigger"], "cli", "{runs}");
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+
+    let d = s.start();
+    let o = s.cli(&["run", "to-tape"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("handed to backupd serve"), "{err}");
+    assert!(
+        out.contains("nothing written for home") && out.contains("on tape already"),
+        "{out}"
+    );
+    drop(d);
+}
