@@ -8,6 +8,8 @@
 //! beside it and authenticated with it (GCM additional data), so a drive without the key can still
 //! say which key a record needs (Next Block Encryption Status), as a real drive does.
 
+use std::sync::{Arc, Mutex, OnceLock};
+
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use scsi::{Completion, DataDir, SenseKey};
@@ -55,11 +57,29 @@ impl Drop for KeyState {
     }
 }
 
-/// The drive's encryption state: the parameters (if any) and the key instance counter.
+/// The drive's encryption state: the parameters (if any), the key instance counter, and the load
+/// (`load_seq`) they were set during.
 #[derive(Default)]
 pub(crate) struct Crypto {
     pub(crate) state: Option<KeyState>,
     pub(crate) instance: u32,
+    pub(crate) load: Option<u64>,
+}
+
+type Slots = std::collections::HashMap<(std::path::PathBuf, usize), Arc<Mutex<Crypto>>>;
+
+/// A drive's encryption state, shared by every handle on that drive in this process: the drive's
+/// volatile memory. A real drive keeps the key for all I_T nexuses until the cartridge is unloaded
+/// (or the drive reset); tapectl opens a drive several times while it writes one set. Nothing of
+/// it is ever written to disk, so another process (a drive power-cycled) has no key.
+pub(crate) fn slot(dir: &std::path::Path, index: usize) -> Arc<Mutex<Crypto>> {
+    static SLOTS: OnceLock<Mutex<Slots>> = OnceLock::new();
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut slots = SLOTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    slots.entry((dir, index)).or_default().clone()
 }
 
 impl Crypto {
@@ -69,8 +89,17 @@ impl Crypto {
 
     /// Forgets the key (unload, or a cartridge moved out): SSC's CKOD, always on here.
     pub(crate) fn clear(&mut self) {
+        self.load = None;
         if self.state.take().is_some() {
             self.instance = self.instance.wrapping_add(1);
+        }
+    }
+
+    /// The key goes with the cartridge it was set for: forgotten when `current` (the threaded
+    /// cartridge's load, if any) is another load.
+    pub(crate) fn follow_load(&mut self, current: Option<u64>) {
+        if self.state.is_some() && (current.is_none() || current != self.load) {
+            self.clear();
         }
     }
 }

@@ -41,11 +41,10 @@ pub struct VirtualDrive {
     /// but not there (another drive wrote, the changer moved another cartridge), the fast path holds.
     fast_view: Vec<u8>,
     state_file: PathBuf,
-    /// The data encryption parameters the host set (SECURITY PROTOCOL OUT): in this handle's memory
-    /// only, and forgotten when the cartridge they were set for is unloaded.
-    crypto: crate::crypto::Crypto,
-    /// The load (`load_seq`) the key was set during.
-    crypto_load: Option<u64>,
+    /// The data encryption parameters the host set (SECURITY PROTOCOL OUT): in memory only, shared
+    /// by this process's handles on the drive, and forgotten when the cartridge they were set for
+    /// is unloaded (see [`crate::crypto::slot`]).
+    crypto: std::sync::Arc<std::sync::Mutex<crate::crypto::Crypto>>,
 }
 
 struct Part {
@@ -139,6 +138,12 @@ struct Media {
     sidecars: bool,
     /// This handle's hold on the cartridge (see [`cart::hold`]).
     _hold: File,
+}
+
+fn lock_crypto(
+    c: &std::sync::Mutex<crate::crypto::Crypto>,
+) -> std::sync::MutexGuard<'_, crate::crypto::Crypto> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename (the file never exists partial).
@@ -1043,7 +1048,9 @@ impl Media {
 impl VirtualDrive {
     pub(crate) fn new(lib: Library, index: usize, model: DriveModel, serial: String) -> Self {
         let state_file = crate::state::state_path(lib.dir());
+        let crypto = crate::crypto::slot(lib.dir(), index);
         Self {
+            crypto,
             lib,
             index,
             model,
@@ -1053,8 +1060,6 @@ impl VirtualDrive {
             fast: None,
             fast_view: Vec::new(),
             state_file,
-            crypto: Default::default(),
-            crypto_load: None,
         }
     }
 
@@ -1266,16 +1271,18 @@ impl VirtualDrive {
                 respond(data, &b, 6)
             }
             0x08 => {
+                let k = lock_crypto(&self.crypto);
                 self.media
                     .as_mut()
                     .expect("checked")
-                    .read6(cdb, data, self.crypto.state.as_ref())
+                    .read6(cdb, data, k.state.as_ref())
             }
             0x0a => {
+                let k = lock_crypto(&self.crypto);
                 self.media
                     .as_mut()
                     .expect("checked")
-                    .write6(cdb, data, self.crypto.encrypting())
+                    .write6(cdb, data, k.encrypting())
             }
             0x10 => self.media.as_mut().expect("checked").write_filemarks(cdb),
             0x11 => {
@@ -1353,8 +1360,9 @@ impl VirtualDrive {
                     // Parameters are set for a loaded cartridge and forgotten at its unload.
                     return fail(SenseKey::NotReady, 0x3a, 0x00);
                 }
-                let c = crate::crypto::security_out(&mut self.crypto, cdb, data);
-                self.crypto_load = self.media.as_ref().map(|m| m.load_seq);
+                let mut k = lock_crypto(&self.crypto);
+                let c = crate::crypto::security_out(&mut k, cdb, data);
+                k.load = self.media.as_ref().map(|m| m.load_seq);
                 c
             }
             _ => bad_opcode(),
@@ -1363,22 +1371,17 @@ impl VirtualDrive {
 
     /// The key goes with the cartridge it was set for: unloaded, moved out, or another one loaded.
     fn forget_key_of_unloaded(&mut self) {
-        if self.crypto.state.is_none() {
-            return;
-        }
         let current = self
             .media
             .as_ref()
             .filter(|m| m.threaded)
             .map(|m| m.load_seq);
-        if current.is_none() || current != self.crypto_load {
-            self.crypto.clear();
-            self.crypto_load = None;
-        }
+        lock_crypto(&self.crypto).follow_load(current);
     }
 
     fn security_in(&self, cdb: &[u8], data: DataDir<'_>) -> Completion {
         use crate::crypto::NextBlock;
+        let k = lock_crypto(&self.crypto);
         let m = self.media.as_ref().filter(|m| m.threaded);
         let side = m.map(|m| m.next_block_sidecar());
         let block = m.map_or(0, |m| m.block);
@@ -1388,13 +1391,13 @@ impl VirtualDrive {
             Some(Some(None)) => NextBlock::Plain,
             Some(Some(Some(s))) => NextBlock::Encrypted {
                 sidecar: s,
-                opens: crate::crypto::kad_matches(self.crypto.state.as_ref(), s),
+                opens: crate::crypto::kad_matches(k.state.as_ref(), s),
             },
         };
         if u16_at(cdb, 2) == 0x0021 && cdb[1] == crate::crypto::PROTOCOL_TAPE && m.is_none() {
             return fail(SenseKey::NotReady, 0x3a, 0x00);
         }
-        crate::crypto::security_in(&self.crypto, cdb, data, next, block)
+        crate::crypto::security_in(&k, cdb, data, next, block)
     }
 
     fn request_sense(
@@ -2126,9 +2129,11 @@ impl Transport for VirtualDrive {
             let m = self.media.as_mut().expect("fast_ok checked");
             if op == 0x08 {
                 m.finish_run();
-                return Ok(m.read6(cdb, data, self.crypto.state.as_ref()));
+                let k = lock_crypto(&self.crypto);
+                return Ok(m.read6(cdb, data, k.state.as_ref()));
             }
-            return Ok(m.write6(cdb, data, self.crypto.encrypting()));
+            let k = lock_crypto(&self.crypto);
+            return Ok(m.write6(cdb, data, k.encrypting()));
         }
         let dir = self.lib.dir().to_path_buf();
         self.fast = None;

@@ -143,10 +143,22 @@ fn sealed_records_need_the_key() {
     good(&wfm(&mut d, 0));
     assert!(!cart.join("0_1_K").exists() && !cart.join("0_2_K").exists());
     assert_eq!(std::fs::read(cart.join("0_1_R")).unwrap(), b"plain again");
-    // A new handle (another process) has no key.
-    drop(d);
+    // The key is the drive's: another handle on it sees the one set through this one.
+    good(&set_key(&mut d, Some(&KEY), 3));
     let mut d2 = lib.drive(0).unwrap();
     let (c, b) = spin(&mut d2, 0x20, 0x0020);
+    good(&c);
+    assert_eq!(b[5], 2);
+    let mut other = lib.drive(1).unwrap();
+    let (c, b) = spin(&mut other, 0x20, 0x0020);
+    good(&c);
+    assert_eq!(b[5], 0, "drive 1 has no key");
+    // Moving the cartridge out of the drive forgets it.
+    drop((d, d2));
+    let mut ch = lib.changer();
+    good(&move_medium(&mut ch, 0x100, 0x1000));
+    let mut d = lib.drive(0).unwrap();
+    let (c, b) = spin(&mut d, 0x20, 0x0020);
     good(&c);
     assert_eq!(b[5], 0);
 }
@@ -160,9 +172,12 @@ fn sealed_records_survive_a_reload_of_the_directory() {
         good(&write(&mut d, &[i; 1000]));
     }
     good(&wfm(&mut d, 1));
+    // Unloaded and loaded again: the key is gone, and the directory is read anew (the sealed
+    // records are known by their sidecars).
+    good(&run(&mut d, &[0x1b, 0, 0, 0, 0, 0]));
     drop(d);
-    // Another handle reads the directory anew: the sealed records are known by their sidecars.
     let mut d = lib.drive(0).unwrap();
+    good(&run(&mut d, &[0x1b, 0, 0, 0, 1, 0]));
     good(&locate(&mut d, 0, 0));
     expect(
         &read(&mut d, 1000, true).0,
