@@ -133,6 +133,9 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS")]
         wait_tapes: Option<u64>,
     },
+    /// Tape encryption keys: create a key file, show its fingerprint and key slip.
+    #[command(subcommand)]
+    Key(crate::cli_key::KeyCmd),
     /// Cartridges: list them with where they are, label new ones, retire or mark them damaged.
     #[command(subcommand)]
     Media(crate::cli_media::MediaCmd),
@@ -390,6 +393,7 @@ pub fn run(args: Args) -> Result<()> {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
             crate::cli_rotation::rotation_cmd(&out, &cfg, cmd, &|| open(&args))
         }
+        Cmd::Key(cmd) => crate::cli_key::key_cmd(&out, cmd),
         Cmd::Media(cmd) => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
             crate::cli_media::media_cmd(&out, &cfg, cmd, &|| open(&args))

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde::Serialize;
 
@@ -171,7 +171,14 @@ pub fn media_cmd(
             drive,
         } => {
             let pool = cfg.tape.pool(pool.as_deref())?;
+            let key = match &pool.encryption {
+                Some(e) => Some(tapectl::keys::read_key_file(&e.key_file).with_context(|| {
+                    format!("pool {} encrypts its tapes with this key file", pool.name)
+                })?),
+                None => None,
+            };
             let mut lib = open()?;
+            lib.keys = cfg.tape.keyring();
             reconcile(&cat, &lib.inventory()?, "tapectl media label")?;
             let wanted: Vec<String> = if *all_new {
                 cat.all_media()?
@@ -192,6 +199,7 @@ pub fn media_cmd(
                 data_root: None,
                 actor: "tapectl media label",
                 block_size: 512 * 1024,
+                key: key.as_ref(),
             };
             let mut done = Vec::new();
             let mut problems = Vec::new();

@@ -217,6 +217,16 @@ pub fn write_set(
     if req.drives.is_empty() {
         bail!("no drive to write with");
     }
+    // An encrypted pool's key is read before anything is written.
+    let key = match &req.pool.encryption {
+        Some(e) => Some(crate::keys::read_key_file(&e.key_file).with_context(|| {
+            format!(
+                "pool {} encrypts its tapes with this key file",
+                req.pool.name
+            )
+        })?),
+        None => None,
+    };
     // The base: the pool's newest complete set of the job, for an incremental.
     let base = if req.full {
         None
@@ -276,6 +286,7 @@ pub fn write_set(
         taken: Mutex::new(HashSet::new()),
         skipped: Mutex::new(Vec::new()),
         progress,
+        key,
     };
     let mut copies = Vec::new();
     let parallel = req.drives.len().min(req.copies as usize);
@@ -380,6 +391,8 @@ struct Ctx<'a> {
     taken: Mutex<HashSet<String>>,
     skipped: Mutex<Vec<Skipped>>,
     progress: &'a dyn Progress,
+    /// The pool's key when its tapes are encrypted (docs/encryption.md).
+    key: Option<crate::keys::TapeKey>,
 }
 
 /// The tape being written by one copy.
@@ -520,6 +533,7 @@ impl<'a> CopyWriter<'a> {
                     data_root: Some(&root),
                     actor: self.ctx.req.actor,
                     block_size: self.ctx.req.block_size,
+                    key: self.ctx.key.as_ref(),
                 };
                 let (b, u) = next_tape(&mut lib, &cat, &want, &mut taken, &mut skipped)?;
                 cat.add_copy_tape(self.ctx.set_id, self.copy, seq, &b, &u)?;
@@ -552,7 +566,14 @@ impl<'a> CopyWriter<'a> {
                 next: self.next,
                 current: self.current,
             };
-            let end = match self.fill_tape(&mut drive, &mut tape) {
+            // The key is set again on this handle (a drive keeps it for all I_T nexuses, but not
+            // every transport is one nexus), and cleared once the tape is closed or failed.
+            super::crypt::set_for_pool(&mut drive, &self.ctx.req.pool.name, self.ctx.key.as_ref())?;
+            let filled = self.fill_tape(&mut drive, &mut tape);
+            if self.ctx.key.is_some() {
+                super::crypt::clear_quietly(&mut drive);
+            }
+            let end = match filled {
                 Ok(end) => end,
                 Err(e) if is_medium_error(&e) && self.damaged.len() < MAX_DAMAGED => {
                     drop(drive);
@@ -687,6 +708,7 @@ impl<'a> CopyWriter<'a> {
             last,
             started: self.ctx.created.clone(),
             closed: closed.to_string(),
+            key_fingerprint: self.ctx.key.as_ref().map(|k| k.fingerprint.to_string()),
         };
         vol.put_closing_file(
             &layout::description_path(self.ctx.uuid, tape.seq),
