@@ -1008,7 +1008,10 @@ impl<'a> CopyWriter<'a> {
 pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(".tmp.{}", std::process::id()));
+    // Named after the file too: two copies' writers save their manifests into one directory at
+    // the same time (one shared temporary name let one writer rename the other's file away).
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
