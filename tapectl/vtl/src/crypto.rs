@@ -348,7 +348,12 @@ fn parse_kads(mut b: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// SECURITY PROTOCOL OUT, protocol 0x20 page 0x0010 Set Data Encryption.
-pub(crate) fn security_out(c: &mut Crypto, cdb: &[u8], data: DataDir<'_>) -> Completion {
+pub(crate) fn security_out(
+    c: &mut Crypto,
+    cdb: &[u8],
+    data: DataDir<'_>,
+    loaded: bool,
+) -> Completion {
     if cdb[1] != PROTOCOL_TAPE || u16_at(cdb, 2) != 0x0010 || cdb[4] & 0x80 != 0 {
         return bad_cdb();
     }
@@ -377,6 +382,9 @@ pub(crate) fn security_out(c: &mut Crypto, cdb: &[u8], data: DataDir<'_>) -> Com
         }
         c.clear();
         return Completion::good(0);
+    }
+    if !loaded {
+        return fail(SenseKey::NotReady, 0x3a, 0x00);
     }
     if !matches!(enc, ENCRYPT_DISABLE | ENCRYPT_ENCRYPT)
         || !matches!(dec, DECRYPT_DISABLE | DECRYPT_DECRYPT | DECRYPT_MIXED)

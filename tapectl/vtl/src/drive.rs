@@ -1356,12 +1356,11 @@ impl VirtualDrive {
             0xa0 => util::report_luns(cdb, data),
             0xa2 => self.security_in(cdb, data),
             0xb5 => {
-                if self.media.as_ref().is_none_or(|m| !m.threaded) {
-                    // Parameters are set for a loaded cartridge and forgotten at its unload.
-                    return fail(SenseKey::NotReady, 0x3a, 0x00);
-                }
+                // A key is set for a loaded cartridge and forgotten at its unload; clearing is
+                // always possible.
+                let loaded = self.media.as_ref().is_some_and(|m| m.threaded);
                 let mut k = lock_crypto(&self.crypto);
-                let c = crate::crypto::security_out(&mut k, cdb, data);
+                let c = crate::crypto::security_out(&mut k, cdb, data, loaded);
                 k.load = self.media.as_ref().map(|m| m.load_seq);
                 c
             }

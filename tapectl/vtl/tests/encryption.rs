@@ -197,8 +197,10 @@ fn sealed_records_survive_a_reload_of_the_directory() {
 fn security_pages_refuse_garbage() {
     let (_dir, lib) = library(&["ENC003L6"]);
     let mut d = lib.drive(0).unwrap();
-    // No cartridge: SPOUT and Next Block Encryption Status need one; the other pages do not.
+    // No cartridge: setting a key and Next Block Encryption Status need one; the other pages do not.
     expect(&set_key(&mut d, Some(&KEY), 3), SenseKey::NotReady, 0x3a, 0);
+    // Clearing needs none.
+    good(&set_key(&mut d, None, 0));
     let (c, b) = spin(&mut d, 0x00, 0x0000);
     good(&c);
     assert_eq!(&b[6..10], &[0, 2, 0x00, 0x20]);
