@@ -348,7 +348,15 @@ pub fn run(args: Args) -> Result<()> {
         }
         Cmd::Clean { drive } => print_moves(&out, &open(&args)?.clean(*drive)?),
         Cmd::Drive(cmd) => drive_cmd(&args, &out, cmd, open(&args)?),
-        Cmd::Ltfs(cmd) => crate::cli_ltfs::run(&out, cmd, open(&args)?),
+        Cmd::Ltfs(cmd) => {
+            let mut lib = open(&args)?;
+            // With a configuration, an encrypted tape is read with its key (docs/encryption.md).
+            if let Some(p) = &args.config {
+                let cf = common::config::ConfigFile::load(p)?;
+                lib.keys = tapectl::pools::TapeSettings::from_file(&cf)?.keyring();
+            }
+            crate::cli_ltfs::run(&out, cmd, lib)
+        }
         Cmd::Vtl(cmd) => vtl_cmd(&args, &out, cmd),
         Cmd::Set(cmd) => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
