@@ -132,7 +132,7 @@ pub fn media_cmd(
             }
             let mut rows = Vec::new();
             let mut human = String::from(
-                "barcode    pool        state      location                 sets  written\n",
+                "barcode    pool        state      location                 sets  written    encryption\n",
             );
             for m in cat.all_media()? {
                 if pool
@@ -153,7 +153,11 @@ pub fn media_cmd(
                     m.state.as_str(),
                     m.location.to_string(),
                     sets,
-                    common::human::bytes(m.bytes_written)
+                    // The key an encrypted tape needs, by fingerprint (docs/encryption.md).
+                    match m.key_fingerprint.as_deref() {
+                        Some(k) => format!("{:<9}  key {k}", common::human::bytes(m.bytes_written)),
+                        None => common::human::bytes(m.bytes_written),
+                    }
                 ));
                 rows.push(Listed { media: m, sets });
             }
