@@ -642,6 +642,50 @@ mod tests {
         assert!(decode_supported_protocols(&[0; 7]).is_none());
     }
 
+    fn status_page(enc: u8, dec: u8) -> Vec<u8> {
+        let mut body = vec![0u8; 20];
+        body[0] = 0x41;
+        body[1] = enc;
+        body[2] = dec;
+        page(PAGE_STATUS, &body)
+    }
+
+    #[test]
+    fn the_drive_gets_the_key_and_its_kad_and_is_checked() {
+        use super::super::script::{Script, Step};
+        use scsi::{Sense, SenseKey};
+        let mut d = Script::drive(vec![
+            Step::data(&[0xa2, 0x20, 0, 0x10], caps_page()),
+            Step::ok(&[0xb5, 0x20, 0, 0x10]),
+            Step::data(&[0xa2, 0x20, 0, 0x20], status_page(2, 3)),
+            // A drive that ignored the page: the mismatch is an error.
+            Step::data(&[0xa2, 0x20, 0, 0x10], caps_page()),
+            Step::ok(&[0xb5, 0x20, 0, 0x10]),
+            Step::data(&[0xa2, 0x20, 0, 0x20], status_page(0, 0)),
+            // Clearing; a drive without SECURITY PROTOCOL OUT has nothing to clear.
+            Step::ok(&[0xb5, 0x20, 0, 0x10]),
+            Step::sense(&[0xb5], Sense::new(SenseKey::IllegalRequest, 0x20, 0)),
+            // A drive without AES-GCM: refused before any key is sent.
+            Step::sense(&[0xa2], Sense::new(SenseKey::IllegalRequest, 0x20, 0)),
+        ]);
+        let key = [0x42u8; 32];
+        d.set_encryption_key(&key, b"RVK123456789").unwrap();
+        let sent = &d.transport().sent[0];
+        assert_eq!(&sent[6..10], &[2, 3, 1, 0]);
+        assert_eq!(&sent[20..52], &key);
+        assert_eq!(&sent[52..56], &[1, 0, 0, 12]);
+        assert_eq!(&sent[56..68], b"RVK123456789");
+        let e = d.set_encryption_key(&key, b"RVK123456789").unwrap_err();
+        assert!(e.to_string().contains("encryption mode 0"), "{e}");
+        assert!(!e.to_string().contains("42, 42"), "{e}");
+        d.clear_encryption().unwrap();
+        assert_eq!(d.transport().sent.last().unwrap()[6..8], [0, 0]);
+        d.clear_encryption().unwrap();
+        let e = d.set_encryption_key(&key, b"k").unwrap_err();
+        assert!(e.to_string().contains("AES-256-GCM"), "{e}");
+        assert!(d.transport().done());
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200), code in 0u16..0x30) {
