@@ -105,6 +105,25 @@ fn an_encrypted_pool_restores_exactly_with_its_key_and_not_at_all_without() {
     assert_eq!(row["key_fingerprint"], fp.as_str(), "{row}");
     assert!(!media.to_string().contains(key_line));
 
+    // The tape describes itself with the fingerprint; `ltfs get` reads it with the key found in
+    // keys_dir.
+    ok(&lab.config, &["load", &enc_tapes[0], "--drive", "0"]);
+    let got = lab.path("got");
+    ok(
+        &lab.config,
+        &[
+            "ltfs",
+            "get",
+            &format!("/.rackvault/sets/{set}/tape-0001.json"),
+            "--to",
+            got.to_str().unwrap(),
+        ],
+    );
+    let desc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(got.join("tape-0001.json")).unwrap()).unwrap();
+    assert_eq!(desc["key_fingerprint"], fp.as_str(), "{desc}");
+    ok(&lab.config, &["unload", "--drive", "0"]);
+
     // With the key: verify, and a restore byte for byte.
     let v = json(&lab.config, &["set", "verify", &set]);
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
@@ -144,6 +163,23 @@ fn an_encrypted_pool_restores_exactly_with_its_key_and_not_at_all_without() {
     let r = json(&lab.config, &["set", "write", "home", "--pool", "onsite"]);
     let plain_tapes = tapes_of(&r);
     assert!(plain_tapes.iter().all(|b| !enc_tapes.contains(b)));
+    // Its self-description has no key_fingerprint: byte for byte what it was before the field.
+    let plain_set = r["set"].as_str().unwrap().to_string();
+    ok(&lab.config, &["load", &plain_tapes[0], "--drive", "0"]);
+    let got = lab.path("got-plain");
+    ok(
+        &lab.config,
+        &[
+            "ltfs",
+            "get",
+            &format!("/.rackvault/sets/{plain_set}/tape-0001.json"),
+            "--to",
+            got.to_str().unwrap(),
+        ],
+    );
+    let text = std::fs::read_to_string(got.join("tape-0001.json")).unwrap();
+    assert!(!text.contains("key_fingerprint"), "{text}");
+    ok(&lab.config, &["unload", "--drive", "0"]);
     for b in &plain_tapes {
         let (_, plaintext, sidecars) = scan(&lab, b, MARKER);
         assert_eq!(sidecars, 0, "{b}");
