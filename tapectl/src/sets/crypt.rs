@@ -27,8 +27,32 @@ pub enum TapeCrypt {
     Unknown,
 }
 
-/// Next Block Encryption Status at the current position. Moves nothing.
+/// What the tape's first block is: Next Block Encryption Status at the beginning of partition 0,
+/// where a load leaves the tape. A drive that cannot tell before it has read the block (status
+/// "unable to determine") is asked again after one READ of it (which fails harmlessly on an
+/// encrypted block without the key) and a LOCATE back.
 pub fn probe(drive: &mut Drive<BoxedTransport>) -> TapeCrypt {
+    match probe_here(drive) {
+        TapeCrypt::Unknown => {}
+        known => return known,
+    }
+    let at = ltfs::Position {
+        partition: 0,
+        block: 0,
+    };
+    if drive.read_position().ok() != Some(at) {
+        return TapeCrypt::Unknown;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let _ = drive.read_record(&mut buf);
+    if drive.locate_to(at).is_err() {
+        return TapeCrypt::Unknown;
+    }
+    probe_here(drive)
+}
+
+/// Next Block Encryption Status at the current position. Moves nothing.
+fn probe_here(drive: &mut Drive<BoxedTransport>) -> TapeCrypt {
     let s = match drive.next_block_encryption() {
         Ok(s) => s,
         Err(e) => {
