@@ -33,8 +33,11 @@ pub enum TapeCrypt {
 /// encrypted block without the key) and a LOCATE back.
 pub fn probe(drive: &mut Drive<BoxedTransport>) -> TapeCrypt {
     match probe_here(drive) {
-        TapeCrypt::Unknown => {}
-        known => return known,
+        // The drive has the status page but cannot tell yet.
+        Some(TapeCrypt::Unknown) => {}
+        Some(known) => return known,
+        // No encryption status at all (a drive without encryption, tgt): nothing to read for.
+        None => return TapeCrypt::Unknown,
     }
     let at = ltfs::Position {
         partition: 0,
@@ -48,11 +51,12 @@ pub fn probe(drive: &mut Drive<BoxedTransport>) -> TapeCrypt {
     if drive.locate_to(at).is_err() {
         return TapeCrypt::Unknown;
     }
-    probe_here(drive)
+    probe_here(drive).unwrap_or(TapeCrypt::Unknown)
 }
 
-/// Next Block Encryption Status at the current position. Moves nothing.
-fn probe_here(drive: &mut Drive<BoxedTransport>) -> TapeCrypt {
+/// Next Block Encryption Status at the current position (None: the drive has none). Moves
+/// nothing.
+fn probe_here(drive: &mut Drive<BoxedTransport>) -> Option<TapeCrypt> {
     let s = match drive.next_block_encryption() {
         Ok(s) => s,
         Err(e) => {
@@ -60,10 +64,10 @@ fn probe_here(drive: &mut Drive<BoxedTransport>) -> TapeCrypt {
                 device = drive.device_name(),
                 "no next block encryption status: {e}"
             );
-            return TapeCrypt::Unknown;
+            return None;
         }
     };
-    match s.status {
+    Some(match s.status {
         NextBlock::Plain => TapeCrypt::Plain,
         NextBlock::NotABlock => TapeCrypt::NoBlock,
         NextBlock::Decryptable | NextBlock::KeyNeeded | NextBlock::UnsupportedAlgorithm => {
@@ -77,7 +81,7 @@ fn probe_here(drive: &mut Drive<BoxedTransport>) -> TapeCrypt {
             }
         }
         NextBlock::Unknown | NextBlock::Reserved(_) => TapeCrypt::Unknown,
-    }
+    })
 }
 
 /// Sets the pool's key on the drive (writes are encrypted, reads decrypted) or, for a pool in plain
