@@ -496,9 +496,15 @@ impl<T: scsi::Transport> super::Drive<T> {
             true,
         ) {
             Ok(_) => Ok(()),
+            // No SECURITY PROTOCOL OUT, or not protocol 0x20 (ILLEGAL REQUEST 20/00, 24/00): a
+            // drive without encryption holds no key.
             Err(e)
-                if e.kind()
-                    .is_some_and(|k| matches!(k, ltfs::DeviceError::Unsupported(_))) =>
+                if e.kind().is_some_and(|k| {
+                    matches!(
+                        k,
+                        ltfs::DeviceError::Unsupported(_) | ltfs::DeviceError::IllegalRequest(_)
+                    )
+                }) =>
             {
                 Ok(())
             }
