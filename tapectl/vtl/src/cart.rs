@@ -652,6 +652,29 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_mark_encrypted_records_and_strays_are_garbage() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        fs::write(dir.join("0_0_R"), b"ciphertext").unwrap();
+        fs::write(dir.join("0_0_K"), b"sidecar").unwrap();
+        fs::write(dir.join("0_1_F"), b"").unwrap();
+        fs::write(dir.join("0_1_K"), b"beside a filemark").unwrap();
+        fs::write(dir.join("0_2_R"), b"plain").unwrap();
+        fs::write(dir.join("0_3_E"), b"").unwrap();
+        fs::write(dir.join("0_3_K"), b"a write a crash cut short").unwrap();
+        let mut s = scan(dir, 1).unwrap().remove(0);
+        assert_eq!(s.eod, 3);
+        assert_eq!(s.encrypted.iter().copied().collect::<Vec<_>>(), vec![0]);
+        let mut g = s.garbage.clone();
+        g.sort();
+        assert_eq!(g, vec![(1, 'K'), (3, 'K')]);
+        assert!(repair(dir, 0, &mut s).unwrap());
+        assert!(dir.join("0_0_K").exists());
+        assert!(!dir.join("0_1_K").exists() && !dir.join("0_3_K").exists());
+        assert_eq!(parse_rec_name("0_7_K"), Some((0, 7, 'K')));
+    }
+
+    #[test]
     fn temp_names() {
         let t = temp_path(Path::new("/x"), "rec");
         let name = t.file_name().unwrap().to_str().unwrap();
