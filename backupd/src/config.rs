@@ -1154,6 +1154,17 @@ retention = { keep_last = 3, keep_daily = 7 }
         ))
         .unwrap_err();
         assert!(e.to_string().contains("no barcode patterns"), "{e}");
+        // An encrypted pool and the keys directory (docs/encryption.md); a mistyped key is refused
+        // at its line.
+        parse(&format!(
+            "{GOOD}\n[[pool]]\nname = \"offsite\"\nbarcodes = [\"OFF*\"]\nencryption = {{ key_file = \"/etc/rv/offsite.key\" }}\n[tape]\nkeys_dir = \"/etc/rv/keys\"\n"
+        ))
+        .unwrap();
+        let e = parse(&format!(
+            "{GOOD}\n[[pool]]\nname = \"offsite\"\nbarcodes = [\"OFF*\"]\nencryption = {{ keyfile = \"k\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("keyfile"), "{e}");
     }
 
     #[test]

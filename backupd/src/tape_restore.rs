@@ -42,6 +42,10 @@ pub fn restore(
         std::time::Duration::from_secs(0),
         &format!("backupd restore {} {}", set.job, set.snapshot),
     )?;
+    // An encrypted tape's key is found by its fingerprint in the pools' key files and
+    // `[tape] keys_dir` (docs/encryption.md).
+    let cf = common::config::ConfigFile::load(&cfg.path)?;
+    lib.keys = tapectl::pools::TapeSettings::from_file(&cf)?.keyring();
     let cat = TapeCatalog::open(&cfg.state_dir)?;
     tapectl::sets::restore::restore(
         &mut lib,

@@ -35,8 +35,13 @@ pub fn copy_consistent(src: &Path, dest: &Path) -> Result<()> {
     let to = dest
         .to_str()
         .with_context(|| format!("{} is not a UTF-8 path", dest.display()))?;
-    conn.execute("VACUUM INTO ?1", [to])
-        .with_context(|| format!("cannot copy catalog {} to {}", src.display(), dest.display()))?;
+    conn.execute("VACUUM INTO ?1", [to]).with_context(|| {
+        format!(
+            "cannot copy catalog {} to {}",
+            src.display(),
+            dest.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -116,6 +121,9 @@ mod tests {
             .query_row("SELECT x FROM a", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 7);
-        assert!(copy_consistent(&p, &copy).is_err(), "an existing file is not overwritten");
+        assert!(
+            copy_consistent(&p, &copy).is_err(),
+            "an existing file is not overwritten"
+        );
     }
 }

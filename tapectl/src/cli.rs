@@ -133,6 +133,9 @@ enum Cmd {
         #[arg(long, value_name = "SECONDS")]
         wait_tapes: Option<u64>,
     },
+    /// Tape encryption keys: create a key file, show its fingerprint and key slip.
+    #[command(subcommand)]
+    Key(crate::cli_key::KeyCmd),
     /// Cartridges: list them with where they are, label new ones, retire or mark them damaged.
     #[command(subcommand)]
     Media(crate::cli_media::MediaCmd),
@@ -345,7 +348,15 @@ pub fn run(args: Args) -> Result<()> {
         }
         Cmd::Clean { drive } => print_moves(&out, &open(&args)?.clean(*drive)?),
         Cmd::Drive(cmd) => drive_cmd(&args, &out, cmd, open(&args)?),
-        Cmd::Ltfs(cmd) => crate::cli_ltfs::run(&out, cmd, open(&args)?),
+        Cmd::Ltfs(cmd) => {
+            let mut lib = open(&args)?;
+            // With a configuration, an encrypted tape is read with its key (docs/encryption.md).
+            if let Some(p) = &args.config {
+                let cf = common::config::ConfigFile::load(p)?;
+                lib.keys = tapectl::pools::TapeSettings::from_file(&cf)?.keyring();
+            }
+            crate::cli_ltfs::run(&out, cmd, lib)
+        }
         Cmd::Vtl(cmd) => vtl_cmd(&args, &out, cmd),
         Cmd::Set(cmd) => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
@@ -390,6 +401,7 @@ pub fn run(args: Args) -> Result<()> {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
             crate::cli_rotation::rotation_cmd(&out, &cfg, cmd, &|| open(&args))
         }
+        Cmd::Key(cmd) => crate::cli_key::key_cmd(&out, cmd),
         Cmd::Media(cmd) => {
             let cfg = crate::cli_set::SetConfig::load(args.config.as_deref())?;
             crate::cli_media::media_cmd(&out, &cfg, cmd, &|| open(&args))

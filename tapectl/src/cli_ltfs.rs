@@ -133,7 +133,8 @@ impl LtfsCmd {
 
 pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
     let n = cmd.drive();
-    let (drive, _lock) = lib.open_drive(n)?;
+    let (mut drive, _lock) = lib.open_drive(n)?;
+    let keys = lib.keys.clone();
     let element = lib
         .inventory()
         .ok()
@@ -181,6 +182,9 @@ pub fn run(out: &Out, cmd: &LtfsCmd, mut lib: Library) -> Result<()> {
         return check(out, drive, *repair, *generation, n);
     }
     let shown = barcode.as_deref().unwrap_or("the cartridge");
+    // An encrypted tape: its key, found by the fingerprint it names, is set on the drive (it stays
+    // set until the cartridge is unloaded).
+    tapectl::sets::crypt::unlock_for_read(&mut drive, &keys, shown)?;
     let mut vol = match Volume::mount(drive) {
         Ok(v) => v,
         Err(ltfs::volume::VolumeError::Construct(

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde::Serialize;
 
@@ -132,7 +132,7 @@ pub fn media_cmd(
             }
             let mut rows = Vec::new();
             let mut human = String::from(
-                "barcode    pool        state      location                 sets  written\n",
+                "barcode    pool        state      location                 sets  written    encryption\n",
             );
             for m in cat.all_media()? {
                 if pool
@@ -153,7 +153,11 @@ pub fn media_cmd(
                     m.state.as_str(),
                     m.location.to_string(),
                     sets,
-                    common::human::bytes(m.bytes_written)
+                    // The key an encrypted tape needs, by fingerprint (docs/encryption.md).
+                    match m.key_fingerprint.as_deref() {
+                        Some(k) => format!("{:<9}  key {k}", common::human::bytes(m.bytes_written)),
+                        None => common::human::bytes(m.bytes_written),
+                    }
                 ));
                 rows.push(Listed { media: m, sets });
             }
@@ -171,7 +175,14 @@ pub fn media_cmd(
             drive,
         } => {
             let pool = cfg.tape.pool(pool.as_deref())?;
+            let key = match &pool.encryption {
+                Some(e) => Some(tapectl::keys::read_key_file(&e.key_file).with_context(|| {
+                    format!("pool {} encrypts its tapes with this key file", pool.name)
+                })?),
+                None => None,
+            };
             let mut lib = open()?;
+            lib.keys = cfg.tape.keyring();
             reconcile(&cat, &lib.inventory()?, "tapectl media label")?;
             let wanted: Vec<String> = if *all_new {
                 cat.all_media()?
@@ -192,6 +203,7 @@ pub fn media_cmd(
                 data_root: None,
                 actor: "tapectl media label",
                 block_size: 512 * 1024,
+                key: key.as_ref(),
             };
             let mut done = Vec::new();
             let mut problems = Vec::new();

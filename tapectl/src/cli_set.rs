@@ -200,7 +200,8 @@ pub fn set_cmd(
             let manifest = view
                 .manifest()
                 .with_context(|| format!("reading the manifest of snapshot {name} of job {job}"))?;
-            let lib = open()?;
+            let mut lib = open()?;
+            lib.keys = cfg.tape.keyring();
             let drives = if drive.is_empty() {
                 (0..lib.backend.drive_count() as u16).collect()
             } else {
@@ -232,6 +233,7 @@ pub fn set_cmd(
             settle(&cat, state_dir)?;
             let s = cat.set(set)?;
             let mut lib = open()?;
+            lib.keys = cfg.tape.keyring();
             let bar = SetBar::new(out, "verifying");
             let r =
                 tapectl::sets::verify::verify(&mut lib, &cat, &s, *copy, *drive, state_dir, &bar);
@@ -368,6 +370,7 @@ pub fn catalog_cmd(
     match cmd {
         CatalogCmd::Rebuild { drive } => {
             let mut lib = open()?;
+            lib.keys = cfg.tape.keyring();
             let r = tapectl::sets::rebuild::rebuild(
                 &mut lib,
                 state_dir,
@@ -429,6 +432,7 @@ pub fn restore_cmd(
     req: &tapectl::sets::restore::RestoreRequest,
     mut lib: Library,
 ) -> Result<()> {
+    lib.keys = cfg.tape.keyring();
     let cat = TapeCatalog::open(&cfg.shared.state_dir)?;
     let bar = SetBar::new(out, "restoring");
     let r = tapectl::sets::restore::restore(&mut lib, &cat, req, &bar);

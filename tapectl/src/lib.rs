@@ -6,6 +6,7 @@ pub mod changer;
 pub mod config;
 pub mod drive;
 pub mod expiry;
+pub mod keys;
 pub mod library;
 pub mod lock;
 pub mod pools;

@@ -126,6 +126,9 @@ pub struct Library {
     _changer_lock: DeviceLock,
     wait: Duration,
     purpose: String,
+    /// Where the key of an encrypted tape is found by its fingerprint when it is read
+    /// (`[tape] keys_dir` and the pools' key files: [`crate::pools::TapeSettings::keyring`]).
+    pub keys: crate::keys::Keyring,
 }
 
 impl Library {
@@ -149,6 +152,7 @@ impl Library {
             _changer_lock: lock,
             wait,
             purpose: purpose.to_string(),
+            keys: Default::default(),
         })
     }
 

@@ -1,6 +1,7 @@
 //! `tapectl`: drive a tape library (changer and LTO drives) over SG_IO, iSCSI or the virtual library.
 
 mod cli;
+mod cli_key;
 mod cli_ltfs;
 mod cli_media;
 mod cli_rotation;

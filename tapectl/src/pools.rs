@@ -15,7 +15,16 @@ pub struct Pool {
     pub allocation: Allocation,
     /// How long its sets are kept; `None`: for ever (nothing expires).
     pub retention: Option<crate::expiry::Retention>,
+    /// Its tapes are encrypted by the drive with this key (docs/encryption.md); `None`: plain LTFS.
+    pub encryption: Option<Encryption>,
     matchers: Vec<GlobMatcher>,
+}
+
+/// A pool's `encryption = { key_file = "…" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encryption {
+    /// The key file (`tapectl key create FILE`), resolved against the configuration's directory.
+    pub key_file: std::path::PathBuf,
 }
 
 /// Where a new set starts.
@@ -43,6 +52,7 @@ impl Pool {
             barcodes: barcodes.to_vec(),
             allocation: Allocation::Continue,
             retention: None,
+            encryption: None,
             matchers,
         })
     }
@@ -59,6 +69,9 @@ pub struct TapeSettings {
     pub buffer_bytes: u64,
     /// `[rotation]`: vaults and what goes to them.
     pub rotation: crate::rotation::Policy,
+    /// `[tape] keys_dir`: where a key is looked for by fingerprint when a tape needs one (besides
+    /// the pools' key files).
+    pub keys_dir: Option<std::path::PathBuf>,
 }
 
 pub const DEFAULT_POOL: &str = "default";
@@ -75,6 +88,7 @@ impl Default for TapeSettings {
                 transit: jiff::SignedDuration::from_hours(24 * DEFAULT_TRANSIT_DAYS),
                 ..Default::default()
             },
+            keys_dir: None,
         }
     }
 }
@@ -113,6 +127,13 @@ struct RawPool {
     barcodes: Spanned<Vec<String>>,
     allocation: Option<Spanned<String>>,
     retention: Option<Spanned<RawRetention>>,
+    encryption: Option<Spanned<RawEncryption>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    key_file: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +147,7 @@ struct RawRetention {
 #[serde(deny_unknown_fields)]
 struct RawTape {
     buffer_mb: Option<Spanned<i64>>,
+    keys_dir: Option<Spanned<String>>,
 }
 
 impl TapeSettings {
@@ -178,6 +200,20 @@ impl TapeSettings {
                 pool.retention = Some(crate::expiry::Retention {
                     full: days(&r.full_days, "full_days")?,
                     incremental: days(&r.incremental_days, "incremental_days")?,
+                });
+            }
+            if let Some(e) = &p.encryption {
+                let f = e.get_ref().key_file.get_ref();
+                if f.is_empty() {
+                    return Err(cf.error(
+                        Some(e.get_ref().key_file.span()),
+                        format!(
+                            "pool {name:?}: encryption.key_file is empty; give the key file `tapectl key create FILE` made"
+                        ),
+                    ));
+                }
+                pool.encryption = Some(Encryption {
+                    key_file: cf.resolve(f),
                 });
             }
             if let Some(a) = &p.allocation {
@@ -284,8 +320,26 @@ impl TapeSettings {
                 }
                 s.buffer_bytes = (v as u64) << 20;
             }
+            if let Some(d) = &t.keys_dir {
+                if d.get_ref().is_empty() {
+                    return Err(cf.error(Some(d.span()), "[tape] keys_dir is empty".into()));
+                }
+                s.keys_dir = Some(cf.resolve(d.get_ref()));
+            }
         }
         Ok(s)
+    }
+
+    /// Where keys are found by fingerprint: the encrypted pools' key files and `keys_dir`.
+    pub fn keyring(&self) -> crate::keys::Keyring {
+        crate::keys::Keyring {
+            files: self
+                .pools
+                .iter()
+                .filter_map(|p| p.encryption.as_ref().map(|e| e.key_file.clone()))
+                .collect(),
+            dir: self.keys_dir.clone(),
+        }
     }
 
     /// The pool a set goes to: the one named, or the only one.
@@ -350,5 +404,32 @@ mod tests {
         assert!(e.to_string().contains("buffer_mb must be"), "{e}");
         let e = parse("[[pool]]\nname = \"p\"\nbarcodes = []\n").unwrap_err();
         assert!(e.to_string().contains("no barcode patterns"), "{e}");
+        let s = parse("[[pool]]\nname = \"offsite\"\nbarcodes = [\"OFF*\"]\nencryption = { key_file = \"keys/offsite.key\" }\n[[pool]]\nname = \"plain\"\nbarcodes = [\"RV*\"]\n[tape]\nkeys_dir = \"/etc/rackvault/tape-keys\"\n").unwrap();
+        assert!(
+            s.pools[0]
+                .encryption
+                .as_ref()
+                .unwrap()
+                .key_file
+                .ends_with("keys/offsite.key")
+        );
+        assert!(s.pools[1].encryption.is_none());
+        let ring = s.keyring();
+        assert_eq!(ring.files.len(), 1);
+        assert_eq!(
+            ring.dir.as_deref(),
+            Some(Path::new("/etc/rackvault/tape-keys"))
+        );
+        let e =
+            parse("[[pool]]\nname = \"p\"\nbarcodes = [\"x\"]\nencryption = { key = \"00\" }\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("rackvault.toml:4"), "{e}");
+        let e =
+            parse("[[pool]]\nname = \"p\"\nbarcodes = [\"x\"]\nencryption = { key_file = \"\" }\n")
+                .unwrap_err();
+        assert!(
+            e.to_string().contains("encryption.key_file is empty"),
+            "{e}"
+        );
     }
 }

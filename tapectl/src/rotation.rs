@@ -212,6 +212,7 @@ mod tests {
             first_seen: String::new(),
             updated_at: String::new(),
             destination: None,
+            key_fingerprint: None,
         }
     }
 

@@ -322,6 +322,12 @@ pub fn asc_description(asc: u8, ascq: u8) -> &'static str {
         (0x53, 0x00) => "media load or eject failed",
         (0x53, 0x02) => "medium removal prevented",
         (0x5d, 0x00) => "failure prediction threshold exceeded",
+        (0x74, 0x00) => "security error",
+        (0x74, 0x01) => "unable to decrypt data",
+        (0x74, 0x02) => "unencrypted data encountered while decrypting",
+        (0x74, 0x03) => "incorrect data encryption key",
+        (0x74, 0x04) => "cryptographic integrity validation failed",
+        (0x74, 0x05) => "error decrypting data",
         _ => "",
     }
 }

@@ -215,7 +215,9 @@ pub fn opcode_name(op: u8) -> &'static str {
         0x8d => "WRITE ATTRIBUTE",
         0x91 => "SPACE(16)",
         0x92 => "LOCATE(16)",
+        0xa2 => "SECURITY PROTOCOL IN",
         0xa5 => "MOVE MEDIUM",
+        0xb5 => "SECURITY PROTOCOL OUT",
         0xb8 => "READ ELEMENT STATUS",
         _ => "SCSI command",
     }

@@ -147,6 +147,8 @@ pub struct MediaRow {
     pub updated_at: String,
     /// The vault it goes to once it leaves through the import/export door (`rotation export`).
     pub destination: Option<String>,
+    /// The fingerprint of the key its volume is encrypted with (`3f:a1:…`); `None`: plain LTFS.
+    pub key_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -295,6 +297,16 @@ impl TapeCatalog {
         Ok(())
     }
 
+    /// The key the cartridge's volume is encrypted with, by fingerprint (`None`: plain LTFS). Set
+    /// when a volume is made (formatted for a pool) or found (catalog rebuild).
+    pub fn set_key_fingerprint(&self, barcode: &str, fingerprint: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE media SET key_fingerprint = ?2 WHERE barcode = ?1",
+            params![barcode, fingerprint],
+        )?;
+        Ok(())
+    }
+
     /// The vault a cartridge goes to when it leaves the library (`None`: it stays).
     pub fn set_destination(&self, barcode: &str, vault: Option<&str>) -> Result<()> {
         self.conn.execute(
@@ -416,7 +428,7 @@ impl TapeCatalog {
 }
 
 const MEDIA_COLUMNS: &str = "barcode, pool, state, volume_uuid, location, bytes_written, loads, \
-     write_errors, read_errors, cleaning_uses, first_seen, updated_at, destination";
+     write_errors, read_errors, cleaning_uses, first_seen, updated_at, destination, key_fingerprint";
 
 /// A row, or what in it a person or another build of rackvault damaged.
 fn media_row(r: &rusqlite::Row) -> rusqlite::Result<Result<MediaRow>> {
@@ -447,6 +459,7 @@ fn media_row(r: &rusqlite::Row) -> rusqlite::Result<Result<MediaRow>> {
         first_seen: r.get(10)?,
         updated_at: r.get(11)?,
         destination: r.get(12)?,
+        key_fingerprint: r.get(13)?,
         barcode,
     }))
 }

@@ -3,7 +3,8 @@
 //! describes itself (LTFS index and set self-description), so this catalog can be rebuilt from the
 //! tapes alone. Designed for both tape sets (issue 12) and media rotation (issue 13):
 //!
-//! - `media`: one row per barcode ever seen: pool, state, LTFS volume UUID, where it is, counters.
+//! - `media`: one row per barcode ever seen: pool, state, LTFS volume UUID, the fingerprint of the key
+//!   it is encrypted with (schema version 2), where it is, counters.
 //! - `media_history`: every change of state or location, appended, never updated: when, what,
 //!   from, to, why, and who (the command or daemon job).
 //! - `sets`: one backup snapshot written to tape: job, snapshot, full or incremental (and its base
@@ -123,6 +124,9 @@ const SCHEMA: &[&str] = &[
         FOREIGN KEY (set_id, copy, seq) REFERENCES copy_tapes(set_id, copy, seq) ON DELETE CASCADE
      );
      CREATE INDEX file_parts_tape ON file_parts(set_id, copy, seq, start_block);",
+    // version 2: the fingerprint of the key a tape's volume is encrypted with (NULL: plain LTFS).
+    // The key itself is never in the catalog (docs/encryption.md).
+    "ALTER TABLE media ADD COLUMN key_fingerprint TEXT;",
 ];
 
 pub struct TapeCatalog {
@@ -145,5 +149,40 @@ impl TapeCatalog {
     /// The state directory the catalog lives in (its set manifest copies are beside it).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_catalog_gains_key_fingerprints() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let conn = rusqlite::Connection::open(d.path().join("tapes.sqlite")).unwrap();
+            conn.execute_batch(SCHEMA[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO media (barcode, pool, state, volume_uuid, location, first_seen, updated_at)
+                 VALUES ('RV0001L6', 'offsite', 'writable', 'u', 'slot:1', 'x', 'x')",
+                [],
+            )
+            .unwrap();
+        }
+        let cat = TapeCatalog::open(d.path()).unwrap();
+        let m = cat.media("RV0001L6").unwrap().unwrap();
+        assert_eq!(
+            m.key_fingerprint, None,
+            "tapes written before encryption are plain"
+        );
+        cat.set_key_fingerprint("RV0001L6", Some("3f:a1")).unwrap();
+        let m = cat.media("RV0001L6").unwrap().unwrap();
+        assert_eq!(m.key_fingerprint.as_deref(), Some("3f:a1"));
+        let v: i64 = cat
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
     }
 }

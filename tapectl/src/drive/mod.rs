@@ -21,6 +21,7 @@
 //! a variable-length READ whose buffer is larger than the record but smaller than twice it. Reads use
 //! the caller's buffer as is; read tgt tapes with a buffer of exactly the record size or ≥ 2× it.
 
+pub mod crypto;
 pub mod limits;
 pub mod logs;
 pub mod mam;

@@ -96,6 +96,8 @@ pub struct Want<'a> {
     pub actor: &'a str,
     /// Block size for new volumes.
     pub block_size: usize,
+    /// The pool's key (read from its key file) when its tapes are encrypted.
+    pub key: Option<&'a crate::keys::TapeKey>,
 }
 
 /// Loads the next usable tape of the pool into `want.drive` and returns its barcode and volume
@@ -228,7 +230,21 @@ pub fn prepare(
     }
     let row = cat.media(barcode)?;
     let expired = row.as_ref().is_some_and(|m| m.state == MediaState::Expired);
+    let known_key = row.as_ref().and_then(|m| m.key_fingerprint.clone());
     let known = row.and_then(|m| m.volume_uuid);
+    // The tape's first block says whether and with which key it is encrypted (the position is at
+    // its beginning, just loaded). A tape is encrypted whole with its pool's key, or not at all:
+    // one that does not fit is passed over and never formatted (a plain tape whose sets all
+    // expired is written anew, encrypted).
+    let found = super::crypt::probe(&mut drive);
+    if let Some(reason) =
+        super::crypt::unfit_for_pool(&want.pool.name, want.key, &found, known_key.as_deref())
+        && !(expired && want.key.is_some() && matches!(found, super::crypt::TapeCrypt::Plain))
+    {
+        return Ok(Err(reason));
+    }
+    super::crypt::set_for_pool(&mut drive, &want.pool.name, want.key)?;
+    let fingerprint = want.key.map(|k| k.fingerprint.to_string());
     match Volume::mount(&mut drive) {
         Ok(vol) => {
             let uuid = vol.index().volume_uuid.clone();
@@ -240,6 +256,22 @@ pub fn prepare(
             if expired {
                 drop(vol);
                 return reuse(&mut drive, cat, want, barcode, now).map(Ok);
+            }
+            if known_key != fingerprint {
+                return Ok(Err(format!(
+                    "the tape catalog has it {}, and pool {} {}; a tape is encrypted whole or not at all",
+                    known_key
+                        .as_deref()
+                        .map_or("in plain LTFS".to_string(), |k| format!(
+                            "encrypted with key {k}"
+                        )),
+                    want.pool.name,
+                    fingerprint
+                        .as_deref()
+                        .map_or("is plain LTFS".to_string(), |k| format!(
+                            "encrypts with key {k}"
+                        )),
+                )));
             }
             if let Some(root) = want.data_root
                 && vol.stat(root).is_ok()
@@ -266,6 +298,7 @@ pub fn prepare(
                         at: now,
                     };
                     cat.set_volume(barcode, &want.pool.name, &uuid, &c)?;
+                    cat.set_key_fingerprint(barcode, fingerprint.as_deref())?;
                     cat.set_state(barcode, MediaState::Writable, &c)?;
                     Ok(Ok(uuid))
                 }
@@ -289,7 +322,15 @@ pub fn prepare(
                 Err(e) => Err(anyhow::Error::new(e).context(format!("formatting {barcode}"))),
             }
         }
-        Err(e) => Ok(Err(format!("its LTFS volume cannot be mounted: {e}"))),
+        Err(e) => {
+            let e = anyhow::Error::new(e);
+            if super::crypt::is_decrypt_refusal(&e) {
+                return Ok(Err(format!(
+                    "it is encrypted with a key this drive does not have ({e:#}); it is never overwritten"
+                )));
+            }
+            Ok(Err(format!("its LTFS volume cannot be mounted: {e:#}")))
+        }
     }
 }
 
@@ -331,6 +372,10 @@ fn reuse(
         at: now,
     };
     cat.set_volume(barcode, &want.pool.name, &uuid, &c)?;
+    cat.set_key_fingerprint(
+        barcode,
+        want.key.map(|k| k.fingerprint.to_string()).as_deref(),
+    )?;
     cat.set_state(barcode, MediaState::Writable, &c)?;
     Ok(uuid)
 }

@@ -125,6 +125,10 @@ pub struct TapeDescription {
     pub started: String,
     /// RFC 3339 time the tape was closed.
     pub closed: String,
+    /// The fingerprint of the key the drive encrypted this tape with (`3f:a1:…`, see
+    /// docs/encryption.md); absent on a tape in plain LTFS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
 }
 
 impl TapeDescription {

@@ -5,6 +5,7 @@
 //! - `plan`: what a set stores, from manifests alone.
 //! - `source`: the snapshot read once, ahead of the drives.
 //! - `allocate`: the next tape of a pool, loaded and ready.
+//! - `crypt`: the drive's key set for an encrypted pool's tapes, and found for an encrypted tape.
 //! - `write`: the writers of a set's copies.
 //! - `restore`: a snapshot or paths of it back from the sets holding it.
 //! - `verify`: a copy read back against the manifest's hashes.
@@ -13,6 +14,7 @@
 //! - `wait`: a set paused until a person brings a tape.
 
 pub mod allocate;
+pub mod crypt;
 pub mod layout;
 pub mod mount;
 pub mod plan;

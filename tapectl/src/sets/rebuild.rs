@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::allocate::{Skipped, reconcile};
 use super::layout::{self, SetManifest, TapeDescription};
-use super::mount::with_tape;
+use super::mount::with_tape_keyed;
 use super::plan::SetPlan;
 use crate::catalog::{MediaChange, MediaState, NewSet, PartRow, SetState, TapeCatalog};
 use crate::changer::is_cleaning_cartridge;
@@ -93,7 +93,7 @@ pub fn rebuild(
         at: now,
     };
     for barcode in barcodes {
-        let read = with_tape(lib, drive, &barcode, |vol| {
+        let read = with_tape_keyed(lib, drive, &barcode, |vol| {
             let uuid = vol.index().volume_uuid.clone();
             let mut descriptions = Vec::new();
             let root = "/.rackvault/sets";
@@ -127,7 +127,7 @@ pub fn rebuild(
             }
             Ok((uuid, descriptions))
         });
-        let (uuid, files) = match read {
+        let ((uuid, files), fingerprint) = match read {
             Ok(r) => r,
             Err(e) => {
                 report.skipped.push(Skipped {
@@ -185,6 +185,7 @@ pub fn rebuild(
         match pool {
             Some(p) => {
                 cat.set_volume(&barcode, &p, &uuid, &change("read back by catalog rebuild"))?;
+                cat.set_key_fingerprint(&barcode, fingerprint.map(|f| f.to_string()).as_deref())?;
                 let state = if full {
                     MediaState::Full
                 } else {

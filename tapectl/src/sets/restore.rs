@@ -137,6 +137,25 @@ pub fn find_set(cat: &TapeCatalog, job: &str, wanted: &str) -> Result<SetRow> {
         .expect("a set has that snapshot"))
 }
 
+/// Every encrypted tape's key (by the fingerprint the catalog has for it) is in the keyring,
+/// checked before anything is written: a restore without a key fails at once, naming the tape.
+/// (A tape the catalog does not know as encrypted is checked again when it is loaded.)
+fn keys_at_hand(lib: &Library, cat: &TapeCatalog, tapes: &[String]) -> Result<()> {
+    for barcode in tapes {
+        let Some(fp) = cat
+            .media(barcode)?
+            .and_then(|m| m.key_fingerprint)
+            .and_then(|f| crate::keys::Fingerprint::parse(&f))
+        else {
+            continue;
+        };
+        if lib.keys.find(&fp).is_none() {
+            bail!("{}; nothing was written", lib.keys.missing(barcode, &fp));
+        }
+    }
+    Ok(())
+}
+
 pub fn restore(
     lib: &mut Library,
     cat: &TapeCatalog,
@@ -217,6 +236,7 @@ pub fn restore(
         }
     }
     missing_tapes(lib, cat, &tape_order, req.wait_tapes)?;
+    keys_at_hand(lib, cat, &tape_order)?;
 
     std::fs::create_dir_all(req.to)
         .with_context(|| format!("cannot create target {}", req.to.display()))?;

@@ -227,6 +227,16 @@ pub fn write_set(
     if req.drives.is_empty() {
         bail!("no drive to write with");
     }
+    // An encrypted pool's key is read before anything is written.
+    let key = match &req.pool.encryption {
+        Some(e) => Some(crate::keys::read_key_file(&e.key_file).with_context(|| {
+            format!(
+                "pool {} encrypts its tapes with this key file",
+                req.pool.name
+            )
+        })?),
+        None => None,
+    };
     // The base: the pool's newest complete set of the job, for an incremental.
     let base = if req.full {
         None
@@ -286,6 +296,7 @@ pub fn write_set(
         taken: Mutex::new(HashSet::new()),
         skipped: Mutex::new(Vec::new()),
         progress,
+        key,
     };
     let mut copies = Vec::new();
     let parallel = req.drives.len().min(req.copies as usize);
@@ -390,6 +401,8 @@ struct Ctx<'a> {
     taken: Mutex<HashSet<String>>,
     skipped: Mutex<Vec<Skipped>>,
     progress: &'a dyn Progress,
+    /// The pool's key when its tapes are encrypted (docs/encryption.md).
+    key: Option<crate::keys::TapeKey>,
 }
 
 /// The tape being written by one copy.
@@ -530,6 +543,7 @@ impl<'a> CopyWriter<'a> {
                     data_root: Some(&root),
                     actor: self.ctx.req.actor,
                     block_size: self.ctx.req.block_size,
+                    key: self.ctx.key.as_ref(),
                 };
                 let (b, u) =
                     self.next_tape_or_wait(&mut lib, &cat, &want, &mut taken, &mut skipped)?;
@@ -563,7 +577,14 @@ impl<'a> CopyWriter<'a> {
                 next: self.next,
                 current: self.current,
             };
-            let end = match self.fill_tape(&mut drive, &mut tape) {
+            // The key is set again on this handle (a drive keeps it for all I_T nexuses, but not
+            // every transport is one nexus), and cleared once the tape is closed or failed.
+            super::crypt::set_for_pool(&mut drive, &self.ctx.req.pool.name, self.ctx.key.as_ref())?;
+            let filled = self.fill_tape(&mut drive, &mut tape);
+            if self.ctx.key.is_some() {
+                super::crypt::clear_quietly(&mut drive);
+            }
+            let end = match filled {
                 Ok(end) => end,
                 Err(e) if is_medium_error(&e) && self.damaged.len() < MAX_DAMAGED => {
                     drop(drive);
@@ -707,6 +728,7 @@ impl<'a> CopyWriter<'a> {
             last,
             started: self.ctx.created.clone(),
             closed: closed.to_string(),
+            key_fingerprint: self.ctx.key.as_ref().map(|k| k.fingerprint.to_string()),
         };
         vol.put_closing_file(
             &layout::description_path(self.ctx.uuid, tape.seq),
@@ -1058,8 +1080,12 @@ impl<'a> CopyWriter<'a> {
 pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Named after the file: two copies of a set save their manifests beside each other at once.
-    let name = path.file_name().expect("a file").to_string_lossy();
+    // Named after the file too: two copies' writers save their manifests into one directory at
+    // the same time (one shared temporary name let one writer rename the other's file away).
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;

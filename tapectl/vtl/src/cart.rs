@@ -143,7 +143,7 @@ pub(crate) fn import_foreign(dir: &Path) -> Result<Option<CartMeta>, VtlError> {
         }
         if let Some((p, _, kind)) = parse_rec_name(name) {
             seen = true;
-            if kind != 'E' {
+            if matches!(kind, 'R' | 'F') {
                 top = top.max(Some(p));
             }
         }
@@ -402,6 +402,8 @@ pub(crate) struct PartScan {
     /// `<p>_<eod>_E` exists, so the partition is a valid image as it is.
     pub has_marker: bool,
     pub filemarks: BTreeSet<u64>,
+    /// Records below EOD that are encrypted: they have a sidecar `<p>_<blk>_K` (see the README).
+    pub encrypted: BTreeSet<u64>,
     /// Sum of record sizes below EOD.
     pub bytes: u64,
     /// Files no reader can reach: records, filemarks and markers at or beyond EOD other than its
@@ -415,6 +417,7 @@ struct BlockFiles {
     record: Option<u64>,
     filemark: bool,
     marker: bool,
+    sidecar: bool,
 }
 
 /// Scans a cartridge directory. Partitions beyond `partitions` are ignored.
@@ -435,6 +438,7 @@ pub(crate) fn scan(dir: &Path, partitions: usize) -> Result<Vec<PartScan>, VtlEr
         match kind {
             'E' => b.marker = true,
             'F' => b.filemark = true,
+            'K' => b.sidecar = true,
             _ => {
                 let size = e
                     .metadata()
@@ -458,6 +462,9 @@ pub(crate) fn scan(dir: &Path, partitions: usize) -> Result<Vec<PartScan>, VtlEr
                 s.filemarks.insert(next);
             } else if let Some(size) = b.record.filter(|&n| n > 0) {
                 s.bytes += size;
+                if b.sidecar {
+                    s.encrypted.insert(next);
+                }
             } else {
                 break;
             }
@@ -466,11 +473,18 @@ pub(crate) fn scan(dir: &Path, partitions: usize) -> Result<Vec<PartScan>, VtlEr
         s.eod = next;
         for (&blk, b) in &map {
             if blk < s.eod {
-                // Before EOD only an empty record shadowed by a filemark can be garbage.
+                // Before EOD only an empty record shadowed by a filemark can be garbage, and a
+                // sidecar beside no record.
                 if b.record == Some(0) {
                     s.garbage.push((blk, 'R'));
                 }
+                if b.sidecar && !s.encrypted.contains(&blk) {
+                    s.garbage.push((blk, 'K'));
+                }
                 continue;
+            }
+            if b.sidecar {
+                s.garbage.push((blk, 'K'));
             }
             if b.record.is_some() {
                 s.garbage.push((blk, 'R'));
@@ -503,6 +517,8 @@ pub(crate) fn parse_rec_name(name: &str) -> Option<(usize, u64, char)> {
         "R" => 'R',
         "F" => 'F',
         "E" => 'E',
+        // Not the reference backend's: the sidecar of an encrypted record (its reader ignores it).
+        "K" => 'K',
         _ => return None,
     };
     Some((p.parse().ok()?, blk.parse().ok()?, kind))
@@ -633,6 +649,29 @@ mod tests {
         let s = scan(dir, 1).unwrap().remove(0);
         assert_eq!((s.eod, s.has_marker, s.bytes), (1, true, 3));
         assert_eq!(s.garbage, vec![(1, 'F'), (2, 'R'), (3, 'E')]);
+    }
+
+    #[test]
+    fn sidecars_mark_encrypted_records_and_strays_are_garbage() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        fs::write(dir.join("0_0_R"), b"ciphertext").unwrap();
+        fs::write(dir.join("0_0_K"), b"sidecar").unwrap();
+        fs::write(dir.join("0_1_F"), b"").unwrap();
+        fs::write(dir.join("0_1_K"), b"beside a filemark").unwrap();
+        fs::write(dir.join("0_2_R"), b"plain").unwrap();
+        fs::write(dir.join("0_3_E"), b"").unwrap();
+        fs::write(dir.join("0_3_K"), b"a write a crash cut short").unwrap();
+        let mut s = scan(dir, 1).unwrap().remove(0);
+        assert_eq!(s.eod, 3);
+        assert_eq!(s.encrypted.iter().copied().collect::<Vec<_>>(), vec![0]);
+        let mut g = s.garbage.clone();
+        g.sort();
+        assert_eq!(g, vec![(1, 'K'), (3, 'K')]);
+        assert!(repair(dir, 0, &mut s).unwrap());
+        assert!(dir.join("0_0_K").exists());
+        assert!(!dir.join("0_1_K").exists() && !dir.join("0_3_K").exists());
+        assert_eq!(parse_rec_name("0_7_K"), Some((0, 7, 'K')));
     }
 
     #[test]

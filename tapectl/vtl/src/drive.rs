@@ -41,12 +41,18 @@ pub struct VirtualDrive {
     /// but not there (another drive wrote, the changer moved another cartridge), the fast path holds.
     fast_view: Vec<u8>,
     state_file: PathBuf,
+    /// The data encryption parameters the host set (SECURITY PROTOCOL OUT): in memory only, shared
+    /// by this process's handles on the drive, and forgotten when the cartridge they were set for
+    /// is unloaded (see [`crate::crypto::slot`]).
+    crypto: std::sync::Arc<std::sync::Mutex<crate::crypto::Crypto>>,
 }
 
 struct Part {
     /// End of data: `<p>_<eod>_E` is on disk, always (see [`Media::move_eod`]).
     eod: u64,
     filemarks: BTreeSet<u64>,
+    /// Encrypted records: they have a sidecar `<p>_<blk>_K`.
+    encrypted: BTreeSet<u64>,
     bytes: u64,
     capacity: u64,
     /// First block written since the last sync point.
@@ -127,8 +133,32 @@ struct Media {
     /// The directory no longer matches this model (an end-of-data marker was not where it should be,
     /// or a change failed half-way): the next command that is not streamed reads the directory again.
     stale: bool,
+    /// The directory may hold sidecars (`_K`) beyond the model's encrypted records: a record written
+    /// in clear first removes one at its block.
+    sidecars: bool,
     /// This handle's hold on the cartridge (see [`cart::hold`]).
     _hold: File,
+}
+
+fn lock_crypto(
+    c: &std::sync::Mutex<crate::crypto::Crypto>,
+) -> std::sync::MutexGuard<'_, crate::crypto::Crypto> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename (the file never exists partial).
+fn write_hidden(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let (tmp, mut f) = crate::writer::create_temp(dir)?;
+    let r = f.write_all(bytes).and_then(|()| fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    crate::crash::step();
+    r
 }
 
 fn io_fail(
@@ -169,12 +199,16 @@ impl Media {
             }
         }
         cart::share(&dir, &hold)?;
+        let sidecars = scans
+            .iter()
+            .any(|s| !s.encrypted.is_empty() || s.garbage.iter().any(|g| g.1 == 'K'));
         let parts: Vec<Part> = scans
             .into_iter()
             .enumerate()
             .map(|(p, s)| Part {
                 eod: s.eod,
                 filemarks: s.filemarks,
+                encrypted: s.encrypted,
                 bytes: s.bytes,
                 capacity: meta.partition_bytes(p),
                 unsynced_from: None,
@@ -206,6 +240,7 @@ impl Media {
             read_ahead: (0, 0),
             ahead: Default::default(),
             stale: false,
+            sidecars,
             _hold: hold,
         })
     }
@@ -337,6 +372,7 @@ impl Media {
         self.move_eod(p, eod, at)?;
         self.changed = true;
         let dropped = self.parts[p].filemarks.split_off(&at);
+        let sealed = self.parts[p].encrypted.split_off(&at);
         let part = &mut self.parts[p];
         part.eod = at;
         if part.unsynced_from.is_some_and(|u| u >= at) {
@@ -353,6 +389,13 @@ impl Media {
                 return Err(e);
             }
             crate::crash::step();
+            if sealed.contains(&blk) {
+                if let Err(e) = cart::remove_if_exists(&self.rec(p, blk, 'K')) {
+                    self.stale = true;
+                    return Err(e);
+                }
+                crate::crash::step();
+            }
         }
         Ok(())
     }
@@ -398,7 +441,12 @@ impl Media {
         s
     }
 
-    fn write6(&mut self, cdb: &[u8], data: DataDir<'_>) -> Completion {
+    fn write6(
+        &mut self,
+        cdb: &[u8],
+        data: DataDir<'_>,
+        key: Option<&crate::crypto::KeyState>,
+    ) -> Completion {
         if cdb[1] & 0x01 != 0 {
             return bad_cdb();
         }
@@ -430,6 +478,36 @@ impl Media {
             s.information = Some(len as i64);
             return check(s, 0);
         }
+        // Encrypted: the sidecar (nonce and KAD) goes in first, hidden like the record by the marker,
+        // and the record file holds the ciphertext and the tag. In clear: the record's exact bytes,
+        // and no sidecar at its block.
+        let sealed = match key {
+            Some(k) => match crate::crypto::seal(k, buf) {
+                Some(x) => Some(x),
+                None => return fail(SenseKey::HardwareError, 0x44, 0x00),
+            },
+            None => None,
+        };
+        let side_path = self.rec(p, blk, 'K');
+        match &sealed {
+            Some((side, _)) => {
+                if let Err(e) = write_hidden(&self.dir, &side_path, side) {
+                    return io_fail("write", &side_path, &e, SenseKey::MediumError, 0x0c, 0x00);
+                }
+                self.sidecars = true;
+            }
+            None if self.sidecars => {
+                if let Err(e) = cart::remove_if_exists(&side_path) {
+                    return io_fail("write", &side_path, &e, SenseKey::MediumError, 0x0c, 0x00);
+                }
+            }
+            None => {}
+        }
+        let buf: &[u8] = match &sealed {
+            Some((_, ct)) => ct,
+            None => buf,
+        };
+        let stored = buf.len() as u64;
         self.bump_vcr();
         // The record goes into a temporary file, is renamed to `<p>_<blk>_R` (beside the marker at
         // `blk`, which hides it) and becomes part of the tape when the marker moves past it. At every
@@ -461,12 +539,18 @@ impl Media {
         if let Err(e) = self.move_eod(p, blk, blk + 1) {
             // Still hidden by the marker at `blk`: the record was not written.
             let _ = fs::remove_file(&path);
+            if sealed.is_some() {
+                let _ = fs::remove_file(&side_path);
+            }
             return io_fail("write", &path, &e, SenseKey::MediumError, 0x0c, 0x00);
         }
         self.changed = true;
         let part = &mut self.parts[p];
         part.eod = blk + 1;
-        part.bytes += len as u64;
+        part.bytes += stored;
+        if sealed.is_some() {
+            part.encrypted.insert(blk);
+        }
         part.unsynced_from.get_or_insert(blk);
         self.block = blk + 1;
         self.last_write = Some((p as u8, self.block));
@@ -483,7 +567,12 @@ impl Media {
         Completion::good(len)
     }
 
-    fn read6(&mut self, cdb: &[u8], data: DataDir<'_>) -> Completion {
+    fn read6(
+        &mut self,
+        cdb: &[u8],
+        data: DataDir<'_>,
+        key: Option<&crate::crypto::KeyState>,
+    ) -> Completion {
         if cdb[1] & 0x01 != 0 {
             return bad_cdb();
         }
@@ -534,14 +623,32 @@ impl Media {
             Err(e) => return io_fail("read", &path, &e, SenseKey::MediumError, 0x11, 0x00),
         };
         self.read_ahead(p, blk);
-        let size = match f.metadata() {
-            Ok(m) => m.len() as usize,
-            Err(e) => return io_fail("read", &path, &e, SenseKey::MediumError, 0x11, 0x00),
+        let size = if self.parts[p].encrypted.contains(&blk) {
+            match self.read_sealed(p, blk, key, &mut f) {
+                Ok(plain) => {
+                    let n = plain.len().min(len).min(buf.len());
+                    buf[..n].copy_from_slice(&plain[..n]);
+                    plain.len()
+                }
+                Err(c) => return c,
+            }
+        } else {
+            let size = match f.metadata() {
+                Ok(m) => m.len() as usize,
+                Err(e) => return io_fail("read", &path, &e, SenseKey::MediumError, 0x11, 0x00),
+            };
+            let n = size.min(len).min(buf.len());
+            if let Err(e) = f.read_exact(&mut buf[..n]) {
+                return io_fail("read", &path, &e, SenseKey::MediumError, 0x11, 0x00);
+            }
+            if key.is_some_and(|k| k.decrypt == crate::crypto::DECRYPT_DECRYPT) {
+                // DECRYPT (not MIXED) refuses records in clear: DATA PROTECT 74/02 UNENCRYPTED
+                // DATA ENCOUNTERED WHILE DECRYPTING. The position stays before the record.
+                return fail(SenseKey::DataProtect, 0x74, 0x02);
+            }
+            size
         };
         let n = size.min(len).min(buf.len());
-        if let Err(e) = f.read_exact(&mut buf[..n]) {
-            return io_fail("read", &path, &e, SenseKey::MediumError, 0x11, 0x00);
-        }
         self.block += 1;
         self.meta.bytes_read += n as u64;
         self.meta.last_mount_bytes_read += n as u64;
@@ -554,6 +661,47 @@ impl Media {
         s.ili = true;
         s.information = Some(len as i64 - size as i64);
         check(s, n)
+    }
+
+    /// Reads and decrypts the encrypted record at `p`/`blk`, whose file is `f`. A failure leaves the
+    /// position before the record (the drive could not transfer it).
+    fn read_sealed(
+        &self,
+        p: usize,
+        blk: u64,
+        key: Option<&crate::crypto::KeyState>,
+        f: &mut File,
+    ) -> Result<Vec<u8>, Completion> {
+        let side_path = self.rec(p, blk, 'K');
+        let side = fs::read(&side_path)
+            .map_err(|e| io_fail("read", &side_path, &e, SenseKey::MediumError, 0x11, 0x00))?;
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).map_err(|e| {
+            io_fail(
+                "read",
+                &self.rec(p, blk, 'R'),
+                &e,
+                SenseKey::MediumError,
+                0x11,
+                0x00,
+            )
+        })?;
+        match crate::crypto::open(key, &side, &mut data) {
+            Ok(_) => Ok(data),
+            Err(e) => Err(crate::crypto::open_failure(&e)),
+        }
+    }
+
+    /// What the block at the position is, for Next Block Encryption Status (reads its sidecar).
+    fn next_block_sidecar(&self) -> Option<Option<Vec<u8>>> {
+        let (p, blk) = (self.partition, self.block);
+        if blk >= self.parts[p].eod || self.parts[p].filemarks.contains(&blk) {
+            return None;
+        }
+        if !self.parts[p].encrypted.contains(&blk) {
+            return Some(None);
+        }
+        Some(Some(fs::read(self.rec(p, blk, 'K')).unwrap_or_default()))
     }
 
     fn write_filemarks(&mut self, cdb: &[u8]) -> Completion {
@@ -876,6 +1024,7 @@ impl Media {
             .map(|p| Part {
                 eod: 0,
                 filemarks: BTreeSet::new(),
+                encrypted: BTreeSet::new(),
                 bytes: 0,
                 capacity: self.meta.partition_bytes(p),
                 unsynced_from: None,
@@ -899,7 +1048,9 @@ impl Media {
 impl VirtualDrive {
     pub(crate) fn new(lib: Library, index: usize, model: DriveModel, serial: String) -> Self {
         let state_file = crate::state::state_path(lib.dir());
+        let crypto = crate::crypto::slot(lib.dir(), index);
         Self {
+            crypto,
             lib,
             index,
             model,
@@ -1050,7 +1201,9 @@ impl VirtualDrive {
                 m.finish_run();
             }
         }
+        self.forget_key_of_unloaded();
         let c = self.dispatch(st, cdb, data, now);
+        self.forget_key_of_unloaded();
         self.persist(st);
         c
     }
@@ -1117,8 +1270,20 @@ impl VirtualDrive {
                 b[5] = 1;
                 respond(data, &b, 6)
             }
-            0x08 => self.media.as_mut().expect("checked").read6(cdb, data),
-            0x0a => self.media.as_mut().expect("checked").write6(cdb, data),
+            0x08 => {
+                let k = lock_crypto(&self.crypto);
+                self.media
+                    .as_mut()
+                    .expect("checked")
+                    .read6(cdb, data, k.state.as_ref())
+            }
+            0x0a => {
+                let k = lock_crypto(&self.crypto);
+                self.media
+                    .as_mut()
+                    .expect("checked")
+                    .write6(cdb, data, k.encrypting())
+            }
             0x10 => self.media.as_mut().expect("checked").write_filemarks(cdb),
             0x11 => {
                 let raw = u24_at(cdb, 2);
@@ -1189,8 +1354,49 @@ impl VirtualDrive {
             0x8c => self.read_attribute(cdb, data),
             0x8d => self.write_attribute(cdb, data),
             0xa0 => util::report_luns(cdb, data),
+            0xa2 => self.security_in(cdb, data),
+            0xb5 => {
+                // A key is set for a loaded cartridge and forgotten at its unload; clearing is
+                // always possible.
+                let loaded = self.media.as_ref().is_some_and(|m| m.threaded);
+                let mut k = lock_crypto(&self.crypto);
+                let c = crate::crypto::security_out(&mut k, cdb, data, loaded);
+                k.load = self.media.as_ref().map(|m| m.load_seq);
+                c
+            }
             _ => bad_opcode(),
         }
+    }
+
+    /// The key goes with the cartridge it was set for: unloaded, moved out, or another one loaded.
+    fn forget_key_of_unloaded(&mut self) {
+        let current = self
+            .media
+            .as_ref()
+            .filter(|m| m.threaded)
+            .map(|m| m.load_seq);
+        lock_crypto(&self.crypto).follow_load(current);
+    }
+
+    fn security_in(&self, cdb: &[u8], data: DataDir<'_>) -> Completion {
+        use crate::crypto::NextBlock;
+        let k = lock_crypto(&self.crypto);
+        let m = self.media.as_ref().filter(|m| m.threaded);
+        let side = m.map(|m| m.next_block_sidecar());
+        let block = m.map_or(0, |m| m.block);
+        let next = match &side {
+            None => NextBlock::Unknown,
+            Some(None) => NextBlock::NotABlock,
+            Some(Some(None)) => NextBlock::Plain,
+            Some(Some(Some(s))) => NextBlock::Encrypted {
+                sidecar: s,
+                opens: crate::crypto::kad_matches(k.state.as_ref(), s),
+            },
+        };
+        if u16_at(cdb, 2) == 0x0021 && cdb[1] == crate::crypto::PROTOCOL_TAPE && m.is_none() {
+            return fail(SenseKey::NotReady, 0x3a, 0x00);
+        }
+        crate::crypto::security_in(&k, cdb, data, next, block)
     }
 
     fn request_sense(
@@ -1922,9 +2128,11 @@ impl Transport for VirtualDrive {
             let m = self.media.as_mut().expect("fast_ok checked");
             if op == 0x08 {
                 m.finish_run();
-                return Ok(m.read6(cdb, data));
+                let k = lock_crypto(&self.crypto);
+                return Ok(m.read6(cdb, data, k.state.as_ref()));
             }
-            return Ok(m.write6(cdb, data));
+            let k = lock_crypto(&self.crypto);
+            return Ok(m.write6(cdb, data, k.encrypting()));
         }
         let dir = self.lib.dir().to_path_buf();
         self.fast = None;

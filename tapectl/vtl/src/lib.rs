@@ -9,6 +9,7 @@
 mod cart;
 mod changer;
 mod crash;
+mod crypto;
 mod density;
 mod drive;
 mod state;
