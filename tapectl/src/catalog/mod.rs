@@ -146,6 +146,15 @@ impl TapeCatalog {
         })
     }
 
+    /// Opens a catalog file that is not state_dir's (a copy being made for a tape).
+    pub fn open_file(path: &Path) -> Result<TapeCatalog> {
+        let conn = common::sqlite::open(path, SCHEMA)?;
+        Ok(TapeCatalog {
+            conn,
+            state_dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        })
+    }
+
     /// The state directory the catalog lives in (its set manifest copies are beside it).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir

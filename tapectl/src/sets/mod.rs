@@ -5,6 +5,8 @@
 //! - `plan`: what a set stores, from manifests alone.
 //! - `source`: the snapshot read once, ahead of the drives.
 //! - `allocate`: the next tape of a pool, loaded and ready.
+//! - `catalog_copy`: the tape catalog copied onto each copy's last tape.
+//! - `fetch`: a set manifest the state directory lacks, read back from the set's tapes.
 //! - `crypt`: the drive's key set for an encrypted pool's tapes, and found for an encrypted tape.
 //! - `write`: the writers of a set's copies.
 //! - `restore`: a snapshot or paths of it back from the sets holding it.
@@ -14,7 +16,9 @@
 //! - `wait`: a set paused until a person brings a tape.
 
 pub mod allocate;
+pub mod catalog_copy;
 pub mod crypt;
+pub mod fetch;
 pub mod layout;
 pub mod mount;
 pub mod plan;

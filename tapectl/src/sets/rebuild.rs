@@ -105,7 +105,8 @@ pub fn rebuild(
                 let dir = format!("{root}/{}", d.name);
                 for f in vol.list(&dir)? {
                     let path = format!("{dir}/{}", f.name);
-                    if f.kind != EntryKind::File {
+                    // The catalog copy is for a person restoring a state directory, not for this.
+                    if f.kind != EntryKind::File || path == super::catalog_copy::path(&d.name) {
                         continue;
                     }
                     let limit = if f.name == "manifest.zst" {

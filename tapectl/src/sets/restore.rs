@@ -166,26 +166,25 @@ pub fn restore(
     // Without --copy, each set of the chain is read from a copy whose tapes are all in the library
     // (the onsite one while the other is in the vault), else from the first copy.
     let inv = lib.inventory()?;
-    let chain: Vec<Loaded> = cat
-        .chain(&set)?
-        .into_iter()
-        .map(|s| {
-            let copy = match req.copy {
-                Some(c) => Some(c),
-                None => cat
-                    .copies(s.id)?
-                    .into_iter()
-                    .filter(|c| c.state == "complete")
-                    .find(|c| {
-                        c.tapes
-                            .iter()
-                            .all(|t| !inv.find_barcode(&t.barcode).is_empty())
-                    })
-                    .map(|c| c.copy),
-            };
-            load(req.state_dir, s, copy)
-        })
-        .collect::<Result<_>>()?;
+    let mut chain: Vec<Loaded> = Vec::new();
+    for s in cat.chain(&set)? {
+        let copy = match req.copy {
+            Some(c) => Some(c),
+            None => cat
+                .copies(s.id)?
+                .into_iter()
+                .filter(|c| c.state == "complete")
+                .find(|c| {
+                    c.tapes
+                        .iter()
+                        .all(|t| !inv.find_barcode(&t.barcode).is_empty())
+                })
+                .map(|c| c.copy),
+        };
+        // A catalog restored from a tape's copy has no manifests: read back from the tapes.
+        super::fetch::ensure_manifest(lib, cat, &s, copy, req.drive, req.state_dir)?;
+        chain.push(load(req.state_dir, s, copy)?);
+    }
     let top = &chain[0];
     let manifest = Manifest::new(
         Header::new(&set.job, &set.snapshot, "", ""),

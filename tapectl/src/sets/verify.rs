@@ -54,6 +54,7 @@ pub fn verify(
     state_dir: &std::path::Path,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    super::fetch::ensure_manifest(lib, cat, set, copy, drive, state_dir)?;
     let (copy, m) = load_local_manifest(state_dir, set, copy)?;
     let local_path = super::write::local_manifest(state_dir, &set.uuid, copy);
     let local = std::fs::read(&local_path)
