@@ -186,9 +186,8 @@ pub fn set_cmd(
             let snaps = common::snapshots::open(&cfg.shared);
             let name = common::snapshots::resolve(&*snaps, job, snapshot)?;
             let view = snaps.open(job, &name)?;
-            let manifest = view
-                .manifest()
-                .with_context(|| format!("reading the manifest of snapshot {name} of job {job}"))?;
+            // Read as it is needed (a million-file manifest is not held).
+            let manifest = view.root.join(common::manifest::MANIFEST_FILE);
             let lib = open()?;
             let drives = if drive.is_empty() {
                 (0..lib.backend.drive_count() as u16).collect()
@@ -210,7 +209,8 @@ pub fn set_cmd(
                 block_size: 512 * 1024,
             };
             let bar = SetBar::new(out, "writing");
-            let r = write_set(lib, cat, &req, manifest, &bar);
+            let r = write_set(lib, cat, &req, &manifest, &bar)
+                .with_context(|| format!("writing snapshot {name} of job {job} to tape"));
             bar.finish();
             let r = r?;
             out.value(&r, &report_human(&r))
