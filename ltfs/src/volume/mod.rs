@@ -305,7 +305,8 @@ impl<D: TapeDevice> Volume<D> {
     pub fn labels(&self) -> &VolumeLabels {
         &self.labels
     }
-    /// The current index (with the changes of this session).
+    /// The current index (with the changes of this session, except the entries kept packed since
+    /// [`Volume::pack_new_entries`]: see [`Volume::packed`]).
     pub fn index(&self) -> &Index {
         &self.index
     }

@@ -200,9 +200,10 @@ impl PlanWriter {
     }
 
     fn finish(self, deleted: Vec<RelPath>) -> Result<SetPlan> {
+        // Not synced: a temporary file, read back by this process only.
         let enc = self.out.into_inner().map_err(|e| e.into_error())?;
         enc.finish()?
-            .sync_all()
+            .flush()
             .with_context(|| format!("cannot write {}", self.file.display()))?;
         Ok(SetPlan {
             deleted,

@@ -195,8 +195,20 @@ impl WriterLock {
     }
 }
 
-/// Marks sets whose writer died as interrupted.
+/// Marks sets whose writer died as interrupted, and removes the temporary files such a writer left
+/// (`state_dir/tmp/set-<uuid>`: its plan, parts and manifests).
 pub fn settle(cat: &TapeCatalog, state_dir: &Path) -> Result<Vec<String>> {
+    if let Ok(rd) = std::fs::read_dir(state_dir.join("tmp")) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(uuid) = name.to_str().and_then(|n| n.strip_prefix("set-")) else {
+                continue;
+            };
+            if layout::is_set_id(uuid) && !WriterLock::held(state_dir, uuid) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     cat.settle_interrupted(|uuid| WriterLock::held(state_dir, uuid))
 }
 
@@ -244,11 +256,20 @@ pub fn write_set(
         SetKind::Full
     };
     let uuid = ltfs::volume::random_uuid();
+    // Held before the temporary files exist (`settle` removes those of sets no one holds).
+    let _lock = WriterLock::take(req.state_dir, &uuid)?;
     // The plan, each copy's parts and set manifest: files here, removed when the set is done.
     let tmp = TempDir::new(req.state_dir, &format!("set-{uuid}"))?;
-    let plan = plan(&uuid, manifest, base_entries.as_deref(), tmp.path())?;
+    let plan = match plan(&uuid, manifest, base_entries.as_deref(), tmp.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            // Nothing of the set exists: not even its directory is left.
+            drop(_lock);
+            let _ = std::fs::remove_dir_all(req.state_dir.join("tape-sets").join(&uuid));
+            return Err(e);
+        }
+    };
     drop(base_entries);
-    let _lock = WriterLock::take(req.state_dir, &uuid)?;
     let started_at = jiff::Timestamp::now();
     let set_id = cat.begin_set(
         &NewSet {
