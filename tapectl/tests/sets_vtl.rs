@@ -528,7 +528,11 @@ fn a_set_killed_mid_tape_leaves_readable_tapes_and_the_next_run_completes() {
     assert_eq!(tmp_sets(), 1);
     let sets = json(&lab.config, &["set", "list"]);
     assert_eq!(sets[0]["set"]["state"], "interrupted", "{sets}");
-    assert_eq!(tmp_sets(), 0, "the dead writer's temporary files are removed");
+    assert_eq!(
+        tmp_sets(),
+        0,
+        "the dead writer's temporary files are removed"
+    );
     // Both tapes mount: each has a valid index (the second from its format, data after it unreferenced).
     for b in ["RV0001L6", "RV0002L6"] {
         ok(&lab.config, &["load", b]);

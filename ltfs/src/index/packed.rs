@@ -78,10 +78,7 @@ pub struct Packed {
 /// What a new packed entry is.
 pub enum NewEntry<'a> {
     Dir,
-    File {
-        length: u64,
-        extents: &'a [Extent],
-    },
+    File { length: u64, extents: &'a [Extent] },
     Symlink(&'a str),
 }
 

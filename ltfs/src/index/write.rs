@@ -1,8 +1,8 @@
 //! The streaming index writer: the §4 form, one element per line, straight into the caller's `Write`.
 
 use super::names::{self, NameKind};
-use super::read::MAX_LEN;
 use super::packed::{NONE, Packed};
+use super::read::MAX_LEN;
 use super::{
     Directory, Entry, ErrorKind, File, FileContent, INDEX_VERSION, Index, IndexError, Limits,
     RawElement, Times, Xattr,

@@ -5,7 +5,8 @@
 use super::*;
 use crate::construct::tests::MemTape;
 use crate::index::{
-    Directory, Entry, Extent, File, FileContent, Index, IndexLocation, LtfsTime, Packed, Times, Xattr,
+    Directory, Entry, Extent, File, FileContent, Index, IndexLocation, LtfsTime, Packed, Times,
+    Xattr,
 };
 use std::ops::Range;
 
@@ -693,10 +694,12 @@ fn packed_new_entries_write_the_same_index_in_a_fraction_of_the_memory() {
         secs: 1_700_000_000,
         nanos: 5,
     };
-    let at = |s: i64| Times::all(LtfsTime {
-        secs: 1_700_000_000 + s,
-        nanos: 7,
-    });
+    let at = |s: i64| {
+        Times::all(LtfsTime {
+            secs: 1_700_000_000 + s,
+            nanos: 7,
+        })
+    };
     let o = FormatOptions {
         uuid: Some("01234567-89ab-4def-8123-456789abcdef".into()),
         ..opts()
@@ -756,9 +759,16 @@ fn packed_new_entries_write_the_same_index_in_a_fraction_of_the_memory() {
         vol.set_dir_times("/new", odd).unwrap();
         vol.set_dir_times("/old", at(9)).unwrap();
         vol.mkdir_p("/new/b").unwrap();
-        for (p, e) in [("/new/b/f0003", "exists"), ("/old/x", "exists"), ("/top", "exists")] {
+        for (p, e) in [
+            ("/new/b/f0003", "exists"),
+            ("/old/x", "exists"),
+            ("/top", "exists"),
+        ] {
             let err = vol.put_file(p, &b"z"[..], &meta(0)).unwrap_err();
-            assert!(matches!(err, VolumeError::AlreadyExists { .. }), "{p} {e}: {err}");
+            assert!(
+                matches!(err, VolumeError::AlreadyExists { .. }),
+                "{p} {e}: {err}"
+            );
         }
         let err = vol.put_file("/new/a/z", &b"z"[..], &meta(0)).unwrap_err();
         assert!(matches!(err, VolumeError::NotADirectory { .. }), "{err}");
@@ -767,7 +777,12 @@ fn packed_new_entries_write_the_same_index_in_a_fraction_of_the_memory() {
     };
     // The first line that differs, not two whole indexes.
     let same = |a: &str, b: &str| {
-        if let Some((n, (x, y))) = a.lines().zip(b.lines()).enumerate().find(|(_, (x, y))| x != y) {
+        if let Some((n, (x, y))) = a
+            .lines()
+            .zip(b.lines())
+            .enumerate()
+            .find(|(_, (x, y))| x != y)
+        {
             panic!("line {}: {x:?} (index model) != {y:?} (packed)", n + 1);
         }
         assert_eq!(a.len(), b.len());
@@ -807,6 +822,9 @@ fn packed_new_entries_write_the_same_index_in_a_fraction_of_the_memory() {
     let mut b = Volume::mount(&mut tb).unwrap();
     same(&xml(&a), &xml(&b));
     assert_eq!(read(&mut b, "/new/b/f0123").unwrap(), data(123, 123));
-    assert_eq!(read(&mut b, "/new/sparse").unwrap(), read(&mut a, "/new/sparse").unwrap());
+    assert_eq!(
+        read(&mut b, "/new/sparse").unwrap(),
+        read(&mut a, "/new/sparse").unwrap()
+    );
     assert_eq!(read(&mut b, "/old/y").unwrap(), b"yy");
 }

@@ -144,15 +144,15 @@ impl SetPlan {
     /// Files whose content goes to tape, in manifest (path) order, with their numbers.
     pub fn files_to_write(&self) -> Result<impl Iterator<Item = Result<(usize, SetEntry)>>> {
         Ok(self.reader()?.filter(|r| {
-            r.as_ref()
-                .map_or(true, |(_, e)| e.stored == Stored::Here && e.entry.kind == Kind::File)
+            r.as_ref().map_or(true, |(_, e)| {
+                e.stored == Stored::Here && e.entry.kind == Kind::File
+            })
         }))
     }
 
     pub fn bytes_to_write(&self) -> u64 {
         self.bytes
     }
-
 }
 
 struct PlanWriter {
@@ -216,12 +216,7 @@ impl PlanWriter {
 /// twice when it has hard links or the set is incremental); `base` is the base set's manifest
 /// entries (the base snapshot as a whole, sorted by path) for an incremental set, `None` for a
 /// full one. The plan's file goes in `dir`.
-pub fn plan(
-    set: &str,
-    manifest: &Path,
-    base: Option<&[SetEntry]>,
-    dir: &Path,
-) -> Result<SetPlan> {
+pub fn plan(set: &str, manifest: &Path, base: Option<&[SetEntry]>, dir: &Path) -> Result<SetPlan> {
     let base = base.unwrap_or_default();
     let shown = manifest.display();
     let ctx = || format!("reading the snapshot manifest {shown}");

@@ -801,10 +801,7 @@ impl<'a> CopyWriter<'a> {
                     }
                 }
                 (Stored::Here, Kind::File) => {
-                    let cur = self.current.unwrap_or(InFile {
-                        done: 0,
-                        part: 0,
-                    });
+                    let cur = self.current.unwrap_or(InFile { done: 0, part: 0 });
                     let path = e.tape_path.as_deref().expect("planned with a tape path");
                     let left = e.entry.size - cur.done;
                     let replay = self.replay_through.is_some_and(|r| i <= r);
