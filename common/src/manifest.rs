@@ -465,158 +465,6 @@ impl<'de> Deserialize<'de> for RelPath {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn file(path: &str, content: &[u8]) -> Entry {
-        Entry {
-            path: RelPath::parse(path.as_bytes()).unwrap(),
-            kind: Kind::File,
-            mode: 0o644,
-            uid: 1000,
-            gid: 1000,
-            mtime: 1_700_000_000,
-            mtime_ns: 123_456_789,
-            size: content.len() as u64,
-            target: None,
-            hash: Some(*blake3::hash(content).as_bytes()),
-            block_size: None,
-            blocks: vec![],
-            xattrs: vec![Xattr {
-                name: Bytes(b"user.k".to_vec()),
-                value: Bytes(vec![0, 255, 1]),
-            }],
-            link: None,
-            src: SourceStamp {
-                dev: 1,
-                ino: 2,
-                ctime: 3,
-                ctime_ns: 4,
-            },
-        }
-    }
-
-    fn header() -> Header {
-        Header::new("j", "s", "2026-01-01T00:00:00Z", "/src")
-    }
-
-    fn root() -> Entry {
-        Entry {
-            kind: Kind::Dir,
-            hash: None,
-            xattrs: vec![],
-            size: 0,
-            ..file("", b"")
-        }
-    }
-
-    #[test]
-    fn round_trip_including_non_utf8_names() {
-        let mut odd = file("x", b"abc");
-        odd.path = RelPath::parse(b"bad\xffname").unwrap();
-        let mut link = file("z", b"hello");
-        link.link = Some(RelPath::parse(b"y").unwrap());
-        let m = Manifest::new(header(), vec![root(), file("y", b"hello"), odd, link]);
-        let mut buf = Vec::new();
-        m.write_to(&mut buf).unwrap();
-        let back = Manifest::read_from(&buf[..], "test").unwrap();
-        assert_eq!(back.entries, m.entries);
-        assert_eq!(back.header.entries, 4);
-    }
-
-    #[test]
-    fn rejects_escaping_paths_and_truncation() {
-        let raw = format!(
-            "{}\n{}\n",
-            serde_json::to_string(&Header {
-                entries: 1,
-                ..header()
-            })
-            .unwrap(),
-            r#"{"path":"../etc/passwd","type":"file","mode":420,"uid":0,"gid":0,"mtime":0,"mtime_ns":0,"size":0,"hash":"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}"#
-        );
-        let z = zstd::encode_all(raw.as_bytes(), 1).unwrap();
-        let err = Manifest::read_from(&z[..], "m").unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains(".."), "{err}");
-
-        let m = Manifest::new(header(), vec![root(), file("a", b"1")]);
-        let mut buf = Vec::new();
-        m.write_to(&mut buf).unwrap();
-        assert!(Manifest::read_from(&buf[..buf.len() - 9], "m").is_err());
-    }
-
-    #[test]
-    fn rejects_dangling_hard_link() {
-        let mut l = file("b", b"x");
-        l.link = Some(RelPath::parse(b"zz").unwrap());
-        let m = Manifest::new(header(), vec![root(), l]);
-        let mut buf = Vec::new();
-        m.write_to(&mut buf).unwrap();
-        assert!(
-            Manifest::read_from(&buf[..], "m")
-                .unwrap_err()
-                .to_string()
-                .contains("links to zz")
-        );
-    }
-
-    #[test]
-    fn block_size_grows_for_huge_files() {
-        assert_eq!(block_size_for(1 << 30), BLOCK_SIZE);
-        let bs = block_size_for(1 << 40);
-        assert!((1u64 << 40).div_ceil(bs) <= MAX_BLOCKS_PER_FILE);
-    }
-
-    fn valid_text() -> Vec<u8> {
-        let mut link = file("z", b"hello");
-        link.link = Some(RelPath::parse(b"y").unwrap());
-        let mut big = file("big", &[7u8; 300_000]);
-        big.blocks = vec![[1; 32], [2; 32], [3; 32]];
-        big.block_size = Some(BLOCK_SIZE);
-        let m = Manifest::new(header(), vec![root(), big, file("y", b"hello"), link]);
-        let mut buf = Vec::new();
-        m.write_to(&mut buf).unwrap();
-        zstd::decode_all(&buf[..]).unwrap()
-    }
-
-    proptest! {
-        /// Structured fuzzing: a valid manifest with bytes flipped, inserted or removed. Whatever
-        /// the reader accepts must still be safe to use.
-        #[test]
-        fn mutated_manifests_never_panic_or_escape(edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 1..8)) {
-            let mut text = valid_text();
-            for (pos, byte, op) in edits {
-                let i = pos as usize % (text.len() + 1);
-                match op {
-                    0 if i < text.len() => text[i] = byte,
-                    1 => text.insert(i, byte),
-                    _ if i < text.len() => { text.remove(i); }
-                    _ => {}
-                }
-            }
-            let z = zstd::encode_all(&text[..], 1).unwrap();
-            if let Ok(m) = Manifest::read_from(&z[..], "fuzz") {
-                for e in &m.entries {
-                    let joined = e.path.under(Path::new("/r"));
-                    prop_assert!(joined.starts_with("/r"));
-                    prop_assert!(!joined.components().any(|c| matches!(c, std::path::Component::ParentDir)));
-                    if let Some(l) = &e.link { prop_assert!(m.get(l).is_some()); }
-                }
-            }
-        }
-
-        #[test]
-        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = Manifest::read_from(&data[..], "fuzz");
-            if let Ok(z) = zstd::encode_all(&data[..], 1) {
-                let _ = Manifest::read_from(&z[..], "fuzz");
-            }
-        }
-    }
-}
-
 /// A manifest read entry by entry, for readers that must not hold a million entries: the checks of
 /// [`Manifest::read_from`] are made as the entries come (each entry, the order, the tree: only
 /// directory paths are kept), and the entry count at the end, except one that needs the entries
@@ -800,5 +648,157 @@ pub fn check_links(path: &Path, links: &[(RelPath, RelPath)]) -> Result<(), Mani
             msg: format!("entry {l} links to {t}, which is not an earlier regular file"),
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn file(path: &str, content: &[u8]) -> Entry {
+        Entry {
+            path: RelPath::parse(path.as_bytes()).unwrap(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            mtime: 1_700_000_000,
+            mtime_ns: 123_456_789,
+            size: content.len() as u64,
+            target: None,
+            hash: Some(*blake3::hash(content).as_bytes()),
+            block_size: None,
+            blocks: vec![],
+            xattrs: vec![Xattr {
+                name: Bytes(b"user.k".to_vec()),
+                value: Bytes(vec![0, 255, 1]),
+            }],
+            link: None,
+            src: SourceStamp {
+                dev: 1,
+                ino: 2,
+                ctime: 3,
+                ctime_ns: 4,
+            },
+        }
+    }
+
+    fn header() -> Header {
+        Header::new("j", "s", "2026-01-01T00:00:00Z", "/src")
+    }
+
+    fn root() -> Entry {
+        Entry {
+            kind: Kind::Dir,
+            hash: None,
+            xattrs: vec![],
+            size: 0,
+            ..file("", b"")
+        }
+    }
+
+    #[test]
+    fn round_trip_including_non_utf8_names() {
+        let mut odd = file("x", b"abc");
+        odd.path = RelPath::parse(b"bad\xffname").unwrap();
+        let mut link = file("z", b"hello");
+        link.link = Some(RelPath::parse(b"y").unwrap());
+        let m = Manifest::new(header(), vec![root(), file("y", b"hello"), odd, link]);
+        let mut buf = Vec::new();
+        m.write_to(&mut buf).unwrap();
+        let back = Manifest::read_from(&buf[..], "test").unwrap();
+        assert_eq!(back.entries, m.entries);
+        assert_eq!(back.header.entries, 4);
+    }
+
+    #[test]
+    fn rejects_escaping_paths_and_truncation() {
+        let raw = format!(
+            "{}\n{}\n",
+            serde_json::to_string(&Header {
+                entries: 1,
+                ..header()
+            })
+            .unwrap(),
+            r#"{"path":"../etc/passwd","type":"file","mode":420,"uid":0,"gid":0,"mtime":0,"mtime_ns":0,"size":0,"hash":"af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"}"#
+        );
+        let z = zstd::encode_all(raw.as_bytes(), 1).unwrap();
+        let err = Manifest::read_from(&z[..], "m").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains(".."), "{err}");
+
+        let m = Manifest::new(header(), vec![root(), file("a", b"1")]);
+        let mut buf = Vec::new();
+        m.write_to(&mut buf).unwrap();
+        assert!(Manifest::read_from(&buf[..buf.len() - 9], "m").is_err());
+    }
+
+    #[test]
+    fn rejects_dangling_hard_link() {
+        let mut l = file("b", b"x");
+        l.link = Some(RelPath::parse(b"zz").unwrap());
+        let m = Manifest::new(header(), vec![root(), l]);
+        let mut buf = Vec::new();
+        m.write_to(&mut buf).unwrap();
+        assert!(
+            Manifest::read_from(&buf[..], "m")
+                .unwrap_err()
+                .to_string()
+                .contains("links to zz")
+        );
+    }
+
+    #[test]
+    fn block_size_grows_for_huge_files() {
+        assert_eq!(block_size_for(1 << 30), BLOCK_SIZE);
+        let bs = block_size_for(1 << 40);
+        assert!((1u64 << 40).div_ceil(bs) <= MAX_BLOCKS_PER_FILE);
+    }
+
+    fn valid_text() -> Vec<u8> {
+        let mut link = file("z", b"hello");
+        link.link = Some(RelPath::parse(b"y").unwrap());
+        let mut big = file("big", &[7u8; 300_000]);
+        big.blocks = vec![[1; 32], [2; 32], [3; 32]];
+        big.block_size = Some(BLOCK_SIZE);
+        let m = Manifest::new(header(), vec![root(), big, file("y", b"hello"), link]);
+        let mut buf = Vec::new();
+        m.write_to(&mut buf).unwrap();
+        zstd::decode_all(&buf[..]).unwrap()
+    }
+
+    proptest! {
+        /// Structured fuzzing: a valid manifest with bytes flipped, inserted or removed. Whatever
+        /// the reader accepts must still be safe to use.
+        #[test]
+        fn mutated_manifests_never_panic_or_escape(edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..3), 1..8)) {
+            let mut text = valid_text();
+            for (pos, byte, op) in edits {
+                let i = pos as usize % (text.len() + 1);
+                match op {
+                    0 if i < text.len() => text[i] = byte,
+                    1 => text.insert(i, byte),
+                    _ if i < text.len() => { text.remove(i); }
+                    _ => {}
+                }
+            }
+            let z = zstd::encode_all(&text[..], 1).unwrap();
+            if let Ok(m) = Manifest::read_from(&z[..], "fuzz") {
+                for e in &m.entries {
+                    let joined = e.path.under(Path::new("/r"));
+                    prop_assert!(joined.starts_with("/r"));
+                    prop_assert!(!joined.components().any(|c| matches!(c, std::path::Component::ParentDir)));
+                    if let Some(l) = &e.link { prop_assert!(m.get(l).is_some()); }
+                }
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Manifest::read_from(&data[..], "fuzz");
+            if let Ok(z) = zstd::encode_all(&data[..], 1) {
+                let _ = Manifest::read_from(&z[..], "fuzz");
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ mod tests;
 
 pub use crate::time::{LtfsTime, TimeError};
 pub use names::{NameError, NameKind};
-pub use packed::{DirRef, NewEntry, Packed};
+pub use packed::{Attrs, DirRef, NewEntry, Packed};
 
 /// The index format version this crate writes.
 pub const INDEX_VERSION: &str = "2.4.0";

@@ -75,6 +75,19 @@ pub struct Packed {
     indexed: HashMap<Vec<u32>, u32>,
 }
 
+/// A new packed entry's attributes.
+pub struct Attrs<'a> {
+    pub times: Times,
+    pub read_only: bool,
+    pub xattrs: &'a [Xattr],
+}
+
+/// A packed entry as the model's directory (without entries) or file, for the XML writer.
+pub(crate) enum Unpacked {
+    Dir(Directory),
+    File(File),
+}
+
 /// What a new packed entry is.
 pub enum NewEntry<'a> {
     Dir,
@@ -152,16 +165,12 @@ impl Packed {
     }
 
     /// Adds `name` (NFC, valid, not yet in `at`) to `at` with UID `uid`; its node.
-    pub fn add(
-        &mut self,
-        at: &DirRef,
-        name: &str,
-        uid: u64,
-        times: Times,
-        read_only: bool,
-        xattrs: &[Xattr],
-        what: NewEntry,
-    ) -> u32 {
+    pub fn add(&mut self, at: &DirRef, name: &str, uid: u64, attrs: Attrs, what: NewEntry) -> u32 {
+        let Attrs {
+            times,
+            read_only,
+            xattrs,
+        } = attrs;
         let me = u32::try_from(self.nodes.len()).expect("fewer than 2^32 entries");
         let d = match self.dir_index(at) {
             Some(d) => d,
@@ -301,7 +310,7 @@ impl Packed {
     }
 
     /// Node `n` as the model's directory (without entries) or file, for the XML writer.
-    pub(crate) fn entry(&self, n: u32) -> Result<Directory, File> {
+    pub(crate) fn entry(&self, n: u32) -> Unpacked {
         let node = &self.nodes[n as usize];
         let extra = self.extras.get(&n);
         let times = self.times_of(n);
@@ -312,7 +321,7 @@ impl Packed {
             let mut d = Directory::new(name, node.uid, times);
             d.read_only = read_only;
             d.xattrs = xattrs;
-            return Ok(d);
+            return Unpacked::Dir(d);
         }
         let mut f = File::new(name, node.uid, times);
         f.length = node.length;
@@ -333,6 +342,6 @@ impl Packed {
         } else {
             FileContent::Extents(Vec::new())
         };
-        Err(f)
+        Unpacked::File(f)
     }
 }

@@ -1,7 +1,7 @@
 //! The streaming index writer: the §4 form, one element per line, straight into the caller's `Write`.
 
 use super::names::{self, NameKind};
-use super::packed::{NONE, Packed};
+use super::packed::{NONE, Packed, Unpacked};
 use super::read::MAX_LEN;
 use super::{
     Directory, Entry, ErrorKind, File, FileContent, INDEX_VERSION, Index, IndexError, Limits,
@@ -382,7 +382,7 @@ fn write_packed<W: Write>(
         let k = n + st.len() - 1;
         if c == NONE {
             if d != NONE {
-                let Ok(dir) = p.entry(d) else {
+                let Unpacked::Dir(dir) = p.entry(d) else {
                     unreachable!("only directories are pushed")
                 };
                 let path = || path_of(&st[..st.len() - 1], p.name(d));
@@ -396,8 +396,8 @@ fn write_packed<W: Write>(
         }
         let path = || path_of(&st, p.name(c));
         match p.entry(c) {
-            Err(f) => o.file(&f, 2 + 2 * k, false, &path)?,
-            Ok(dir) => {
+            Unpacked::File(f) => o.file(&f, 2 + 2 * k, false, &path)?,
+            Unpacked::Dir(dir) => {
                 if k > o.limits.max_depth {
                     return Err(IndexError::Unwritable {
                         path: path(),

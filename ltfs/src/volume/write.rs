@@ -10,8 +10,9 @@ use super::{INDEX_READ_LIMIT, Result, Volume, VolumeError, dev_err, now};
 use crate::construct::{ConstructError, read_index, write_data_records};
 use crate::device::{Position, TapeDevice};
 use crate::index::{
-    DirRef, Directory, Entry, Extent, File, FileContent, IndexLocation, LtfsTime, MAX_DIR_DEPTH,
-    MAX_NAME_BYTES, MAX_SYMLINK_BYTES, MAX_XATTR_VALUE, NewEntry, Packed, Times, Xattr, names,
+    Attrs, DirRef, Directory, Entry, Extent, File, FileContent, IndexLocation, LtfsTime,
+    MAX_DIR_DEPTH, MAX_NAME_BYTES, MAX_SYMLINK_BYTES, MAX_XATTR_VALUE, NewEntry, Packed, Times,
+    Xattr, names,
 };
 
 /// When to write a DP index during a run of puts (checked after each file; a file is never split
@@ -245,9 +246,11 @@ impl<D: TapeDevice> Volume<D> {
                         &at,
                         c,
                         *highest,
-                        Times::all(t),
-                        false,
-                        &[],
+                        Attrs {
+                            times: Times::all(t),
+                            read_only: false,
+                            xattrs: &[],
+                        },
                         NewEntry::Dir,
                     ))
                 }
@@ -298,9 +301,11 @@ impl<D: TapeDevice> Volume<D> {
             &at,
             &name,
             uid,
-            times,
-            meta.read_only,
-            &meta.xattrs,
+            Attrs {
+                times,
+                read_only: meta.read_only,
+                xattrs: &meta.xattrs,
+            },
             what,
         );
         self.dirty = true;
