@@ -634,8 +634,25 @@ pub fn check_links(path: &Path, links: &[(RelPath, RelPath)]) -> Result<(), Mani
     if links.is_empty() {
         return Ok(());
     }
+    let shown = path.display().to_string();
+    let f = std::fs::File::open(path).map_err(|e| ManifestError::Io {
+        path: shown.clone(),
+        source: e,
+    })?;
+    check_links_in(f, &shown, links)
+}
+
+/// [`check_links`] of the manifest read from `r` (named `name` in errors).
+pub fn check_links_in(
+    r: impl Read,
+    name: &str,
+    links: &[(RelPath, RelPath)],
+) -> Result<(), ManifestError> {
+    if links.is_empty() {
+        return Ok(());
+    }
     let mut wanted: HashMap<&RelPath, bool> = links.iter().map(|(t, _)| (t, false)).collect();
-    let mut s = EntryStream::open(path)?;
+    let mut s = EntryStream::new(r, name)?;
     while let Some(e) = s.next_entry()? {
         if let Some(ok) = wanted.get_mut(&e.path) {
             *ok = e.kind == Kind::File && e.link.is_none();
@@ -643,7 +660,7 @@ pub fn check_links(path: &Path, links: &[(RelPath, RelPath)]) -> Result<(), Mani
     }
     match links.iter().find(|(t, _)| !wanted[t]) {
         Some((t, l)) => Err(ManifestError::Corrupt {
-            path: path.display().to_string(),
+            path: name.to_string(),
             line: 0,
             msg: format!("entry {l} links to {t}, which is not an earlier regular file"),
         }),
@@ -748,6 +765,90 @@ mod tests {
         );
     }
 
+    /// A manifest read with [`EntryStream`] and [`check_links_in`].
+    fn stream_all(z: &[u8]) -> Result<Vec<Entry>, ManifestError> {
+        let mut s = EntryStream::new(z, "fuzz")?;
+        let mut v = Vec::new();
+        while let Some(e) = s.next_entry()? {
+            v.push(e);
+        }
+        check_links_in(z, "fuzz", s.links())?;
+        Ok(v)
+    }
+
+    #[test]
+    fn streamed_reading_refuses_what_whole_reading_refuses() {
+        let bad = |entries: Vec<Entry>, count: Option<u64>| {
+            let mut m = Manifest {
+                header: header(),
+                entries,
+            };
+            m.header.entries = count.unwrap_or(m.entries.len() as u64);
+            let mut buf = Vec::new();
+            m.write_to(&mut buf).unwrap();
+            assert!(Manifest::read_from(&buf[..], "m").is_err());
+            stream_all(&buf).unwrap_err().to_string()
+        };
+        let mut dangling = file("b", b"x");
+        dangling.link = Some(RelPath::parse(b"a").unwrap());
+        let mut to_link = file("c", b"x");
+        to_link.link = Some(RelPath::parse(b"b").unwrap());
+        let mut to_dir = file("c", b"x");
+        to_dir.link = Some(RelPath::parse(b"d").unwrap());
+        let dir = |p: &str| Entry {
+            kind: Kind::Dir,
+            hash: None,
+            xattrs: vec![],
+            size: 0,
+            ..file(p, b"")
+        };
+        for (entries, count, why) in [
+            (
+                vec![root(), file("b", b"1"), file("a", b"2")],
+                None,
+                "not sorted",
+            ),
+            (
+                vec![root(), file("a", b"1"), file("a", b"2")],
+                None,
+                "duplicates",
+            ),
+            (vec![file("a", b"1")], None, "no root directory"),
+            (vec![root(), file("a/b", b"1")], None, "no parent"),
+            (
+                vec![root(), file("a", b""), file("a/b", b"1")],
+                None,
+                "no parent",
+            ),
+            (vec![root(), file("a", b"1")], Some(3), "announces 3"),
+            (vec![root(), dangling], None, "links to a"),
+            (
+                vec![
+                    root(),
+                    file("a", b"1"),
+                    {
+                        let mut b = file("b", b"x");
+                        b.link = Some(RelPath::parse(b"a").unwrap());
+                        b
+                    },
+                    to_link,
+                ],
+                None,
+                "links to b",
+            ),
+            (vec![root(), to_dir, dir("d")], None, "links to d"),
+        ] {
+            let e = bad(entries, count);
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        let ok = valid_text();
+        let z = zstd::encode_all(&ok[..], 1).unwrap();
+        assert_eq!(
+            stream_all(&z).unwrap(),
+            Manifest::read_from(&z[..], "m").unwrap().entries
+        );
+    }
+
     #[test]
     fn block_size_grows_for_huge_files() {
         assert_eq!(block_size_for(1 << 30), BLOCK_SIZE);
@@ -783,6 +884,13 @@ mod tests {
                 }
             }
             let z = zstd::encode_all(&text[..], 1).unwrap();
+            // Read entry by entry, the same manifests are accepted, with the same entries.
+            let streamed = stream_all(&z);
+            match (&streamed, Manifest::read_from(&z[..], "fuzz")) {
+                (Ok(s), Ok(m)) => prop_assert_eq!(s, &m.entries),
+                (Err(_), Err(_)) => {}
+                (s, m) => prop_assert!(false, "streamed {:?}, whole {:?}", s.as_ref().map(|e| e.len()), m.map(|m| m.entries.len())),
+            }
             if let Ok(m) = Manifest::read_from(&z[..], "fuzz") {
                 for e in &m.entries {
                     let joined = e.path.under(Path::new("/r"));
