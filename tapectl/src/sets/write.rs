@@ -1024,7 +1024,6 @@ impl<'a> CopyWriter<'a> {
             }
             let out = m.finish(&plan.deleted)?;
             let out = out.into_inner().map_err(|e| e.into_error())?;
-            out.sync_all()?;
             let len = out.metadata()?.len();
             self.manifest = Some((file, len, 0));
         }
@@ -1062,11 +1061,14 @@ pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write().with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Moves the finished file `from` (synced) to `path`: renamed within the state directory, copied
-/// (and synced) where it cannot be.
+/// Moves the finished file `from` to `path`, synced: renamed within the state directory, copied
+/// where it cannot be.
 fn move_atomically(from: &Path, path: &Path) -> Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::File::open(from)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write {}", from.display()))?;
     if std::fs::rename(from, path).is_ok() {
         return Ok(());
     }
