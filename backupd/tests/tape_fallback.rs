@@ -51,7 +51,7 @@ fn a_pruned_snapshot_is_restored_from_its_tape_set() {
     let cat = tapectl::catalog::TapeCatalog::open(&shared.state_dir).unwrap();
     let snaps = common::snapshots::open(&shared);
     let view = snaps.open("j", &first).unwrap();
-    let manifest = view.manifest().unwrap();
+    let manifest = view.root.join(common::manifest::MANIFEST_FILE);
     let pool = tapectl::pools::TapeSettings::default();
     let r = tapectl::sets::write::write_set(
         lib,
@@ -70,7 +70,7 @@ fn a_pruned_snapshot_is_restored_from_its_tape_set() {
             block_size: 512 * 1024,
             wait_for_tape: None,
         },
-        manifest,
+        &manifest,
         &tapectl::sets::write::NoProgress,
     )
     .unwrap();

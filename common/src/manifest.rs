@@ -465,6 +465,209 @@ impl<'de> Deserialize<'de> for RelPath {
     }
 }
 
+/// A manifest read entry by entry, for readers that must not hold a million entries: the checks of
+/// [`Manifest::read_from`] are made as the entries come (each entry, the order, the tree: only
+/// directory paths are kept), and the entry count at the end, except one that needs the entries
+/// before: that a hard link's target is an earlier regular file. [`EntryStream::links`] lists the
+/// links read; [`check_links`] makes that check in a second pass.
+pub struct EntryStream<R: Read> {
+    lines: crate::jsonl::Lines<R>,
+    name: String,
+    header: Header,
+    count: u64,
+    prev: Option<RelPath>,
+    dirs: std::collections::HashSet<RelPath>,
+    links: Vec<(RelPath, RelPath)>,
+    done: bool,
+}
+
+impl EntryStream<std::fs::File> {
+    pub fn open(path: &Path) -> Result<Self, ManifestError> {
+        let shown = path.display().to_string();
+        let f = std::fs::File::open(path).map_err(|e| ManifestError::Io {
+            path: shown.clone(),
+            source: e,
+        })?;
+        EntryStream::new(f, &shown)
+    }
+}
+
+impl<R: Read> EntryStream<R> {
+    pub fn new(r: R, name: &str) -> Result<Self, ManifestError> {
+        let corrupt = |line: usize, msg: String| ManifestError::Corrupt {
+            path: name.to_string(),
+            line,
+            msg,
+        };
+        let err = |e: crate::jsonl::LineError| corrupt(e.line, e.message);
+        let mut lines = crate::jsonl::Lines::new(r, MAX_LINE).map_err(err)?;
+        let h = lines
+            .next_json::<Header>("header")
+            .map_err(err)?
+            .ok_or_else(|| corrupt(0, "empty manifest".into()))?;
+        let lineno = lines.number();
+        if h.format != FORMAT {
+            return Err(corrupt(
+                lineno,
+                format!("format is {:?}, expected {FORMAT:?}", h.format),
+            ));
+        }
+        if h.version != VERSION {
+            return Err(corrupt(
+                lineno,
+                format!(
+                    "version {} is not supported (this build reads {VERSION})",
+                    h.version
+                ),
+            ));
+        }
+        if h.hash != "blake3" {
+            return Err(corrupt(
+                lineno,
+                format!("hash {:?} is not supported", h.hash),
+            ));
+        }
+        Ok(EntryStream {
+            lines,
+            name: name.to_string(),
+            header: h,
+            count: 0,
+            prev: None,
+            dirs: Default::default(),
+            links: Vec::new(),
+            done: false,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The hard links read so far: (target, link).
+    pub fn links(&self) -> &[(RelPath, RelPath)] {
+        &self.links
+    }
+
+    fn corrupt(&self, line: usize, msg: String) -> ManifestError {
+        ManifestError::Corrupt {
+            path: self.name.clone(),
+            line,
+            msg,
+        }
+    }
+
+    /// The next entry, checked; `None` after the last (the count checked).
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, ManifestError> {
+        if self.done {
+            return Ok(None);
+        }
+        let e = match self.lines.next_json::<Entry>("entry") {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                self.done = true;
+                if self.header.entries != self.count {
+                    return Err(self.corrupt(
+                        self.lines.number(),
+                        format!(
+                            "header announces {} entries, found {}",
+                            self.header.entries, self.count
+                        ),
+                    ));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(self.corrupt(e.line, e.message)),
+        };
+        let n = self.lines.number();
+        validate_entry(&e).map_err(|m| self.corrupt(n, m))?;
+        self.count += 1;
+        match &self.prev {
+            None if !e.path.is_root() => {
+                return Err(self.corrupt(0, "there is no root directory entry".into()));
+            }
+            None if e.kind != Kind::Dir => {
+                return Err(self.corrupt(0, "the root is not a directory".into()));
+            }
+            None => {}
+            Some(p) if *p >= e.path => {
+                return Err(self.corrupt(
+                    0,
+                    "entries are not sorted by path or contain duplicates".into(),
+                ));
+            }
+            Some(_) => {
+                let parent = e.path.parent().expect("not the root");
+                if !self.dirs.contains(&parent) {
+                    return Err(self.corrupt(
+                        0,
+                        format!(
+                            "entry {} has no parent directory entry {parent} (or it is not a directory)",
+                            e.path
+                        ),
+                    ));
+                }
+            }
+        }
+        if e.kind == Kind::Dir {
+            self.dirs.insert(e.path.clone());
+        }
+        if let Some(l) = &e.link {
+            if l >= &e.path {
+                return Err(self.corrupt(
+                    0,
+                    format!(
+                        "entry {} links to {}, which is not an earlier regular file",
+                        e.path, l
+                    ),
+                ));
+            }
+            self.links.push((l.clone(), e.path.clone()));
+        }
+        self.prev = Some(e.path.clone());
+        Ok(Some(e))
+    }
+}
+
+/// The second pass of an [`EntryStream`]: every link's target (`links`, as it listed them) is a
+/// regular file of the manifest at `path` that is not a link itself.
+pub fn check_links(path: &Path, links: &[(RelPath, RelPath)]) -> Result<(), ManifestError> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let shown = path.display().to_string();
+    let f = std::fs::File::open(path).map_err(|e| ManifestError::Io {
+        path: shown.clone(),
+        source: e,
+    })?;
+    check_links_in(f, &shown, links)
+}
+
+/// [`check_links`] of the manifest read from `r` (named `name` in errors).
+pub fn check_links_in(
+    r: impl Read,
+    name: &str,
+    links: &[(RelPath, RelPath)],
+) -> Result<(), ManifestError> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let mut wanted: HashMap<&RelPath, bool> = links.iter().map(|(t, _)| (t, false)).collect();
+    let mut s = EntryStream::new(r, name)?;
+    while let Some(e) = s.next_entry()? {
+        if let Some(ok) = wanted.get_mut(&e.path) {
+            *ok = e.kind == Kind::File && e.link.is_none();
+        }
+    }
+    match links.iter().find(|(t, _)| !wanted[t]) {
+        Some((t, l)) => Err(ManifestError::Corrupt {
+            path: name.to_string(),
+            line: 0,
+            msg: format!("entry {l} links to {t}, which is not an earlier regular file"),
+        }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,6 +765,90 @@ mod tests {
         );
     }
 
+    /// A manifest read with [`EntryStream`] and [`check_links_in`].
+    fn stream_all(z: &[u8]) -> Result<Vec<Entry>, ManifestError> {
+        let mut s = EntryStream::new(z, "fuzz")?;
+        let mut v = Vec::new();
+        while let Some(e) = s.next_entry()? {
+            v.push(e);
+        }
+        check_links_in(z, "fuzz", s.links())?;
+        Ok(v)
+    }
+
+    #[test]
+    fn streamed_reading_refuses_what_whole_reading_refuses() {
+        let bad = |entries: Vec<Entry>, count: Option<u64>| {
+            let mut m = Manifest {
+                header: header(),
+                entries,
+            };
+            m.header.entries = count.unwrap_or(m.entries.len() as u64);
+            let mut buf = Vec::new();
+            m.write_to(&mut buf).unwrap();
+            assert!(Manifest::read_from(&buf[..], "m").is_err());
+            stream_all(&buf).unwrap_err().to_string()
+        };
+        let mut dangling = file("b", b"x");
+        dangling.link = Some(RelPath::parse(b"a").unwrap());
+        let mut to_link = file("c", b"x");
+        to_link.link = Some(RelPath::parse(b"b").unwrap());
+        let mut to_dir = file("c", b"x");
+        to_dir.link = Some(RelPath::parse(b"d").unwrap());
+        let dir = |p: &str| Entry {
+            kind: Kind::Dir,
+            hash: None,
+            xattrs: vec![],
+            size: 0,
+            ..file(p, b"")
+        };
+        for (entries, count, why) in [
+            (
+                vec![root(), file("b", b"1"), file("a", b"2")],
+                None,
+                "not sorted",
+            ),
+            (
+                vec![root(), file("a", b"1"), file("a", b"2")],
+                None,
+                "duplicates",
+            ),
+            (vec![file("a", b"1")], None, "no root directory"),
+            (vec![root(), file("a/b", b"1")], None, "no parent"),
+            (
+                vec![root(), file("a", b""), file("a/b", b"1")],
+                None,
+                "no parent",
+            ),
+            (vec![root(), file("a", b"1")], Some(3), "announces 3"),
+            (vec![root(), dangling], None, "links to a"),
+            (
+                vec![
+                    root(),
+                    file("a", b"1"),
+                    {
+                        let mut b = file("b", b"x");
+                        b.link = Some(RelPath::parse(b"a").unwrap());
+                        b
+                    },
+                    to_link,
+                ],
+                None,
+                "links to b",
+            ),
+            (vec![root(), to_dir, dir("d")], None, "links to d"),
+        ] {
+            let e = bad(entries, count);
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        let ok = valid_text();
+        let z = zstd::encode_all(&ok[..], 1).unwrap();
+        assert_eq!(
+            stream_all(&z).unwrap(),
+            Manifest::read_from(&z[..], "m").unwrap().entries
+        );
+    }
+
     #[test]
     fn block_size_grows_for_huge_files() {
         assert_eq!(block_size_for(1 << 30), BLOCK_SIZE);
@@ -597,6 +884,13 @@ mod tests {
                 }
             }
             let z = zstd::encode_all(&text[..], 1).unwrap();
+            // Read entry by entry, the same manifests are accepted, with the same entries.
+            let streamed = stream_all(&z);
+            match (&streamed, Manifest::read_from(&z[..], "fuzz")) {
+                (Ok(s), Ok(m)) => prop_assert_eq!(s, &m.entries),
+                (Err(_), Err(_)) => {}
+                (s, m) => prop_assert!(false, "streamed {:?}, whole {:?}", s.as_ref().map(|e| e.len()), m.map(|m| m.entries.len())),
+            }
             if let Ok(m) = Manifest::read_from(&z[..], "fuzz") {
                 for e in &m.entries {
                     let joined = e.path.under(Path::new("/r"));

@@ -197,9 +197,8 @@ pub fn set_cmd(
             let snaps = common::snapshots::open(&cfg.shared);
             let name = common::snapshots::resolve(&*snaps, job, snapshot)?;
             let view = snaps.open(job, &name)?;
-            let manifest = view
-                .manifest()
-                .with_context(|| format!("reading the manifest of snapshot {name} of job {job}"))?;
+            // Read as it is needed (a million-file manifest is not held).
+            let manifest = view.root.join(common::manifest::MANIFEST_FILE);
             let mut lib = open()?;
             lib.keys = cfg.tape.keyring();
             let drives = if drive.is_empty() {
@@ -223,7 +222,8 @@ pub fn set_cmd(
                 wait_for_tape: wait_tapes.map(std::time::Duration::from_secs),
             };
             let bar = SetBar::new(out, "writing");
-            let r = write_set(lib, cat, &req, manifest, &bar);
+            let r = write_set(lib, cat, &req, &manifest, &bar)
+                .with_context(|| format!("writing snapshot {name} of job {job} to tape"));
             bar.finish();
             let r = r?;
             out.value(&r, &report_human(&r))

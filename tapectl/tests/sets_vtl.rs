@@ -519,8 +519,20 @@ fn a_set_killed_mid_tape_leaves_readable_tapes_and_the_next_run_completes() {
     child.kill().unwrap();
     child.wait().unwrap();
 
+    // The killed writer's plan and parts are left in state/tmp until the next command settles it.
+    let tmp_sets = || {
+        std::fs::read_dir(lab.path("state/tmp"))
+            .map(|d| d.filter_map(|e| e.ok()).count())
+            .unwrap_or(0)
+    };
+    assert_eq!(tmp_sets(), 1);
     let sets = json(&lab.config, &["set", "list"]);
     assert_eq!(sets[0]["set"]["state"], "interrupted", "{sets}");
+    assert_eq!(
+        tmp_sets(),
+        0,
+        "the dead writer's temporary files are removed"
+    );
     // Both tapes mount: each has a valid index (the second from its format, data after it unreferenced).
     for b in ["RV0001L6", "RV0002L6"] {
         ok(&lab.config, &["load", b]);

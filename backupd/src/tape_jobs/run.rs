@@ -114,15 +114,15 @@ pub fn run(
             }
         };
         let view = snaps.open(job, snapshot)?;
-        let manifest = view
-            .manifest()
-            .with_context(|| format!("reading the manifest of snapshot {snapshot} of job {job}"))?;
+        // Read as the set is planned (a million-file manifest is not held).
+        let manifest = view.root.join(common::manifest::MANIFEST_FILE);
         let actor = format!("backupd tape job {}", tj.name);
-        let lib = tapectl::library::Library::open(
+        let mut lib = tapectl::library::Library::open(
             cfg.library.clone(),
             std::time::Duration::from_secs(600),
             &actor,
         )?;
+        lib.keys = cfg.tape.keyring();
         let drives = if tj.drives.is_empty() {
             (0..lib.backend.drive_count() as u16).collect()
         } else {
@@ -149,7 +149,7 @@ pub fn run(
             copies: Mutex::new(1),
         };
         let cat = TapeCatalog::open(&cfg.state_dir)?;
-        let r = write_set(lib, cat, &req, manifest, &watch).with_context(|| {
+        let r = write_set(lib, cat, &req, &manifest, &watch).with_context(|| {
             format!(
                 "writing snapshot {snapshot} of job {job} to pool {}",
                 pool.name

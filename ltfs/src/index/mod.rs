@@ -7,6 +7,7 @@
 //! written back (`preserve_unrecognized_tag`).
 
 pub mod names;
+pub mod packed;
 mod read;
 mod write;
 
@@ -15,6 +16,7 @@ mod tests;
 
 pub use crate::time::{LtfsTime, TimeError};
 pub use names::{NameError, NameKind};
+pub use packed::{Attrs, DirRef, NewEntry, Packed};
 
 /// The index format version this crate writes.
 pub const INDEX_VERSION: &str = "2.4.0";

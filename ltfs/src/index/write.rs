@@ -1,6 +1,7 @@
 //! The streaming index writer: the §4 form, one element per line, straight into the caller's `Write`.
 
 use super::names::{self, NameKind};
+use super::packed::{NONE, Packed, Unpacked};
 use super::read::MAX_LEN;
 use super::{
     Directory, Entry, ErrorKind, File, FileContent, INDEX_VERSION, Index, IndexError, Limits,
@@ -219,10 +220,13 @@ impl<W: Write> Out<W> {
         Ok(())
     }
 
+    /// `nonempty`: the directory has entries (its own or packed ones).
     fn dir_head(
         &mut self,
         d: &Directory,
         root: bool,
+        nonempty: bool,
+        track_uid: bool,
         path: &dyn Fn() -> String,
     ) -> Result<(), IndexError> {
         self.count_entry(path)?;
@@ -240,7 +244,9 @@ impl<W: Write> Out<W> {
             });
         }
         self.max_uid = self.max_uid.max(d.uid);
-        self.uids.push(d.uid);
+        if track_uid {
+            self.uids.push(d.uid);
+        }
         if d.entries.len() > 1 {
             let mut seen = HashSet::with_capacity(d.entries.len());
             for e in &d.entries {
@@ -268,7 +274,7 @@ impl<W: Write> Out<W> {
         self.times(&d.times)?;
         self.num("fileuid", d.uid)?;
         self.xattrs(&d.xattrs, path)?;
-        if d.entries.is_empty() {
+        if !nonempty {
             self.line("<contents/>")?;
         } else {
             self.line("<contents>")?;
@@ -281,9 +287,10 @@ impl<W: Write> Out<W> {
         &mut self,
         d: &Directory,
         depth: usize,
+        nonempty: bool,
         path: &dyn Fn() -> String,
     ) -> Result<(), IndexError> {
-        if !d.entries.is_empty() {
+        if nonempty {
             self.line("</contents>")?;
         }
         self.raw(&d.unknown, depth, path)?;
@@ -292,16 +299,20 @@ impl<W: Write> Out<W> {
     }
 
     /// `depth`: the file element's.
+    /// `track_uid`: check the UID is unique (a packed entry's is: it was allocated above the highest).
     fn file(
         &mut self,
         f: &File,
         depth: usize,
+        track_uid: bool,
         path: &dyn Fn() -> String,
     ) -> Result<(), IndexError> {
         self.count_entry(path)?;
         check_file(f, path)?;
         self.max_uid = self.max_uid.max(f.uid);
-        self.uids.push(f.uid);
+        if track_uid {
+            self.uids.push(f.uid);
+        }
         self.line("<file>")?;
         self.name("name", &f.name, NameKind::Entry, path)?;
         self.num("length", f.length)?;
@@ -340,6 +351,68 @@ impl<W: Write> Out<W> {
         self.line("</file>")?;
         Ok(())
     }
+}
+
+/// The packed entries from `first` on (the children of a directory at nesting `n`, counted as the
+/// writer's stack counts it: the root is 1), depth first; `parent` names that directory in errors.
+fn write_packed<W: Write>(
+    o: &mut Out<W>,
+    p: &Packed,
+    first: u32,
+    n: usize,
+    parent: &dyn Fn() -> String,
+) -> Result<(), IndexError> {
+    // (packed directory, its next child to write); NONE for the directory the entries go in.
+    let mut st: Vec<(u32, u32)> = vec![(NONE, first)];
+    let path_of = |st: &[(u32, u32)], leaf: &str| {
+        let mut s = parent();
+        for &(d, _) in st.iter().skip(1) {
+            if !s.ends_with('/') {
+                s.push('/');
+            }
+            s.push_str(p.name(d));
+        }
+        if !s.ends_with('/') {
+            s.push('/');
+        }
+        s.push_str(leaf);
+        s
+    };
+    while let Some(&(d, c)) = st.last() {
+        let k = n + st.len() - 1;
+        if c == NONE {
+            if d != NONE {
+                let Unpacked::Dir(dir) = p.entry(d) else {
+                    unreachable!("only directories are pushed")
+                };
+                let path = || path_of(&st[..st.len() - 1], p.name(d));
+                o.dir_tail(&dir, 2 * k, p.first_child(d) != NONE, &path)?;
+            }
+            st.pop();
+            continue;
+        }
+        if let Some(top) = st.last_mut() {
+            top.1 = p.next(c);
+        }
+        let path = || path_of(&st, p.name(c));
+        match p.entry(c) {
+            Unpacked::File(f) => o.file(&f, 2 + 2 * k, false, &path)?,
+            Unpacked::Dir(dir) => {
+                if k > o.limits.max_depth {
+                    return Err(IndexError::Unwritable {
+                        path: path(),
+                        kind: ErrorKind::Limit(format!(
+                            "directories nested deeper than {}",
+                            o.limits.max_depth
+                        )),
+                    });
+                }
+                o.dir_head(&dir, false, p.first_child(c) != NONE, false, &path)?;
+                st.push((c, p.first_child(c)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the reader checks of a file's numbers and extents (`Index::read_xml`).
@@ -440,6 +513,17 @@ impl Index {
     /// written is always [`INDEX_VERSION`]. Names are written in NFC and validated (an invalid one is an
     /// [`IndexError::Unwritable`]); the tree is walked without recursion.
     pub fn write_xml<W: Write>(&self, w: W) -> Result<(), IndexError> {
+        self.write_xml_with(w, None)
+    }
+
+    /// [`Index::write_xml`] of the index with the entries of `packed` added: each directory's packed
+    /// entries after its own, in the order they were added (as if they had been pushed to its
+    /// `entries`).
+    pub fn write_xml_with<W: Write>(
+        &self,
+        w: W,
+        packed: Option<&Packed>,
+    ) -> Result<(), IndexError> {
         let mut o = Out {
             w: BufWriter::with_capacity(64 * 1024, w),
             limits: Limits::default(),
@@ -544,8 +628,11 @@ impl Index {
             o.text("volumelockstate", s.as_str())?;
         }
 
-        // The tree, depth first with an explicit stack of (directory, next entry index).
+        // The tree, depth first with an explicit stack of (directory, next entry index), and the
+        // positions that lead to the directory on top (what names it in `packed`).
         let mut stack: Vec<(&Directory, usize)> = vec![(&self.root, 0)];
+        let mut at: Vec<u32> = Vec::new();
+        let first_packed = |at: &[u32]| packed.map_or(NONE, |p| p.first_child_of_indexed(at));
         let path_of = |stack: &[(&Directory, usize)], leaf: &str| {
             let mut p = String::new();
             for (d, _) in stack.iter().skip(1) {
@@ -557,7 +644,13 @@ impl Index {
             p
         };
         // Depths: the directory at nesting k (the root's is 0) is element 2 + 2k, its entries 4 + 2k.
-        o.dir_head(&self.root, true, &|| "/".to_string())?;
+        o.dir_head(
+            &self.root,
+            true,
+            !self.root.entries.is_empty() || first_packed(&at) != NONE,
+            true,
+            &|| "/".to_string(),
+        )?;
         while let Some(&(dir, i)) = stack.last() {
             let n = stack.len();
             if i == dir.entries.len() {
@@ -565,8 +658,15 @@ impl Index {
                     1 => "/".to_string(),
                     _ => path_of(&stack[..n - 1], &dir.name),
                 };
-                o.dir_tail(dir, 2 * n, &path)?;
+                let first = first_packed(&at);
+                if let Some(p) = packed
+                    && first != NONE
+                {
+                    write_packed(&mut o, p, first, n, &path)?;
+                }
+                o.dir_tail(dir, 2 * n, !dir.entries.is_empty() || first != NONE, &path)?;
                 stack.pop();
+                at.pop();
                 continue;
             }
             if let Some(top) = stack.last_mut() {
@@ -574,7 +674,7 @@ impl Index {
             }
             match &dir.entries[i] {
                 Entry::File(f) => {
-                    o.file(f, 2 + 2 * n, &|| path_of(&stack, &f.name))?;
+                    o.file(f, 2 + 2 * n, true, &|| path_of(&stack, &f.name))?;
                 }
                 Entry::Directory(d) => {
                     let path = || path_of(&stack, &d.name);
@@ -587,7 +687,9 @@ impl Index {
                             )),
                         });
                     }
-                    o.dir_head(d, false, &path)?;
+                    at.push(i as u32);
+                    let nonempty = !d.entries.is_empty() || first_packed(&at) != NONE;
+                    o.dir_head(d, false, nonempty, true, &path)?;
                     stack.push((d, 0));
                 }
             }

@@ -1009,6 +1009,8 @@ impl<D: TapeDevice> Volume<D> {
             wrote: false,
             creator: creator(),
             capacity: ex.capacity,
+            packed: None,
+            packed_last: None,
         };
         let mut actions = Vec::new();
 

@@ -179,6 +179,8 @@ impl<D: TapeDevice> Volume<D> {
             wrote: true,
             creator,
             capacity: [None, None],
+            packed: None,
+            packed_last: None,
         };
         vol.capacity = read_capacity(&mut vol.dev);
         // DP then IP: label construct, then the generation-1 index at block 5 (the IP's pointing back

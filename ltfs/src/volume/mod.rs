@@ -292,6 +292,10 @@ pub struct Volume<D: TapeDevice> {
     creator: String,
     /// Native capacity per physical partition in bytes, as the drive reports it.
     capacity: [Option<u64>; 2],
+    /// Entries added in this session, when kept compactly ([`Volume::pack_new_entries`]).
+    packed: Option<crate::index::Packed>,
+    /// The directory the last packed entry went into (files come directory by directory).
+    packed_last: Option<(Vec<String>, crate::index::DirRef)>,
 }
 
 impl<D: TapeDevice> Volume<D> {
@@ -301,7 +305,8 @@ impl<D: TapeDevice> Volume<D> {
     pub fn labels(&self) -> &VolumeLabels {
         &self.labels
     }
-    /// The current index (with the changes of this session).
+    /// The current index (with the changes of this session, except the entries kept packed since
+    /// [`Volume::pack_new_entries`]: see [`Volume::packed`]).
     pub fn index(&self) -> &Index {
         &self.index
     }
@@ -373,7 +378,8 @@ impl<D: TapeDevice> Volume<D> {
         self.index.creator = format!("{} - {reason}", self.creator);
         // The whole index is checked before a byte of it goes to tape; then it is written as it is
         // made, record by record (a million-file index is half a gigabyte of XML).
-        self.index.write_xml(std::io::sink())?;
+        self.index
+            .write_xml_with(std::io::sink(), self.packed.as_ref())?;
         let pos = Position {
             partition,
             block: fm_at,
@@ -381,9 +387,11 @@ impl<D: TapeDevice> Volume<D> {
         self.dev.locate(pos).map_err(dev_err(format!(
             "locating partition {partition} block {fm_at}"
         )))?;
-        let index = &self.index;
+        let (index, packed) = (&self.index, self.packed.as_ref());
         let w = write_index_construct_from(&mut self.dev, self.block_size, |out| {
-            index.write_xml(out).map_err(std::io::Error::other)
+            index
+                .write_xml_with(out, packed)
+                .map_err(std::io::Error::other)
         })?;
         self.dev
             .write_filemarks(0)

@@ -142,6 +142,8 @@ impl<D: TapeDevice> Volume<D> {
             wrote: false,
             creator: creator(),
             capacity,
+            packed: None,
+            packed_last: None,
         })
     }
 }

@@ -4,7 +4,10 @@
 
 use super::*;
 use crate::construct::tests::MemTape;
-use crate::index::{Directory, Entry, Extent, File, FileContent, Index, IndexLocation, Times};
+use crate::index::{
+    Directory, Entry, Extent, File, FileContent, Index, IndexLocation, LtfsTime, Packed, Times,
+    Xattr,
+};
 use std::ops::Range;
 
 const BS: usize = 4096;
@@ -680,4 +683,148 @@ fn xattrs_the_index_cannot_hold_are_refused_before_anything_is_written() {
         assert!(e.to_string().contains(want), "{e}");
     }
     assert_eq!(vol.eod, eod, "nothing written");
+}
+
+/// The same session on two copies of one volume, one keeping its new entries packed: every index
+/// written is the same (the packed one read back is the same model), the packed entries cost a
+/// fixed, small number of bytes per file, and the same refusals come from both.
+#[test]
+fn packed_new_entries_write_the_same_index_in_a_fraction_of_the_memory() {
+    const T0: LtfsTime = LtfsTime {
+        secs: 1_700_000_000,
+        nanos: 5,
+    };
+    let at = |s: i64| {
+        Times::all(LtfsTime {
+            secs: 1_700_000_000 + s,
+            nanos: 7,
+        })
+    };
+    let o = FormatOptions {
+        uuid: Some("01234567-89ab-4def-8123-456789abcdef".into()),
+        ..opts()
+    };
+    let (mut ta, mut tb) = (MemTape::default(), MemTape::default());
+    for t in [&mut ta, &mut tb] {
+        let mut vol = Volume::format(&mut *t, &o).unwrap();
+        let fixed = FileMeta {
+            times: Some(at(-1)),
+            ..FileMeta::default()
+        };
+        vol.put_file("old/x", &b"x"[..], &fixed).unwrap();
+        vol.put_file("top", &b"t"[..], &fixed).unwrap();
+        vol.set_dir_times("/old", at(1)).unwrap();
+        vol.set_dir_times("/", at(0)).unwrap();
+        vol.unmount().unwrap();
+    }
+    let meta = |s: i64| FileMeta {
+        times: Some(at(s)),
+        ..FileMeta::default()
+    };
+    let session = |vol: &mut Volume<&mut MemTape>| {
+        vol.put_file("old/y", &b"yy"[..], &meta(2)).unwrap();
+        vol.mkdir_p("/new/b").unwrap();
+        for i in 0..200u32 {
+            let p = format!("/new/b/f{i:04}");
+            vol.put_file(&p, &data(i as usize % 300, i as u8)[..], &meta(i.into()))
+                .unwrap();
+        }
+        vol.put_file("/new/a", &b""[..], &meta(3)).unwrap(); // after b, not in order
+        vol.put_file("/new/c:colon", &b"c"[..], &meta(4)).unwrap();
+        let odd = Times {
+            creation: T0,
+            ..at(5)
+        };
+        let xmeta = FileMeta {
+            times: Some(odd),
+            read_only: true,
+            xattrs: vec![Xattr {
+                key: "user.k".into(),
+                value: b"\x00bin".to_vec(),
+            }],
+        };
+        vol.put_file("/new/xattr", &b"xa"[..], &xmeta).unwrap();
+        vol.symlink("/new/link", "b/f0001", &meta(6)).unwrap();
+        let mut src = vec![0u8; 50_000];
+        src[10_000..12_000].copy_from_slice(&data(2000, 3));
+        vol.put_file_sparse(
+            "/new/sparse",
+            std::io::Cursor::new(&src),
+            50_000,
+            &[10_000..12_000, 40_000..40_010],
+            &meta(7),
+        )
+        .unwrap();
+        vol.set_dir_times("/new/b", at(8)).unwrap();
+        vol.set_dir_times("/new", odd).unwrap();
+        vol.set_dir_times("/old", at(9)).unwrap();
+        vol.mkdir_p("/new/b").unwrap();
+        for (p, e) in [
+            ("/new/b/f0003", "exists"),
+            ("/old/x", "exists"),
+            ("/top", "exists"),
+        ] {
+            let err = vol.put_file(p, &b"z"[..], &meta(0)).unwrap_err();
+            assert!(
+                matches!(err, VolumeError::AlreadyExists { .. }),
+                "{p} {e}: {err}"
+            );
+        }
+        let err = vol.put_file("/new/a/z", &b"z"[..], &meta(0)).unwrap_err();
+        assert!(matches!(err, VolumeError::NotADirectory { .. }), "{err}");
+        let err = vol.mkdir_p("/top/z").unwrap_err();
+        assert!(matches!(err, VolumeError::NotADirectory { .. }), "{err}");
+    };
+    // The first line that differs, not two whole indexes.
+    let same = |a: &str, b: &str| {
+        if let Some((n, (x, y))) = a
+            .lines()
+            .zip(b.lines())
+            .enumerate()
+            .find(|(_, (x, y))| x != y)
+        {
+            panic!("line {}: {x:?} (index model) != {y:?} (packed)", n + 1);
+        }
+        assert_eq!(a.len(), b.len());
+    };
+    let xml = |vol: &Volume<&mut MemTape>| {
+        let mut i = vol.index().clone();
+        i.update_time = T0;
+        let mut v = Vec::new();
+        i.write_xml_with(&mut v, vol.packed()).unwrap();
+        String::from_utf8(v).unwrap()
+    };
+    let (xa, xb) = {
+        let mut a = Volume::mount(&mut ta).unwrap();
+        let mut b = Volume::mount(&mut tb).unwrap();
+        b.pack_new_entries();
+        session(&mut a);
+        session(&mut b);
+        let p = b.packed().unwrap();
+        assert_eq!(p.len(), 208, "2 directories and 206 files packed");
+        // The deterministic size of what a packed file costs: a 48-byte node and its name (plus
+        // what the vectors reserve), against about 260 bytes in the index model.
+        assert_eq!(Packed::NODE_BYTES, 48);
+        assert!(
+            p.heap_bytes() <= 208 * 48 * 2 + 2048 + 4 * 1024,
+            "{} bytes for 208 entries",
+            p.heap_bytes()
+        );
+        let (xa, xb) = (xml(&a), xml(&b));
+        same(&xa, &xb);
+        assert!(xb.contains("<name>f0199</name>") && xb.contains("percentencoded"));
+        a.unmount().unwrap();
+        b.unmount().unwrap();
+        (xa, xb)
+    };
+    same(&xa, &xb);
+    let mut a = Volume::mount(&mut ta).unwrap();
+    let mut b = Volume::mount(&mut tb).unwrap();
+    same(&xml(&a), &xml(&b));
+    assert_eq!(read(&mut b, "/new/b/f0123").unwrap(), data(123, 123));
+    assert_eq!(
+        read(&mut b, "/new/sparse").unwrap(),
+        read(&mut a, "/new/sparse").unwrap()
+    );
+    assert_eq!(read(&mut b, "/old/y").unwrap(), b"yy");
 }

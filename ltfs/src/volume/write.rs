@@ -10,8 +10,9 @@ use super::{INDEX_READ_LIMIT, Result, Volume, VolumeError, dev_err, now};
 use crate::construct::{ConstructError, read_index, write_data_records};
 use crate::device::{Position, TapeDevice};
 use crate::index::{
-    Directory, Entry, Extent, File, FileContent, IndexLocation, LtfsTime, MAX_DIR_DEPTH,
-    MAX_NAME_BYTES, MAX_SYMLINK_BYTES, MAX_XATTR_VALUE, Times, Xattr, names,
+    Attrs, DirRef, Directory, Entry, Extent, File, FileContent, IndexLocation, LtfsTime,
+    MAX_DIR_DEPTH, MAX_NAME_BYTES, MAX_SYMLINK_BYTES, MAX_XATTR_VALUE, NewEntry, Packed, Times,
+    Xattr, names,
 };
 
 /// When to write a DP index during a run of puts (checked after each file; a file is never split
@@ -125,6 +126,29 @@ fn ensure_dir<'a>(
     Ok((dir, created))
 }
 
+/// The directory of the index proper at `at` (positions in `entries` from the root).
+fn indexed_dir_mut<'a>(root: &'a mut Directory, at: &[u32]) -> &'a mut Directory {
+    let mut d = root;
+    for &k in at {
+        d = match &mut d.entries[k as usize] {
+            Entry::Directory(sub) => sub,
+            Entry::File(_) => unreachable!("positions of directories"),
+        };
+    }
+    d
+}
+
+fn indexed_dir<'a>(root: &'a Directory, at: &[u32]) -> &'a Directory {
+    let mut d = root;
+    for &k in at {
+        d = match &d.entries[k as usize] {
+            Entry::Directory(sub) => sub,
+            Entry::File(_) => unreachable!("positions of directories"),
+        };
+    }
+    d
+}
+
 /// What the index writer (and reader) accept of xattrs: valid, unique keys and values up to
 /// [`MAX_XATTR_VALUE`], checked before anything is written.
 fn check_xattrs(path: &str, xattrs: &[Xattr]) -> Result<()> {
@@ -155,9 +179,147 @@ fn check_xattrs(path: &str, xattrs: &[Xattr]) -> Result<()> {
 }
 
 impl<D: TapeDevice> Volume<D> {
+    /// From now on, the entries this session adds are kept in compact form ([`Packed`]: about 60
+    /// bytes a file instead of about 260 in the [`Index`](crate::index::Index) model). They are in
+    /// every index written, exactly as they would be otherwise, but not in [`Volume::index`], and
+    /// the reading calls (lookups, reads, listings) do not see them: for writers that only add
+    /// files, such as a tape set of a million small files.
+    pub fn pack_new_entries(&mut self) {
+        if self.packed.is_none() {
+            self.packed = Some(Packed::new());
+        }
+    }
+
+    /// The entries added in compact form, when [`Volume::pack_new_entries`] was called.
+    pub fn packed(&self) -> Option<&Packed> {
+        self.packed.as_ref()
+    }
+
+    /// Finds or creates the directory `comps` when new entries are packed: in the index proper as
+    /// long as it has the names, packed below.
+    fn packed_dir(&mut self, comps: &[String], t: LtfsTime) -> Result<(DirRef, bool)> {
+        if comps.len() > MAX_DIR_DEPTH {
+            return Err(VolumeError::TooDeep {
+                path: format!("/{}", comps.join("/")),
+                depth: comps.len(),
+                max: MAX_DIR_DEPTH,
+            });
+        }
+        if let Some((c, at)) = &self.packed_last
+            && c.as_slice() == comps
+        {
+            return Ok((at.clone(), false));
+        }
+        let packed = self.packed.as_mut().expect("packing");
+        let highest = &mut self.index.highest_file_uid;
+        let mut dir = Some(&self.index.root);
+        let mut at = DirRef::Indexed(Vec::new());
+        let mut created = false;
+        for (i, c) in comps.iter().enumerate() {
+            let not_dir = || VolumeError::NotADirectory {
+                path: format!("/{}", comps[..=i].join("/")),
+            };
+            if let Some(d) = dir {
+                if let Some(k) = d
+                    .entries
+                    .iter()
+                    .position(|e| names::nfc(e.name()) == c.as_str())
+                {
+                    match (&d.entries[k], &mut at) {
+                        (Entry::Directory(sub), DirRef::Indexed(p)) => {
+                            p.push(k as u32);
+                            dir = Some(sub);
+                            continue;
+                        }
+                        _ => return Err(not_dir()),
+                    }
+                }
+                dir = None;
+            }
+            at = match packed.find(&at, c) {
+                Some(n) if packed.is_dir(n) => DirRef::Packed(n),
+                Some(_) => return Err(not_dir()),
+                None => {
+                    *highest += 1;
+                    created = true;
+                    DirRef::Packed(packed.add(
+                        &at,
+                        c,
+                        *highest,
+                        Attrs {
+                            times: Times::all(t),
+                            read_only: false,
+                            xattrs: &[],
+                        },
+                        NewEntry::Dir,
+                    ))
+                }
+            };
+        }
+        self.packed_last = Some((comps.to_vec(), at.clone()));
+        Ok((at, created))
+    }
+
+    /// [`Volume::new_entry_parent`] when new entries are packed: the parent and the new name (no
+    /// UID taken).
+    fn packed_new_entry(&mut self, path: &str) -> Result<(DirRef, String)> {
+        let mut comps = components(path)?;
+        let Some(name) = comps.pop() else {
+            return Err(VolumeError::AlreadyExists {
+                path: path.to_string(),
+            });
+        };
+        let (at, created) = self.packed_dir(&comps, now())?;
+        self.dirty |= created;
+        let in_index = match &at {
+            DirRef::Indexed(p) => indexed_dir(&self.index.root, p)
+                .entries
+                .iter()
+                .any(|e| names::nfc(e.name()) == name.as_str()),
+            DirRef::Packed(_) => false,
+        };
+        if in_index || self.packed.as_ref().expect("packing").has(&at, &name) {
+            return Err(VolumeError::AlreadyExists {
+                path: path.to_string(),
+            });
+        }
+        Ok((at, name))
+    }
+
+    /// Adds a packed entry at `path` (checked new by [`Volume::packed_new_entry`]); its UID.
+    fn packed_add(
+        &mut self,
+        path: &str,
+        times: Times,
+        meta: &FileMeta,
+        what: NewEntry,
+    ) -> Result<u64> {
+        let (at, name) = self.packed_new_entry(path)?;
+        self.index.highest_file_uid += 1;
+        let uid = self.index.highest_file_uid;
+        self.packed.as_mut().expect("packing").add(
+            &at,
+            &name,
+            uid,
+            Attrs {
+                times,
+                read_only: meta.read_only,
+                xattrs: &meta.xattrs,
+            },
+            what,
+        );
+        self.dirty = true;
+        Ok(uid)
+    }
+
     /// Creates `path` and any missing parents (existing directories are fine).
     pub fn mkdir_p(&mut self, path: &str) -> Result<()> {
         let comps = components(path)?;
+        if self.packed.is_some() {
+            let (_, created) = self.packed_dir(&comps, now())?;
+            self.dirty |= created;
+            return Ok(());
+        }
         let mut highest = self.index.highest_file_uid;
         let (_, created) = ensure_dir(&mut self.index.root, &comps, &mut highest, now())?;
         self.index.highest_file_uid = highest;
@@ -169,6 +331,21 @@ impl<D: TapeDevice> Volume<D> {
     /// the source directory's times, not the time of the copy.
     pub fn set_dir_times(&mut self, path: &str, times: Times) -> Result<()> {
         let comps = components(path)?;
+        if self.packed.is_some() {
+            let (at, created) = self.packed_dir(&comps, now())?;
+            self.dirty |= created;
+            let changed = match at {
+                DirRef::Indexed(p) => {
+                    let dir = indexed_dir_mut(&mut self.index.root, &p);
+                    let changed = dir.times != times;
+                    dir.times = times;
+                    changed
+                }
+                DirRef::Packed(n) => self.packed.as_mut().expect("packing").set_times(n, times),
+            };
+            self.dirty |= changed;
+            return Ok(());
+        }
         let mut highest = self.index.highest_file_uid;
         let (dir, _) = ensure_dir(&mut self.index.root, &comps, &mut highest, now())?;
         self.index.highest_file_uid = highest;
@@ -216,6 +393,9 @@ impl<D: TapeDevice> Volume<D> {
         )?;
         check_xattrs(path, &meta.xattrs)?;
         let t = meta.times.unwrap_or_else(|| Times::all(now()));
+        if self.packed.is_some() {
+            return self.packed_add(path, t, meta, NewEntry::Symlink(&target));
+        }
         let (dir, name, uid) = self.new_entry_parent(path)?;
         let mut f = File::new(name, uid, t);
         f.read_only = meta.read_only;
@@ -436,7 +616,9 @@ impl<D: TapeDevice> Volume<D> {
             });
         }
         // Check the name before writing any data.
-        {
+        if self.packed.is_some() {
+            self.packed_new_entry(path)?;
+        } else {
             let (_, _, _) = self.new_entry_parent(path)?;
             self.index.highest_file_uid -= 1;
         }
@@ -502,13 +684,26 @@ impl<D: TapeDevice> Volume<D> {
         early_warning: bool,
     ) -> Result<PutReport> {
         let t = meta.times.unwrap_or_else(|| Times::all(now()));
-        let (dir, name, uid) = self.new_entry_parent(path)?;
-        let mut f = File::new(name, uid, t);
-        f.length = length;
-        f.read_only = meta.read_only;
-        f.xattrs = meta.xattrs.clone();
-        f.content = FileContent::Extents(extents.clone());
-        dir.entries.push(Entry::File(f));
+        let uid = if self.packed.is_some() {
+            self.packed_add(
+                path,
+                t,
+                meta,
+                NewEntry::File {
+                    length,
+                    extents: &extents,
+                },
+            )?
+        } else {
+            let (dir, name, uid) = self.new_entry_parent(path)?;
+            let mut f = File::new(name, uid, t);
+            f.length = length;
+            f.read_only = meta.read_only;
+            f.xattrs = meta.xattrs.clone();
+            f.content = FileContent::Extents(extents.clone());
+            dir.entries.push(Entry::File(f));
+            uid
+        };
         self.dirty = true;
         let bytes: u64 = extents.iter().map(|x| x.byte_count).sum();
         self.unsynced_bytes += bytes;

@@ -11,8 +11,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::TapeCatalog;
-use crate::sets::layout::{SetKind, Stored};
-use crate::sets::plan::SetPlan;
+use crate::sets::layout::{SetEntry, SetKind, Stored};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -172,7 +171,13 @@ impl TapeCatalog {
     }
 
     /// Starts a set: its row (`writing`), its copies, and the paths it stores, renames and deletes.
-    pub fn begin_set(&self, s: &NewSet, plan: &SetPlan) -> Result<i64> {
+    /// `entries` are the set manifest's (read as they are needed), `deleted` its deletions.
+    pub fn begin_set(
+        &self,
+        s: &NewSet,
+        entries: impl Iterator<Item = anyhow::Result<SetEntry>>,
+        deleted: &[RelPath],
+    ) -> Result<i64> {
         let tx = self.conn.unchecked_transaction()?;
         self.conn.execute(
             "INSERT INTO sets (uuid, job, snapshot, kind, base_set, pool, state, started_at, copies_wanted)
@@ -200,7 +205,8 @@ impl TapeCatalog {
                 "INSERT INTO set_files (set_id, path_id, change, size, blake3, renamed_from)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for e in &plan.entries {
+            for e in entries {
+                let e = e?;
                 let change = match e.stored {
                     Stored::Here | Stored::Link => "stored",
                     Stored::Renamed => "renamed",
@@ -219,7 +225,7 @@ impl TapeCatalog {
                     from
                 ])?;
             }
-            for d in &plan.deleted {
+            for d in deleted {
                 ins.execute(params![
                     id,
                     self.path_id(d)?,

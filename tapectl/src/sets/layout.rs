@@ -254,6 +254,49 @@ struct EntryLine<'a> {
     parts: &'a [Part],
 }
 
+/// Writes a set manifest line by line: the header, each entry with its parts, then the deletions
+/// ([`ManifestWriter::finish`]); `header.entries` and `header.deleted` must count them.
+pub struct ManifestWriter<W: Write> {
+    out: std::io::BufWriter<zstd::Encoder<'static, W>>,
+}
+
+impl<W: Write> ManifestWriter<W> {
+    pub fn new(w: W, header: &SetHeader) -> std::io::Result<Self> {
+        let mut enc = zstd::Encoder::new(w, 3)?;
+        enc.include_checksum(true)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, enc);
+        serde_json::to_writer(&mut out, header)?;
+        out.write_all(b"\n")?;
+        Ok(ManifestWriter { out })
+    }
+
+    /// An entry line: the entry, with `parts` (the writer keeps each copy's parts apart from the
+    /// plan).
+    pub fn entry(&mut self, e: &SetEntry, parts: &[Part]) -> std::io::Result<()> {
+        let line = EntryLine {
+            entry: &e.entry,
+            stored: e.stored,
+            from: &e.from,
+            tape_path: &e.tape_path,
+            parts,
+        };
+        serde_json::to_writer(&mut self.out, &line)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// The deletion lines, and the end of the stream; the writer given.
+    pub fn finish(mut self, deleted: &[RelPath]) -> std::io::Result<W> {
+        for d in deleted {
+            serde_json::to_writer(&mut self.out, &Deleted { deleted: d.clone() })?;
+            self.out.write_all(b"\n")?;
+        }
+        let enc = self.out.into_inner().map_err(|e| e.into_error())?;
+        let mut w = enc.finish()?;
+        w.flush()?;
+        Ok(w)
+    }
+}
+
 /// Writes a set manifest: `header`, then each entry with the parts given for it, then the
 /// deletions. `header.entries` and `header.deleted` must count them.
 pub fn write_manifest<'a>(
@@ -262,28 +305,11 @@ pub fn write_manifest<'a>(
     entries: impl Iterator<Item = (&'a SetEntry, &'a [Part])>,
     deleted: &[RelPath],
 ) -> std::io::Result<()> {
-    let mut enc = zstd::Encoder::new(w, 3)?;
-    enc.include_checksum(true)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, enc);
-    serde_json::to_writer(&mut out, header)?;
-    out.write_all(b"\n")?;
+    let mut m = ManifestWriter::new(w, header)?;
     for (e, parts) in entries {
-        let line = EntryLine {
-            entry: &e.entry,
-            stored: e.stored,
-            from: &e.from,
-            tape_path: &e.tape_path,
-            parts,
-        };
-        serde_json::to_writer(&mut out, &line)?;
-        out.write_all(b"\n")?;
+        m.entry(e, parts)?;
     }
-    for d in deleted {
-        serde_json::to_writer(&mut out, &Deleted { deleted: d.clone() })?;
-        out.write_all(b"\n")?;
-    }
-    let enc = out.into_inner().map_err(|e| e.into_error())?;
-    enc.finish()?.flush()
+    m.finish(deleted).map(drop)
 }
 
 /// A whole set manifest (one copy's: the parts name that copy's tapes).

@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use common::manifest::Kind;
 use ltfs::volume::EntryKind;
 use serde::Serialize;
 
 use super::allocate::{Skipped, reconcile};
 use super::layout::{self, SetManifest, TapeDescription};
 use super::mount::with_tape_keyed;
-use super::plan::SetPlan;
 use crate::catalog::{MediaChange, MediaState, NewSet, PartRow, SetState, TapeCatalog};
 use crate::changer::is_cleaning_cartridge;
 use crate::library::Library;
@@ -288,22 +288,10 @@ fn insert_set(
     .flatten()
     .find_map(|t| t.parse().ok())
     .unwrap_or_else(jiff::Timestamp::now);
-    let plan = match manifests.values().next() {
-        Some((_, m)) => SetPlan {
-            entries: m
-                .entries
-                .iter()
-                .map(|e| layout::SetEntry {
-                    parts: Vec::new(),
-                    ..e.clone()
-                })
-                .collect(),
-            deleted: m.deleted.clone(),
-        },
-        None => SetPlan {
-            entries: Vec::new(),
-            deleted: Vec::new(),
-        },
+    let no_entries = Vec::new();
+    let (entries, deleted) = match manifests.values().next() {
+        Some((_, m)) => (&m.entries, &m.deleted[..]),
+        None => (&no_entries, &[][..]),
     };
     let id = cat.begin_set(
         &NewSet {
@@ -316,7 +304,13 @@ fn insert_set(
             copies,
             started_at: started,
         },
-        &plan,
+        entries.iter().map(|e| {
+            Ok(layout::SetEntry {
+                parts: Vec::new(),
+                ..e.clone()
+            })
+        }),
+        deleted,
     )?;
     for ((copy, seq), (barcode, d)) in &f.tapes {
         cat.add_copy_tape(id, *copy, *seq, barcode, &d.volume_uuid)?;
@@ -368,8 +362,13 @@ fn insert_set(
     }
     if complete {
         let (bytes, m) = &manifests[&1];
-        let files = plan.files_to_write().count() as u64;
-        let stored = plan.bytes_to_write();
+        let to_write = || {
+            m.entries
+                .iter()
+                .filter(|e| e.stored == layout::Stored::Here && e.entry.kind == Kind::File)
+        };
+        let files = to_write().count() as u64;
+        let stored = to_write().map(|e| e.entry.size).sum();
         let closed = f
             .tapes
             .values()

@@ -45,7 +45,21 @@ pub fn start(
 
 fn read_all(dir: &Beneath, plan: &SetPlan, txs: &[SyncSender<Msg>]) {
     let send = |m: &dyn Fn() -> Msg| txs.iter().all(|t| t.send(m()).is_ok());
-    for (_, e) in plan.files_to_write() {
+    let files = match plan.files_to_write() {
+        Ok(f) => f,
+        Err(e) => {
+            send(&|| Msg::Failed(format!("{e:#}")));
+            return;
+        }
+    };
+    for r in files {
+        let e = match r {
+            Ok((_, e)) => e,
+            Err(e) => {
+                send(&|| Msg::Failed(format!("{e:#}")));
+                return;
+            }
+        };
         let f = &e.entry;
         match read_one(dir, f, txs) {
             Ok(true) => {

@@ -8,12 +8,13 @@
 //! from one read of the source; otherwise one after the other.
 
 use std::collections::HashSet;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use common::manifest::{Kind, Manifest};
+use common::manifest::Kind;
 use common::relpath::RelPath;
 use ltfs::index::{LtfsTime, Times};
 use ltfs::volume::{FileMeta, PartPut, Volume, VolumeError};
@@ -24,7 +25,7 @@ use super::layout::{
     self, Continued, Part, SET_FORMAT, SetEntry, SetHeader, SetKind, SetTape, Stored, TAPE_FORMAT,
     TapeDescription, VERSION,
 };
-use super::plan::{SetPlan, plan};
+use super::plan::{PlanReader, SetPlan, TempDir, plan};
 use super::source::Stream;
 use super::wait::{Cancelled, WaitEnd};
 use crate::backend::BoxedTransport;
@@ -204,19 +205,31 @@ impl WriterLock {
     }
 }
 
-/// Marks sets whose writer died as interrupted.
+/// Marks sets whose writer died as interrupted, and removes the temporary files such a writer left
+/// (`state_dir/tmp/set-<uuid>`: its plan, parts and manifests).
 pub fn settle(cat: &TapeCatalog, state_dir: &Path) -> Result<Vec<String>> {
+    if let Ok(rd) = std::fs::read_dir(state_dir.join("tmp")) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(uuid) = name.to_str().and_then(|n| n.strip_prefix("set-")) else {
+                continue;
+            };
+            if layout::is_set_id(uuid) && !WriterLock::held(state_dir, uuid) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     cat.settle_interrupted(|uuid| WriterLock::held(state_dir, uuid))
 }
 
-/// Writes the set. `lib` is the library (its changer lock held for the whole set).
-/// Writes the set of the snapshot whose manifest is `manifest` (taken: its entries become the
-/// plan's, so a million-file snapshot is not held twice).
+/// Writes the set of the snapshot whose manifest is the file `manifest` (the snapshot's
+/// `.rackvault/manifest.zst`, read as it is needed: a million-file snapshot is not held in memory).
+/// `lib` is the library (its changer lock held for the whole set).
 pub fn write_set(
     lib: Library,
     cat: TapeCatalog,
     req: &SetRequest,
-    manifest: Manifest,
+    manifest: &Path,
     progress: &dyn Progress,
 ) -> Result<SetReport> {
     let started = Instant::now();
@@ -263,9 +276,20 @@ pub fn write_set(
         SetKind::Full
     };
     let uuid = ltfs::volume::random_uuid();
-    let plan = plan(&uuid, manifest, base_entries.as_deref());
-    drop(base_entries);
+    // Held before the temporary files exist (`settle` removes those of sets no one holds).
     let _lock = WriterLock::take(req.state_dir, &uuid)?;
+    // The plan, each copy's parts and set manifest: files here, removed when the set is done.
+    let tmp = TempDir::new(req.state_dir, &format!("set-{uuid}"))?;
+    let plan = match plan(&uuid, manifest, base_entries.as_deref(), tmp.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            // Nothing of the set exists: not even its directory is left.
+            drop(_lock);
+            let _ = std::fs::remove_dir_all(req.state_dir.join("tape-sets").join(&uuid));
+            return Err(e);
+        }
+    };
+    drop(base_entries);
     let started_at = jiff::Timestamp::now();
     let set_id = cat.begin_set(
         &NewSet {
@@ -278,11 +302,12 @@ pub fn write_set(
             copies: req.copies,
             started_at,
         },
-        &plan,
+        plan.reader()?.map(|r| r.map(|(_, e)| e)),
+        &plan.deleted,
     )?;
     let plan = std::sync::Arc::new(plan);
-    let nfiles = plan.files_to_write().count();
-    progress.start(nfiles as u64, plan.bytes_to_write(), req.copies);
+    let nfiles = plan.files;
+    progress.start(nfiles, plan.bytes_to_write(), req.copies);
     let ctx = Ctx {
         uuid: &uuid,
         set_id,
@@ -290,6 +315,7 @@ pub fn write_set(
         kind,
         base: base.as_ref(),
         plan: &plan,
+        tmp: tmp.path(),
         created: started_at.to_string(),
         lib: Mutex::new(lib),
         cat: Mutex::new(cat),
@@ -313,7 +339,9 @@ pub fn write_set(
                 .zip(req.drives.iter())
                 .map(|((&copy, rx), &drive)| {
                     let ctx = &ctx;
-                    s.spawn(move || CopyWriter::new(ctx, copy, drive, Stream::new(rx)).run())
+                    s.spawn(move || {
+                        CopyWriter::new(ctx, copy, drive, Stream::new(rx)).and_then(|w| w.run())
+                    })
                 })
                 .collect();
             handles
@@ -341,10 +369,11 @@ pub fn write_set(
         .cat
         .into_inner()
         .map_err(|_| anyhow!("catalog lock poisoned"))?;
-    let manifest_hash = std::fs::read(local_manifest(req.state_dir, &uuid, 1))
-        .map(|b| blake3::hash(&b).to_hex().to_string())
+    let manifest_hash = std::fs::File::open(local_manifest(req.state_dir, &uuid, 1))
+        .and_then(|f| blake3::Hasher::new().update_reader(f).map(|h| h.finalize()))
+        .map(|h| h.to_hex().to_string())
         .unwrap_or_default();
-    let (nfiles, bytes) = (nfiles as u64, plan.bytes_to_write());
+    let bytes = plan.bytes_to_write();
     cat.complete_set(
         set_id,
         nfiles,
@@ -367,7 +396,6 @@ pub fn write_set(
         }
     }
     super::allocate::reconcile(&cat, &lib.inventory()?, req.actor)?;
-    let count = |s: Stored| plan.entries.iter().filter(|e| e.stored == s).count() as u64;
     Ok(SetReport {
         set: uuid.clone(),
         job: req.job.to_string(),
@@ -378,9 +406,9 @@ pub fn write_set(
         pool: req.pool.name.clone(),
         files: nfiles,
         bytes,
-        renamed: count(Stored::Renamed),
+        renamed: plan.renamed,
         deleted: plan.deleted.len() as u64,
-        unchanged: count(Stored::Base),
+        unchanged: plan.unchanged,
         seconds: started.elapsed().as_secs_f64(),
         copies,
         skipped: ctx.skipped.into_inner().unwrap_or_default(),
@@ -394,6 +422,8 @@ struct Ctx<'a> {
     kind: SetKind,
     base: Option<&'a SetRow>,
     plan: &'a SetPlan,
+    /// The set's temporary directory (the plan, the copies' parts and manifests).
+    tmp: &'a Path,
     created: String,
     lib: Mutex<Library>,
     cat: Mutex<TapeCatalog>,
@@ -417,10 +447,10 @@ struct OnTape {
     continued_from_previous: Option<Continued>,
 }
 
-/// A file in the middle of being written: its entry, how much is on tape, its next part number.
+/// The file in the middle of being written (plan entry `next`): how much is on tape, its next
+/// part number.
 #[derive(Clone, Copy)]
 struct InFile {
-    entry: usize,
     done: u64,
     part: u32,
 }
@@ -430,22 +460,24 @@ struct CopyWriter<'a> {
     copy: u32,
     drive: u16,
     stream: Stream,
-    /// The next plan entry to write.
+    /// The next plan entry to write, the plan read up to it, and that entry once read.
     next: usize,
+    cursor: PlanReader,
+    pending: Option<SetEntry>,
     current: Option<InFile>,
-    /// Parts written per plan entry (this copy's).
-    parts: Vec<Vec<Part>>,
+    /// Parts written (this copy's), in plan order.
+    parts: PartsLog,
     tapes: Vec<TapeReport>,
     set_tapes: Vec<SetTape>,
-    /// The copy's set manifest once built, and how much of it is on tape.
-    manifest: Option<(Vec<u8>, u64)>,
+    /// The copy's set manifest once built (a file, its length), and how much of it is on tape.
+    manifest: Option<(PathBuf, u64, u64)>,
     /// When its last tape was closed (as the tape's description says).
     closed: Option<jiff::Timestamp>,
-    /// Plan entries of the files the stream delivers, in order, and how many it has delivered.
-    stream_files: Vec<usize>,
-    streamed: usize,
-    /// Some bytes of the stream's current file were read.
-    stream_partial: bool,
+    /// The last plan entry whose data the stream delivered whole (the stream delivers the files
+    /// to write in plan order).
+    last_streamed: Option<usize>,
+    /// The plan entry some of whose stream data was read, not all.
+    stream_partial: Option<usize>,
     /// Files up to this plan entry are read again from the snapshot: their stream data went to a
     /// tape that failed.
     replay_through: Option<usize>,
@@ -459,6 +491,8 @@ struct CopyWriter<'a> {
 struct Checkpoint {
     next: usize,
     current: Option<InFile>,
+    /// Parts logged.
+    parts: u64,
 }
 
 enum TapeEnd {
@@ -469,26 +503,50 @@ enum TapeEnd {
 }
 
 impl<'a> CopyWriter<'a> {
-    fn new(ctx: &'a Ctx<'a>, copy: u32, drive: u16, stream: Stream) -> Self {
-        CopyWriter {
+    fn new(ctx: &'a Ctx<'a>, copy: u32, drive: u16, stream: Stream) -> Result<Self> {
+        Ok(CopyWriter {
             ctx,
             copy,
             drive,
             stream,
             next: 0,
+            cursor: ctx.plan.reader()?,
+            pending: None,
             current: None,
-            parts: vec![Vec::new(); ctx.plan.entries.len()],
+            parts: PartsLog::create(&ctx.tmp.join(format!("copy-{copy}.parts")))?,
             tapes: Vec::new(),
             set_tapes: Vec::new(),
             manifest: None,
             closed: None,
-            stream_files: ctx.plan.files_to_write().map(|(i, _)| i).collect(),
-            streamed: 0,
-            stream_partial: false,
+            last_streamed: None,
+            stream_partial: None,
             replay_through: None,
             snapshot: None,
             damaged: Vec::new(),
+        })
+    }
+
+    /// Plan entry `self.next`, taken (`self.pending` holds it when it is not written yet);
+    /// `None` after the last.
+    fn take_next(&mut self) -> Result<Option<SetEntry>> {
+        if let Some(e) = self.pending.take() {
+            return Ok(Some(e));
         }
+        Ok(self.cursor.next_entry()?.map(|(n, e)| {
+            debug_assert_eq!(n, self.next);
+            e
+        }))
+    }
+
+    /// Goes back (or on) to plan entry `n`.
+    fn seek(&mut self, n: usize) -> Result<()> {
+        self.pending = None;
+        if self.cursor.position() > n {
+            self.cursor = self.ctx.plan.reader()?;
+        }
+        self.cursor.skip_to(n)?;
+        self.next = n;
+        Ok(())
     }
 
     fn run(mut self) -> Result<CopyReport> {
@@ -576,6 +634,7 @@ impl<'a> CopyWriter<'a> {
             let at_start = Checkpoint {
                 next: self.next,
                 current: self.current,
+                parts: self.parts.len(),
             };
             // The key is set again on this handle (a drive keeps it for all I_T nexuses, but not
             // every transport is one nexus), and cleared once the tape is closed or failed.
@@ -669,6 +728,9 @@ impl<'a> CopyWriter<'a> {
         tape: &mut OnTape,
     ) -> Result<TapeEnd> {
         let mut vol = Volume::mount(&mut *drive).context("mounting the LTFS volume")?;
+        // A tape of a million small files: their index entries kept compactly (nothing reads
+        // them back while the set is written).
+        vol.pack_new_entries();
         let root = layout::data_root(self.ctx.req.job, self.ctx.req.snapshot);
         vol.mkdir_p(&root)?;
         let end = match self.write_entries(&mut vol, tape) {
@@ -795,20 +857,20 @@ impl<'a> CopyWriter<'a> {
         vol: &mut Volume<&mut Drive<BoxedTransport>>,
         tape: &mut OnTape,
     ) -> Result<Option<Option<Continued>>> {
-        let plan = self.ctx.plan;
         let (job, snap) = (self.ctx.req.job, self.ctx.req.snapshot);
-        while self.next < plan.entries.len() {
+        while let Some(e) = self.take_next()? {
             if self.ctx.progress.cancelled() {
                 return Err(Cancelled.into());
             }
             if vol.is_full() {
-                return Ok(Some(self.current.map(|c| Continued {
-                    tape_path: plan.entries[c.entry].tape_path.clone().unwrap_or_default(),
+                let continues = self.current.map(|c| Continued {
+                    tape_path: e.tape_path.clone().unwrap_or_default(),
                     offset: c.done,
-                })));
+                });
+                self.pending = Some(e);
+                return Ok(Some(continues));
             }
             let i = self.next;
-            let e = &plan.entries[i];
             let valid_path = || {
                 let p = layout::tape_path(self.ctx.uuid, job, snap, &e.entry.path, i);
                 (!p.starts_with("/.rackvault/")).then_some(p)
@@ -826,32 +888,28 @@ impl<'a> CopyWriter<'a> {
                         .as_ref()
                         .and_then(|t| std::str::from_utf8(&t.0).ok());
                     if let (Some(p), Some(t)) = (valid_path(), target) {
-                        match vol.symlink(&p, t, &meta_of(e)) {
+                        match vol.symlink(&p, t, &meta_of(&e)) {
                             Ok(_) | Err(VolumeError::InvalidName { .. }) => {}
                             Err(err) => return Err(err.into()),
                         }
                     }
                 }
                 (Stored::Here, Kind::File) => {
-                    let cur = self.current.unwrap_or(InFile {
-                        entry: i,
-                        done: 0,
-                        part: 0,
-                    });
+                    let cur = self.current.unwrap_or(InFile { done: 0, part: 0 });
                     let path = e.tape_path.as_deref().expect("planned with a tape path");
                     let left = e.entry.size - cur.done;
                     let replay = self.replay_through.is_some_and(|r| i <= r);
                     let put = if replay {
                         let f = self.reopen(&e.entry.path, cur.done)?;
-                        vol.put_file_part(path, std::io::Read::take(f, left), &meta_of(e))
+                        vol.put_file_part(path, std::io::Read::take(f, left), &meta_of(&e))
                     } else {
-                        self.stream_partial = true;
+                        self.stream_partial = Some(i);
                         let counted = Counted {
                             inner: &mut self.stream,
                             progress: self.ctx.progress,
                             copy: self.copy,
                         };
-                        vol.put_file_part(path, counted, &meta_of(e))
+                        vol.put_file_part(path, counted, &meta_of(&e))
                     };
                     let put = match put {
                         Ok(p) => p,
@@ -873,7 +931,7 @@ impl<'a> CopyWriter<'a> {
                             offset: cur.done,
                             length: r.length,
                         };
-                        self.parts[i].push(part);
+                        self.parts.push(i, &part)?;
                         tape.pending.push((
                             e.entry.path.clone(),
                             PartRow {
@@ -890,24 +948,26 @@ impl<'a> CopyWriter<'a> {
                     if !whole {
                         let done = cur.done + r.length;
                         self.current = Some(InFile {
-                            entry: i,
                             done,
                             part: cur.part + u32::from(r.length > 0),
                         });
-                        return Ok(Some(Some(Continued {
+                        let continues = Continued {
                             tape_path: path.to_string(),
                             offset: done,
-                        })));
+                        };
+                        self.pending = Some(e);
+                        return Ok(Some(Some(continues)));
                     }
                     // The stream moves on past this file (when it was replayed, past what the
-                    // failed tape had of it).
-                    if self.stream_files.get(self.streamed) == Some(&i)
-                        && (!replay || self.stream_partial)
+                    // failed tape had of it): the stream's next file is the first to write after
+                    // the last it delivered.
+                    if self.last_streamed.is_none_or(|l| i > l)
+                        && (!replay || self.stream_partial == Some(i))
                     {
                         self.stream.finish_file().map_err(|why| anyhow!(why))?;
                         self.stream.next_file();
-                        self.streamed += 1;
-                        self.stream_partial = false;
+                        self.last_streamed = Some(i);
+                        self.stream_partial = None;
                     }
                     if replay && self.replay_through == Some(i) {
                         self.replay_through = None;
@@ -978,22 +1038,15 @@ impl<'a> CopyWriter<'a> {
                 },
             )?;
         }
-        for p in self.parts.iter_mut() {
-            p.retain(|x| x.tape != tape.seq);
-        }
+        // The parts logged since the tape began are this tape's.
+        self.parts.truncate(at_start.parts)?;
         self.set_tapes.retain(|t| t.seq != tape.seq);
         // The files the stream gave for this tape, the one it is in the middle of included.
-        let through = if self.stream_partial {
-            self.stream_files.get(self.streamed).copied()
-        } else {
-            self.streamed
-                .checked_sub(1)
-                .and_then(|k| self.stream_files.get(k).copied())
-        };
+        let through = self.stream_partial.or(self.last_streamed);
         if let Some(t) = through.filter(|&t| t >= at_start.next) {
             self.replay_through = Some(self.replay_through.map_or(t, |r| r.max(t)));
         }
-        self.next = at_start.next;
+        self.seek(at_start.next)?;
         self.current = at_start.current;
         self.manifest = None;
         self.damaged.push(Skipped {
@@ -1046,23 +1099,34 @@ impl<'a> CopyWriter<'a> {
             copy: self.copy,
             created: self.ctx.created.clone(),
             tapes: self.set_tapes.clone(),
-            entries: plan.entries.len() as u64,
+            entries: plan.entries,
             deleted: plan.deleted.len() as u64,
         };
         if self.manifest.is_none() {
-            let mut bytes = Vec::new();
-            layout::write_manifest(
-                &mut bytes,
-                &header,
-                plan.entries.iter().zip(self.parts.iter().map(|p| &p[..])),
-                &plan.deleted,
-            )?;
-            self.manifest = Some((bytes, 0));
+            // Joined from the plan and this copy's parts, into a file.
+            let file = self
+                .ctx
+                .tmp
+                .join(format!("copy-{}.manifest.zst", self.copy));
+            let out = std::fs::File::create(&file)
+                .with_context(|| format!("cannot create {}", file.display()))?;
+            let mut m = layout::ManifestWriter::new(BufWriter::new(out), &header)?;
+            let mut parts = self.parts.reader()?;
+            let mut entries = plan.reader()?;
+            while let Some((n, e)) = entries.next_entry()? {
+                m.entry(&e, &parts.parts_of(n)?)?;
+            }
+            let out = m.finish(&plan.deleted)?;
+            let out = out.into_inner().map_err(|e| e.into_error())?;
+            let len = out.metadata()?.len();
+            self.manifest = Some((file, len, 0));
         }
-        let (bytes, done) = self.manifest.as_mut().expect("built above");
+        let (file, len, done) = self.manifest.as_mut().expect("built above");
         let path = layout::manifest_path(self.ctx.uuid);
-        let left = &bytes[*done as usize..];
-        match vol.put_file_part(&path, left, &FileMeta::default())? {
+        let mut left = std::fs::File::open(&*file)
+            .with_context(|| format!("cannot open {}", file.display()))?;
+        left.seek(SeekFrom::Start(*done))?;
+        match vol.put_file_part(&path, left.take(*len - *done), &FileMeta::default())? {
             PartPut::Whole(_) => {}
             PartPut::Part(r) => {
                 // Split like any file: the rest goes on the next tape.
@@ -1072,7 +1136,7 @@ impl<'a> CopyWriter<'a> {
             }
         }
         let local = local_manifest(self.ctx.req.state_dir, self.ctx.uuid, self.copy);
-        save_atomically(&local, bytes)?;
+        move_atomically(file, &local)?;
         Ok(true)
     }
 }
@@ -1095,6 +1159,131 @@ pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::rename(&tmp, path)
     };
     write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Moves the finished file `from` to `path`, synced: renamed within the state directory, copied
+/// where it cannot be.
+fn move_atomically(from: &Path, path: &Path) -> Result<()> {
+    let dir = path.parent().expect("has a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::File::open(from)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write {}", from.display()))?;
+    if std::fs::rename(from, path).is_ok() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(".tmp.{}", std::process::id()));
+    let copy = || -> std::io::Result<()> {
+        std::fs::copy(from, &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    copy().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A copy's parts, in the order written, in a file (a million-file set does not hold them):
+/// fixed-size records of the plan entry and the part.
+struct PartsLog {
+    path: PathBuf,
+    out: BufWriter<std::fs::File>,
+    records: u64,
+}
+
+/// Bytes of a [`PartsLog`] record: entry, tape, partition, block, offset, length.
+const PART_RECORD: usize = 40;
+
+impl PartsLog {
+    fn create(path: &Path) -> Result<PartsLog> {
+        let f = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(PartsLog {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 16, f),
+            records: 0,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.records
+    }
+
+    fn push(&mut self, entry: usize, p: &Part) -> Result<()> {
+        let mut r = [0u8; PART_RECORD];
+        r[0..8].copy_from_slice(&(entry as u64).to_le_bytes());
+        r[8..12].copy_from_slice(&p.tape.to_le_bytes());
+        r[12..16].copy_from_slice(&u32::from(p.partition).to_le_bytes());
+        r[16..24].copy_from_slice(&p.block.to_le_bytes());
+        r[24..32].copy_from_slice(&p.offset.to_le_bytes());
+        r[32..40].copy_from_slice(&p.length.to_le_bytes());
+        self.out
+            .write_all(&r)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Keeps the first `records` parts only.
+    fn truncate(&mut self, records: u64) -> Result<()> {
+        self.out.flush()?;
+        let f = self.out.get_mut();
+        f.set_len(records * PART_RECORD as u64)?;
+        f.seek(SeekFrom::End(0))?;
+        self.records = records;
+        Ok(())
+    }
+
+    fn reader(&mut self) -> Result<PartsReader> {
+        self.out.flush()?;
+        let f = std::fs::File::open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        Ok(PartsReader {
+            r: BufReader::with_capacity(1 << 16, f.take(self.records * PART_RECORD as u64)),
+            peeked: None,
+        })
+    }
+}
+
+struct PartsReader {
+    r: BufReader<std::io::Take<std::fs::File>>,
+    peeked: Option<(u64, Part)>,
+}
+
+impl PartsReader {
+    fn read(&mut self) -> Result<Option<(u64, Part)>> {
+        let mut b = [0u8; PART_RECORD];
+        match self.r.read_exact(&mut b) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let part = Part {
+            tape: u32_at(8),
+            partition: char::from_u32(u32_at(12)).unwrap_or('?'),
+            block: u64_at(16),
+            offset: u64_at(24),
+            length: u64_at(32),
+        };
+        Ok(Some((u64_at(0), part)))
+    }
+
+    /// The parts of plan entry `entry` (entries asked in order).
+    fn parts_of(&mut self, entry: usize) -> Result<Vec<Part>> {
+        let mut out = Vec::new();
+        loop {
+            if self.peeked.is_none() {
+                self.peeked = self.read()?;
+            }
+            match self.peeked {
+                Some((n, p)) if n == entry as u64 => {
+                    out.push(p);
+                    self.peeked = None;
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
 }
 
 /// The LTFS metadata of an entry: its modification time (as all five times, as the file's
