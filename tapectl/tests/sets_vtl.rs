@@ -778,3 +778,124 @@ fn a_drive_asking_for_cleaning_is_cleaned_first_when_the_library_has_a_cleaner()
     );
     assert_same_tree(&t, &out);
 }
+
+/// The file named `name` somewhere under `dir`.
+fn find_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            let f = find_file(&p, name);
+            if f.exists() {
+                return f;
+            }
+        } else if p.file_name().unwrap() == name {
+            return p;
+        }
+    }
+    dir.join("not-found").join(name)
+}
+
+#[test]
+fn the_newest_tape_carries_a_catalog_copy_that_brings_back_a_lost_state_directory() {
+    let lab = Lab::new(6, 64, "");
+    let t1 = lab.path("tree1");
+    make_tree(&t1, 60, 10, 0);
+    lab.snapshot("home", "20261201T020000Z", &t1);
+    json(&lab.config, &["set", "write", "home", "--copies", "2"]);
+    let t2 = lab.path("tree2");
+    assert!(
+        std::process::Command::new("cp")
+            .args(["-a", t1.to_str().unwrap(), t2.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(t2.join("mid01.bin"), noise(3 << 20, 9)).unwrap();
+    lab.snapshot("home", "20261202T020000Z", &t2);
+    json(&lab.config, &["set", "write", "home"]);
+
+    let sets = json(&lab.config, &["set", "list"]);
+    let newest = &sets[1];
+    let uuid = newest["set"]["uuid"].as_str().unwrap();
+    let last = newest["copies"][0]["tapes"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap();
+    let (barcode, seq) = (
+        last["barcode"].as_str().unwrap(),
+        last["seq"].as_u64().unwrap(),
+    );
+    // A person with only the newest tape: its description names the copy; `ltfs get` takes it.
+    let got = lab.path("from-tape");
+    ok(&lab.config, &["load", barcode, "--drive", "0"]);
+    ok(
+        &lab.config,
+        &[
+            "ltfs",
+            "get",
+            &format!("/.rackvault/sets/{uuid}/tape-{seq:04}.json"),
+            &format!("/.rackvault/sets/{uuid}/catalog.sqlite.zst"),
+            "--to",
+            got.to_str().unwrap(),
+        ],
+    );
+    ok(&lab.config, &["unload", "--drive", "0"]);
+    let desc: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(find_file(&got, &format!("tape-{seq:04}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        desc["catalog"],
+        format!("/.rackvault/sets/{uuid}/catalog.sqlite.zst"),
+        "{desc}"
+    );
+
+    // What the catalog answers, less what came after the copy went to tape (the set's
+    // completion time; how long the last tape took and what the drive said at its close; the
+    // tapes going back to their slots).
+    let answers = || {
+        let mut sets = json(&lab.config, &["set", "list"]);
+        for s in sets.as_array_mut().unwrap() {
+            s["set"]["completed_at"] = serde_json::Value::Null;
+            for c in s["copies"].as_array_mut().unwrap() {
+                for t in c["tapes"].as_array_mut().unwrap() {
+                    for k in ["seconds", "tape_alerts", "write_health"] {
+                        t[k] = serde_json::Value::Null;
+                    }
+                }
+            }
+        }
+        let found = json(&lab.config, &["catalog", "find", "**"]);
+        let media: Vec<(String, String)> = json(&lab.config, &["media", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["barcode"].to_string(), m["state"].to_string()))
+            .collect();
+        (sets, found, media)
+    };
+    let before = answers();
+    std::fs::rename(lab.path("state"), lab.path("lost-state")).unwrap();
+    std::fs::create_dir(lab.path("state")).unwrap();
+    let copy = std::fs::File::open(find_file(&got, "catalog.sqlite.zst")).unwrap();
+    let mut db = std::fs::File::create(lab.path("state/tapes.sqlite")).unwrap();
+    zstd::stream::copy_decode(copy, &mut db).unwrap();
+    drop(db);
+    let after = answers();
+    assert_eq!(before.0, after.0, "set list");
+    assert_eq!(before.1, after.1, "catalog find");
+    assert_eq!(before.2, after.2, "media");
+    // The restore reads the sets' manifests back from their tapes (the state directory has none).
+    let out = lab.path("restored");
+    ok(
+        &lab.config,
+        &["restore", "home", "latest", "--to", out.to_str().unwrap()],
+    );
+    assert_same_tree(&t2, &out);
+    assert!(
+        lab.path(&format!("state/tape-sets/{uuid}/copy-1.manifest.zst"))
+            .exists(),
+        "kept for the next restore"
+    );
+}

@@ -28,22 +28,24 @@ pub struct Closing<'a> {
     pub bytes: u64,
     /// BLAKE3 of the set manifest on this tape.
     pub manifest_blake3: &'a str,
+    /// This tape's place in the copy, and how long it has been written.
+    pub seq: u32,
+    pub seconds: f64,
 }
 
-/// Writes the catalog copy onto `vol` (just after the set manifest). `Some(path)` when it is on
-/// the tape whole; `None` when the tape reached early warning first (it is left unnamed).
+/// Writes the catalog copy `snapshot` onto `vol` (just after the set manifest). `Some(path)`
+/// when it is on the tape whole; `None` when the tape reached early warning first (it is left
+/// unnamed).
 pub fn put(
     vol: &mut Volume<&mut Drive<BoxedTransport>>,
-    state_dir: &Path,
     set: &str,
-    closing: &Closing,
+    snapshot: &Snapshot,
 ) -> Result<Option<String>> {
     if vol.is_full() {
         return Ok(None);
     }
-    let tmp = Snapshot::take(state_dir, closing)?;
-    let file =
-        std::fs::File::open(&tmp.0).with_context(|| format!("cannot read {}", tmp.0.display()))?;
+    let file = std::fs::File::open(&snapshot.0)
+        .with_context(|| format!("cannot read {}", snapshot.0.display()))?;
     let compressed = zstd::stream::read::Encoder::new(std::io::BufReader::new(file), 3)
         .context("starting zstd")?;
     let p = path(set);
@@ -59,11 +61,12 @@ pub fn put(
     }
 }
 
-/// The copy being written, in state_dir's tmp/ (removed when dropped).
-struct Snapshot(PathBuf);
+/// The copy to be written, in state_dir's tmp/ (removed when dropped).
+pub struct Snapshot(PathBuf);
 
 impl Snapshot {
-    fn take(state_dir: &Path, closing: &Closing) -> Result<Snapshot> {
+    /// A consistent copy of state_dir's catalog, with the set as this tape sees it.
+    pub fn take(state_dir: &Path, closing: &Closing) -> Result<Snapshot> {
         let dir = state_dir.join("tmp");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -75,8 +78,16 @@ impl Snapshot {
         let _ = std::fs::remove_file(&p);
         let s = Snapshot(p);
         common::sqlite::copy_consistent(&state_dir.join("tapes.sqlite"), &s.0)?;
-        // As this tape sees the set: complete with this copy.
+        // As this tape sees the set: complete with this copy, this tape closed.
         let copy = TapeCatalog::open_file(&s.0)?;
+        copy.close_copy_tape(
+            closing.set_id,
+            closing.copy,
+            closing.seq,
+            closing.seconds,
+            None,
+            None,
+        )?;
         copy.complete_set(
             closing.set_id,
             closing.files,

@@ -129,6 +129,10 @@ pub struct TapeDescription {
     /// docs/encryption.md); absent on a tape in plain LTFS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_fingerprint: Option<String>,
+    /// On the copy's last tape: the tape catalog's copy beside the set manifest
+    /// (`/.rackvault/sets/<set>/catalog.sqlite.zst`), when it is on this tape whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
 }
 
 impl TapeDescription {

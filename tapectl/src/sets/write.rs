@@ -743,18 +743,23 @@ impl<'a> CopyWriter<'a> {
             }
             Err(e) => return Err(e),
         };
+        let mut catalog = None;
         let end = match end {
             Some(continues) => TapeEnd::Full { continues },
             None => match self.write_manifest(&mut vol, tape)? {
-                true => TapeEnd::Done,
+                true => {
+                    catalog = self.put_catalog_copy(&mut vol, tape)?;
+                    TapeEnd::Done
+                }
+                // (file, length, bytes on tape): the rest of the manifest goes on the next tape.
                 false => TapeEnd::Full {
                     continues: self
                         .manifest
                         .as_ref()
-                        .filter(|m| m.1 > 0)
+                        .filter(|m| m.2 > 0)
                         .map(|m| Continued {
                             tape_path: layout::manifest_path(self.ctx.uuid),
-                            offset: m.1,
+                            offset: m.2,
                         }),
                 },
             },
@@ -791,6 +796,7 @@ impl<'a> CopyWriter<'a> {
             started: self.ctx.created.clone(),
             closed: closed.to_string(),
             key_fingerprint: self.ctx.key.as_ref().map(|k| k.fingerprint.to_string()),
+            catalog,
         };
         vol.put_closing_file(
             &layout::description_path(self.ctx.uuid, tape.seq),
@@ -1073,6 +1079,41 @@ impl<'a> CopyWriter<'a> {
         )?;
         tape.pending.clear();
         Ok(())
+    }
+
+    /// The tape catalog's copy after the set manifest on the copy's last tape (`catalog_copy`),
+    /// with this tape's parts in it.
+    fn put_catalog_copy(
+        &self,
+        vol: &mut Volume<&mut Drive<BoxedTransport>>,
+        tape: &mut OnTape,
+    ) -> Result<Option<String>> {
+        self.flush(tape)?;
+        let state_dir = self.ctx.req.state_dir;
+        let local = local_manifest(state_dir, self.ctx.uuid, self.copy);
+        let hash = std::fs::File::open(&local)
+            .and_then(|f| blake3::Hasher::new().update_reader(f).map(|h| h.finalize()))
+            .with_context(|| format!("cannot read {}", local.display()))?;
+        let closing = super::catalog_copy::Closing {
+            set_id: self.ctx.set_id,
+            copy: self.copy,
+            files: self.ctx.plan.files,
+            bytes: self.ctx.plan.bytes_to_write(),
+            manifest_blake3: &hash.to_hex(),
+            seq: tape.seq,
+            seconds: tape.started.elapsed().as_secs_f64(),
+        };
+        // Copied under the catalog's lock (the other copies' writers update it meanwhile),
+        // written to tape without it.
+        let snapshot = {
+            let _cat = self
+                .ctx
+                .cat
+                .lock()
+                .map_err(|_| anyhow!("catalog lock poisoned"))?;
+            super::catalog_copy::Snapshot::take(state_dir, &closing)?
+        };
+        super::catalog_copy::put(vol, self.ctx.uuid, &snapshot)
     }
 
     /// Writes the copy's set manifest (true), or finds the tape full first (false: it goes on the
