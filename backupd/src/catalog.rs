@@ -263,6 +263,16 @@ impl Catalog {
         stats: Option<&Stats>,
     ) -> Result<()> {
         let stats = stats.map(serde_json::to_string).transpose()?;
+        self.record_end(id, outcome, error, stats)
+    }
+
+    fn record_end(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        error: Option<&str>,
+        stats: Option<String>,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE runs SET status = ?2, error = ?3, stats = ?4, finished_at = ?5 WHERE id = ?1",
             params![
@@ -284,17 +294,7 @@ impl Catalog {
         error: Option<&str>,
         report: &impl Serialize,
     ) -> Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET status = ?2, error = ?3, stats = ?4, finished_at = ?5 WHERE id = ?1",
-            params![
-                id,
-                outcome.as_str(),
-                error,
-                serde_json::to_string(report)?,
-                jiff::Timestamp::now().to_string()
-            ],
-        )?;
-        Ok(())
+        self.record_end(id, outcome, error, Some(serde_json::to_string(report)?))
     }
 
     pub fn run(&self, id: i64) -> Result<Option<RunRow>> {

@@ -210,6 +210,22 @@ pub enum ManifestError {
     },
 }
 
+/// What makes a header one this build cannot read, if anything.
+fn header_problem(h: &Header) -> Option<String> {
+    if h.format != FORMAT {
+        Some(format!("format is {:?}, expected {FORMAT:?}", h.format))
+    } else if h.version != VERSION {
+        Some(format!(
+            "version {} is not supported (this build reads {VERSION})",
+            h.version
+        ))
+    } else if h.hash != "blake3" {
+        Some(format!("hash {:?} is not supported", h.hash))
+    } else {
+        None
+    }
+}
+
 impl Manifest {
     pub fn new(header: Header, mut entries: Vec<Entry>) -> Self {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -308,27 +324,8 @@ impl Manifest {
         let mut header: Option<Header> = None;
         let mut entries = Vec::new();
         if let Some(h) = lines.next_json::<Header>("header").map_err(err)? {
-            let lineno = lines.number();
-            if h.format != FORMAT {
-                return Err(corrupt(
-                    lineno,
-                    format!("format is {:?}, expected {FORMAT:?}", h.format),
-                ));
-            }
-            if h.version != VERSION {
-                return Err(corrupt(
-                    lineno,
-                    format!(
-                        "version {} is not supported (this build reads {VERSION})",
-                        h.version
-                    ),
-                ));
-            }
-            if h.hash != "blake3" {
-                return Err(corrupt(
-                    lineno,
-                    format!("hash {:?} is not supported", h.hash),
-                ));
+            if let Some(msg) = header_problem(&h) {
+                return Err(corrupt(lines.number(), msg));
             }
             header = Some(h);
         }
@@ -505,27 +502,8 @@ impl<R: Read> EntryStream<R> {
             .next_json::<Header>("header")
             .map_err(err)?
             .ok_or_else(|| corrupt(0, "empty manifest".into()))?;
-        let lineno = lines.number();
-        if h.format != FORMAT {
-            return Err(corrupt(
-                lineno,
-                format!("format is {:?}, expected {FORMAT:?}", h.format),
-            ));
-        }
-        if h.version != VERSION {
-            return Err(corrupt(
-                lineno,
-                format!(
-                    "version {} is not supported (this build reads {VERSION})",
-                    h.version
-                ),
-            ));
-        }
-        if h.hash != "blake3" {
-            return Err(corrupt(
-                lineno,
-                format!("hash {:?} is not supported", h.hash),
-            ));
+        if let Some(msg) = header_problem(&h) {
+            return Err(corrupt(lines.number(), msg));
         }
         Ok(EntryStream {
             lines,

@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::sets::{Lab, assert_same_tree, make_tree, noise};
+use support::sets::{Lab, assert_same_tree, copy_tree, make_tree, noise};
 use support::{json, ok, tapectl};
 
 #[test]
@@ -51,13 +51,7 @@ fn a_full_set_spans_tapes_and_an_incremental_restores_each_point_in_time() {
 
     // A day later: one file changed, one renamed, one deleted, one new.
     let t2 = lab.path("tree2");
-    assert!(
-        std::process::Command::new("cp")
-            .args(["-a", t1.to_str().unwrap(), t2.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    copy_tree(&t1, &t2);
     std::fs::write(t2.join("d01/f00001.txt"), b"changed").unwrap();
     std::fs::rename(t2.join("mid03.bin"), t2.join("mid03-renamed.bin")).unwrap();
     std::fs::remove_file(t2.join("d02/f00002.txt")).unwrap();
@@ -373,13 +367,7 @@ fn catalog_rebuild_from_the_tapes_alone_gives_the_same_answers() {
     lab.snapshot("home", "20261201T020000Z", &t1);
     json(&lab.config, &["set", "write", "home", "--copies", "2"]);
     let t2 = lab.path("tree2");
-    assert!(
-        std::process::Command::new("cp")
-            .args(["-a", t1.to_str().unwrap(), t2.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    copy_tree(&t1, &t2);
     std::fs::write(t2.join("mid01.bin"), noise(6 << 20, 5)).unwrap();
     std::fs::remove_file(t2.join("d03/f00003.txt")).unwrap();
     lab.snapshot("home", "20261202T020000Z", &t2);
@@ -803,13 +791,7 @@ fn the_newest_tape_carries_a_catalog_copy_that_brings_back_a_lost_state_director
     lab.snapshot("home", "20261201T020000Z", &t1);
     json(&lab.config, &["set", "write", "home", "--copies", "2"]);
     let t2 = lab.path("tree2");
-    assert!(
-        std::process::Command::new("cp")
-            .args(["-a", t1.to_str().unwrap(), t2.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    copy_tree(&t1, &t2);
     std::fs::write(t2.join("mid01.bin"), noise(3 << 20, 9)).unwrap();
     lab.snapshot("home", "20261202T020000Z", &t2);
     json(&lab.config, &["set", "write", "home"]);

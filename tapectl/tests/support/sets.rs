@@ -72,6 +72,17 @@ impl Lab {
     }
 }
 
+/// `cp -a from to`: a tree to change into the next snapshot's.
+pub fn copy_tree(from: &Path, to: &Path) {
+    assert!(
+        std::process::Command::new("cp")
+            .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 /// Publishes `tree` at `root` as backupd's directory store does: a copy of the tree and its manifest.
 pub fn publish(tree: &Path, root: &Path, job: &str, name: &str) {
     std::fs::create_dir_all(root.parent().unwrap()).unwrap();
