@@ -272,11 +272,20 @@ fn dispatch_with(cli: &Cli, cfg: Config) -> Result<ExitCode> {
     }
     if let Command::CheckConfig = cli.command {
         if cli.json {
-            print_json(
-                &serde_json::json!({"ok": true, "jobs": cfg.jobs.iter().map(|j| &j.name).collect::<Vec<_>>()}),
-            );
-        } else {
+            print_json(&serde_json::json!({
+                "ok": true,
+                "jobs": cfg.jobs.iter().map(|j| &j.name).collect::<Vec<_>>(),
+                "tape_jobs": cfg.tape_jobs.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            }));
+        } else if cfg.tape_jobs.is_empty() {
             println!("{}: OK ({} job(s))", cfg.path.display(), cfg.jobs.len());
+        } else {
+            println!(
+                "{}: OK ({} job(s), {} tape job(s))",
+                cfg.path.display(),
+                cfg.jobs.len(),
+                cfg.tape_jobs.len()
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }

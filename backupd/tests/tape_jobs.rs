@@ -283,6 +283,8 @@ fn backupd_run_runs_a_tape_job_itself_or_hands_it_to_the_daemon() {
         );
         String::from_utf8(o.stdout).unwrap()
     };
+    let out = ok(&["check-config"]);
+    assert!(out.contains("OK (1 job(s), 1 tape job(s))"), "{out}");
     ok(&["run", "home"]);
     let out = ok(&["run", "to-tape"]);
     assert!(
