@@ -881,3 +881,105 @@ fn the_newest_tape_carries_a_catalog_copy_that_brings_back_a_lost_state_director
         "kept for the next restore"
     );
 }
+
+#[test]
+fn a_set_manifest_split_across_two_tapes_is_described_joined_and_read_back() {
+    // Cartridges whose index partition holds the index of 16,000 files.
+    let lab = Lab::new(3, 1024, "");
+    let t = lab.path("tree");
+    make_tree(&t, 16_000, 0, 0);
+    lab.snapshot("home", "20261201T020000Z", &t);
+    // Early warning just past the files' bytes on RV0001L6's data partition: the set manifest
+    // (more than one 512 KiB record for 16,000 files) begins on it and ends on the next tape.
+    let mut data = 0u64;
+    let mut stack = vec![t.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                stack.push(e.path());
+            } else {
+                data += md.len();
+            }
+        }
+    }
+    let fault = format!(
+        r#"{{"kind": "early_warning_at", "barcode": "RV0001L6", "partition": 1, "bytes": {}}}"#,
+        data + (256 << 10)
+    );
+    ok(&lab.config, &["vtl", "fault", &fault]);
+    let r = json(&lab.config, &["set", "write", "home"]);
+    let uuid = r["set"].as_str().unwrap().to_string();
+    let tapes: Vec<&str> = r["copies"][0]["tapes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["barcode"].as_str().unwrap())
+        .collect();
+    assert_eq!(tapes, ["RV0001L6", "RV0002L6"], "{r}");
+
+    // The descriptions: where the manifest breaks, in bytes of the manifest.
+    let manifest = format!("/.rackvault/sets/{uuid}/manifest.zst");
+    let got = lab.path("from-tape");
+    let mut described = Vec::new();
+    for (seq, barcode) in tapes.iter().enumerate() {
+        let seq = seq + 1;
+        ok(&lab.config, &["load", barcode, "--drive", "0"]);
+        let dir = got.join(barcode);
+        ok(
+            &lab.config,
+            &[
+                "ltfs",
+                "get",
+                &format!("/.rackvault/sets/{uuid}/tape-{seq:04}.json"),
+                &manifest,
+                "--to",
+                dir.to_str().unwrap(),
+            ],
+        );
+        ok(&lab.config, &["unload", "--drive", "0"]);
+        let d: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("tape-{seq:04}.json"))).unwrap(),
+        )
+        .unwrap();
+        described.push((d, std::fs::read(dir.join("manifest.zst")).unwrap()));
+    }
+    let head = described[0].1.len() as u64;
+    assert!(head > 0, "a piece of the manifest is on the first tape");
+    assert_eq!(
+        described[0].0["continues_on_next"],
+        serde_json::json!({"tape_path": manifest, "offset": head}),
+        "{}",
+        described[0].0
+    );
+    assert_eq!(
+        described[1].0["continued_from_previous"],
+        serde_json::json!({"tape_path": manifest, "offset": head}),
+        "{}",
+        described[1].0
+    );
+    let joined = [described[0].1.clone(), described[1].1.clone()].concat();
+    let local =
+        std::fs::read(lab.path(&format!("state/tape-sets/{uuid}/copy-1.manifest.zst"))).unwrap();
+    assert_eq!(joined, local, "the pieces joined are the manifest");
+
+    // Without the state directory's manifests, a restore reads both pieces back from the tapes.
+    std::fs::remove_dir_all(lab.path(&format!("state/tape-sets/{uuid}"))).unwrap();
+    let out = lab.path("restored");
+    ok(
+        &lab.config,
+        &[
+            "restore",
+            "home",
+            "latest",
+            "d03",
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&t.join("d03"), &out.join("d03"));
+    let fetched =
+        std::fs::read(lab.path(&format!("state/tape-sets/{uuid}/copy-1.manifest.zst"))).unwrap();
+    assert_eq!(fetched, local);
+}
