@@ -632,8 +632,7 @@ fn run_tape_job(cfg: &Config, tj: &backupd::tape_jobs::TapeJob, json: bool) -> R
             if json {
                 print_json(&report);
             } else {
-                let stats = serde_json::to_value(&report)?;
-                println!("{} (run {id})", tape_run_summary(&tj.name, &stats));
+                println!("{} (run {id})", report.summary(&tj.name));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -648,44 +647,6 @@ fn run_tape_job(cfg: &Config, tj: &backupd::tape_jobs::TapeJob, json: bool) -> R
             Err(e)
         }
     }
-}
-
-/// One line per set a tape run wrote (or why it wrote none), from its statistics.
-fn tape_run_summary(job: &str, stats: &serde_json::Value) -> String {
-    let mut lines = Vec::new();
-    for s in stats["sets"].as_array().into_iter().flatten() {
-        let copies: Vec<String> = s["tapes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                c.as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .collect();
-        lines.push(format!(
-            "{job}: {} set {} of {} {}: {} files, {} on tapes {}",
-            s["kind"].as_str().unwrap_or("?"),
-            s["set"].as_str().unwrap_or("?").get(..8).unwrap_or("?"),
-            s["job"].as_str().unwrap_or("?"),
-            s["snapshot"].as_str().unwrap_or("?"),
-            s["files"].as_u64().unwrap_or(0),
-            common::human::bytes(s["bytes"].as_u64().unwrap_or(0)),
-            copies.join(" | ")
-        ));
-    }
-    for s in stats["skipped"].as_array().into_iter().flatten() {
-        lines.push(format!(
-            "{job}: nothing written for {}: {}",
-            s["job"].as_str().unwrap_or("?"),
-            s["why"].as_str().unwrap_or("?")
-        ));
-    }
-    lines.join("\n")
 }
 
 fn run_through_daemon(
@@ -721,8 +682,12 @@ fn run_through_daemon(
                 r.error.clone().unwrap_or_default()
             );
         } else if !json {
-            match r.stats.as_ref().filter(|s| s.get("sets").is_some()) {
-                Some(stats) => println!("{} (run {})", tape_run_summary(job, stats), r.id),
+            // A tape job's run has its sets as statistics.
+            let tape = r.stats.clone().and_then(|s| {
+                serde_json::from_value::<backupd::tape_jobs::run::TapeRunReport>(s).ok()
+            });
+            match tape {
+                Some(report) => println!("{} (run {})", report.summary(job), r.id),
                 None => println!(
                     "{job}: snapshot {} (run {})",
                     r.snapshot.clone().unwrap_or_default(),

@@ -26,9 +26,9 @@ pub struct JobHealth {
 
 pub struct Observer {
     metrics: Metrics,
-    /// Where the tape catalog is, and the configuration with its `[rotation]`.
+    /// Where the tape catalog is, and the configuration's `[rotation]` policy.
     state_dir: std::path::PathBuf,
-    config: std::path::PathBuf,
+    rotation: tapectl::rotation::Policy,
     policy: Mutex<AlertPolicy>,
     sender: Mutex<Option<AlertSender>>,
     /// Tape jobs waiting for a tape, with what to insert.
@@ -105,7 +105,7 @@ impl Observer {
         Ok(Observer {
             metrics,
             state_dir: cfg.state_dir.clone(),
-            config: cfg.path.clone(),
+            rotation: cfg.tape.rotation.clone(),
             policy: Mutex::new(AlertPolicy::new(seeds)),
             sender: Mutex::new(Some(sender)),
             waiting: Mutex::new(HashMap::new()),
@@ -160,32 +160,37 @@ impl Observer {
             }
             st.checked = Some(std::time::Instant::now());
         }
-        if !self.state_dir.join("tapes.sqlite").exists() {
-            return;
-        }
-        let look = || -> anyhow::Result<(Vec<String>, Vec<String>)> {
-            let cf = common::config::ConfigFile::load(&self.config)?;
-            let tape = tapectl::pools::TapeSettings::from_file(&cf)?;
-            let cat = tapectl::catalog::TapeCatalog::open(&self.state_dir)?;
-            let (media, sets, plan) = tapectl::rotation::of_catalog(&cat, &tape.rotation, now)?;
-            let f = tapectl::rotation::figures(&media, &sets, &plan);
-            let cleaners = f
-                .cleaning_uses
-                .iter()
-                .filter(|(_, used)| **used >= tapectl::catalog::CLEANER_LIFE)
-                .map(|(b, used)| {
-                    format!("cleaning cartridge {b} is used up ({used} cleanings); replace it")
-                })
-                .collect();
-            Ok((plan.alerts, cleaners))
-        };
-        match look() {
-            Ok((rotation, cleaners)) => {
-                self.attention("rotation", rotation);
+        match self.tape_figures(now) {
+            Ok(None) => {}
+            Ok(Some((plan, f))) => {
+                let cleaners = f
+                    .cleaning_uses
+                    .iter()
+                    .filter(|(_, used)| **used >= tapectl::catalog::CLEANER_LIFE)
+                    .map(|(b, used)| {
+                        format!("cleaning cartridge {b} is used up ({used} cleanings); replace it")
+                    })
+                    .collect();
+                self.attention("rotation", plan.alerts);
                 self.attention("cleaning", cleaners);
             }
             Err(e) => tracing::warn!("tape catalog not checked for alerts: {e:#}"),
         }
+    }
+
+    /// The rotation plan and the tape figures at `now`; `None` without a tape catalog (it is
+    /// read, never created).
+    fn tape_figures(
+        &self,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<(tapectl::rotation::Plan, tapectl::rotation::TapeFigures)>> {
+        if !self.state_dir.join("tapes.sqlite").exists() {
+            return Ok(None);
+        }
+        let cat = tapectl::catalog::TapeCatalog::open(&self.state_dir)?;
+        let (media, sets, plan) = tapectl::rotation::of_catalog(&cat, &self.rotation, now)?;
+        let f = tapectl::rotation::figures(&media, &sets, &plan);
+        Ok(Some((plan, f)))
     }
 
     /// A tape run waits for a person (`Some`: what to insert) or goes on (`None`). The first
@@ -306,21 +311,11 @@ impl Observer {
         out
     }
 
-    /// The tape catalog's figures, when there is one (read, never created, at each scrape).
+    /// The tape catalog's figures, when there is one, at each scrape.
     fn tape_metrics(&self) -> String {
-        if !self.state_dir.join("tapes.sqlite").exists() {
-            return String::new();
-        }
-        let figures = || -> anyhow::Result<tapectl::rotation::TapeFigures> {
-            let cf = common::config::ConfigFile::load(&self.config)?;
-            let tape = tapectl::pools::TapeSettings::from_file(&cf)?;
-            let cat = tapectl::catalog::TapeCatalog::open(&self.state_dir)?;
-            let (media, sets, plan) =
-                tapectl::rotation::of_catalog(&cat, &tape.rotation, Timestamp::now())?;
-            Ok(tapectl::rotation::figures(&media, &sets, &plan))
-        };
-        match figures() {
-            Ok(f) => crate::metrics::render_tapes(&f),
+        match self.tape_figures(Timestamp::now()) {
+            Ok(Some((_, f))) => crate::metrics::render_tapes(&f),
+            Ok(None) => String::new(),
             Err(e) => {
                 tracing::warn!("tape metrics not read: {e:#}");
                 String::new()

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use common::config::SharedConfig;
 use tapectl::catalog::{SetState, TapeCatalog};
@@ -21,14 +21,14 @@ use crate::progress::Progress;
 use crate::schedule::{Schedule, Zone};
 
 /// What a run did, kept as the run's statistics in the catalog.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TapeRunReport {
     pub sets: Vec<SetWritten>,
     /// Backup jobs with nothing to write, and why.
     pub skipped: Vec<JobSkipped>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetWritten {
     pub job: String,
     pub snapshot: String,
@@ -41,10 +41,37 @@ pub struct SetWritten {
     pub tapes: Vec<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobSkipped {
     pub job: String,
     pub why: String,
+}
+
+impl TapeRunReport {
+    /// One line per set written (or why none was), for `backupd run`.
+    pub fn summary(&self, tape_job: &str) -> String {
+        let mut lines = Vec::new();
+        for s in &self.sets {
+            let copies: Vec<String> = s.tapes.iter().map(|c| c.join(",")).collect();
+            lines.push(format!(
+                "{tape_job}: {} set {} of {} {}: {} files, {} on tapes {}",
+                s.kind.as_str(),
+                s.set.get(..8).unwrap_or(&s.set),
+                s.job,
+                s.snapshot,
+                s.files,
+                common::human::bytes(s.bytes),
+                copies.join(" | ")
+            ));
+        }
+        for s in &self.skipped {
+            lines.push(format!(
+                "{tape_job}: nothing written for {}: {}",
+                s.job, s.why
+            ));
+        }
+        lines.join("\n")
+    }
 }
 
 impl SetWritten {

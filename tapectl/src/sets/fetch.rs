@@ -27,6 +27,10 @@ pub fn ensure_manifest(
     drive: u16,
     state_dir: &Path,
 ) -> Result<()> {
+    // The id names a directory of state_dir: a catalog brought back from a tape is checked too.
+    if !layout::is_set_id(&set.uuid) {
+        bail!("set {:?} in the catalog is not a UUID", set.uuid);
+    }
     let copies = cat.copies(set.id)?;
     let wanted: Vec<u32> = match copy {
         Some(c) => vec![c],
@@ -74,8 +78,23 @@ pub fn ensure_manifest(
             })?;
         }
         bytes.extend_from_slice(&tail);
-        // Parsed before it is kept: a manifest that does not read is not one.
+        // Parsed before it is kept: a manifest that does not read is not one. Copy 1's must be
+        // the one the catalog recorded.
         SetManifest::read_from(&bytes[..], &format!("{path} on {}", last.barcode))?;
+        if let Some(want) = set
+            .manifest_blake3
+            .as_deref()
+            .filter(|h| c.copy == 1 && !h.is_empty())
+        {
+            let got = blake3::hash(&bytes).to_hex();
+            if got.as_str() != want {
+                bail!(
+                    "the set manifest of set {} on {} is not the one the catalog recorded (BLAKE3 {got}, expected {want})",
+                    set.uuid,
+                    last.barcode
+                );
+            }
+        }
         save_atomically(&local_manifest(state_dir, &set.uuid, c.copy), &bytes)?;
         tracing::info!(set = %set.uuid, copy = c.copy, tape = %last.barcode, "set manifest read back from tape");
         return Ok(());
