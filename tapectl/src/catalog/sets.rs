@@ -159,15 +159,14 @@ fn set_row(r: &rusqlite::Row) -> rusqlite::Result<SetRow> {
 
 impl TapeCatalog {
     fn path_id(&self, p: &RelPath) -> Result<i64> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO paths (path) VALUES (?1)",
-            params![p.as_bytes()],
-        )?;
-        Ok(self.conn.query_row(
-            "SELECT id FROM paths WHERE path = ?1",
-            params![p.as_bytes()],
-            |r| r.get(0),
-        )?)
+        // Prepared once per connection: a million-file set asks for a million paths.
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO paths (path) VALUES (?1)")?
+            .execute(params![p.as_bytes()])?;
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM paths WHERE path = ?1")?
+            .query_row(params![p.as_bytes()], |r| r.get(0))?)
     }
 
     /// Starts a set: its row (`writing`), its copies, and the paths it stores, renames and deletes.

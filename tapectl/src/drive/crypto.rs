@@ -258,7 +258,12 @@ impl SetEncryption<'_> {
         let mut p = vec![0u8; 20];
         be::put(&mut p, 0, 2, PAGE_SET_DATA_ENCRYPTION as u64);
         p[4] = (self.scope & 7) << 5;
-        // CEEM 00b, RDMC 00b, SDK 0, CKOD 0: the key is cleared explicitly after a set.
+        // CEEM 00b, RDMC 00b, SDK 0. CKOD 1 with a key (a tape is loaded then): a real drive
+        // forgets the key when the tape leaves it, as the virtual one does, besides the explicit
+        // clear after each tape.
+        if self.key.is_some() {
+            p[5] = 0x04;
+        }
         p[6] = self.encrypt;
         p[7] = self.decrypt;
         p[8] = self.algorithm_index;
@@ -569,7 +574,8 @@ mod tests {
         .encode();
         assert_eq!(p.len(), 20 + 32 + 4 + 12);
         assert_eq!(&p[0..4], &[0, 0x10, 0, (p.len() - 4) as u8]);
-        assert_eq!(&p[4..10], &[0x40, 0, 2, 3, 1, 0]);
+        // Scope all I_T nexus; CKOD (the key goes with the tape); ENCRYPT, MIXED, index 1.
+        assert_eq!(&p[4..10], &[0x40, 0x04, 2, 3, 1, 0]);
         assert_eq!(&p[18..20], &[0, 32]);
         assert_eq!(&p[20..52], &key);
         assert_eq!(&p[52..56], &[1, 0, 0, 12]);

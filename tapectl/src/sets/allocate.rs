@@ -203,7 +203,25 @@ impl std::error::Error for NoTape {}
 
 /// Loads `barcode` and makes it ready for the set: Ok(volume UUID), or Err(why it is skipped).
 /// A blank cartridge is formatted (volume name = barcode) and joins the pool.
+/// The drive is left without a key whatever happened: a writer sets its pool's key again on its
+/// own handle, and nothing else (a format, a repair, a tape passed over and left in the drive)
+/// may write with it.
 pub fn prepare(
+    lib: &mut Library,
+    cat: &TapeCatalog,
+    want: &Want,
+    barcode: &str,
+) -> Result<Result<String, String>> {
+    let r = prepare_keyed(lib, cat, want, barcode);
+    if want.key.is_some()
+        && let Ok((mut d, _lock)) = lib.open_drive(want.drive)
+    {
+        super::crypt::clear_quietly(&mut d);
+    }
+    r
+}
+
+fn prepare_keyed(
     lib: &mut Library,
     cat: &TapeCatalog,
     want: &Want,

@@ -65,12 +65,10 @@ pub fn put(
 pub struct Snapshot(PathBuf);
 
 impl Snapshot {
-    /// A consistent copy of state_dir's catalog, with the set as this tape sees it.
-    pub fn take(state_dir: &Path, closing: &Closing) -> Result<Snapshot> {
-        let dir = state_dir.join("tmp");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let p = dir.join(format!(
+    /// A consistent copy of state_dir's catalog, with the set as this tape sees it, in `tmp`
+    /// (the set's temporary directory: what a killed writer leaves there goes with it).
+    pub fn take(state_dir: &Path, tmp: &Path, closing: &Closing) -> Result<Snapshot> {
+        let p = tmp.join(format!(
             "catalog-copy.{}.{}.sqlite",
             std::process::id(),
             closing.copy

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use super::layout::{self, SetManifest, TapeDescription};
 use super::mount::with_tape;
-use super::write::{copy_manifest, local_manifest, save_atomically};
+use super::write::{local_manifest, save_atomically};
 use crate::catalog::{SetRow, TapeCatalog};
 use crate::library::Library;
 
@@ -36,10 +36,11 @@ pub fn ensure_manifest(
         Some(c) => vec![c],
         None => copies.iter().map(|c| c.copy).collect(),
     };
-    for &c in &wanted {
-        if copy_manifest(state_dir, &set.uuid, c)?.is_some() {
-            return Ok(());
-        }
+    if wanted
+        .iter()
+        .any(|&c| local_manifest(state_dir, &set.uuid, c).exists())
+    {
+        return Ok(());
     }
     let inv = lib.inventory()?;
     let mut tried = Vec::new();
@@ -55,29 +56,45 @@ pub fn ensure_manifest(
         let path = layout::manifest_path(&set.uuid);
         let description = layout::description_path(&set.uuid, last.seq);
         let (tail, desc) = with_tape(lib, drive, &last.barcode, |vol| {
-            let d = read_limited(vol, &description, MAX_PIECE)?;
+            let d = read_limited(vol, &description, ltfs::volume::RESERVE_FILE_MAX as u64)?;
             let d = TapeDescription::parse(&d).with_context(|| description.clone())?;
             Ok((read_limited(vol, &path, MAX_PIECE)?, d))
         })?;
-        let mut bytes = Vec::new();
-        if desc
+        let bytes = match desc
             .continued_from_previous
             .as_ref()
-            .is_some_and(|k| k.tape_path == path)
+            .filter(|k| k.tape_path == path)
         {
-            let Some(prev) = c.tapes.iter().find(|t| t.seq + 1 == last.seq) else {
-                bail!(
-                    "set {} copy {}: the catalog has no tape before {}",
-                    set.uuid,
-                    c.copy,
-                    last.barcode
-                );
-            };
-            bytes = with_tape(lib, drive, &prev.barcode, |vol| {
-                read_limited(vol, &path, MAX_PIECE)
-            })?;
-        }
-        bytes.extend_from_slice(&tail);
+            None => tail,
+            Some(k) => {
+                let Some(prev) = c.tapes.iter().find(|t| t.seq + 1 == last.seq) else {
+                    bail!(
+                        "set {} copy {}: the catalog has no tape before {}",
+                        set.uuid,
+                        c.copy,
+                        last.barcode
+                    );
+                };
+                let mut head = with_tape(lib, drive, &prev.barcode, |vol| {
+                    read_limited(vol, &path, MAX_PIECE)
+                })?;
+                // A manifest is split over two tapes at most (one that did not begin on a tape
+                // is written from the start of the next): the head is all of it before.
+                if head.len() as u64 != k.offset {
+                    bail!(
+                        "set {} copy {}: {} says the manifest continues at byte {}, but {} holds {} bytes of it",
+                        set.uuid,
+                        c.copy,
+                        last.barcode,
+                        k.offset,
+                        prev.barcode,
+                        head.len()
+                    );
+                }
+                head.extend_from_slice(&tail);
+                head
+            }
+        };
         // Parsed before it is kept: a manifest that does not read is not one. Copy 1's must be
         // the one the catalog recorded.
         SetManifest::read_from(&bytes[..], &format!("{path} on {}", last.barcode))?;

@@ -493,6 +493,8 @@ struct Checkpoint {
     current: Option<InFile>,
     /// Parts logged.
     parts: u64,
+    /// Bytes of the set manifest on earlier tapes (it was begun on one of them).
+    manifest_done: Option<u64>,
 }
 
 enum TapeEnd {
@@ -635,6 +637,7 @@ impl<'a> CopyWriter<'a> {
                 next: self.next,
                 current: self.current,
                 parts: self.parts.len(),
+                manifest_done: self.manifest.as_ref().map(|m| m.2).filter(|&d| d > 0),
             };
             // The key is set again on this handle (a drive keeps it for all I_T nexuses, but not
             // every transport is one nexus), and cleared once the tape is closed or failed.
@@ -1054,7 +1057,13 @@ impl<'a> CopyWriter<'a> {
         }
         self.seek(at_start.next)?;
         self.current = at_start.current;
-        self.manifest = None;
+        match (at_start.manifest_done, self.manifest.as_mut()) {
+            // Begun on an earlier tape, which keeps its piece: the rest goes on the next tape,
+            // from the same bytes.
+            (Some(done), Some(m)) => m.2 = done,
+            // Begun on the failed tape: made again (its header lists the copy's tapes).
+            _ => self.manifest = None,
+        }
         self.damaged.push(Skipped {
             barcode: tape.barcode.clone(),
             reason,
@@ -1111,7 +1120,7 @@ impl<'a> CopyWriter<'a> {
                 .cat
                 .lock()
                 .map_err(|_| anyhow!("catalog lock poisoned"))?;
-            super::catalog_copy::Snapshot::take(state_dir, &closing)?
+            super::catalog_copy::Snapshot::take(state_dir, self.ctx.tmp, &closing)?
         };
         super::catalog_copy::put(vol, self.ctx.uuid, &snapshot)
     }
@@ -1185,13 +1194,7 @@ impl<'a> CopyWriter<'a> {
 pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Named after the file too: two copies' writers save their manifests into one directory at
-    // the same time (one shared temporary name let one writer rename the other's file away).
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let tmp = temporary_beside(path);
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
@@ -1204,6 +1207,17 @@ pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Moves the finished file `from` to `path`, synced: renamed within the state directory, copied
 /// where it cannot be.
+/// A temporary name in `path`'s directory for a file about to become `path`: named after the
+/// file too, since two copies' writers save their manifests into one directory at the same time
+/// (one shared temporary name let one writer rename the other's file away).
+fn temporary_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+}
+
 fn move_atomically(from: &Path, path: &Path) -> Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -1213,7 +1227,7 @@ fn move_atomically(from: &Path, path: &Path) -> Result<()> {
     if std::fs::rename(from, path).is_ok() {
         return Ok(());
     }
-    let tmp = dir.join(format!(".tmp.{}", std::process::id()));
+    let tmp = temporary_beside(path);
     let copy = || -> std::io::Result<()> {
         std::fs::copy(from, &tmp)?;
         std::fs::File::open(&tmp)?.sync_all()?;
