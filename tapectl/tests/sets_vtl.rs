@@ -909,15 +909,30 @@ fn a_set_manifest_split_across_two_tapes_is_described_joined_and_read_back() {
         data + (256 << 10)
     );
     ok(&lab.config, &["vtl", "fault", &fault]);
-    let r = json(&lab.config, &["set", "write", "home"]);
+    // And the next tape fails its first data writes, where the rest of the manifest goes: the
+    // copy goes on to a third tape from the same manifest bytes.
+    for block in 7..40 {
+        ok(
+            &lab.config,
+            &[
+                "vtl",
+                "fault",
+                &format!(
+                    r#"{{"kind":"medium_error","barcode":"RV0002L6","partition":1,"block":{block},"on":"write"}}"#
+                ),
+            ],
+        );
+    }
+    let r = json(&lab.config, &["set", "write", "home", "--drive", "0"]);
     let uuid = r["set"].as_str().unwrap().to_string();
+    assert_eq!(r["copies"][0]["damaged"][0]["barcode"], "RV0002L6", "{r}");
     let tapes: Vec<&str> = r["copies"][0]["tapes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["barcode"].as_str().unwrap())
         .collect();
-    assert_eq!(tapes, ["RV0001L6", "RV0002L6"], "{r}");
+    assert_eq!(tapes, ["RV0001L6", "RV0003L6"], "{r}");
 
     // The descriptions: where the manifest breaks, in bytes of the manifest.
     let manifest = format!("/.rackvault/sets/{uuid}/manifest.zst");

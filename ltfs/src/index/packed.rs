@@ -145,6 +145,10 @@ impl Packed {
         if d.last == NONE || (d.sorted && self.name_of(d.last) < name) {
             return None;
         }
+        // The usual case when a writer comes back to a parent after a subdirectory.
+        if self.name_of(d.last) == name {
+            return Some(d.last);
+        }
         let mut c = d.first;
         while c != NONE {
             if self.name_of(c) == name {
