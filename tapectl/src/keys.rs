@@ -129,7 +129,8 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    // Hex digits only (from_str_radix alone would take a sign).
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -305,9 +306,14 @@ pub fn create_key_file(path: &Path, now: jiff::Timestamp) -> Result<TapeKey> {
                 path.display()
             )
         })?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write tape key file {}", path.display()))?;
+    if let Err(e) = f.write_all(text.as_bytes()).and_then(|()| f.sync_all()) {
+        // A half-written key file would refuse every retry.
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(
+            anyhow::Error::new(e).context(format!("cannot write tape key file {}", path.display()))
+        );
+    }
     let k = TapeKey {
         fingerprint: Fingerprint::of(&key),
         key,

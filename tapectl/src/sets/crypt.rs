@@ -175,7 +175,12 @@ pub fn unfit_for_pool(
         }
         TapeCrypt::Plain => None,
         TapeCrypt::NoBlock => return None,
-        TapeCrypt::Unknown => known.and_then(Fingerprint::parse),
+        // The drive cannot tell: the catalog's word, or none (the volume's UUID, checked against
+        // the catalog once mounted, decides for a tape the catalog knows).
+        TapeCrypt::Unknown => match known.and_then(Fingerprint::parse) {
+            Some(fp) => Some(fp),
+            None => return None,
+        },
     };
     match (want, has) {
         (Some(w), Some(h)) if w == h => None,
